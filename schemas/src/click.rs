@@ -1,0 +1,78 @@
+//! `ClickEvent`: one click, as the edge publishes it to the `clicks` topic.
+
+use apache_avro::types::Value;
+
+use crate::codec::{nullable, CodecError, Contract, Fields, SchemaId};
+use crate::ids::{CampaignId, ClientId, EventId, LinkId, RecipientId};
+
+pub const CLICK_EVENT_V1: SchemaId = SchemaId(1);
+
+/// One click on a tracking link. See `schemas/avro/click_event.v1.avsc` for field docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickEvent {
+    pub event_id: EventId,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub event_time_ms: i64,
+    pub client_id: ClientId,
+    pub campaign_id: CampaignId,
+    pub link_id: LinkId,
+    pub recipient_id: Option<RecipientId>,
+    pub destination_url: String,
+    pub http_method: String,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    /// Already anonymized (IPv4 /24, IPv6 /48).
+    pub client_ip: Option<String>,
+    pub edge_node: String,
+}
+
+impl Contract for ClickEvent {
+    const NAME: &'static str = "ClickEvent";
+    const VERSIONS: &'static [(SchemaId, &'static str)] =
+        &[(CLICK_EVENT_V1, include_str!("../avro/click_event.v1.avsc"))];
+
+    fn to_avro(&self) -> Value {
+        let s = |v: &str| Value::String(v.to_owned());
+        Value::Record(vec![
+            ("event_id".into(), Value::Uuid(self.event_id.0)),
+            ("event_time".into(), Value::TimestampMillis(self.event_time_ms)),
+            ("client_id".into(), s(self.client_id.as_str())),
+            ("campaign_id".into(), s(self.campaign_id.as_str())),
+            ("link_id".into(), s(self.link_id.as_str())),
+            ("recipient_id".into(), nullable(self.recipient_id.as_ref().map(|r| s(r.as_str())))),
+            ("destination_url".into(), s(&self.destination_url)),
+            ("http_method".into(), s(&self.http_method)),
+            ("user_agent".into(), nullable(self.user_agent.as_deref().map(s))),
+            ("referer".into(), nullable(self.referer.as_deref().map(s))),
+            ("client_ip".into(), nullable(self.client_ip.as_deref().map(s))),
+            ("edge_node".into(), s(&self.edge_node)),
+        ])
+    }
+
+    fn from_avro(record: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::new(Self::NAME, record)?;
+        let id = |field: &'static str, e: crate::IdError| CodecError::Shape {
+            contract: Self::NAME,
+            field,
+            problem: e.to_string(),
+        };
+        Ok(ClickEvent {
+            event_id: EventId(f.uuid("event_id")?),
+            event_time_ms: f.long("event_time")?,
+            client_id: ClientId::parse(f.string("client_id")?).map_err(|e| id("client_id", e))?,
+            campaign_id: CampaignId::parse(f.string("campaign_id")?).map_err(|e| id("campaign_id", e))?,
+            link_id: LinkId::parse(f.string("link_id")?).map_err(|e| id("link_id", e))?,
+            recipient_id: f
+                .opt_string("recipient_id")?
+                .map(RecipientId::parse)
+                .transpose()
+                .map_err(|e| id("recipient_id", e))?,
+            destination_url: f.string("destination_url")?,
+            http_method: f.string("http_method")?,
+            user_agent: f.opt_string("user_agent")?,
+            referer: f.opt_string("referer")?,
+            client_ip: f.opt_string("client_ip")?,
+            edge_node: f.string("edge_node")?,
+        })
+    }
+}

@@ -1,0 +1,31 @@
+//! The Avro contracts between Ricochet's processes.
+//!
+//! The `.avsc` files under `schemas/avro/` are the source of truth; this crate
+//! embeds them, gives each a fixed schema id, and carries the Rust types and the
+//! codec beside them. Every message is framed in the Confluent wire format
+//! (magic byte `0`, big-endian `u32` schema id, Avro binary datum), so any
+//! reader with a schema registry (ClickHouse's `AvroConfluent`, Kafka Connect)
+//! can decode it, and old and new writers can share a topic during a rolling
+//! deploy: a reader always decodes with the *writer's* schema, found by id, and
+//! resolves it into its own.
+//!
+//! - [`ids`]: identifier newtypes (`ClientId`, `LinkId`, `LinkCode`, …) and their validation.
+//! - [`framing`]: the Confluent header.
+//! - [`codec`]: the schema table and the generic encode/decode with schema resolution.
+//! - [`click`]: `ClickEvent`, published by the edge to the `clicks` topic.
+//! - [`link`]: `LinkRecord`, the registry's record on the compacted `links` topic.
+//!
+//! Evolution rules (checked by `tests/evolution.rs`): a new version may only add
+//! fields that have a default, and may only remove fields that had one; ids are
+//! never reused.
+
+pub mod click;
+pub mod codec;
+pub mod framing;
+pub mod ids;
+pub mod link;
+
+pub use click::ClickEvent;
+pub use codec::{Codec, CodecError, SchemaId};
+pub use ids::{CampaignId, ClientId, EventId, IdError, LinkCode, LinkId, RecipientId};
+pub use link::{LinkRecord, LinkStatus};

@@ -1,0 +1,88 @@
+//! Golden byte vectors: the exact bytes each contract puts on the wire.
+//!
+//! A change to these bytes breaks every reader in production. If the change is
+//! intended (a new schema version), add the new version's vector beside the old
+//! one; never edit an old vector. `RICOCHET_BLESS=1 cargo test -p ricochet-schemas`
+//! writes missing vectors.
+
+use std::path::PathBuf;
+
+use ricochet_schemas::click::CLICK_EVENT_V1;
+use ricochet_schemas::link::LINK_V1;
+use ricochet_schemas::*;
+
+fn fixture_click() -> ClickEvent {
+    ClickEvent {
+        event_id: EventId(uuid::Uuid::parse_str("01936a4e-7c3f-7b21-9a55-2f1e3d4c5b6a").unwrap()),
+        event_time_ms: 1_732_233_600_123,
+        client_id: ClientId::parse("acme").unwrap(),
+        campaign_id: CampaignId::parse("black-friday").unwrap(),
+        link_id: LinkId::parse("01936a4e7c3f7b219a552f1e3d4c5b6b").unwrap(),
+        recipient_id: Some(RecipientId::parse("r-42").unwrap()),
+        destination_url: "https://shop.example/deals?utm=bf".into(),
+        http_method: "GET".into(),
+        user_agent: Some("Mozilla/5.0".into()),
+        referer: None,
+        client_ip: Some("203.0.113.0".into()),
+        edge_node: "edge-1".into(),
+    }
+}
+
+fn fixture_link() -> LinkRecord {
+    LinkRecord {
+        link_id: LinkId::parse("01936a4e7c3f7b219a552f1e3d4c5b6b").unwrap(),
+        code: LinkCode::parse("Ab3dE5gH").unwrap(),
+        client_id: ClientId::parse("acme").unwrap(),
+        campaign_id: CampaignId::parse("black-friday").unwrap(),
+        destination_url: "https://shop.example/deals?utm=bf".into(),
+        status: LinkStatus::Active,
+        created_at_ms: 1_732_233_600_000,
+        valid_from_ms: None,
+        valid_until_ms: Some(1_735_000_000_000),
+        click_limit: Some(1000),
+    }
+}
+
+fn check_golden(name: &str, bytes: &[u8]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
+    let actual = hex::encode(bytes);
+    match std::fs::read_to_string(&path) {
+        Ok(expected) => assert_eq!(actual, expected.trim(), "bytes on the wire changed for {name}"),
+        Err(_) if std::env::var_os("RICOCHET_BLESS").is_some() => std::fs::write(&path, actual + "\n").unwrap(),
+        Err(e) => panic!("golden vector {} missing ({e}); run with RICOCHET_BLESS=1 once", path.display()),
+    }
+}
+
+#[test]
+fn click_event_v1_bytes_are_stable() {
+    let codec = Codec::<ClickEvent>::new();
+    let bytes = codec.encode(&fixture_click()).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, CLICK_EVENT_V1.0 as u8], "Confluent header with schema id 1");
+    check_golden("click_event.v1.hex", &bytes);
+}
+
+#[test]
+fn click_event_v1_golden_decodes_to_the_fixture() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/click_event.v1.hex");
+    let bytes = hex::decode(std::fs::read_to_string(path).unwrap().trim()).unwrap();
+    assert_eq!(Codec::<ClickEvent>::new().decode(&bytes).unwrap(), fixture_click());
+}
+
+#[test]
+fn link_v1_bytes_are_stable_and_round_trip() {
+    let codec = Codec::<LinkRecord>::new();
+    let bytes = codec.encode(&fixture_link()).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, LINK_V1.0 as u8]);
+    check_golden("link.v1.hex", &bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), fixture_link());
+}
+
+#[test]
+fn garbage_is_a_typed_error_not_a_panic() {
+    let codec = Codec::<ClickEvent>::new();
+    assert!(matches!(codec.decode(b"hello world"), Err(CodecError::BadMagic { .. })));
+    assert!(matches!(codec.decode(&[0, 0, 0, 0, 99, 1, 2]), Err(CodecError::UnknownSchema(SchemaId(99), _))));
+    let mut truncated = codec.encode(&fixture_click()).unwrap();
+    truncated.truncate(20);
+    assert!(codec.decode(&truncated).is_err());
+}
