@@ -44,12 +44,23 @@ fn fixture_link() -> LinkRecord {
 }
 
 fn check_golden(name: &str, bytes: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(name);
     let actual = hex::encode(bytes);
     match std::fs::read_to_string(&path) {
-        Ok(expected) => assert_eq!(actual, expected.trim(), "bytes on the wire changed for {name}"),
-        Err(_) if std::env::var_os("RICOCHET_BLESS").is_some() => std::fs::write(&path, actual + "\n").unwrap(),
-        Err(e) => panic!("golden vector {} missing ({e}); run with RICOCHET_BLESS=1 once", path.display()),
+        Ok(expected) => assert_eq!(
+            actual,
+            expected.trim(),
+            "bytes on the wire changed for {name}"
+        ),
+        Err(_) if std::env::var_os("RICOCHET_BLESS").is_some() => {
+            std::fs::write(&path, actual + "\n").unwrap()
+        }
+        Err(e) => panic!(
+            "golden vector {} missing ({e}); run with RICOCHET_BLESS=1 once",
+            path.display()
+        ),
     }
 }
 
@@ -57,7 +68,11 @@ fn check_golden(name: &str, bytes: &[u8]) {
 fn click_event_v1_bytes_are_stable() {
     let codec = Codec::<ClickEvent>::new();
     let bytes = codec.encode(&fixture_click()).unwrap();
-    assert_eq!(&bytes[..5], &[0, 0, 0, 0, CLICK_EVENT_V1.0 as u8], "Confluent header with schema id 1");
+    assert_eq!(
+        &bytes[..5],
+        &[0, 0, 0, 0, CLICK_EVENT_V1.0 as u8],
+        "Confluent header with schema id 1"
+    );
     check_golden("click_event.v1.hex", &bytes);
 }
 
@@ -65,7 +80,10 @@ fn click_event_v1_bytes_are_stable() {
 fn click_event_v1_golden_decodes_to_the_fixture() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/click_event.v1.hex");
     let bytes = hex::decode(std::fs::read_to_string(path).unwrap().trim()).unwrap();
-    assert_eq!(Codec::<ClickEvent>::new().decode(&bytes).unwrap(), fixture_click());
+    assert_eq!(
+        Codec::<ClickEvent>::new().decode(&bytes).unwrap(),
+        fixture_click()
+    );
 }
 
 #[test]
@@ -80,8 +98,14 @@ fn link_v1_bytes_are_stable_and_round_trip() {
 #[test]
 fn garbage_is_a_typed_error_not_a_panic() {
     let codec = Codec::<ClickEvent>::new();
-    assert!(matches!(codec.decode(b"hello world"), Err(CodecError::BadMagic { .. })));
-    assert!(matches!(codec.decode(&[0, 0, 0, 0, 99, 1, 2]), Err(CodecError::UnknownSchema(SchemaId(99), _))));
+    assert!(matches!(
+        codec.decode(b"hello world"),
+        Err(CodecError::BadMagic { .. })
+    ));
+    assert!(matches!(
+        codec.decode(&[0, 0, 0, 0, 99, 1, 2]),
+        Err(CodecError::UnknownSchema(SchemaId(99), _))
+    ));
     let mut truncated = codec.encode(&fixture_click()).unwrap();
     truncated.truncate(20);
     assert!(codec.decode(&truncated).is_err());

@@ -1,0 +1,51 @@
+//! Edge settings. Flags win over environment variables, which win over defaults.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use ricochet_ingest::PublisherConfig;
+
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "ricochet-redirect",
+    about = "Ricochet's redirect edge: tracking link -> 302, click -> Kafka"
+)]
+pub struct RedirectConfig {
+    /// Address to serve tracking links on.
+    #[arg(long, env = "RICOCHET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// This edge's id, stamped on every click event. Defaults to the host name.
+    #[arg(long, env = "RICOCHET_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Compacted topic holding the link registry.
+    #[arg(long, env = "RICOCHET_LINKS_TOPIC", default_value = "links")]
+    pub links_topic: String,
+
+    /// Partitions for the clicks topic when the edge has to create it.
+    #[arg(long, env = "RICOCHET_CLICKS_PARTITIONS", default_value_t = 12)]
+    pub clicks_partitions: i32,
+
+    /// Take the client address from the first `X-Forwarded-For` entry. Only enable
+    /// behind a proxy that sets it; otherwise recipients could forge it.
+    #[arg(long, env = "RICOCHET_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
+    /// Seconds a graceful shutdown waits for the producer to deliver what it holds.
+    #[arg(long, env = "RICOCHET_SHUTDOWN_FLUSH_SECS", default_value_t = 30)]
+    pub shutdown_flush_secs: u64,
+
+    #[command(flatten)]
+    pub kafka: PublisherConfig,
+}
+
+impl RedirectConfig {
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "edge".into())
+        })
+    }
+}

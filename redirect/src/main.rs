@@ -1,0 +1,101 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use ricochet_ingest::Publisher;
+use ricochet_redirect::{router, run, Edge, RedirectConfig};
+use ricochet_registry::topics::{self, TopicSpec};
+use ricochet_registry::{LinkTable, RegistryTail};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = RedirectConfig::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("duration_seconds".into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+
+    topics::ensure(
+        &config.kafka.brokers,
+        &[
+            TopicSpec {
+                name: config.kafka.topic.clone(),
+                partitions: config.clicks_partitions,
+                compacted: false,
+            },
+            TopicSpec {
+                name: config.links_topic.clone(),
+                partitions: 1,
+                compacted: true,
+            },
+        ],
+    )
+    .await
+    .context("creating topics")?;
+
+    let shutdown = CancellationToken::new();
+    let links = Arc::new(LinkTable::new());
+    let (tail, tail_task) = RegistryTail::start(
+        &config.kafka.brokers,
+        &config.links_topic,
+        links.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the registry tail")?;
+    let publisher = Arc::new(Publisher::new(&config.kafka).context("creating the producer")?);
+    let edge = Arc::new(Edge {
+        links,
+        publisher: publisher.clone(),
+        node_id: config.node_id(),
+        trust_forwarded_for: config.trust_forwarded_for,
+        tail: Some(tail),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, node = %edge.node_id, "redirect edge serving");
+    let stop = shutdown.clone();
+    run(listener, router(edge, Some(metrics)), async move {
+        wait_for_signal().await;
+        stop.cancel();
+    })
+    .await?;
+
+    tracing::info!(
+        in_flight = publisher.in_flight(),
+        "shutting down; flushing click events"
+    );
+    let flushed = tokio::task::spawn_blocking(move || {
+        publisher.flush(Duration::from_secs(config.shutdown_flush_secs))
+    })
+    .await?;
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, "shutdown flush incomplete");
+    }
+    tail_task.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,51 @@
+//! The in-memory registry every edge and API process holds.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use ricochet_schemas::{LinkCode, LinkId, LinkRecord};
+
+/// All links, by code (the redirect path) and by id (the API).
+///
+/// `DashMap` shards its locks, so the many concurrent readers on the redirect
+/// path do not contend with the one tailing writer.
+#[derive(Default)]
+pub struct LinkTable {
+    by_code: DashMap<LinkCode, Arc<LinkRecord>>,
+    by_id: DashMap<LinkId, Arc<LinkRecord>>,
+}
+
+impl LinkTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies the newest state of a link. A link's code never changes, so the
+    /// record replaces the previous one under both keys.
+    pub fn apply(&self, record: LinkRecord) {
+        let record = Arc::new(record);
+        self.by_code.insert(record.code.clone(), record.clone());
+        self.by_id.insert(record.link_id.clone(), record);
+    }
+
+    /// The link behind a tracking-URL code.
+    pub fn resolve(&self, code: &str) -> Option<Arc<LinkRecord>> {
+        self.by_code.get(code).map(|r| r.value().clone())
+    }
+
+    pub fn get(&self, link_id: &str) -> Option<Arc<LinkRecord>> {
+        self.by_id.get(link_id).map(|r| r.value().clone())
+    }
+
+    pub fn contains_code(&self, code: &str) -> bool {
+        self.by_code.contains_key(code)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}

@@ -1,0 +1,137 @@
+//! Loading the registry topic into memory and following it.
+//!
+//! The tail reads every partition from the beginning without a consumer group
+//! (each process needs all of it) and never commits. It reports ready once it
+//! has applied everything up to the end offsets it saw at start: an edge that
+//! answered before that could 404 a link that exists.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use ricochet_schemas::{Codec, LinkRecord};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::table::LinkTable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("kafka consumer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("registry topic {0:?} does not exist or has no partitions")]
+    NoTopic(String),
+    #[error("metadata task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A handle on the running tail.
+#[derive(Clone)]
+pub struct RegistryTail {
+    ready: Arc<AtomicBool>,
+}
+
+impl RegistryTail {
+    /// True once everything up to the end offsets seen at start has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Starts following `topic` into `table` until `shutdown` is cancelled.
+    pub async fn start(
+        brokers: &str,
+        topic: &str,
+        table: Arc<LinkTable>,
+        shutdown: CancellationToken,
+    ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            // librdkafka wants a group id; this one never joins or commits.
+            .set(
+                "group.id",
+                format!("ricochet-registry-tail-{}", uuid::Uuid::now_v7().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let consumer = Arc::new(consumer);
+
+        let targets = {
+            let consumer = consumer.clone();
+            let topic = topic.to_owned();
+            // Metadata and watermark calls block on the network.
+            tokio::task::spawn_blocking(move || end_offsets(&consumer, &topic)).await??
+        };
+        let mut assignment = TopicPartitionList::new();
+        for (partition, _) in &targets {
+            assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let tail = RegistryTail {
+            ready: ready.clone(),
+        };
+        let codec = Codec::<LinkRecord>::new();
+        let mut remaining: Vec<(i32, i64)> =
+            targets.into_iter().filter(|(_, high)| *high > 0).collect();
+        if remaining.is_empty() {
+            ready.store(true, Ordering::Release);
+        }
+        let task = tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    m = consumer.recv() => m,
+                };
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "registry tail: consume error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                match message.payload().map(|p| codec.decode(p)) {
+                    Some(Ok(record)) => table.apply(record),
+                    Some(Err(e)) => {
+                        metrics::counter!("ricochet_registry_undecodable_total").increment(1);
+                        tracing::error!(error = %e, offset = message.offset(), "registry tail: undecodable link record skipped");
+                    }
+                    None => {} // a tombstone: links are retired by status, never deleted by key
+                }
+                metrics::gauge!("ricochet_registry_links").set(table.len() as f64);
+                if !remaining.is_empty() {
+                    let (partition, next) = (message.partition(), message.offset() + 1);
+                    remaining.retain(|(p, high)| !(*p == partition && next >= *high));
+                    if remaining.is_empty() {
+                        tracing::info!(links = table.len(), "registry loaded; ready");
+                        ready.store(true, Ordering::Release);
+                    }
+                }
+            }
+        });
+        Ok((tail, task))
+    }
+}
+
+fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i64)>, TailError> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(TailError::NoTopic(topic.to_owned()));
+    }
+    partitions
+        .into_iter()
+        .map(|p| Ok((p, consumer.fetch_watermarks(topic, p, timeout)?.1)))
+        .collect()
+}
