@@ -1,0 +1,153 @@
+//! Positions: the next offset to apply, per owned partition, as stored in
+//! ClickHouse next to the rollups they produced.
+//!
+//! The stored position is the source of truth (Kafka's committed offsets are
+//! only a hint for lag tools). A message before the position was already
+//! counted; a batch that would start before it is refused with a typed error
+//! rather than applied twice.
+
+use std::collections::HashMap;
+
+/// The offsets `[first, next)` a batch covers in one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionRange {
+    pub partition: i32,
+    pub first: i64,
+    pub next: i64,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("batch for partition {partition} starts at offset {first}, before the stored position {stored}: applying it would count clicks twice")]
+    Overlap {
+        partition: i32,
+        first: i64,
+        stored: i64,
+    },
+    #[error("batch covers partition {partition}, which this member does not own")]
+    NotOwned { partition: i32 },
+}
+
+/// What to do with a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Apply,
+    /// Already counted (it lies before the stored position): skip it.
+    AlreadyApplied,
+    /// Not ours (a straggler from a revoked assignment): skip it.
+    NotOwned,
+}
+
+#[derive(Debug, Default)]
+pub struct Positions {
+    /// Owned partitions. `None`: nothing applied yet, everything is new.
+    owned: HashMap<i32, Option<i64>>,
+}
+
+impl Positions {
+    pub fn assign(&mut self, partition: i32, stored: Option<i64>) {
+        self.owned.insert(partition, stored);
+    }
+
+    pub fn revoke(&mut self, partition: i32) {
+        self.owned.remove(&partition);
+    }
+
+    pub fn owned(&self) -> impl Iterator<Item = (i32, Option<i64>)> + '_ {
+        self.owned.iter().map(|(p, o)| (*p, *o))
+    }
+
+    pub fn admit(&self, partition: i32, offset: i64) -> Admit {
+        match self.owned.get(&partition) {
+            None => Admit::NotOwned,
+            Some(Some(stored)) if offset < *stored => Admit::AlreadyApplied,
+            Some(_) => Admit::Apply,
+        }
+    }
+
+    /// Refuses a batch that overlaps what is already applied.
+    pub fn verify(&self, ranges: &[PartitionRange]) -> Result<(), CheckpointError> {
+        for r in ranges {
+            match self.owned.get(&r.partition) {
+                None => {
+                    return Err(CheckpointError::NotOwned {
+                        partition: r.partition,
+                    })
+                }
+                Some(Some(stored)) if r.first < *stored => {
+                    return Err(CheckpointError::Overlap {
+                        partition: r.partition,
+                        first: r.first,
+                        stored: *stored,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that the batch covering `ranges` is stored.
+    pub fn advance(&mut self, ranges: &[PartitionRange]) {
+        for r in ranges {
+            if let Some(pos) = self.owned.get_mut(&r.partition) {
+                *pos = Some(pos.map_or(r.next, |p| p.max(r.next)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_before_the_stored_position_are_not_applied_again() {
+        let mut p = Positions::default();
+        p.assign(0, Some(100));
+        p.assign(1, None);
+        assert_eq!(p.admit(0, 99), Admit::AlreadyApplied);
+        assert_eq!(p.admit(0, 100), Admit::Apply);
+        assert_eq!(p.admit(1, 0), Admit::Apply);
+        assert_eq!(p.admit(2, 0), Admit::NotOwned);
+    }
+
+    #[test]
+    fn an_overlapping_batch_is_a_typed_error() {
+        let mut p = Positions::default();
+        p.assign(0, Some(100));
+        let stale = [PartitionRange {
+            partition: 0,
+            first: 90,
+            next: 120,
+        }];
+        assert_eq!(
+            p.verify(&stale),
+            Err(CheckpointError::Overlap {
+                partition: 0,
+                first: 90,
+                stored: 100
+            })
+        );
+        let fresh = [PartitionRange {
+            partition: 0,
+            first: 100,
+            next: 120,
+        }];
+        assert_eq!(p.verify(&fresh), Ok(()));
+        p.advance(&fresh);
+        assert_eq!(
+            p.verify(&fresh),
+            Err(CheckpointError::Overlap {
+                partition: 0,
+                first: 100,
+                stored: 120
+            })
+        );
+        p.revoke(0);
+        assert_eq!(
+            p.verify(&fresh),
+            Err(CheckpointError::NotOwned { partition: 0 })
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Aggregator settings. Flags win over environment variables, which win over defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::pipeline::PipelineConfig;
+
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "ricochet-aggregator",
+    about = "Ricochet's aggregator: clicks -> per-link rollups in ClickHouse, and the stats API"
+)]
+pub struct AggregatorConfig {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address of the HTTP API (stats, link creation, health, metrics).
+    #[arg(
+        long,
+        env = "RICOCHET_LISTEN",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "RICOCHET_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    pub kafka_brokers: String,
+
+    /// Consumer group shared by every aggregator process.
+    #[arg(
+        long,
+        env = "RICOCHET_GROUP_ID",
+        default_value = "ricochet-aggregator",
+        global = true
+    )]
+    pub group_id: String,
+
+    #[arg(
+        long,
+        env = "RICOCHET_CLICKS_TOPIC",
+        default_value = "clicks",
+        global = true
+    )]
+    pub clicks_topic: String,
+
+    /// Partitions for the clicks topic when the aggregator has to create it.
+    #[arg(
+        long,
+        env = "RICOCHET_CLICKS_PARTITIONS",
+        default_value_t = 12,
+        global = true
+    )]
+    pub clicks_partitions: i32,
+
+    #[arg(
+        long,
+        env = "RICOCHET_LINKS_TOPIC",
+        default_value = "links",
+        global = true
+    )]
+    pub links_topic: String,
+
+    /// Where undecodable messages are set aside, with the reason in a header.
+    #[arg(
+        long,
+        env = "RICOCHET_DEAD_LETTER_TOPIC",
+        default_value = "clicks-dlq",
+        global = true
+    )]
+    pub dead_letter_topic: String,
+
+    /// ClickHouse HTTP interface.
+    #[arg(
+        long,
+        env = "RICOCHET_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123",
+        global = true
+    )]
+    pub clickhouse_url: String,
+
+    #[arg(
+        long,
+        env = "RICOCHET_CLICKHOUSE_DATABASE",
+        default_value = "default",
+        global = true
+    )]
+    pub clickhouse_database: String,
+
+    #[arg(
+        long,
+        env = "RICOCHET_CLICKHOUSE_USER",
+        default_value = "default",
+        global = true
+    )]
+    pub clickhouse_user: String,
+
+    #[arg(
+        long,
+        env = "RICOCHET_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        global = true
+    )]
+    pub clickhouse_password: String,
+
+    /// A batch is flushed this often at the latest (milliseconds)...
+    #[arg(
+        long,
+        env = "RICOCHET_FLUSH_INTERVAL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub flush_interval_ms: u64,
+
+    /// ...or as soon as it holds this many events. Kept far below ClickHouse's
+    /// max_insert_block_size (1,048,576) so every rollup insert stays one part.
+    #[arg(
+        long,
+        env = "RICOCHET_MAX_BATCH_EVENTS",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub max_batch_events: usize,
+
+    /// How long one insert may take before its outcome counts as unknown.
+    #[arg(
+        long,
+        env = "RICOCHET_INSERT_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub insert_timeout_secs: u64,
+
+    /// Base of the tracking URLs the API hands out (the edge's public address).
+    #[arg(
+        long,
+        env = "RICOCHET_PUBLIC_REDIRECT_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub public_redirect_url: String,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Consume, aggregate and serve the API (the default).
+    Run,
+    /// Apply the ClickHouse migrations and exit.
+    Migrate,
+}
+
+impl AggregatorConfig {
+    pub fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            brokers: self.kafka_brokers.clone(),
+            group_id: self.group_id.clone(),
+            topic: self.clicks_topic.clone(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            max_batch_events: self.max_batch_events,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    pub fn clickhouse(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.clickhouse_url)
+            .with_database(&self.clickhouse_database)
+            .with_user(&self.clickhouse_user)
+            .with_password(&self.clickhouse_password)
+            // 18.16 lacks RowBinaryWithNamesAndTypes, which row validation needs.
+            .with_validation(false)
+    }
+}

@@ -1,0 +1,29 @@
+//! The aggregator: a Kafka consumer-group member that rolls click events into
+//! per-link one-minute buckets in ClickHouse, exactly once, and serves the
+//! aggregate HTTP endpoints.
+//!
+//! Exactly once without Kafka transactions: each flush writes the rollups and
+//! the Kafka positions they cover in one atomic ClickHouse insert, and a
+//! member resumes from the positions stored there. See [`pipeline`] for the
+//! protocol and `docs/data-model.md` for the tables.
+//!
+//! - [`config`]: every setting, from flags and environment.
+//! - [`pipeline`]: the consumer loop, rebalances, flushing and retries.
+//! - [`rollup`]: the in-memory batch (`BucketStart`, `RollupKey`).
+//! - [`checkpoint`]: stored positions and the guard against applying twice.
+//! - [`sink`]: ClickHouse rows, inserts, reading positions, settling unknown outcomes.
+//! - [`dead_letter`]: poison messages to `clicks-dlq`.
+//! - [`migrations`]: the versioned SQL in `infra/migrations/`.
+//! - [`stats`], [`api`]: the HTTP endpoints.
+
+pub mod api;
+pub mod checkpoint;
+pub mod config;
+pub mod dead_letter;
+pub mod migrations;
+pub mod pipeline;
+pub mod rollup;
+pub mod sink;
+pub mod stats;
+
+pub use config::AggregatorConfig;

@@ -1,0 +1,132 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use ricochet_aggregator::api::{self, ApiState};
+use ricochet_aggregator::config::{AggregatorConfig, Command};
+use ricochet_aggregator::migrations;
+use ricochet_aggregator::pipeline::Pipeline;
+use ricochet_aggregator::sink::ClickHouseSink;
+use ricochet_registry::topics::{self, TopicSpec};
+use ricochet_registry::{LinkTable, LinkWriter, RegistryTail};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = AggregatorConfig::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let clickhouse = config.clickhouse();
+    let sink = ClickHouseSink::new(
+        clickhouse.clone(),
+        Duration::from_secs(config.insert_timeout_secs),
+    );
+    let version = sink
+        .server_version()
+        .await
+        .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse_url))?;
+    tracing::info!(%version, "clickhouse reachable");
+    let applied = migrations::apply(&clickhouse)
+        .await
+        .context("applying ClickHouse migrations")?;
+    tracing::info!(?applied, "migrations up to date");
+    if matches!(config.command, Some(Command::Migrate)) {
+        return Ok(());
+    }
+
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("duration_seconds".into()),
+            &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    topics::ensure(
+        &config.kafka_brokers,
+        &[
+            TopicSpec {
+                name: config.clicks_topic.clone(),
+                partitions: config.clicks_partitions,
+                compacted: false,
+            },
+            TopicSpec {
+                name: config.links_topic.clone(),
+                partitions: 1,
+                compacted: true,
+            },
+            TopicSpec {
+                name: config.dead_letter_topic.clone(),
+                partitions: 1,
+                compacted: false,
+            },
+        ],
+    )
+    .await
+    .context("creating topics")?;
+
+    let shutdown = CancellationToken::new();
+    let links = Arc::new(LinkTable::new());
+    let (tail, tail_task) = RegistryTail::start(
+        &config.kafka_brokers,
+        &config.links_topic,
+        links.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the registry tail")?;
+
+    let pipeline = Pipeline::new(
+        config.pipeline(),
+        sink,
+        tokio::runtime::Handle::current(),
+        shutdown.clone(),
+    )
+    .context("creating the consumer")?;
+    // The consumer owns a thread: its loop blocks in poll and in the rebalance callback.
+    let pipeline_thread = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || pipeline.run())?;
+
+    let state = Arc::new(ApiState {
+        links,
+        writer: LinkWriter::new(&config.kafka_brokers, &config.links_topic)
+            .context("creating the registry writer")?,
+        tail: Some(tail),
+        clickhouse,
+        public_redirect_url: config.public_redirect_url.clone(),
+        metrics: Some(metrics),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "aggregator API serving");
+    let stop = shutdown.clone();
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        })
+        .await?;
+
+    tracing::info!("shutting down; flushing the pending batch");
+    tokio::task::spawn_blocking(move || pipeline_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
+    tail_task.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

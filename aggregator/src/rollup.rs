@@ -1,0 +1,227 @@
+//! The in-memory batch: events rolled into per-link one-minute buckets, kept
+//! per source partition so that a revoked partition's share can be dropped
+//! without touching the rest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use ricochet_schemas::{CampaignId, ClickEvent, ClientId, LinkId};
+
+use crate::checkpoint::PartitionRange;
+use crate::sink::{EventRow, RollupRow};
+
+/// The start of a UTC minute, in seconds since the epoch (ClickHouse `DateTime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketStart(pub u32);
+
+impl BucketStart {
+    pub const WIDTH_SECS: u32 = 60;
+
+    /// The minute an event time falls in, or `None` outside ClickHouse's
+    /// `DateTime` range (1970..2106): such an event is bad input, not a click to bucket.
+    pub fn of_millis(ms: i64) -> Option<Self> {
+        let secs = u32::try_from(ms.div_euclid(1000)).ok()?;
+        Some(BucketStart(secs - secs % Self::WIDTH_SECS))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RollupKey {
+    pub client_id: ClientId,
+    pub campaign_id: CampaignId,
+    pub link_id: LinkId,
+    pub bucket: BucketStart,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub clicks: u64,
+}
+
+/// What one partition contributed since the last flush.
+#[derive(Debug)]
+struct PartitionBatch {
+    range: PartitionRange,
+    rollups: HashMap<RollupKey, Counts>,
+    events: Vec<EventRow>,
+}
+
+#[derive(Debug, Default)]
+pub struct Batch {
+    partitions: BTreeMap<i32, PartitionBatch>,
+    num_events: usize,
+    opened_at: Option<Instant>,
+}
+
+impl Batch {
+    /// Adds the message at `offset`. `event` is `None` for a message that was set
+    /// aside (poison): it adds nothing but still moves the partition's position.
+    pub fn add(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        event: Option<(ClickEvent, BucketStart)>,
+        ingested_at: u32,
+    ) {
+        self.opened_at.get_or_insert_with(Instant::now);
+        let pb = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionBatch {
+                range: PartitionRange {
+                    partition,
+                    first: offset,
+                    next: offset + 1,
+                },
+                rollups: HashMap::new(),
+                events: Vec::new(),
+            });
+        pb.range.next = offset + 1;
+        let Some((event, bucket)) = event else { return };
+        let key = RollupKey {
+            client_id: event.client_id.clone(),
+            campaign_id: event.campaign_id.clone(),
+            link_id: event.link_id.clone(),
+            bucket,
+        };
+        pb.rollups.entry(key).or_default().clicks += 1;
+        pb.events
+            .push(EventRow::new(event, partition, offset, ingested_at));
+        self.num_events += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
+    pub fn num_events(&self) -> usize {
+        self.num_events
+    }
+
+    pub fn num_rollup_rows(&self) -> usize {
+        self.partitions.values().map(|p| p.rollups.len() + 1).sum()
+    }
+
+    /// When the first message of this batch arrived.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.opened_at
+    }
+
+    /// The offset range each partition covers.
+    pub fn ranges(&self) -> Vec<PartitionRange> {
+        self.partitions.values().map(|p| p.range).collect()
+    }
+
+    /// Drops what revoked partitions contributed: their new owner re-reads it
+    /// from the stored position.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            if let Some(pb) = self.partitions.remove(p) {
+                self.num_events -= pb.events.len();
+            }
+        }
+        if self.partitions.is_empty() {
+            self.opened_at = None;
+        }
+    }
+
+    pub fn event_rows(&self) -> impl Iterator<Item = &EventRow> {
+        self.partitions.values().flat_map(|p| p.events.iter())
+    }
+
+    /// The rollup deltas plus one checkpoint row per partition: everything the
+    /// single atomic insert carries.
+    pub fn rollup_rows(&self, topic: &str) -> Vec<RollupRow> {
+        let mut rows = Vec::with_capacity(self.num_rollup_rows());
+        for pb in self.partitions.values() {
+            rows.push(RollupRow::checkpoint(topic, pb.range));
+            rows.extend(
+                pb.rollups
+                    .iter()
+                    .map(|(key, counts)| RollupRow::delta(key, *counts, topic, pb.range)),
+            );
+        }
+        rows
+    }
+
+    pub fn clear(&mut self) {
+        *self = Batch::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ricochet_schemas::EventId;
+
+    fn click(client: &str, link: &str, ms: i64) -> (ClickEvent, BucketStart) {
+        let e = ClickEvent {
+            event_id: EventId::mint(),
+            event_time_ms: ms,
+            client_id: ClientId::parse(client).unwrap(),
+            campaign_id: CampaignId::parse("camp").unwrap(),
+            link_id: LinkId::parse(link).unwrap(),
+            recipient_id: None,
+            destination_url: "https://x.example/".into(),
+            http_method: "GET".into(),
+            user_agent: None,
+            referer: None,
+            client_ip: None,
+            edge_node: "e".into(),
+        };
+        let b = BucketStart::of_millis(ms).unwrap();
+        (e, b)
+    }
+
+    #[test]
+    fn buckets_are_utc_minutes_and_bounded() {
+        assert_eq!(BucketStart::of_millis(119_999), Some(BucketStart(60)));
+        assert_eq!(BucketStart::of_millis(120_000), Some(BucketStart(120)));
+        assert_eq!(BucketStart::of_millis(-1), None);
+        assert_eq!(BucketStart::of_millis(i64::MAX), None);
+    }
+
+    #[test]
+    fn rolls_up_per_link_and_minute_with_one_checkpoint_row_per_partition() {
+        let mut b = Batch::default();
+        b.add(0, 10, Some(click("a", "l1", 60_000)), 0);
+        b.add(0, 11, Some(click("a", "l1", 61_000)), 0);
+        b.add(0, 12, Some(click("a", "l1", 121_000)), 0);
+        b.add(1, 5, Some(click("b", "l2", 60_000)), 0);
+        b.add(1, 6, None, 0); // poison: moves the position, counts nothing
+        assert_eq!(b.num_events(), 4);
+        let rows = b.rollup_rows("clicks");
+        let total: u64 = rows.iter().map(|r| r.clicks).sum();
+        assert_eq!(total, 4);
+        let checkpoints: Vec<_> = rows
+            .iter()
+            .filter(|r| r.client_id.is_empty())
+            .map(|r| (r.source_partition, r.source_end_offset))
+            .collect();
+        assert_eq!(checkpoints, vec![(0, 13), (1, 7)]);
+        let l1_first_minute = rows
+            .iter()
+            .find(|r| r.link_id == "l1" && r.bucket_start == 60)
+            .unwrap();
+        assert_eq!(l1_first_minute.clicks, 2);
+    }
+
+    #[test]
+    fn revoking_a_partition_drops_only_its_share() {
+        let mut b = Batch::default();
+        b.add(0, 1, Some(click("a", "l1", 60_000)), 0);
+        b.add(1, 1, Some(click("b", "l2", 60_000)), 0);
+        b.revoke(&[0]);
+        assert_eq!(b.num_events(), 1);
+        assert_eq!(
+            b.ranges(),
+            vec![PartitionRange {
+                partition: 1,
+                first: 1,
+                next: 2
+            }]
+        );
+        b.revoke(&[1]);
+        assert!(b.is_empty() && b.opened_at().is_none());
+    }
+}

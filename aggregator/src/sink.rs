@@ -1,0 +1,239 @@
+//! Writing to ClickHouse: row types, the two inserts of a flush, reading the
+//! stored positions back, and settling an insert whose outcome is unknown.
+//!
+//! Mechanism only: *what* to write and *when* is decided by the pipeline.
+//! Works on ClickHouse 18.16 and current releases: plain `RowBinary` (row
+//! validation off, 18.16 lacks the typed header format) and values bound on
+//! the client (18.16 has no server-side query parameters).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clickhouse::{Client, Row};
+use ricochet_schemas::ClickEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::PartitionRange;
+use crate::rollup::{Counts, RollupKey};
+
+pub const EVENTS_TABLE: &str = "click_events";
+pub const ROLLUP_TABLE: &str = "click_rollup_minute";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+}
+
+/// One row of `click_events`.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct EventRow {
+    pub event_id: String,
+    pub event_time: u32,
+    pub event_time_ms: i64,
+    pub client_id: String,
+    pub campaign_id: String,
+    pub link_id: String,
+    pub recipient_id: String,
+    pub destination_url: String,
+    pub http_method: String,
+    pub user_agent: String,
+    pub referer: String,
+    pub client_ip: String,
+    pub edge_node: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    pub ingested_at: u32,
+}
+
+impl EventRow {
+    pub fn new(e: ClickEvent, partition: i32, offset: i64, ingested_at: u32) -> Self {
+        EventRow {
+            event_id: e.event_id.to_string(),
+            event_time: (e.event_time_ms.div_euclid(1000)) as u32,
+            event_time_ms: e.event_time_ms,
+            client_id: e.client_id.into(),
+            campaign_id: e.campaign_id.into(),
+            link_id: e.link_id.into(),
+            recipient_id: e.recipient_id.map(String::from).unwrap_or_default(),
+            destination_url: e.destination_url,
+            http_method: e.http_method,
+            user_agent: e.user_agent.unwrap_or_default(),
+            referer: e.referer.unwrap_or_default(),
+            client_ip: e.client_ip.unwrap_or_default(),
+            edge_node: e.edge_node,
+            kafka_partition: partition,
+            kafka_offset: offset,
+            ingested_at,
+        }
+    }
+}
+
+/// One row of `click_rollup_minute`: a delta, or a partition's checkpoint.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct RollupRow {
+    pub client_id: String,
+    pub campaign_id: String,
+    pub link_id: String,
+    pub bucket_start: u32,
+    pub clicks: u64,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_end_offset: i64,
+}
+
+impl RollupRow {
+    pub fn delta(key: &RollupKey, counts: Counts, topic: &str, range: PartitionRange) -> Self {
+        RollupRow {
+            client_id: key.client_id.to_string(),
+            campaign_id: key.campaign_id.to_string(),
+            link_id: key.link_id.to_string(),
+            bucket_start: key.bucket.0,
+            clicks: counts.clicks,
+            source_topic: topic.to_owned(),
+            source_partition: range.partition,
+            source_end_offset: range.next,
+        }
+    }
+
+    /// The row that records a partition's new position. `client_id = ''` sorts
+    /// it first in the primary key, so reading positions back is a short range scan.
+    pub fn checkpoint(topic: &str, range: PartitionRange) -> Self {
+        RollupRow {
+            client_id: String::new(),
+            campaign_id: String::new(),
+            link_id: String::new(),
+            bucket_start: 0,
+            clicks: 0,
+            source_topic: topic.to_owned(),
+            source_partition: range.partition,
+            source_end_offset: range.next,
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PositionRow {
+    partition: i32,
+    next_offset: i64,
+}
+
+/// The outcome of an insert that did not answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    Applied,
+    NotApplied,
+}
+
+#[derive(Clone)]
+pub struct ClickHouseSink {
+    client: Client,
+    insert_timeout: Duration,
+}
+
+impl ClickHouseSink {
+    pub fn new(client: Client, insert_timeout: Duration) -> Self {
+        ClickHouseSink {
+            client,
+            insert_timeout,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Raw events. Idempotent: a retried write leaves duplicates that the
+    /// table's engine collapses by event id.
+    pub async fn write_events<'a>(
+        &self,
+        rows: impl Iterator<Item = &'a EventRow>,
+    ) -> Result<(), SinkError> {
+        let mut insert = self
+            .client
+            .insert::<EventRow>(EVENTS_TABLE)
+            .await?
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Rollup deltas and checkpoints in ONE insert, tagged with `query_id` so an
+    /// unanswered attempt can be found and settled.
+    pub async fn write_rollups(&self, rows: &[RollupRow], query_id: &str) -> Result<(), SinkError> {
+        let mut insert = self
+            .client
+            .insert::<RollupRow>(ROLLUP_TABLE)
+            .await?
+            .with_option("query_id", query_id)
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// The stored position (next offset to apply) of every partition of `topic`.
+    pub async fn read_positions(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT source_partition AS partition, max(source_end_offset) AS next_offset \
+                 FROM {ROLLUP_TABLE} WHERE client_id = '' AND source_topic = ? GROUP BY source_partition"
+            ))
+            .bind(topic)
+            .fetch_all::<PositionRow>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.partition, r.next_offset))
+            .collect())
+    }
+
+    /// Finds out whether the rollup insert `query_id` landed: waits until the
+    /// server no longer runs it (killing it if it still does), then compares the
+    /// stored positions with what the batch would have written. The insert is a
+    /// single part, so it landed whole or not at all.
+    pub async fn settle(
+        &self,
+        query_id: &str,
+        topic: &str,
+        ranges: &[PartitionRange],
+    ) -> Result<Settled, SinkError> {
+        self.client
+            .query("KILL QUERY WHERE query_id = ? SYNC")
+            .bind(query_id)
+            .execute()
+            .await?;
+        let stored = self.read_positions(topic).await?;
+        let applied = ranges
+            .iter()
+            .filter(|r| stored.get(&r.partition).is_some_and(|s| *s >= r.next))
+            .count();
+        if applied == ranges.len() {
+            Ok(Settled::Applied)
+        } else {
+            if applied > 0 {
+                tracing::error!(
+                    query_id,
+                    applied,
+                    of = ranges.len(),
+                    "partially applied rollup insert: the table is not single-part"
+                );
+            }
+            Ok(Settled::NotApplied)
+        }
+    }
+
+    pub async fn server_version(&self) -> Result<String, SinkError> {
+        Ok(self
+            .client
+            .query("SELECT version()")
+            .fetch_one::<String>()
+            .await?)
+    }
+}
