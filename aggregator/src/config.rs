@@ -111,6 +111,17 @@ pub struct AggregatorConfig {
     )]
     pub clickhouse_password: String,
 
+    /// Compress ClickHouse traffic with LZ4. Off by default: ClickHouse 18.16
+    /// answers compressed requests with an empty body. Worth enabling on current
+    /// ClickHouse across a network.
+    #[arg(
+        long,
+        env = "RICOCHET_CLICKHOUSE_LZ4",
+        default_value_t = false,
+        global = true
+    )]
+    pub clickhouse_lz4: bool,
+
     /// A batch is flushed this often at the latest (milliseconds)...
     #[arg(
         long,
@@ -179,5 +190,10 @@ impl AggregatorConfig {
             .with_password(&self.clickhouse_password)
             // 18.16 lacks RowBinaryWithNamesAndTypes, which row validation needs.
             .with_validation(false)
+            .with_compression(if self.clickhouse_lz4 {
+                clickhouse::Compression::Lz4
+            } else {
+                clickhouse::Compression::None
+            })
     }
 }

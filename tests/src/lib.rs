@@ -1,0 +1,55 @@
+//! Test harness: real servers and real Ricochet processes, started in a
+//! temporary directory on free ports, stopped when their handle drops (also
+//! when a test panics), and killed by the kernel if the test process dies
+//! (`PR_SET_PDEATHSIG`), so no run leaks servers into the next.
+//!
+//! Servers are started through the project's own scripts
+//! (`infra/clickhouse/run.sh`, `infra/kafka/run.sh`), which `exec` the server:
+//! the child we hold *is* the server.
+//!
+//! - [`process`]: the child-process guard.
+//! - [`servers`]: ClickHouse and the Kafka broker.
+//! - [`services`]: the `ricochet-redirect` and `ricochet-aggregator` binaries.
+
+pub mod client;
+pub mod process;
+pub mod servers;
+pub mod services;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repo root")
+        .to_path_buf()
+}
+
+/// A port nobody is listening on right now. (Racy in theory; in practice the
+/// kernel does not hand the same ephemeral port out again at once.)
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding port 0")
+}
+
+/// Retries `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,92 @@
+//! Ricochet's own binaries, started as real processes against [`Servers`].
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::Proc;
+use crate::servers::Servers;
+use crate::{free_port, repo_root};
+
+/// Path of a workspace binary built by `cargo build --bins` (the test command does this).
+pub fn bin(name: &str) -> PathBuf {
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (infra/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A running Ricochet service with an HTTP port.
+pub struct Service {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Service {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&mut self) {
+        let http = reqwest::Client::new();
+        let url = format!("{}/readyz", self.url());
+        for _ in 0..600 {
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            self.proc.assert_running();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "service at {} not ready within 60 s:\n{}",
+            self.url(),
+            self.proc.log_tail()
+        );
+    }
+}
+
+fn command(name: &str, servers: &Servers, port: u16, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(bin(name));
+    cmd.current_dir(repo_root())
+        .env("RICOCHET_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RICOCHET_KAFKA_BROKERS", servers.kafka.brokers())
+        .env("RICOCHET_CLICKHOUSE_URL", servers.clickhouse.url())
+        .env("RICOCHET_CLICKS_PARTITIONS", "4")
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Starts `ricochet-redirect` and waits until its registry is loaded.
+pub async fn redirect(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
+    let port = free_port();
+    let mut cmd = command("ricochet-redirect", servers, port, env);
+    cmd.env("RICOCHET_NODE_ID", name);
+    let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
+    let mut s = Service { proc, port };
+    s.wait_ready().await;
+    s
+}
+
+/// Starts `ricochet-aggregator` and waits until its API is ready.
+pub async fn aggregator(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
+    let port = free_port();
+    let cmd = command("ricochet-aggregator", servers, port, env);
+    let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
+    let mut s = Service { proc, port };
+    s.wait_ready().await;
+    s
+}
