@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Starts the whole Ricochet stack on this machine and prints where to click.
+#
+#   infra/stack.sh [up]    install what is missing, start ClickHouse, the broker,
+#                          the aggregator and the edge, create a demo link
+#   infra/stack.sh down    stop everything `up` started
+#   infra/stack.sh status  show what is running
+#
+# Already run Kafka or ClickHouse? Point the stack at them and the local one is
+# not started:  RICOCHET_KAFKA_BROKERS=host:9092  RICOCHET_CLICKHOUSE_URL=http://host:8123
+# Ports (defaults): RICOCHET_EDGE_PORT=8080 RICOCHET_API_PORT=8081
+#   RICOCHET_KAFKA_PORT=9092 RICOCHET_CLICKHOUSE_HTTP_PORT=8123 RICOCHET_CLICKHOUSE_TCP_PORT=9000
+# State and logs: RICOCHET_STACK_DIR (default .stack/ in the repository).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$(pwd)"
+
+dir="${RICOCHET_STACK_DIR:-$repo/.stack}"
+edge_port="${RICOCHET_EDGE_PORT:-8080}"
+api_port="${RICOCHET_API_PORT:-8081}"
+kafka_port="${RICOCHET_KAFKA_PORT:-9092}"
+ch_http_port="${RICOCHET_CLICKHOUSE_HTTP_PORT:-8123}"
+ch_tcp_port="${RICOCHET_CLICKHOUSE_TCP_PORT:-9000}"
+external_kafka="${RICOCHET_KAFKA_BROKERS:-}"
+external_ch="${RICOCHET_CLICKHOUSE_URL:-}"
+brokers="${external_kafka:-127.0.0.1:$kafka_port}"
+clickhouse_url="${external_ch:-http://127.0.0.1:$ch_http_port}"
+
+say() { printf '\033[1mstack:\033[0m %s\n' "$*"; }
+die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
+
+pidfile() { echo "$dir/pids/$1.pid"; }
+running() { [[ -f $(pidfile "$1") ]] && kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null; }
+
+# start NAME CMD...: runs CMD detached from this shell, logging to $dir/logs/NAME.log.
+start() {
+    local name=$1; shift
+    if running "$name"; then
+        say "$name already running (pid $(cat "$(pidfile "$name")"))"
+        return
+    fi
+    mkdir -p "$dir/pids" "$dir/logs"
+    setsid nohup "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
+    echo $! > "$(pidfile "$name")"
+    say "$name started (pid $!, log $dir/logs/$name.log)"
+}
+
+# wait_for NAME URL SECONDS: polls URL until it answers 2xx.
+wait_for() {
+    local name=$1 url=$2 limit=$3 waited=0
+    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+        if [[ -f $(pidfile "$name") ]] && ! running "$name"; then
+            tail -n 30 "$dir/logs/$name.log" >&2 || true
+            die "$name exited; log above"
+        fi
+        (( waited++ < limit * 5 )) || die "$name not ready after ${limit}s (log: $dir/logs/$name.log)"
+        sleep 0.2
+    done
+}
+
+up() {
+    infra/install.sh
+    say "building the services (release; the first build takes a few minutes)"
+    cargo build --release --bins -q
+    local bin="$repo/target/release"
+
+    if [[ -z $external_ch ]]; then
+        start clickhouse infra/clickhouse/run.sh "$dir/clickhouse" "$ch_http_port" "$ch_tcp_port" "$((ch_tcp_port + 9))"
+        wait_for clickhouse "$clickhouse_url/ping" 60
+    else
+        say "using ClickHouse at $external_ch"
+    fi
+    if [[ -z $external_kafka ]]; then
+        start kafka infra/kafka/run.sh "$dir/kafka" "$kafka_port"
+        local waited=0
+        until (exec 3<>/dev/tcp/127.0.0.1/"$kafka_port") 2>/dev/null; do
+            (( waited++ < 300 )) || die "broker not listening after 60s (log: $dir/logs/kafka.log)"
+            sleep 0.2
+        done
+    else
+        say "using Kafka at $external_kafka"
+    fi
+
+    export RICOCHET_KAFKA_BROKERS="$brokers" RICOCHET_CLICKHOUSE_URL="$clickhouse_url"
+    export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$edge_port"
+    # The aggregator applies the ClickHouse migrations and creates the topics at start.
+    RICOCHET_LISTEN="127.0.0.1:$api_port" start aggregator "$bin/ricochet-aggregator"
+    wait_for aggregator "http://127.0.0.1:$api_port/readyz" 60
+    local link
+    link=$(curl -fsS -X POST "http://127.0.0.1:$api_port/v1/links" -H 'content-type: application/json' \
+        -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}') ||
+        die "could not create the demo link"
+    local tracking link_id
+    tracking=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tracking_url"])')
+    link_id=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["link_id"])')
+    # Started after the demo link exists: the edge reports ready only once it has
+    # loaded the registry up to that point, so the link works at the first click.
+    RICOCHET_LISTEN="127.0.0.1:$edge_port" start redirect "$bin/ricochet-redirect"
+    wait_for redirect "http://127.0.0.1:$edge_port/readyz" 60
+
+    cat <<MSG
+
+Ricochet is running.
+
+  Click this tracking link:  $tracking
+  Watch it being counted:    http://127.0.0.1:$api_port/v1/links/$link_id/stats
+  Create more links:         curl -X POST http://127.0.0.1:$api_port/v1/links -H 'content-type: application/json' \\
+                               -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'
+  Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics
+  ClickHouse (raw events):   $clickhouse_url   (tables click_events, click_rollup_minute)
+  Logs:                      $dir/logs/
+  Stop everything:           infra/stack.sh down
+MSG
+}
+
+down() {
+    local name
+    for name in redirect aggregator kafka clickhouse; do
+        if running "$name"; then
+            kill "$(cat "$(pidfile "$name")")" 2>/dev/null || true
+            for _ in $(seq 1 100); do running "$name" || break; sleep 0.1; done
+            running "$name" && kill -9 "$(cat "$(pidfile "$name")")" 2>/dev/null || true
+            say "$name stopped"
+        fi
+        rm -f "$(pidfile "$name")"
+    done
+}
+
+status() {
+    local name
+    for name in clickhouse kafka aggregator redirect; do
+        if running "$name"; then say "$name: running (pid $(cat "$(pidfile "$name")"))"; else say "$name: stopped"; fi
+    done
+}
+
+case "${1:-up}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    *) die "usage: infra/stack.sh [up|down|status]" ;;
+esac
