@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use ricochet_schemas::{CampaignId, ClickEvent, ClientId, LinkId};
+use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId};
 
 use crate::checkpoint::PartitionRange;
 use crate::sink::{EventRow, RollupRow};
@@ -33,9 +33,30 @@ pub struct RollupKey {
     pub bucket: BucketStart,
 }
 
+/// What one rollup row counts. `clicks = human_clicks + bot_clicks`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub clicks: u64,
+    pub human_clicks: u64,
+    /// HEAD requests and link-preview fetchers, as flagged by the edge.
+    pub bot_clicks: u64,
+    pub opens: u64,
+}
+
+impl Counts {
+    pub fn count(&mut self, event: &ClickEvent) {
+        match event.event_type {
+            EventType::Open => self.opens += 1,
+            EventType::Click => {
+                self.clicks += 1;
+                if event.is_prefetch {
+                    self.bot_clicks += 1;
+                } else {
+                    self.human_clicks += 1;
+                }
+            }
+        }
+    }
 }
 
 /// What one partition contributed since the last flush.
@@ -84,7 +105,7 @@ impl Batch {
             link_id: event.link_id.clone(),
             bucket,
         };
-        pb.rollups.entry(key).or_default().clicks += 1;
+        pb.rollups.entry(key).or_default().count(&event);
         pb.events
             .push(EventRow::new(event, partition, offset, ingested_at));
         self.num_events += 1;
@@ -168,6 +189,9 @@ mod tests {
             referer: None,
             client_ip: None,
             edge_node: "e".into(),
+            event_type: ricochet_schemas::EventType::Click,
+            is_prefetch: false,
+            recipient_token: ricochet_schemas::RecipientToken::Absent,
         };
         let b = BucketStart::of_millis(ms).unwrap();
         (e, b)
@@ -204,6 +228,27 @@ mod tests {
             .find(|r| r.link_id == "l1" && r.bucket_start == 60)
             .unwrap();
         assert_eq!(l1_first_minute.clicks, 2);
+    }
+
+    #[test]
+    fn splits_human_bot_and_opens() {
+        let mut b = Batch::default();
+        let (mut bot, bucket) = click("a", "l1", 60_000);
+        bot.is_prefetch = true;
+        b.add(0, 1, Some((bot, bucket)), 0);
+        let (mut open, bucket) = click("a", "l1", 60_000);
+        open.event_type = EventType::Open;
+        b.add(0, 2, Some((open, bucket)), 0);
+        b.add(0, 3, Some(click("a", "l1", 60_000)), 0);
+        let row = b
+            .rollup_rows("clicks")
+            .into_iter()
+            .find(|r| r.link_id == "l1")
+            .unwrap();
+        assert_eq!(
+            (row.clicks, row.human_clicks, row.bot_clicks, row.opens),
+            (2, 1, 1, 1)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clickhouse::{Client, Row};
-use ricochet_schemas::ClickEvent;
+use ricochet_schemas::{ClickEvent, EventType, RecipientToken};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::PartitionRange;
@@ -41,6 +41,11 @@ pub struct EventRow {
     pub referer: String,
     pub client_ip: String,
     pub edge_node: String,
+    /// Enum8: click = 1, open = 2.
+    pub event_type: i8,
+    pub is_prefetch: u8,
+    /// Enum8: absent = 0, valid = 1, invalid = 2.
+    pub recipient_token: i8,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
     pub ingested_at: u32,
@@ -62,6 +67,16 @@ impl EventRow {
             referer: e.referer.unwrap_or_default(),
             client_ip: e.client_ip.unwrap_or_default(),
             edge_node: e.edge_node,
+            event_type: match e.event_type {
+                EventType::Click => 1,
+                EventType::Open => 2,
+            },
+            is_prefetch: e.is_prefetch as u8,
+            recipient_token: match e.recipient_token {
+                RecipientToken::Absent => 0,
+                RecipientToken::Valid => 1,
+                RecipientToken::Invalid => 2,
+            },
             kafka_partition: partition,
             kafka_offset: offset,
             ingested_at,
@@ -77,6 +92,9 @@ pub struct RollupRow {
     pub link_id: String,
     pub bucket_start: u32,
     pub clicks: u64,
+    pub human_clicks: u64,
+    pub bot_clicks: u64,
+    pub opens: u64,
     pub source_topic: String,
     pub source_partition: i32,
     pub source_end_offset: i64,
@@ -90,6 +108,9 @@ impl RollupRow {
             link_id: key.link_id.to_string(),
             bucket_start: key.bucket.0,
             clicks: counts.clicks,
+            human_clicks: counts.human_clicks,
+            bot_clicks: counts.bot_clicks,
+            opens: counts.opens,
             source_topic: topic.to_owned(),
             source_partition: range.partition,
             source_end_offset: range.next,
@@ -105,6 +126,9 @@ impl RollupRow {
             link_id: String::new(),
             bucket_start: 0,
             clicks: 0,
+            human_clicks: 0,
+            bot_clicks: 0,
+            opens: 0,
             source_topic: topic.to_owned(),
             source_partition: range.partition,
             source_end_offset: range.next,

@@ -5,7 +5,7 @@ use clickhouse::{Client, Row};
 use ricochet_schemas::LinkRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::sink::ROLLUP_TABLE;
+use crate::sink::{EVENTS_TABLE, ROLLUP_TABLE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,17 +137,42 @@ impl Range {
 struct BucketRow {
     bucket: u32,
     clicks: u64,
+    human_clicks: u64,
+    bot_clicks: u64,
+    opens: u64,
+}
+
+/// The counts of one bucket, or of a whole range.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub bot_clicks: u64,
+    pub opens: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.clicks += o.clicks;
+        self.human_clicks += o.human_clicks;
+        self.bot_clicks += o.bot_clicks;
+        self.opens += o.opens;
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Point {
     pub bucket_start: String,
-    pub clicks: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Totals {
-    pub clicks: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Distinct recipients with a valid token who clicked, exact.
+    pub unique_recipients: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,7 +201,8 @@ pub async fn link_stats(
     range: Range,
 ) -> Result<LinkStats, StatsError> {
     let sql = format!(
-        "SELECT {bucket} AS bucket, sum(clicks) AS clicks FROM {ROLLUP_TABLE} \
+        "SELECT {bucket} AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, \
+         sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM {ROLLUP_TABLE} \
          WHERE client_id = ? AND campaign_id = ? AND link_id = ? \
          AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
          GROUP BY bucket ORDER BY bucket",
@@ -191,9 +217,39 @@ pub async fn link_stats(
         .bind(range.to as u32)
         .fetch_all::<BucketRow>()
         .await?;
-    let series = zero_fill(range, rows.iter().map(|r| (r.bucket as i64, r.clicks)));
+    let series = zero_fill(
+        range,
+        rows.iter().map(|r| {
+            let counts = Counts {
+                clicks: r.clicks,
+                human_clicks: r.human_clicks,
+                bot_clicks: r.bot_clicks,
+                opens: r.opens,
+            };
+            (r.bucket as i64, counts)
+        }),
+    );
+    let mut counts = Counts::default();
+    for p in &series {
+        counts += p.counts;
+    }
+    let unique_recipients = client
+        .query(&format!(
+            "SELECT uniqExact(recipient_id) FROM {EVENTS_TABLE} \
+             WHERE client_id = ? AND campaign_id = ? AND link_id = ? \
+             AND recipient_id != '' AND event_type = 'click' \
+             AND event_time >= toDateTime(?) AND event_time < toDateTime(?)"
+        ))
+        .bind(link.client_id.as_str())
+        .bind(link.campaign_id.as_str())
+        .bind(link.link_id.as_str())
+        .bind(range.from as u32)
+        .bind(range.to as u32)
+        .fetch_one::<u64>()
+        .await?;
     let totals = Totals {
-        clicks: series.iter().map(|p| p.clicks).sum(),
+        counts,
+        unique_recipients,
     };
     Ok(LinkStats {
         link_id: link.link_id.to_string(),
@@ -207,20 +263,20 @@ pub async fn link_stats(
     })
 }
 
-fn zero_fill(range: Range, buckets: impl Iterator<Item = (i64, u64)>) -> Vec<Point> {
+fn zero_fill(range: Range, buckets: impl Iterator<Item = (i64, Counts)>) -> Vec<Point> {
     let step = range.granularity.step_secs();
-    let mut counts = vec![0u64; ((range.to - range.from) / step) as usize];
-    for (bucket, clicks) in buckets {
+    let mut counts = vec![Counts::default(); ((range.to - range.from) / step) as usize];
+    for (bucket, c) in buckets {
         if bucket >= range.from && bucket < range.to {
-            counts[((bucket - range.from) / step) as usize] += clicks;
+            counts[((bucket - range.from) / step) as usize] += c;
         }
     }
     counts
         .into_iter()
         .enumerate()
-        .map(|(i, clicks)| Point {
+        .map(|(i, counts)| Point {
             bucket_start: rfc3339(range.from + i as i64 * step),
-            clicks,
+            counts,
         })
         .collect()
 }
@@ -273,10 +329,14 @@ mod tests {
             to: 600 + 5 * 60,
             granularity: Granularity::Minute,
         };
-        let s = zero_fill(range, [(660, 3), (840, 2), (9999, 7)].into_iter());
+        let c = |clicks| Counts {
+            clicks,
+            ..Counts::default()
+        };
+        let s = zero_fill(range, [(660, c(3)), (840, c(2)), (9999, c(7))].into_iter());
         assert_eq!(
-            s.iter().map(|p| p.clicks).collect::<Vec<_>>(),
-            vec![0, 3, 0, 2, 0]
+            s.iter().map(|p| p.counts.clicks).collect::<Vec<_>>(),
+            vec![0, 3, 0, 0, 2]
         );
     }
 }

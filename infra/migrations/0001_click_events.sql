@@ -19,6 +19,9 @@ CREATE TABLE IF NOT EXISTS click_events
     referer         String,
     client_ip       String,
     edge_node       String,
+    event_type      Enum8('click' = 1, 'open' = 2),
+    is_prefetch     UInt8,
+    recipient_token Enum8('absent' = 0, 'valid' = 1, 'invalid' = 2),
     kafka_partition Int32,
     kafka_offset    Int64,
     ingested_at     DateTime

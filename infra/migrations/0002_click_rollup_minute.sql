@@ -8,6 +8,9 @@
 -- disagree with the recorded position. On assignment the aggregator reads the
 -- position back from here (the checkpoint rows sort first in the primary key).
 --
+-- clicks = human_clicks + bot_clicks (bot: HEAD or a known link-preview
+-- fetcher, flagged by the edge); opens are counted apart.
+--
 -- Rows are deltas: read with sum(...) GROUP BY. Background merges keep the
 -- row count proportional to the number of flushes.
 CREATE TABLE IF NOT EXISTS click_rollup_minute
@@ -17,6 +20,9 @@ CREATE TABLE IF NOT EXISTS click_rollup_minute
     link_id            String,
     bucket_start       DateTime,
     clicks             UInt64,
+    human_clicks       UInt64,
+    bot_clicks         UInt64,
+    opens              UInt64,
     source_topic       String,
     source_partition   Int32,
     source_end_offset  Int64

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use axum::http::{header, HeaderMap, Method};
-use ricochet_schemas::{ClickEvent, EventId, LinkRecord};
+use ricochet_schemas::{ClickEvent, EventId, EventType, LinkRecord, RecipientId, RecipientToken};
 
 /// Header values kept in events are cut to this many bytes: a hostile
 /// user agent must not bloat every row downstream.
@@ -54,27 +54,43 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> 
     Some(String::from_utf8_lossy(&bytes[..cut]).into_owned())
 }
 
-pub fn event(
-    link: &LinkRecord,
-    method: &Method,
-    headers: &HeaderMap,
-    ip: IpAddr,
-    now_ms: i64,
-    edge_node: &str,
-) -> ClickEvent {
+/// What the request was, beyond the link itself.
+pub struct Seen<'a> {
+    pub event_type: EventType,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub ip: IpAddr,
+    pub recipient: (Option<RecipientId>, RecipientToken),
+    pub now_ms: i64,
+    pub edge_node: &'a str,
+}
+
+pub fn event(link: &LinkRecord, seen: Seen<'_>) -> ClickEvent {
+    let Seen {
+        event_type,
+        method,
+        headers,
+        ip,
+        recipient,
+        now_ms,
+        edge_node,
+    } = seen;
     ClickEvent {
         event_id: EventId::mint(),
         event_time_ms: now_ms,
         client_id: link.client_id.clone(),
         campaign_id: link.campaign_id.clone(),
         link_id: link.link_id.clone(),
-        recipient_id: None,
+        recipient_id: recipient.0,
         destination_url: link.destination_url.clone(),
         http_method: method.as_str().to_owned(),
         user_agent: header_text(headers, header::USER_AGENT),
         referer: header_text(headers, header::REFERER),
         client_ip: Some(anonymize(ip).to_string()),
         edge_node: edge_node.to_owned(),
+        event_type,
+        is_prefetch: crate::prefetch::is_prefetch(method, headers),
+        recipient_token: recipient.1,
     }
 }
 

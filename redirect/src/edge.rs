@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ricochet_ingest::{PublishError, Publisher};
 use ricochet_registry::{LinkTable, RegistryTail};
-use ricochet_schemas::{ClickEvent, LinkRecord, LinkStatus};
+use ricochet_schemas::{ClickEvent, EventType, LinkRecord, LinkStatus, RecipientToken};
 
 use crate::{click, pages};
 
@@ -66,14 +66,16 @@ pub async fn redirect(
     let response = found(&link.destination_url);
     // 3. Bookkeeping after the answer is decided; it only enqueues.
     let ip = click::client_ip(peer.ip(), &headers, edge.trust_forwarded_for);
-    edge.record(&click::event(
-        &link,
-        &method,
-        &headers,
+    let seen = click::Seen {
+        event_type: EventType::Click,
+        method: &method,
+        headers: &headers,
         ip,
+        recipient: (None, RecipientToken::Absent),
         now_ms,
-        &edge.node_id,
-    ));
+        edge_node: &edge.node_id,
+    };
+    edge.record(&click::event(&link, seen));
     response
 }
 

@@ -6,6 +6,39 @@ use crate::codec::{nullable, CodecError, Contract, Fields, SchemaId};
 use crate::ids::{CampaignId, ClientId, EventId, LinkId, RecipientId};
 
 pub const CLICK_EVENT_V1: SchemaId = SchemaId(1);
+pub const CLICK_EVENT_V2: SchemaId = SchemaId(3);
+
+/// What happened: a link was followed, or an email's open pixel was fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum EventType {
+    #[default]
+    Click,
+    Open,
+}
+
+/// What the edge made of the recipient token in the URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RecipientToken {
+    #[default]
+    Absent,
+    Valid,
+    /// Tampered, signed with an unknown key, or malformed: still redirected, flagged.
+    Invalid,
+}
+
+impl EventType {
+    const SYMBOLS: [&'static str; 2] = ["click", "open"];
+    pub fn as_str(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+}
+
+impl RecipientToken {
+    const SYMBOLS: [&'static str; 3] = ["absent", "valid", "invalid"];
+    pub fn as_str(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+}
 
 /// One click on a tracking link. See `schemas/avro/click_event.v1.avsc` for field docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,12 +57,20 @@ pub struct ClickEvent {
     /// Already anonymized (IPv4 /24, IPv6 /48).
     pub client_ip: Option<String>,
     pub edge_node: String,
+    /// v2; v1 data reads as `Click`.
+    pub event_type: EventType,
+    /// v2: HEAD or a known link-preview fetcher. v1 data reads as `false`.
+    pub is_prefetch: bool,
+    /// v2; v1 data reads as `Absent`.
+    pub recipient_token: RecipientToken,
 }
 
 impl Contract for ClickEvent {
     const NAME: &'static str = "ClickEvent";
-    const VERSIONS: &'static [(SchemaId, &'static str)] =
-        &[(CLICK_EVENT_V1, include_str!("../avro/click_event.v1.avsc"))];
+    const VERSIONS: &'static [(SchemaId, &'static str)] = &[
+        (CLICK_EVENT_V1, include_str!("../avro/click_event.v1.avsc")),
+        (CLICK_EVENT_V2, include_str!("../avro/click_event.v2.avsc")),
+    ];
 
     fn to_avro(&self) -> Value {
         let s = |v: &str| Value::String(v.to_owned());
@@ -58,6 +99,18 @@ impl Contract for ClickEvent {
                 nullable(self.client_ip.as_deref().map(s)),
             ),
             ("edge_node".into(), s(&self.edge_node)),
+            (
+                "event_type".into(),
+                Value::Enum(self.event_type as u32, self.event_type.as_str().into()),
+            ),
+            ("is_prefetch".into(), Value::Boolean(self.is_prefetch)),
+            (
+                "recipient_token".into(),
+                Value::Enum(
+                    self.recipient_token as u32,
+                    self.recipient_token.as_str().into(),
+                ),
+            ),
         ])
     }
 
@@ -86,6 +139,16 @@ impl Contract for ClickEvent {
             referer: f.opt_string("referer")?,
             client_ip: f.opt_string("client_ip")?,
             edge_node: f.string("edge_node")?,
+            event_type: match f.enum_symbol("event_type")?.as_str() {
+                "open" => EventType::Open,
+                _ => EventType::Click,
+            },
+            is_prefetch: f.boolean("is_prefetch")?,
+            recipient_token: match f.enum_symbol("recipient_token")?.as_str() {
+                "valid" => RecipientToken::Valid,
+                "invalid" => RecipientToken::Invalid,
+                _ => RecipientToken::Absent,
+            },
         })
     }
 }

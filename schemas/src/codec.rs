@@ -220,6 +220,13 @@ impl Fields {
         }
     }
 
+    pub(crate) fn boolean(&mut self, field: &'static str) -> Result<bool, CodecError> {
+        match self.take(field)? {
+            Value::Boolean(b) => Ok(b),
+            other => Err(self.shape(field, format!("expected a boolean, found {other:?}"))),
+        }
+    }
+
     pub(crate) fn enum_symbol(&mut self, field: &'static str) -> Result<String, CodecError> {
         match self.take(field)? {
             Value::Enum(_, symbol) => Ok(symbol),

@@ -12,7 +12,7 @@
 //! - [`ids`]: identifier newtypes (`ClientId`, `LinkId`, `LinkCode`, …) and their validation.
 //! - [`framing`]: the Confluent header.
 //! - [`codec`]: the schema table and the generic encode/decode with schema resolution.
-//! - [`click`]: `ClickEvent`, published by the edge to the `clicks` topic.
+//! - [`click`]: `ClickEvent` (v1, v2), published by the edge to the `clicks` topic.
 //! - [`link`]: `LinkRecord`, the registry's record on the compacted `links` topic.
 //!
 //! Evolution rules (checked by `tests/evolution.rs`): a new version may only add
@@ -25,7 +25,7 @@ pub mod framing;
 pub mod ids;
 pub mod link;
 
-pub use click::ClickEvent;
+pub use click::{ClickEvent, EventType, RecipientToken};
 pub use codec::{Codec, CodecError, SchemaId};
 pub use ids::{CampaignId, ClientId, EventId, IdError, LinkCode, LinkId, RecipientId};
 pub use link::{LinkRecord, LinkStatus};

@@ -84,5 +84,8 @@ fn sample() -> ClickEvent {
         referer: None,
         client_ip: None,
         edge_node: "e".into(),
+        event_type: ricochet_schemas::EventType::Click,
+        is_prefetch: false,
+        recipient_token: ricochet_schemas::RecipientToken::Absent,
     }
 }

@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 
-use ricochet_schemas::click::CLICK_EVENT_V1;
+use apache_avro::types::Value;
+use ricochet_schemas::click::{CLICK_EVENT_V1, CLICK_EVENT_V2};
+use ricochet_schemas::codec::Contract;
 use ricochet_schemas::link::LINK_V1;
 use ricochet_schemas::*;
 
@@ -25,6 +27,9 @@ fn fixture_click() -> ClickEvent {
         referer: None,
         client_ip: Some("203.0.113.0".into()),
         edge_node: "edge-1".into(),
+        event_type: EventType::Click,
+        is_prefetch: false,
+        recipient_token: RecipientToken::Valid,
     }
 }
 
@@ -64,10 +69,34 @@ fn check_golden(name: &str, bytes: &[u8]) {
     }
 }
 
+/// The v1 record an old edge writes: the fixture without the v2 fields.
+fn v1_record(event: &ClickEvent) -> Value {
+    let Value::Record(fields) = event.to_avro() else {
+        unreachable!()
+    };
+    Value::Record(
+        fields
+            .into_iter()
+            .filter(|(n, _)| {
+                !matches!(n.as_str(), "event_type" | "is_prefetch" | "recipient_token")
+            })
+            .collect(),
+    )
+}
+
+fn golden(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(name);
+    hex::decode(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+}
+
 #[test]
 fn click_event_v1_bytes_are_stable() {
     let codec = Codec::<ClickEvent>::new();
-    let bytes = codec.encode(&fixture_click()).unwrap();
+    let bytes = codec
+        .encode_value(CLICK_EVENT_V1, v1_record(&fixture_click()))
+        .unwrap();
     assert_eq!(
         &bytes[..5],
         &[0, 0, 0, 0, CLICK_EVENT_V1.0 as u8],
@@ -77,12 +106,42 @@ fn click_event_v1_bytes_are_stable() {
 }
 
 #[test]
-fn click_event_v1_golden_decodes_to_the_fixture() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/click_event.v1.hex");
-    let bytes = hex::decode(std::fs::read_to_string(path).unwrap().trim()).unwrap();
+fn click_event_v2_bytes_are_stable() {
+    let codec = Codec::<ClickEvent>::new();
+    let bytes = codec.encode(&fixture_click()).unwrap();
     assert_eq!(
-        Codec::<ClickEvent>::new().decode(&bytes).unwrap(),
+        &bytes[..5],
+        &[0, 0, 0, 0, CLICK_EVENT_V2.0 as u8],
+        "this build writes v2 (schema id 3)"
+    );
+    check_golden("click_event.v2.hex", &bytes);
+    assert_eq!(
+        codec.decode(&golden("click_event.v2.hex")).unwrap(),
         fixture_click()
+    );
+}
+
+#[test]
+fn v1_data_from_an_old_edge_reads_with_v2_defaults() {
+    let decoded = Codec::<ClickEvent>::new()
+        .decode(&golden("click_event.v1.hex"))
+        .unwrap();
+    let expected = ClickEvent {
+        recipient_token: RecipientToken::Absent,
+        ..fixture_click()
+    };
+    assert_eq!(decoded, expected);
+}
+
+#[test]
+fn a_v1_reader_reads_v2_data() {
+    let codec = Codec::<ClickEvent>::new();
+    let v2 = codec.encode(&fixture_click()).unwrap();
+    let as_v1 = codec.decode_value(&v2, CLICK_EVENT_V1).unwrap();
+    assert_eq!(
+        as_v1,
+        v1_record(&fixture_click()),
+        "an old aggregator sees the v1 view of a v2 event"
     );
 }
 

@@ -138,6 +138,9 @@ fn event(link: &str) -> ClickEvent {
         referer: None,
         client_ip: None,
         edge_node: "test".into(),
+        event_type: ricochet_schemas::EventType::Click,
+        is_prefetch: false,
+        recipient_token: ricochet_schemas::RecipientToken::Absent,
     }
 }
 
