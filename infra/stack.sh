@@ -95,7 +95,7 @@ up() {
     link_id=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["link_id"])')
     # Started after the demo link exists: the edge reports ready only once it has
     # loaded the registry up to that point, so the link works at the first click.
-    RICOCHET_LISTEN="127.0.0.1:$edge_port" start redirect "$bin/ricochet-redirect"
+    RICOCHET_LISTEN="127.0.0.1:$edge_port" RICOCHET_SPOOL_DIR="$dir/spool" start redirect "$bin/ricochet-redirect"
     wait_for redirect "http://127.0.0.1:$edge_port/readyz" 60
 
     cat <<MSG

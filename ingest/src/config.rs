@@ -1,4 +1,8 @@
-//! Producer settings. Each field names the librdkafka key it sets.
+//! Publishing settings: the producer (each field names the librdkafka key it
+//! sets) and the disk spool in front of it.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -37,38 +41,64 @@ pub struct PublisherConfig {
     )]
     pub compression: String,
 
-    /// Events held in memory while the broker is slow (`queue.buffering.max.messages`).
-    /// When full, publishing fails fast and the caller decides (the edge counts a drop).
+    /// Events the producer holds in memory (`queue.buffering.max.messages`). Past
+    /// it, events simply wait in the spool: memory stays bounded in an outage.
     #[arg(
         long = "kafka-queue-max-messages",
         env = "RICOCHET_KAFKA_QUEUE_MAX_MESSAGES",
-        default_value_t = 1_000_000
+        default_value_t = 100_000
     )]
     pub queue_max_messages: u32,
 
-    /// How long librdkafka keeps retrying one event before reporting it failed
-    /// (`message.timeout.ms`). 5 minutes rides out a broker restart.
+    #[command(flatten)]
+    pub spool: SpoolConfig,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SpoolConfig {
+    /// Directory of the disk spool every event passes through. Keep it on local disk.
     #[arg(
-        long = "kafka-message-timeout-ms",
-        env = "RICOCHET_KAFKA_MESSAGE_TIMEOUT_MS",
-        default_value_t = 300_000
+        long = "spool-dir",
+        env = "RICOCHET_SPOOL_DIR",
+        default_value = "./ricochet-spool"
     )]
-    pub message_timeout_ms: u32,
+    pub dir: PathBuf,
+
+    /// Upper bound of the spool on disk. When full, the edge still redirects and
+    /// counts the events it drops (`ricochet_edge_events_dropped_total{reason="spool_full"}`).
+    /// 1 GiB holds about 3 million events.
+    #[arg(long = "spool-max-bytes", env = "RICOCHET_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub max_bytes: u64,
+
+    /// Size at which a spool segment is closed and a new one started.
+    #[arg(long = "spool-segment-bytes", env = "RICOCHET_SPOOL_SEGMENT_BYTES", default_value_t = 16 << 20)]
+    pub segment_bytes: u64,
+
+    /// How often the spool is fsynced (ms). A SIGKILL loses at most the events of
+    /// the last interval; a graceful shutdown loses none.
+    #[arg(
+        long = "spool-fsync-ms",
+        env = "RICOCHET_SPOOL_FSYNC_MS",
+        default_value_t = 100
+    )]
+    pub fsync_interval_ms: u64,
+
+    /// Events waiting between the request handlers and the spool writer.
+    #[arg(
+        long = "spool-queue",
+        env = "RICOCHET_SPOOL_QUEUE",
+        default_value_t = 65_536
+    )]
+    pub queue_capacity: usize,
+}
+
+impl SpoolConfig {
+    pub fn fsync_interval(&self) -> Duration {
+        Duration::from_millis(self.fsync_interval_ms)
+    }
 }
 
 impl PublisherConfig {
-    /// A config with the defaults above, for tests and tools.
-    pub fn new(brokers: impl Into<String>) -> Self {
-        PublisherConfig {
-            brokers: brokers.into(),
-            topic: "clicks".into(),
-            linger_ms: 5,
-            compression: "lz4".into(),
-            queue_max_messages: 1_000_000,
-            message_timeout_ms: 300_000,
-        }
-    }
-
     pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
@@ -82,7 +112,9 @@ impl PublisherConfig {
                 "queue.buffering.max.messages",
                 self.queue_max_messages.to_string(),
             )
-            .set("message.timeout.ms", self.message_timeout_ms.to_string())
+            // Never give up on an event: while the broker is away it waits in the
+            // producer's bounded queue and, behind that, in the spool.
+            .set("message.timeout.ms", "0")
             // The Java client's partitioner, so every Kafka client maps a client id
             // to the same partition.
             .set("partitioner", "murmur2_random");

@@ -1,21 +1,24 @@
 //! Click-event publishing for the redirect edge.
 //!
-//! One [`Publisher`] wraps one librdkafka producer, shared by every request
-//! handler. [`Publisher::publish`] encodes the event (Avro, Confluent framing)
-//! and hands it to librdkafka's in-memory queue; it never waits on the broker,
-//! so a slow or absent Kafka can never slow a redirect. librdkafka retries
-//! delivery in the background with idempotence on, so retries cannot reorder or
-//! duplicate within a partition; delivery outcomes are counted in metrics.
+//! One [`Publisher`], shared by every request handler, takes an event, encodes
+//! it (Avro, Confluent framing) and hands it to a bounded queue; it never
+//! waits, so neither a slow disk nor an absent Kafka can slow a redirect.
+//! Every event then passes through a disk [`spool`] (fsynced every 100 ms by
+//! default) before one idempotent, `acks=all` librdkafka producer sends it,
+//! so a broker outage, a graceful shutdown or a restart loses nothing and a
+//! SIGKILL loses at most one fsync interval.
 //!
-//! Routing is decided here and nowhere else: the topic is `clicks` and the key
-//! is the client id, with Java's murmur2 partitioner so that Apache Kafka's own
-//! clients agree on the partition of a key.
+//! Mechanism only: the caller picks the key (the client id, salted for hot
+//! clients). The topic comes from config; the partitioner is Java's murmur2 so
+//! Apache Kafka's own clients agree on the partition of a key.
 //!
-//! - [`config`]: the producer's settings and the librdkafka keys they map to.
-//! - [`publisher`]: the producer, its delivery callback and its counters.
+//! - [`config`]: producer and spool settings, with the librdkafka keys they map to.
+//! - [`spool`]: the on-disk log (segments, records, cursor).
+//! - [`publisher`]: the writer and forwarder threads, acknowledgements, shutdown.
 
 pub mod config;
 pub mod publisher;
+pub mod spool;
 
 pub use config::PublisherConfig;
 pub use publisher::{PublishError, PublishStats, Publisher};

@@ -32,7 +32,8 @@ pub struct RedirectConfig {
     #[arg(long, env = "RICOCHET_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 
-    /// Seconds a graceful shutdown waits for the producer to deliver what it holds.
+    /// Seconds a graceful shutdown keeps forwarding the spool to the broker. What is
+    /// still unacknowledged then stays in the spool and is sent at the next start.
     #[arg(long, env = "RICOCHET_SHUTDOWN_FLUSH_SECS", default_value_t = 30)]
     pub shutdown_flush_secs: u64,
 

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ricochet_ingest::{PublishError, Publisher};
+use ricochet_ingest::Publisher;
 use ricochet_registry::{LinkTable, RegistryTail};
 use ricochet_schemas::{ClickEvent, EventType, LinkRecord, LinkStatus, RecipientToken};
 
@@ -31,17 +31,10 @@ impl Edge {
     /// Hands the click to the producer's memory. Never waits for the broker; a
     /// failure is counted, never shown to the recipient.
     fn record(&self, event: &ClickEvent) {
-        match self.publisher.publish(event) {
-            Ok(()) => {}
-            Err(PublishError::QueueFull { in_flight }) => {
-                metrics::counter!("ricochet_edge_events_dropped_total", "reason" => "queue_full")
-                    .increment(1);
-                tracing::warn!(in_flight, "producer queue full; click event dropped");
-            }
-            Err(e) => {
-                metrics::counter!("ricochet_edge_events_dropped_total", "reason" => "publish_error").increment(1);
-                tracing::error!(error = %e, "click event could not be published");
-            }
+        if let Err(e) = self.publisher.publish(event.client_id.as_str(), event) {
+            metrics::counter!("ricochet_edge_events_dropped_total", "reason" => e.reason())
+                .increment(1);
+            tracing::warn!(error = %e, "click event dropped");
         }
     }
 }

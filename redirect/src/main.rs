@@ -56,7 +56,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("starting the registry tail")?;
-    let publisher = Arc::new(Publisher::new(&config.kafka).context("creating the producer")?);
+    let publisher =
+        Arc::new(Publisher::start(&config.kafka).context("opening the spool and the producer")?);
     let edge = Arc::new(Edge {
         links,
         publisher: publisher.clone(),
@@ -78,15 +79,12 @@ async fn main() -> anyhow::Result<()> {
 
     tracing::info!(
         in_flight = publisher.in_flight(),
-        "shutting down; flushing click events"
+        "shutting down; forwarding the spool"
     );
-    let flushed = tokio::task::spawn_blocking(move || {
-        publisher.flush(Duration::from_secs(config.shutdown_flush_secs))
+    tokio::task::spawn_blocking(move || {
+        publisher.shutdown(Duration::from_secs(config.shutdown_flush_secs))
     })
     .await?;
-    if let Err(e) = flushed {
-        tracing::error!(error = %e, "shutdown flush incomplete");
-    }
     tail_task.abort();
     Ok(())
 }

@@ -61,3 +61,50 @@ pub fn now_secs() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `GET /v1/status` of an aggregator.
+pub async fn status(api: &str) -> Value {
+    let r = http()
+        .get(format!("{api}/v1/status"))
+        .send()
+        .await
+        .expect("GET /v1/status");
+    assert!(r.status().is_success(), "status: {}", r.status());
+    r.json().await.expect("status JSON")
+}
+
+/// The partitions an aggregator owns, from its `/v1/status`.
+pub async fn owned_partitions(api: &str) -> Vec<i64> {
+    status(api).await["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["partition"].as_i64().expect("partition"))
+        .collect()
+}
+
+/// The sum of every sample of a Prometheus metric (all label sets), 0 if absent.
+pub async fn metric(api: &str, name: &str) -> f64 {
+    let text = http()
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

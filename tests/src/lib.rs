@@ -10,14 +10,20 @@
 //! - [`process`]: the child-process guard.
 //! - [`servers`]: ClickHouse and the Kafka broker.
 //! - [`services`]: the `ricochet-redirect` and `ricochet-aggregator` binaries.
+//! - [`feed`]: clicks straight into Kafka, and checking ClickHouse counted them exactly once.
 
 pub mod client;
+pub mod feed;
+pub mod load;
 pub mod process;
 pub mod servers;
 pub mod services;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+
+/// Partitions of the `clicks` topic in every test (the services create it).
+pub const PARTITIONS: i64 = 4;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

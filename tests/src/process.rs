@@ -46,6 +46,12 @@ impl Proc {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Panics with the log tail if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(child) = self.child.as_mut() {

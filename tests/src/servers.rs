@@ -17,17 +17,27 @@ pub struct ClickHouse {
 }
 
 impl ClickHouse {
+    /// Starts on fresh free ports, retrying when the server dies during start-up:
+    /// a port picked as free can be taken by another process before the server binds it.
     pub async fn start(dir: &Path) -> ClickHouse {
-        let (http_port, tcp_port) = (free_port(), free_port());
-        let mut ch = ClickHouse {
-            proc: Self::spawn(dir, http_port, tcp_port),
-            dir: dir.to_owned(),
-            http_port,
-            tcp_port,
-            http: reqwest::Client::new(),
-        };
-        ch.wait_ready().await;
-        ch
+        for attempt in 1.. {
+            let (http_port, tcp_port) = (free_port(), free_port());
+            let mut ch = ClickHouse {
+                proc: Self::spawn(dir, http_port, tcp_port),
+                dir: dir.to_owned(),
+                http_port,
+                tcp_port,
+                http: reqwest::Client::new(),
+            };
+            match ch.try_wait_ready().await {
+                Ok(()) => return ch,
+                Err(log) if attempt < 3 => {
+                    eprintln!("clickhouse start-up failed, retrying on other ports:\n{log}")
+                }
+                Err(log) => panic!("clickhouse did not start:\n{log}"),
+            }
+        }
+        unreachable!()
     }
 
     fn spawn(dir: &Path, http_port: u16, tcp_port: u16) -> Proc {
@@ -41,21 +51,34 @@ impl ClickHouse {
     }
 
     async fn wait_ready(&mut self) {
+        if let Err(log) = self.try_wait_ready().await {
+            panic!("clickhouse did not come back:\n{log}");
+        }
+    }
+
+    /// `Err(log tail)` if the server exits or does not answer `/ping` within 60 s.
+    async fn try_wait_ready(&mut self) -> Result<(), String> {
         let url = format!("{}/ping", self.url());
         let http = self.http.clone();
         for _ in 0..600 {
             if let Ok(r) = http.get(&url).send().await {
                 if r.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
-            self.proc.assert_running();
+            if !self.proc.is_running() {
+                let err_log =
+                    std::fs::read_to_string(self.dir.join("log/clickhouse-server.err.log"))
+                        .unwrap_or_default();
+                let tail: Vec<&str> = err_log.lines().rev().take(5).collect();
+                return Err(format!("{}\n{}", self.proc.log_tail(), tail.join("\n")));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!(
-            "clickhouse did not answer /ping within 60 s:\n{}",
+        Err(format!(
+            "no answer to /ping within 60 s\n{}",
             self.proc.log_tail()
-        );
+        ))
     }
 
     pub fn url(&self) -> String {
@@ -108,14 +131,22 @@ pub struct Kafka {
 
 impl Kafka {
     pub async fn start(dir: &Path) -> Kafka {
-        let port = free_port();
-        let mut k = Kafka {
-            proc: Self::spawn(dir, port),
-            dir: dir.to_owned(),
-            port,
-        };
-        k.wait_ready().await;
-        k
+        for attempt in 1.. {
+            let port = free_port();
+            let mut k = Kafka {
+                proc: Self::spawn(dir, port),
+                dir: dir.to_owned(),
+                port,
+            };
+            match k.try_wait_ready().await {
+                Ok(()) => return k,
+                Err(log) if attempt < 3 => {
+                    eprintln!("broker start-up failed, retrying on another port:\n{log}")
+                }
+                Err(log) => panic!("broker did not start:\n{log}"),
+            }
+        }
+        unreachable!()
     }
 
     fn spawn(dir: &Path, port: u16) -> Proc {
@@ -128,18 +159,26 @@ impl Kafka {
     }
 
     async fn wait_ready(&mut self) {
+        if let Err(log) = self.try_wait_ready().await {
+            panic!("broker did not come back:\n{log}");
+        }
+    }
+
+    async fn try_wait_ready(&mut self) -> Result<(), String> {
         let addr = format!("127.0.0.1:{}", self.port);
         for _ in 0..600 {
             if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return;
+                return Ok(());
             }
-            self.proc.assert_running();
+            if !self.proc.is_running() {
+                return Err(self.proc.log_tail());
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!(
-            "broker did not listen within 60 s:\n{}",
+        Err(format!(
+            "not listening within 60 s\n{}",
             self.proc.log_tail()
-        );
+        ))
     }
 
     pub fn brokers(&self) -> String {

@@ -62,7 +62,7 @@ fn command(name: &str, servers: &Servers, port: u16, env: &[(&str, String)]) -> 
         .env("RICOCHET_LISTEN", format!("127.0.0.1:{port}"))
         .env("RICOCHET_KAFKA_BROKERS", servers.kafka.brokers())
         .env("RICOCHET_CLICKHOUSE_URL", servers.clickhouse.url())
-        .env("RICOCHET_CLICKS_PARTITIONS", "4")
+        .env("RICOCHET_CLICKS_PARTITIONS", crate::PARTITIONS.to_string())
         .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
     for (k, v) in env {
         cmd.env(k, v);
@@ -75,6 +75,13 @@ pub async fn redirect(servers: &Servers, name: &str, env: &[(&str, String)]) -> 
     let port = free_port();
     let mut cmd = command("ricochet-redirect", servers, port, env);
     cmd.env("RICOCHET_NODE_ID", name);
+    // Each edge gets its own spool, kept across restarts of the same name.
+    if !env.iter().any(|(k, _)| *k == "RICOCHET_SPOOL_DIR") {
+        cmd.env(
+            "RICOCHET_SPOOL_DIR",
+            servers.path().join(format!("{name}-spool")),
+        );
+    }
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };
     s.wait_ready().await;

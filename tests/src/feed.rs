@@ -1,0 +1,259 @@
+//! Clicks written straight into the `clicks` topic, as the edge publishes them
+//! (Avro, keyed by client id), for aggregator tests: preloading fast, a steady
+//! background load that keeps going while aggregators are killed, and the
+//! exact tally of what the broker acknowledged, to compare ClickHouse with.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use ricochet_schemas::{
+    CampaignId, ClickEvent, ClientId, Codec, EventId, EventType, LinkId, RecipientToken,
+};
+
+use crate::servers::ClickHouse;
+
+/// Whose click: the three ids a rollup row is keyed by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target {
+    pub client_id: String,
+    pub campaign_id: String,
+    pub link_id: String,
+}
+
+impl Target {
+    pub fn new(client_id: &str, campaign_id: &str, link_id: &str) -> Target {
+        Target {
+            client_id: client_id.into(),
+            campaign_id: campaign_id.into(),
+            link_id: link_id.into(),
+        }
+    }
+
+    /// A click on this target at `event_time_ms`.
+    pub fn click(&self, event_time_ms: i64) -> ClickEvent {
+        ClickEvent {
+            event_id: EventId::mint(),
+            event_time_ms,
+            client_id: ClientId::parse(self.client_id.as_str()).expect("client id"),
+            campaign_id: CampaignId::parse(self.campaign_id.as_str()).expect("campaign id"),
+            link_id: LinkId::parse(self.link_id.as_str()).expect("link id"),
+            recipient_id: None,
+            destination_url: "https://x.example/".into(),
+            http_method: "GET".into(),
+            user_agent: Some("feed".into()),
+            referer: None,
+            client_ip: None,
+            edge_node: "feed".into(),
+            event_type: EventType::Click,
+            is_prefetch: false,
+            recipient_token: RecipientToken::Absent,
+        }
+    }
+}
+
+/// Clicks the broker acknowledged, per link and per (link, minute).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub per_link: BTreeMap<String, u64>,
+    pub per_minute: BTreeMap<(String, i64), u64>,
+}
+
+impl Tally {
+    pub fn total(&self) -> u64 {
+        self.per_link.values().sum()
+    }
+
+    fn add(&mut self, event: &ClickEvent) {
+        let link = event.link_id.as_str().to_owned();
+        *self.per_link.entry(link.clone()).or_default() += 1;
+        let minute = event.event_time_ms.div_euclid(60_000) * 60;
+        *self.per_minute.entry((link, minute)).or_default() += 1;
+    }
+}
+
+/// An idempotent `acks=all` producer for the clicks topic.
+#[derive(Clone)]
+pub struct Feed {
+    producer: FutureProducer,
+    codec: Arc<Codec<ClickEvent>>,
+    topic: String,
+}
+
+impl Feed {
+    pub fn new(brokers: &str) -> Feed {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        Feed {
+            producer,
+            codec: Arc::new(Codec::new()),
+            topic: "clicks".into(),
+        }
+    }
+
+    /// Sends every event and waits for the broker; panics if one is refused,
+    /// since the test could then not know what to expect.
+    pub async fn send_all(&self, events: &[ClickEvent], tally: &mut Tally) {
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in events {
+            let payload = self.codec.encode(event).expect("encode");
+            let mut record = FutureRecord::to(&self.topic)
+                .key(event.client_id.as_str())
+                .payload(&payload);
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(d) => break d,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => panic!("cannot enqueue a click: {e}"),
+                }
+            };
+            deliveries.push(delivery);
+        }
+        for (event, delivery) in events.iter().zip(deliveries) {
+            match delivery.await {
+                Ok(Ok(_)) => tally.add(event),
+                Ok(Err((e, _))) => panic!("the broker refused a click: {e}"),
+                Err(_) => panic!("a click's delivery was cancelled"),
+            }
+        }
+    }
+}
+
+/// A steady load of current clicks over `targets`, until [`Load::stop`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    tally: Arc<Mutex<Tally>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// About `per_second` clicks a second, round robin over `targets`.
+    pub fn start(feed: Feed, targets: Vec<Target>, per_second: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (s, n, t) = (stop.clone(), sent.clone(), tally.clone());
+        let task = tokio::spawn(async move {
+            let tick = Duration::from_millis(50);
+            let per_tick = (per_second as usize / 20).max(1);
+            let mut i = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                let now_ms = crate::client::now_millis();
+                let events: Vec<ClickEvent> = (0..per_tick)
+                    .map(|k| targets[(i + k) % targets.len()].click(now_ms))
+                    .collect();
+                i += per_tick;
+                let mut batch = Tally::default();
+                let started = std::time::Instant::now();
+                feed.send_all(&events, &mut batch).await;
+                n.fetch_add(batch.total(), Ordering::Relaxed);
+                merge(&mut t.lock().unwrap(), batch);
+                tokio::time::sleep(tick.saturating_sub(started.elapsed())).await;
+            }
+        });
+        Load {
+            stop,
+            sent,
+            tally,
+            task,
+        }
+    }
+
+    /// Clicks acknowledged so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub async fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("load task");
+        let tally = self.tally.lock().unwrap().clone();
+        tally
+    }
+}
+
+fn merge(into: &mut Tally, from: Tally) {
+    for (k, v) in from.per_link {
+        *into.per_link.entry(k).or_default() += v;
+    }
+    for (k, v) in from.per_minute {
+        *into.per_minute.entry(k).or_default() += v;
+    }
+}
+
+/// Clicks per link in the rollups (checkpoint rows excluded).
+pub async fn rollup_per_link(ch: &ClickHouse) -> BTreeMap<String, u64> {
+    let body = ch
+        .query("SELECT link_id, sum(clicks) FROM click_rollup_minute WHERE client_id != '' GROUP BY link_id FORMAT TSV")
+        .await
+        .expect("rollups per link");
+    body.lines()
+        .filter_map(|l| {
+            let (link, n) = l.split_once('\t')?;
+            Some((link.to_owned(), n.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits until the rollups hold exactly `tally` per link, then checks that
+/// they stay so, that the raw events hold as many distinct clicks, and that no
+/// Kafka range was stored twice. Panics with what differs.
+pub async fn assert_counted_exactly(ch: &ClickHouse, tally: &Tally, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let seen = rollup_per_link(ch).await;
+        if seen == tally.per_link {
+            break;
+        }
+        let total: u64 = seen.values().sum();
+        assert!(
+            total <= tally.total(),
+            "counted twice: rollups hold {total} clicks, {} were sent\nrollups {seen:?}\nsent    {:?}",
+            tally.total(),
+            tally.per_link
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after {within:?} the rollups hold {total} of {} clicks\nrollups {seen:?}\nsent    {:?}",
+            tally.total(),
+            tally.per_link
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Nothing counted twice by a late flush or a ghost insert.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rollup_per_link(ch).await,
+        tally.per_link,
+        "rollups moved after converging"
+    );
+    assert_eq!(
+        ch.number("SELECT count(DISTINCT event_id) FROM click_events")
+            .await,
+        tally.total(),
+        "distinct raw events"
+    );
+    assert_eq!(
+        ch.number(
+            "SELECT count() FROM (SELECT source_partition, source_end_offset, count() AS n \
+             FROM click_rollup_minute WHERE client_id = '' \
+             GROUP BY source_partition, source_end_offset HAVING n > 1)"
+        )
+        .await,
+        0,
+        "a Kafka range was stored twice"
+    );
+}
