@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use ricochet_registry::{Destination, LinkTable, LinkWriter, NewLink, RegistryTail};
+use ricochet_registry::{Destination, Registry, RegistryWriter, NewLink, RegistryTail};
 use ricochet_schemas::{CampaignId, ClientId, LinkRecord};
 use serde::Deserialize;
 use serde_json::json;
@@ -20,13 +20,17 @@ use serde_json::json;
 use crate::stats::{self, Range, StatsError, StatsQuery};
 
 pub struct ApiState {
-    pub links: Arc<LinkTable>,
-    pub writer: LinkWriter,
+    pub links: Arc<Registry>,
+    pub writer: RegistryWriter,
     pub tail: Option<RegistryTail>,
     pub clickhouse: clickhouse::Client,
     /// Base of tracking URLs handed out, e.g. `https://t.example.com`.
     pub public_redirect_url: String,
     pub metrics: Option<PrometheusHandle>,
+    /// Master keys for recipient tokens, to hand clients their derived keys.
+    pub token_keys: Option<ricochet_registry::TokenKeys>,
+    /// The pipeline's lag and freshness, for `/v1/status`.
+    pub status: Option<Arc<crate::status::PipelineStatus>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +99,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
                     .unwrap_or_default()
             }),
         )
+        .route("/v1/status", get(crate::status::serve))
         .route("/v1/links", post(create_link))
-        .route("/v1/links/{link_id}", get(get_link))
+        .route("/v1/links:batch", post(crate::admin::create_links))
+        .route("/v1/clients/{client_id}", get(crate::admin::get_client).put(crate::admin::put_client))
+        .route("/v1/clients/{client_id}/token-keys", get(crate::admin::token_keys))
+        .route("/v1/links/{link_id}", get(get_link).patch(crate::admin::patch_link))
         .route("/v1/links/{link_id}/stats", get(link_stats))
         .with_state(state)
 }
@@ -126,7 +134,7 @@ pub struct CreateLink {
 }
 
 impl CreateLink {
-    fn validate(self) -> Result<NewLink, ApiError> {
+    pub(crate) fn validate(self) -> Result<NewLink, ApiError> {
         let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
         if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
             if from >= until {
@@ -152,7 +160,7 @@ impl CreateLink {
     }
 }
 
-fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
+pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
     json!({
         "link_id": link.link_id,
         "code": link.code,

@@ -34,51 +34,86 @@ pub enum Admit {
     Apply,
     /// Already counted (it lies before the stored position): skip it.
     AlreadyApplied,
+    /// Already taken into the pending batch (delivered again): skip it, or the
+    /// batch's offset range would stop describing what it holds.
+    AlreadyPending,
     /// Not ours (a straggler from a revoked assignment): skip it.
     NotOwned,
 }
 
+/// One owned partition.
+#[derive(Clone, Copy, Debug, Default)]
+struct Owned {
+    /// The stored position. `None`: nothing applied yet, everything is new.
+    stored: Option<i64>,
+    /// The next offset the pending batch can take: one past the last admitted
+    /// message, or the stored position when nothing is pending.
+    next: Option<i64>,
+}
+
 #[derive(Debug, Default)]
 pub struct Positions {
-    /// Owned partitions. `None`: nothing applied yet, everything is new.
-    owned: HashMap<i32, Option<i64>>,
+    owned: HashMap<i32, Owned>,
 }
 
 impl Positions {
     pub fn assign(&mut self, partition: i32, stored: Option<i64>) {
-        self.owned.insert(partition, stored);
+        self.owned.insert(
+            partition,
+            Owned {
+                stored,
+                next: stored,
+            },
+        );
     }
 
     pub fn revoke(&mut self, partition: i32) {
         self.owned.remove(&partition);
     }
 
+    /// Owned partitions and their stored positions.
     pub fn owned(&self) -> impl Iterator<Item = (i32, Option<i64>)> + '_ {
-        self.owned.iter().map(|(p, o)| (*p, *o))
+        self.owned.iter().map(|(p, o)| (*p, o.stored))
     }
 
-    pub fn admit(&self, partition: i32, offset: i64) -> Admit {
-        match self.owned.get(&partition) {
-            None => Admit::NotOwned,
-            Some(Some(stored)) if offset < *stored => Admit::AlreadyApplied,
-            Some(_) => Admit::Apply,
+    /// Decides about the message at `offset`, and takes it into the pending
+    /// batch's range when it is to be applied.
+    pub fn admit(&mut self, partition: i32, offset: i64) -> Admit {
+        let Some(owned) = self.owned.get_mut(&partition) else {
+            return Admit::NotOwned;
+        };
+        if owned.stored.is_some_and(|stored| offset < stored) {
+            return Admit::AlreadyApplied;
+        }
+        if owned.next.is_some_and(|next| offset < next) {
+            return Admit::AlreadyPending;
+        }
+        owned.next = Some(offset + 1);
+        Admit::Apply
+    }
+
+    /// Forgets what the pending batch took: it was dropped, and consumption
+    /// restarts from the stored positions.
+    pub fn rewind(&mut self) {
+        for owned in self.owned.values_mut() {
+            owned.next = owned.stored;
         }
     }
 
     /// Refuses a batch that overlaps what is already applied.
     pub fn verify(&self, ranges: &[PartitionRange]) -> Result<(), CheckpointError> {
         for r in ranges {
-            match self.owned.get(&r.partition) {
+            match self.owned.get(&r.partition).map(|o| o.stored) {
                 None => {
                     return Err(CheckpointError::NotOwned {
                         partition: r.partition,
                     })
                 }
-                Some(Some(stored)) if r.first < *stored => {
+                Some(Some(stored)) if r.first < stored => {
                     return Err(CheckpointError::Overlap {
                         partition: r.partition,
                         first: r.first,
-                        stored: *stored,
+                        stored,
                     })
                 }
                 Some(_) => {}
@@ -90,8 +125,10 @@ impl Positions {
     /// Records that the batch covering `ranges` is stored.
     pub fn advance(&mut self, ranges: &[PartitionRange]) {
         for r in ranges {
-            if let Some(pos) = self.owned.get_mut(&r.partition) {
-                *pos = Some(pos.map_or(r.next, |p| p.max(r.next)));
+            if let Some(owned) = self.owned.get_mut(&r.partition) {
+                let stored = owned.stored.map_or(r.next, |s| s.max(r.next));
+                owned.stored = Some(stored);
+                owned.next = Some(owned.next.map_or(stored, |n| n.max(stored)));
             }
         }
     }
@@ -110,6 +147,28 @@ mod tests {
         assert_eq!(p.admit(0, 100), Admit::Apply);
         assert_eq!(p.admit(1, 0), Admit::Apply);
         assert_eq!(p.admit(2, 0), Admit::NotOwned);
+    }
+
+    #[test]
+    fn a_message_delivered_again_is_taken_once_until_the_batch_is_dropped() {
+        let mut p = Positions::default();
+        p.assign(0, Some(100));
+        assert_eq!(p.admit(0, 100), Admit::Apply);
+        assert_eq!(p.admit(0, 101), Admit::Apply);
+        assert_eq!(p.admit(0, 100), Admit::AlreadyPending);
+        // The pending batch is dropped: the same offsets are new again.
+        p.rewind();
+        assert_eq!(p.admit(0, 100), Admit::Apply);
+        // Once stored, they are applied, and the next batch starts after them.
+        p.advance(&[PartitionRange {
+            partition: 0,
+            first: 100,
+            next: 101,
+        }]);
+        assert_eq!(p.admit(0, 100), Admit::AlreadyApplied);
+        assert_eq!(p.admit(0, 101), Admit::Apply);
+        p.rewind();
+        assert_eq!(p.admit(0, 101), Admit::Apply);
     }
 
     #[test]

@@ -68,6 +68,15 @@ pub struct AggregatorConfig {
     )]
     pub links_topic: String,
 
+    /// Compacted topic of clients' status.
+    #[arg(long, env = "RICOCHET_CLIENTS_TOPIC", default_value = "clients", global = true)]
+    pub clients_topic: String,
+
+    /// Master keys for recipient tokens (`kid:hexsecret[,…]`, newest first), the same
+    /// as the edges'. Used to hand each client its derived signing keys.
+    #[arg(long, env = "RICOCHET_TOKEN_KEYS", hide_env_values = true, global = true)]
+    pub token_keys: Option<String>,
+
     /// Where undecodable messages are set aside, with the reason in a header.
     #[arg(
         long,
@@ -141,6 +150,24 @@ pub struct AggregatorConfig {
     )]
     pub max_batch_events: usize,
 
+    /// `partition.assignment.strategy`: `cooperative-sticky` moves only the
+    /// partitions that change owner; `range` or `roundrobin` (eager) for a
+    /// broker without cooperative rebalancing.
+    #[arg(
+        long,
+        env = "RICOCHET_ASSIGNMENT_STRATEGY",
+        default_value = "cooperative-sticky",
+        global = true
+    )]
+    pub assignment_strategy: String,
+
+    /// `group.instance.id` (static membership), unique per member, e.g. the pod
+    /// name: a restarted member takes its partitions back at once. Unset:
+    /// dynamic membership (a crashed member's partitions move after the
+    /// 10 s session timeout).
+    #[arg(long, env = "RICOCHET_GROUP_INSTANCE_ID", global = true)]
+    pub group_instance_id: Option<String>,
+
     /// How long one insert may take before its outcome counts as unknown.
     #[arg(
         long,
@@ -169,6 +196,10 @@ pub enum Command {
 }
 
 impl AggregatorConfig {
+    pub fn registry_topics(&self) -> ricochet_registry::RegistryTopics {
+        ricochet_registry::RegistryTopics { links: self.links_topic.clone(), clients: self.clients_topic.clone() }
+    }
+
     pub fn pipeline(&self) -> PipelineConfig {
         PipelineConfig {
             brokers: self.kafka_brokers.clone(),
@@ -179,6 +210,9 @@ impl AggregatorConfig {
             max_batch_events: self.max_batch_events,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
+            assignment_strategy: self.assignment_strategy.clone(),
+            group_instance_id: self.group_instance_id.clone(),
+            fence_timeout: Duration::from_secs(self.insert_timeout_secs),
         }
     }
 

@@ -14,8 +14,10 @@
 //! - [`sink`]: ClickHouse rows, inserts, reading positions, settling unknown outcomes.
 //! - [`dead_letter`]: poison messages to `clicks-dlq`.
 //! - [`migrations`]: the versioned SQL in `infra/migrations/`.
-//! - [`stats`], [`api`]: the HTTP endpoints.
+//! - [`status`]: consumer lag and event-time freshness (`/v1/status`, gauges).
+//! - [`stats`], [`api`]: the HTTP endpoints; [`admin`]: clients, link status, batches.
 
+pub mod admin;
 pub mod api;
 pub mod checkpoint;
 pub mod config;
@@ -25,5 +27,6 @@ pub mod pipeline;
 pub mod rollup;
 pub mod sink;
 pub mod stats;
+pub mod status;
 
 pub use config::AggregatorConfig;

@@ -10,7 +10,7 @@ use ricochet_aggregator::migrations;
 use ricochet_aggregator::pipeline::Pipeline;
 use ricochet_aggregator::sink::ClickHouseSink;
 use ricochet_registry::topics::{self, TopicSpec};
-use ricochet_registry::{LinkTable, LinkWriter, RegistryTail};
+use ricochet_registry::{Registry, RegistryTail, RegistryWriter, TokenKeys};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 partitions: 1,
                 compacted: true,
             },
+            TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
             TopicSpec {
                 name: config.dead_letter_topic.clone(),
                 partitions: 1,
@@ -71,10 +72,10 @@ async fn main() -> anyhow::Result<()> {
     .context("creating topics")?;
 
     let shutdown = CancellationToken::new();
-    let links = Arc::new(LinkTable::new());
+    let links = Arc::new(Registry::new());
     let (tail, tail_task) = RegistryTail::start(
         &config.kafka_brokers,
-        &config.links_topic,
+        &config.registry_topics(),
         links.clone(),
         shutdown.clone(),
     )
@@ -88,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .context("creating the consumer")?;
+    let status = pipeline.status();
     // The consumer owns a thread: its loop blocks in poll and in the rebalance callback.
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
@@ -95,12 +97,14 @@ async fn main() -> anyhow::Result<()> {
 
     let state = Arc::new(ApiState {
         links,
-        writer: LinkWriter::new(&config.kafka_brokers, &config.links_topic)
+        writer: RegistryWriter::new(&config.kafka_brokers, &config.registry_topics())
             .context("creating the registry writer")?,
         tail: Some(tail),
+        token_keys: config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?,
         clickhouse,
         public_redirect_url: config.public_redirect_url.clone(),
         metrics: Some(metrics),
+        status: Some(status),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

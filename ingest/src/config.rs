@@ -9,45 +9,25 @@ use clap::Args;
 #[derive(Args, Clone, Debug)]
 pub struct PublisherConfig {
     /// Kafka bootstrap servers (`bootstrap.servers`).
-    #[arg(
-        long = "kafka-brokers",
-        env = "RICOCHET_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long = "kafka-brokers", env = "RICOCHET_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
 
     /// Topic click events go to. Keyed by client id.
-    #[arg(
-        long = "clicks-topic",
-        env = "RICOCHET_CLICKS_TOPIC",
-        default_value = "clicks"
-    )]
+    #[arg(long = "clicks-topic", env = "RICOCHET_CLICKS_TOPIC", default_value = "clicks")]
     pub topic: String,
 
     /// How long the producer waits to fill a batch (`linger.ms`). Batching is what
     /// lets one producer carry a blast; 5 ms is invisible next to network latency.
-    #[arg(
-        long = "kafka-linger-ms",
-        env = "RICOCHET_KAFKA_LINGER_MS",
-        default_value_t = 5
-    )]
+    #[arg(long = "kafka-linger-ms", env = "RICOCHET_KAFKA_LINGER_MS", default_value_t = 5)]
     pub linger_ms: u32,
 
     /// Batch compression (`compression.type`): none, gzip, snappy, lz4 or zstd.
-    #[arg(
-        long = "kafka-compression",
-        env = "RICOCHET_KAFKA_COMPRESSION",
-        default_value = "lz4"
-    )]
+    #[arg(long = "kafka-compression", env = "RICOCHET_KAFKA_COMPRESSION", default_value = "lz4")]
     pub compression: String,
 
     /// Events the producer holds in memory (`queue.buffering.max.messages`). Past
     /// it, events simply wait in the spool: memory stays bounded in an outage.
-    #[arg(
-        long = "kafka-queue-max-messages",
-        env = "RICOCHET_KAFKA_QUEUE_MAX_MESSAGES",
-        default_value_t = 100_000
-    )]
+    #[arg(long = "kafka-queue-max-messages", env = "RICOCHET_KAFKA_QUEUE_MAX_MESSAGES", default_value_t = 100_000)]
     pub queue_max_messages: u32,
 
     #[command(flatten)]
@@ -57,11 +37,7 @@ pub struct PublisherConfig {
 #[derive(Args, Clone, Debug)]
 pub struct SpoolConfig {
     /// Directory of the disk spool every event passes through. Keep it on local disk.
-    #[arg(
-        long = "spool-dir",
-        env = "RICOCHET_SPOOL_DIR",
-        default_value = "./ricochet-spool"
-    )]
+    #[arg(long = "spool-dir", env = "RICOCHET_SPOOL_DIR", default_value = "./ricochet-spool")]
     pub dir: PathBuf,
 
     /// Upper bound of the spool on disk. When full, the edge still redirects and
@@ -76,19 +52,11 @@ pub struct SpoolConfig {
 
     /// How often the spool is fsynced (ms). A SIGKILL loses at most the events of
     /// the last interval; a graceful shutdown loses none.
-    #[arg(
-        long = "spool-fsync-ms",
-        env = "RICOCHET_SPOOL_FSYNC_MS",
-        default_value_t = 100
-    )]
+    #[arg(long = "spool-fsync-ms", env = "RICOCHET_SPOOL_FSYNC_MS", default_value_t = 100)]
     pub fsync_interval_ms: u64,
 
     /// Events waiting between the request handlers and the spool writer.
-    #[arg(
-        long = "spool-queue",
-        env = "RICOCHET_SPOOL_QUEUE",
-        default_value_t = 65_536
-    )]
+    #[arg(long = "spool-queue", env = "RICOCHET_SPOOL_QUEUE", default_value_t = 65_536)]
     pub queue_capacity: usize,
 }
 
@@ -108,10 +76,7 @@ impl PublisherConfig {
             .set("acks", "all")
             .set("linger.ms", self.linger_ms.to_string())
             .set("compression.type", &self.compression)
-            .set(
-                "queue.buffering.max.messages",
-                self.queue_max_messages.to_string(),
-            )
+            .set("queue.buffering.max.messages", self.queue_max_messages.to_string())
             // Never give up on an event: while the broker is away it waits in the
             // producer's bounded queue and, behind that, in the spool.
             .set("message.timeout.ms", "0")

@@ -122,9 +122,7 @@ impl Publisher {
         let stats = Arc::new(PublishStats::default());
         let dir = config.spool.dir.clone();
         let writer = SegmentWriter::open(&dir)?;
-        stats
-            .spool_bytes
-            .store(spool::disk_bytes(&dir)?, Ordering::Relaxed);
+        stats.spool_bytes.store(spool::disk_bytes(&dir)?, Ordering::Relaxed);
         let durable = Arc::new(Durable {
             position: Mutex::new(writer.position()),
             changed: Condvar::new(),
@@ -133,10 +131,7 @@ impl Publisher {
         let done = Arc::new(Mutex::new(Vec::new()));
         let producer: ThreadedProducer<Acks> = config
             .client_config()
-            .create_with_context(Acks {
-                stats: stats.clone(),
-                done: done.clone(),
-            })
+            .create_with_context(Acks { stats: stats.clone(), done: done.clone() })
             .map_err(PublishError::Create)?;
         let (tx, rx) = mpsc::sync_channel(config.spool.queue_capacity);
         let stop = Arc::new(AtomicBool::new(false));
@@ -159,14 +154,8 @@ impl Publisher {
             stop: stop.clone(),
         };
         let threads = vec![
-            std::thread::Builder::new()
-                .name("spool-writer".into())
-                .spawn(move || w.run())
-                .expect("spawn"),
-            std::thread::Builder::new()
-                .name("spool-forwarder".into())
-                .spawn(move || f.run())
-                .expect("spawn"),
+            std::thread::Builder::new().name("spool-writer".into()).spawn(move || w.run()).expect("spawn"),
+            std::thread::Builder::new().name("spool-forwarder".into()).spawn(move || f.run()).expect("spawn"),
         ];
         Ok(Publisher {
             tx,
@@ -243,10 +232,7 @@ impl WriterLoop {
         let mut dirty = false;
         let mut closing = false;
         while !closing {
-            let wait = self
-                .interval
-                .saturating_sub(last_sync.elapsed())
-                .max(Duration::from_millis(1));
+            let wait = self.interval.saturating_sub(last_sync.elapsed()).max(Duration::from_millis(1));
             let first = match self.rx.recv_timeout(wait) {
                 Ok(r) => Some(r),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -256,23 +242,17 @@ impl WriterLoop {
                 }
             };
             // Take whatever else is waiting, so one fsync covers a burst.
-            for record in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| self.rx.try_recv().ok()).take(16_384))
-            {
+            for record in first.into_iter().chain(std::iter::from_fn(|| self.rx.try_recv().ok()).take(16_384)) {
                 if record.is_empty() {
                     closing = true;
                     break;
                 }
                 if let Err(e) = self.writer.append(&record) {
-                    metrics::counter!("ricochet_edge_events_dropped_total", "reason" => "spool_io")
-                        .increment(1);
+                    metrics::counter!("ricochet_edge_events_dropped_total", "reason" => "spool_io").increment(1);
                     tracing::error!(error = %e, "spool write failed; event dropped");
                     continue;
                 }
-                self.stats
-                    .spool_bytes
-                    .fetch_add(record.len() as u64, Ordering::Relaxed);
+                self.stats.spool_bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
                 dirty = true;
             }
             if dirty && (closing || last_sync.elapsed() >= self.interval) {
@@ -290,11 +270,7 @@ impl WriterLoop {
     }
 
     fn sync(&mut self, roll: bool) {
-        let result = if roll {
-            self.writer.roll()
-        } else {
-            self.writer.sync()
-        };
+        let result = if roll { self.writer.roll() } else { self.writer.sync() };
         match result {
             Ok(position) => {
                 *self.durable.position.lock().unwrap() = position;
@@ -322,10 +298,7 @@ impl Forwarder {
         // Resume from the persisted cursor when its segment still exists.
         let mut acked = spool::read_cursor(&self.dir)
             .filter(|c| segments.contains(&c.segment))
-            .unwrap_or(Position {
-                segment: first,
-                offset: 0,
-            });
+            .unwrap_or(Position { segment: first, offset: 0 });
         let mut read_at = acked;
         let mut reader: Option<SegmentReader> = None;
         let mut pending: Option<Record> = None;
@@ -348,11 +321,8 @@ impl Forwarder {
                 inflight.pop_front();
                 acked = end;
             }
-            self.stats
-                .in_flight
-                .store(inflight.len() as u64, Ordering::Relaxed);
-            if acked != cursor_written && last_cursor_write.elapsed() >= Duration::from_millis(100)
-            {
+            self.stats.in_flight.store(inflight.len() as u64, Ordering::Relaxed);
+            if acked != cursor_written && last_cursor_write.elapsed() >= Duration::from_millis(100) {
                 self.checkpoint(acked);
                 cursor_written = acked;
                 last_cursor_write = Instant::now();
@@ -369,8 +339,7 @@ impl Forwarder {
                     None => {
                         if reader.is_none() {
                             if read_at > durable
-                                || (read_at.segment == durable.segment
-                                    && read_at.offset >= durable.offset)
+                                || (read_at.segment == durable.segment && read_at.offset >= durable.offset)
                             {
                                 break;
                             }
@@ -383,20 +352,13 @@ impl Forwarder {
                             }
                         }
                         let r = reader.as_mut().unwrap();
-                        let limit = if r.segment() < durable.segment {
-                            u64::MAX
-                        } else {
-                            durable.offset
-                        };
+                        let limit = if r.segment() < durable.segment { u64::MAX } else { durable.offset };
                         match r.next(limit) {
                             Ok(Some(record)) => record,
                             Ok(None) if r.segment() < durable.segment => {
                                 // Segment finished: a marker that is "acknowledged" at once
                                 // moves the cursor past it once everything before is.
-                                let next = Position {
-                                    segment: r.segment() + 1,
-                                    offset: 0,
-                                };
+                                let next = Position { segment: r.segment() + 1, offset: 0 };
                                 inflight.push_back((next_seq, next));
                                 completed.insert(next_seq);
                                 next_seq += 1;
@@ -454,10 +416,7 @@ impl Forwarder {
                 std::thread::sleep(Duration::from_millis(5));
             } else if produced == 0 {
                 let guard = self.durable.position.lock().unwrap();
-                let _ = self
-                    .durable
-                    .changed
-                    .wait_timeout(guard, Duration::from_millis(10));
+                let _ = self.durable.changed.wait_timeout(guard, Duration::from_millis(10));
             }
         }
     }
@@ -475,13 +434,11 @@ impl Forwarder {
             let path = spool::segment_path(&self.dir, segment);
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if std::fs::remove_file(&path).is_ok() {
-                self.stats.spool_bytes.fetch_sub(
-                    len.min(self.stats.spool_bytes.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
+                self.stats
+                    .spool_bytes
+                    .fetch_sub(len.min(self.stats.spool_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
             }
         }
-        metrics::gauge!("ricochet_spool_bytes")
-            .set(self.stats.spool_bytes.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("ricochet_spool_bytes").set(self.stats.spool_bytes.load(Ordering::Relaxed) as f64);
     }
 }

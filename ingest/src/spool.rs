@@ -38,10 +38,7 @@ pub enum SpoolError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| SpoolError::Io { path: path.to_owned(), source }
 }
 
 /// A position in the log: a segment and a byte offset in it.
@@ -110,21 +107,10 @@ impl SegmentWriter {
 
     fn create(dir: &Path, segment: u64) -> Result<Self, SpoolError> {
         let path = segment_path(dir, segment);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
         // The new file's directory entry must survive a crash too.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
-        Ok(SegmentWriter {
-            dir: dir.to_owned(),
-            segment,
-            offset: 0,
-            file: BufWriter::with_capacity(256 * 1024, file),
-        })
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+        Ok(SegmentWriter { dir: dir.to_owned(), segment, offset: 0, file: BufWriter::with_capacity(256 * 1024, file) })
     }
 
     pub fn append(&mut self, encoded: &[u8]) -> Result<(), SpoolError> {
@@ -143,10 +129,7 @@ impl SegmentWriter {
     }
 
     pub fn position(&self) -> Position {
-        Position {
-            segment: self.segment,
-            offset: self.offset,
-        }
+        Position { segment: self.segment, offset: self.offset }
     }
 
     /// Syncs this segment and starts the next.
@@ -178,14 +161,8 @@ impl SegmentReader {
     pub fn open(dir: &Path, at: Position) -> Result<Self, SpoolError> {
         let path = segment_path(dir, at.segment);
         let mut file = File::open(&path).map_err(io_err(&path))?;
-        file.seek(SeekFrom::Start(at.offset))
-            .map_err(io_err(&path))?;
-        Ok(SegmentReader {
-            segment: at.segment,
-            offset: at.offset,
-            file,
-            path,
-        })
+        file.seek(SeekFrom::Start(at.offset)).map_err(io_err(&path))?;
+        Ok(SegmentReader { segment: at.segment, offset: at.offset, file, path })
     }
 
     pub fn segment(&self) -> u64 {
@@ -226,14 +203,7 @@ impl SegmentReader {
         self.offset = end;
         let value = body.split_off(2 + key_len);
         let key = body[2..].to_vec();
-        Ok(Some(Record {
-            key,
-            value,
-            end: Position {
-                segment: self.segment,
-                offset: end,
-            },
-        }))
+        Ok(Some(Record { key, value, end: Position { segment: self.segment, offset: end } }))
     }
 
     fn torn(&mut self, what: &str) -> Result<Option<Record>, SpoolError> {
@@ -273,10 +243,7 @@ pub fn write_cursor(dir: &Path, at: Position) -> Result<(), SpoolError> {
 pub fn read_cursor(dir: &Path) -> Option<Position> {
     let text = fs::read_to_string(dir.join("cursor")).ok()?;
     let mut parts = text.split_whitespace();
-    Some(Position {
-        segment: parts.next()?.parse().ok()?,
-        offset: parts.next()?.parse().ok()?,
-    })
+    Some(Position { segment: parts.next()?.parse().ok()?, offset: parts.next()?.parse().ok()? })
 }
 
 #[cfg(test)]
@@ -297,25 +264,11 @@ mod tests {
         let durable = w.sync().unwrap();
         write(&mut w, "acme", "two"); // appended, not yet synced
         w.file.flush().unwrap();
-        let mut r = SegmentReader::open(
-            dir.path(),
-            Position {
-                segment: durable.segment,
-                offset: 0,
-            },
-        )
-        .unwrap();
+        let mut r = SegmentReader::open(dir.path(), Position { segment: durable.segment, offset: 0 }).unwrap();
         let first = r.next(durable.offset).unwrap().unwrap();
-        assert_eq!(
-            (first.key.as_slice(), first.value.as_slice()),
-            (&b"acme"[..], &b"one"[..])
-        );
+        assert_eq!((first.key.as_slice(), first.value.as_slice()), (&b"acme"[..], &b"one"[..]));
         assert_eq!(first.end, durable);
-        assert_eq!(
-            r.next(durable.offset).unwrap(),
-            None,
-            "nothing past the durable end is read"
-        );
+        assert_eq!(r.next(durable.offset).unwrap(), None, "nothing past the durable end is read");
     }
 
     #[test]
@@ -329,20 +282,8 @@ mod tests {
         let path = segment_path(dir.path(), end.segment);
         let mut buf = Vec::new();
         encode_record(b"k", b"lost", &mut buf).unwrap();
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(&buf[..buf.len() - 2])
-            .unwrap();
-        let mut r = SegmentReader::open(
-            dir.path(),
-            Position {
-                segment: end.segment,
-                offset: 0,
-            },
-        )
-        .unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&buf[..buf.len() - 2]).unwrap();
+        let mut r = SegmentReader::open(dir.path(), Position { segment: end.segment, offset: 0 }).unwrap();
         assert_eq!(r.next(u64::MAX).unwrap().unwrap().value, b"good");
         assert_eq!(r.next(u64::MAX).unwrap(), None);
     }
@@ -357,21 +298,8 @@ mod tests {
         let w = SegmentWriter::open(dir.path()).unwrap();
         assert_eq!(w.position().segment, 3);
         assert_eq!(list_segments(dir.path()).unwrap(), vec![1, 2, 3]);
-        write_cursor(
-            dir.path(),
-            Position {
-                segment: 1,
-                offset: 9,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            read_cursor(dir.path()),
-            Some(Position {
-                segment: 1,
-                offset: 9
-            })
-        );
+        write_cursor(dir.path(), Position { segment: 1, offset: 9 }).unwrap();
+        assert_eq!(read_cursor(dir.path()), Some(Position { segment: 1, offset: 9 }));
     }
 
     proptest::proptest! {

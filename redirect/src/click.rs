@@ -66,15 +66,7 @@ pub struct Seen<'a> {
 }
 
 pub fn event(link: &LinkRecord, seen: Seen<'_>) -> ClickEvent {
-    let Seen {
-        event_type,
-        method,
-        headers,
-        ip,
-        recipient,
-        now_ms,
-        edge_node,
-    } = seen;
+    let Seen { event_type, method, headers, ip, recipient, now_ms, edge_node } = seen;
     ClickEvent {
         event_id: EventId::mint(),
         event_time_ms: now_ms,
@@ -100,18 +92,9 @@ mod tests {
 
     #[test]
     fn anonymizes_to_the_network() {
-        assert_eq!(
-            anonymize("203.0.113.77".parse().unwrap()).to_string(),
-            "203.0.113.0"
-        );
-        assert_eq!(
-            anonymize("2001:db8:abcd:12::1".parse().unwrap()).to_string(),
-            "2001:db8:abcd::"
-        );
-        assert_eq!(
-            anonymize("::ffff:198.51.100.9".parse().unwrap()).to_string(),
-            "198.51.100.0"
-        );
+        assert_eq!(anonymize("203.0.113.77".parse().unwrap()).to_string(), "203.0.113.0");
+        assert_eq!(anonymize("2001:db8:abcd:12::1".parse().unwrap()).to_string(), "2001:db8:abcd::");
+        assert_eq!(anonymize("::ffff:198.51.100.9".parse().unwrap()).to_string(), "198.51.100.0");
     }
 
     #[test]
@@ -126,12 +109,7 @@ mod tests {
     #[test]
     fn long_headers_are_cut_on_a_char_boundary() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::USER_AGENT,
-            format!("{}é", "a".repeat(MAX_HEADER_BYTES - 1))
-                .parse()
-                .unwrap(),
-        );
+        h.insert(header::USER_AGENT, format!("{}é", "a".repeat(MAX_HEADER_BYTES - 1)).parse().unwrap());
         let ua = header_text(&h, header::USER_AGENT).unwrap();
         assert_eq!(ua.len(), MAX_HEADER_BYTES - 1);
     }

@@ -4,12 +4,10 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use ricochet_ingest::PublisherConfig;
+use ricochet_registry::RegistryTopics;
 
 #[derive(Parser, Clone, Debug)]
-#[command(
-    name = "ricochet-redirect",
-    about = "Ricochet's redirect edge: tracking link -> 302, click -> Kafka"
-)]
+#[command(name = "ricochet-redirect", about = "Ricochet's redirect edge: tracking link -> 302, click -> Kafka")]
 pub struct RedirectConfig {
     /// Address to serve tracking links on.
     #[arg(long, env = "RICOCHET_LISTEN", default_value = "127.0.0.1:8080")]
@@ -22,6 +20,16 @@ pub struct RedirectConfig {
     /// Compacted topic holding the link registry.
     #[arg(long, env = "RICOCHET_LINKS_TOPIC", default_value = "links")]
     pub links_topic: String,
+
+    /// Compacted topic holding clients' status (pause, fallback URL, hot spread).
+    #[arg(long, env = "RICOCHET_CLIENTS_TOPIC", default_value = "clients")]
+    pub clients_topic: String,
+
+    /// Master keys for recipient tokens, newest first: `kid:hexsecret[,kid:hexsecret…]`
+    /// (secrets of at least 32 bytes). Unset: tokens are not checked and every
+    /// token-carrying click is redirected but flagged invalid.
+    #[arg(long, env = "RICOCHET_TOKEN_KEYS", hide_env_values = true)]
+    pub token_keys: Option<String>,
 
     /// Partitions for the clicks topic when the edge has to create it.
     #[arg(long, env = "RICOCHET_CLICKS_PARTITIONS", default_value_t = 12)]
@@ -42,11 +50,13 @@ pub struct RedirectConfig {
 }
 
 impl RedirectConfig {
+    pub fn registry_topics(&self) -> RegistryTopics {
+        RegistryTopics { links: self.links_topic.clone(), clients: self.clients_topic.clone() }
+    }
+
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "edge".into())
+            std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "edge".into())
         })
     }
 }

@@ -7,23 +7,19 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use ricochet_ingest::Publisher;
 use ricochet_redirect::{router, run, Edge, RedirectConfig};
 use ricochet_registry::topics::{self, TopicSpec};
-use ricochet_registry::{LinkTable, RegistryTail};
+use ricochet_registry::{Registry, RegistryTail, TokenKeys};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = RedirectConfig::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("duration_seconds".into()),
-            &[
-                0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0,
-            ],
+            &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0],
         )?
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -31,34 +27,27 @@ async fn main() -> anyhow::Result<()> {
     topics::ensure(
         &config.kafka.brokers,
         &[
-            TopicSpec {
-                name: config.kafka.topic.clone(),
-                partitions: config.clicks_partitions,
-                compacted: false,
-            },
-            TopicSpec {
-                name: config.links_topic.clone(),
-                partitions: 1,
-                compacted: true,
-            },
+            TopicSpec { name: config.kafka.topic.clone(), partitions: config.clicks_partitions, compacted: false },
+            TopicSpec { name: config.links_topic.clone(), partitions: 1, compacted: true },
+            TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
         ],
     )
     .await
     .context("creating topics")?;
 
     let shutdown = CancellationToken::new();
-    let links = Arc::new(LinkTable::new());
-    let (tail, tail_task) = RegistryTail::start(
-        &config.kafka.brokers,
-        &config.links_topic,
-        links.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("starting the registry tail")?;
-    let publisher =
-        Arc::new(Publisher::start(&config.kafka).context("opening the spool and the producer")?);
+    let links = Arc::new(Registry::new());
+    let (tail, tail_task) =
+        RegistryTail::start(&config.kafka.brokers, &config.registry_topics(), links.clone(), shutdown.clone())
+            .await
+            .context("starting the registry tail")?;
+    let publisher = Arc::new(Publisher::start(&config.kafka).context("opening the spool and the producer")?);
+    let tokens = config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?;
+    if tokens.is_none() {
+        tracing::warn!("no RICOCHET_TOKEN_KEYS: recipient tokens cannot be verified and are flagged invalid");
+    }
     let edge = Arc::new(Edge {
+        tokens,
         links,
         publisher: publisher.clone(),
         node_id: config.node_id(),
@@ -66,9 +55,8 @@ async fn main() -> anyhow::Result<()> {
         tail: Some(tail),
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, node = %edge.node_id, "redirect edge serving");
     let stop = shutdown.clone();
     run(listener, router(edge, Some(metrics)), async move {
@@ -77,21 +65,14 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
-    tracing::info!(
-        in_flight = publisher.in_flight(),
-        "shutting down; forwarding the spool"
-    );
-    tokio::task::spawn_blocking(move || {
-        publisher.shutdown(Duration::from_secs(config.shutdown_flush_secs))
-    })
-    .await?;
+    tracing::info!(in_flight = publisher.in_flight(), "shutting down; forwarding the spool");
+    tokio::task::spawn_blocking(move || publisher.shutdown(Duration::from_secs(config.shutdown_flush_secs))).await?;
     tail_task.abort();
     Ok(())
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

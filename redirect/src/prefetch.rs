@@ -32,10 +32,7 @@ pub fn is_prefetch(method: &Method, headers: &HeaderMap) -> bool {
     if method == Method::HEAD {
         return true;
     }
-    let Some(ua) = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ua) = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let ua = ua.to_ascii_lowercase();
@@ -55,14 +52,8 @@ mod tests {
     #[test]
     fn flags_head_and_known_fetchers_but_not_browsers() {
         assert!(is_prefetch(&Method::HEAD, &HeaderMap::new()));
-        assert!(is_prefetch(
-            &Method::GET,
-            &ua("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)")
-        ));
-        assert!(is_prefetch(
-            &Method::GET,
-            &ua("Mozilla/5.0 (compatible; GoogleImageProxy)")
-        ));
+        assert!(is_prefetch(&Method::GET, &ua("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)")));
+        assert!(is_prefetch(&Method::GET, &ua("Mozilla/5.0 (compatible; GoogleImageProxy)")));
         assert!(!is_prefetch(
             &Method::GET,
             &ua("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36")

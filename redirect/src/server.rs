@@ -17,23 +17,19 @@ use tokio::net::TcpListener;
 use crate::edge::{self, Edge};
 
 pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Router {
-    let ops = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(move |State(edge): State<Arc<Edge>>| async move {
-                metrics::gauge!("ricochet_edge_producer_queue_depth")
-                    .set(edge.publisher.in_flight() as f64);
-                metrics::gauge!("ricochet_registry_links").set(edge.links.len() as f64);
-                metrics
-                    .as_ref()
-                    .map(PrometheusHandle::render)
-                    .unwrap_or_default()
-            }),
-        );
+    let ops = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).route(
+        "/metrics",
+        get(move |State(edge): State<Arc<Edge>>| async move {
+            metrics::gauge!("ricochet_edge_producer_queue_depth").set(edge.publisher.in_flight() as f64);
+            metrics::gauge!("ricochet_registry_links").set(edge.links.len() as f64);
+            metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+        }),
+    );
     let clicks = Router::new()
         .route("/{code}", get(edge::redirect))
+        .route("/{code}/{token}", get(edge::redirect_for_recipient))
+        .route("/o/{file}", get(edge::open_pixel))
+        .route("/o/{code}/{file}", get(edge::open_pixel_for_recipient))
         .layer(middleware::from_fn(observe_latency));
     ops.merge(clicks).with_state(edge)
 }
@@ -60,10 +56,7 @@ pub async fn run(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -12,9 +12,7 @@ pub const CODE_LEN: usize = 8;
 pub fn mint() -> LinkCode {
     // ThreadRng is a CSPRNG (ChaCha) reseeded from the OS.
     let mut rng = rand::rng();
-    let code: String = (0..CODE_LEN)
-        .map(|_| ALPHABET[rng.random_range(0..62)] as char)
-        .collect();
+    let code: String = (0..CODE_LEN).map(|_| ALPHABET[rng.random_range(0..62)] as char).collect();
     LinkCode::parse(code).expect("minted codes are valid base62 of CODE_LEN")
 }
 
@@ -22,8 +20,7 @@ pub fn mint() -> LinkCode {
 mod tests {
     #[test]
     fn minted_codes_are_valid_and_do_not_repeat() {
-        let codes: std::collections::HashSet<String> =
-            (0..10_000).map(|_| super::mint().to_string()).collect();
+        let codes: std::collections::HashSet<String> = (0..10_000).map(|_| super::mint().to_string()).collect();
         assert_eq!(codes.len(), 10_000);
         assert!(codes.iter().all(|c| c.len() == super::CODE_LEN));
     }

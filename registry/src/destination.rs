@@ -53,9 +53,7 @@ impl Destination {
         }
         let normalized = String::from(url);
         if normalized.len() > MAX_URL_LEN {
-            return Err(DestinationError::TooLong {
-                len: normalized.len(),
-            });
+            return Err(DestinationError::TooLong { len: normalized.len() });
         }
         Ok(Destination(normalized))
     }
@@ -76,50 +74,21 @@ mod tests {
 
     #[test]
     fn accepts_http_and_https() {
-        assert_eq!(
-            Destination::parse("https://shop.example/a?b=c")
-                .unwrap()
-                .as_str(),
-            "https://shop.example/a?b=c"
-        );
-        assert_eq!(
-            Destination::parse("http://Shop.Example").unwrap().as_str(),
-            "http://shop.example/"
-        );
+        assert_eq!(Destination::parse("https://shop.example/a?b=c").unwrap().as_str(), "https://shop.example/a?b=c");
+        assert_eq!(Destination::parse("http://Shop.Example").unwrap().as_str(), "http://shop.example/");
     }
 
     #[test]
     fn rejects_what_could_turn_the_edge_into_a_weapon() {
         use DestinationError::*;
         assert_eq!(Destination::parse(""), Err(Empty));
-        assert_eq!(
-            Destination::parse("javascript:alert(1)"),
-            Err(Scheme("javascript".into()))
-        );
-        assert_eq!(
-            Destination::parse("ftp://x.example/"),
-            Err(Scheme("ftp".into()))
-        );
-        assert_eq!(
-            Destination::parse("https://user:pw@x.example/"),
-            Err(Credentials)
-        );
-        assert_eq!(
-            Destination::parse("https://user@x.example/"),
-            Err(Credentials)
-        );
-        assert_eq!(
-            Destination::parse("https://x.example/\r\nSet-Cookie: a=b"),
-            Err(ControlChar { at: 18 })
-        );
-        assert_eq!(
-            Destination::parse("https://x.example/a b"),
-            Err(ControlChar { at: 19 })
-        );
-        assert!(matches!(
-            Destination::parse("/relative"),
-            Err(Unparsable(_))
-        ));
+        assert_eq!(Destination::parse("javascript:alert(1)"), Err(Scheme("javascript".into())));
+        assert_eq!(Destination::parse("ftp://x.example/"), Err(Scheme("ftp".into())));
+        assert_eq!(Destination::parse("https://user:pw@x.example/"), Err(Credentials));
+        assert_eq!(Destination::parse("https://user@x.example/"), Err(Credentials));
+        assert_eq!(Destination::parse("https://x.example/\r\nSet-Cookie: a=b"), Err(ControlChar { at: 18 }));
+        assert_eq!(Destination::parse("https://x.example/a b"), Err(ControlChar { at: 19 }));
+        assert!(matches!(Destination::parse("/relative"), Err(Unparsable(_))));
         let long = format!("https://x.example/{}", "a".repeat(MAX_URL_LEN));
         assert!(matches!(Destination::parse(&long), Err(TooLong { .. })));
     }

@@ -1,11 +1,13 @@
 //! The link registry: which code goes where, for whom, and whether it is live.
 //!
-//! The source of truth is the log-compacted Kafka topic `links`, keyed by link
-//! id; the newest record of a key is that link's state. There is no other
-//! database. Writers ([`LinkWriter`]) answer only once the broker has
+//! The sources of truth are two log-compacted Kafka topics: `links`, keyed by
+//! link id, and `clients`, keyed by client id; the newest record of a key is
+//! its state. There is no other database. A client's status is checked on
+//! every lookup, so pausing a client is one record, and per-key ordering makes
+//! pause → resume → pause end in the last state on every reader. Writers ([`RegistryWriter`]) answer only once the broker has
 //! acknowledged the record, so a link that was reported created survives any
 //! crash. Every reader (each edge, the API) holds the whole registry in memory
-//! ([`LinkTable`]) and keeps it current by tailing the topic ([`tail`]), so a
+//! ([`Registry`]) and keeps it current by tailing the topic ([`tail`]), so a
 //! lookup on the redirect path is a hash-map read.
 //!
 //! - [`destination`]: what a destination URL may be (no open redirects).
@@ -13,16 +15,19 @@
 //! - [`table`]: the in-memory registry.
 //! - [`writer`]: creating links (produce and await the acknowledgement).
 //! - [`tail`]: loading and following the topic; readiness once caught up.
+//! - [`token`]: signed recipient tokens (HMAC, rotating key ids).
 //! - [`topics`]: creating the topics Ricochet needs, idempotently.
 
 pub mod code;
 pub mod destination;
 pub mod table;
 pub mod tail;
+pub mod token;
 pub mod topics;
 pub mod writer;
 
 pub use destination::{Destination, DestinationError};
-pub use table::LinkTable;
-pub use tail::{RegistryTail, TailError};
-pub use writer::{LinkWriter, NewLink, RegistryError};
+pub use table::Registry;
+pub use tail::{RegistryTail, RegistryTopics, TailError};
+pub use token::{TokenError, TokenKeys};
+pub use writer::{NewLink, RegistryError, RegistryWriter};

@@ -3,19 +3,20 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use ricochet_schemas::{LinkCode, LinkId, LinkRecord};
+use ricochet_schemas::{ClientId, ClientRecord, ClientStatus, LinkCode, LinkId, LinkRecord};
 
-/// All links, by code (the redirect path) and by id (the API).
+/// All links, by code (the redirect path) and by id (the API), and all clients.
 ///
 /// `DashMap` shards its locks, so the many concurrent readers on the redirect
 /// path do not contend with the one tailing writer.
 #[derive(Default)]
-pub struct LinkTable {
+pub struct Registry {
     by_code: DashMap<LinkCode, Arc<LinkRecord>>,
     by_id: DashMap<LinkId, Arc<LinkRecord>>,
+    clients: DashMap<ClientId, Arc<ClientRecord>>,
 }
 
-impl LinkTable {
+impl Registry {
     pub fn new() -> Self {
         Self::default()
     }
@@ -35,6 +36,22 @@ impl LinkTable {
 
     pub fn get(&self, link_id: &str) -> Option<Arc<LinkRecord>> {
         self.by_id.get(link_id).map(|r| r.value().clone())
+    }
+
+    /// Applies the newest state of a client.
+    pub fn apply_client(&self, record: ClientRecord) {
+        self.clients.insert(record.client_id.clone(), Arc::new(record));
+    }
+
+    /// A client's state; `None` for a client that was never configured (active, defaults).
+    pub fn client(&self, client_id: &str) -> Option<Arc<ClientRecord>> {
+        self.clients.get(client_id).map(|r| r.value().clone())
+    }
+
+    /// Whether the client is paused. Checked on every lookup, so pausing a client
+    /// is one record that stops all of its links at once.
+    pub fn client_paused(&self, client_id: &str) -> bool {
+        self.clients.get(client_id).is_some_and(|c| c.status == ClientStatus::Paused)
     }
 
     pub fn contains_code(&self, code: &str) -> bool {

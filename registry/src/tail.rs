@@ -1,4 +1,4 @@
-//! Loading the registry topic into memory and following it.
+//! Loading the registry topics (`links`, `clients`) into memory and following them.
 //!
 //! The tail reads every partition from the beginning without a consumer group
 //! (each process needs all of it) and never commits. It reports ready once it
@@ -12,11 +12,11 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use ricochet_schemas::{Codec, LinkRecord};
+use ricochet_schemas::{ClientRecord, Codec, LinkRecord};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::table::LinkTable;
+use crate::table::Registry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -40,44 +40,46 @@ impl RegistryTail {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Starts following `topic` into `table` until `shutdown` is cancelled.
+    /// Starts following the links and clients topics into `table` until
+    /// `shutdown` is cancelled.
     pub async fn start(
         brokers: &str,
-        topic: &str,
-        table: Arc<LinkTable>,
+        topics: &RegistryTopics,
+        table: Arc<Registry>,
         shutdown: CancellationToken,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             // librdkafka wants a group id; this one never joins or commits.
-            .set(
-                "group.id",
-                format!("ricochet-registry-tail-{}", uuid::Uuid::now_v7().simple()),
-            )
+            .set("group.id", format!("ricochet-registry-tail-{}", uuid::Uuid::now_v7().simple()))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // A pause must reach every edge within a second: do not let the broker
+            // hold a fetch for long when there is nothing new.
+            .set("fetch.wait.max.ms", "100")
             .create()?;
         let consumer = Arc::new(consumer);
 
-        let targets = {
+        let mut targets = Vec::new();
+        for topic in [&topics.links, &topics.clients] {
             let consumer = consumer.clone();
-            let topic = topic.to_owned();
+            let topic = topic.clone();
             // Metadata and watermark calls block on the network.
-            tokio::task::spawn_blocking(move || end_offsets(&consumer, &topic)).await??
-        };
+            let ends = tokio::task::spawn_blocking(move || end_offsets(&consumer, &topic)).await??;
+            targets.extend(ends);
+        }
         let mut assignment = TopicPartitionList::new();
-        for (partition, _) in &targets {
+        for (topic, partition, _) in &targets {
             assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
 
         let ready = Arc::new(AtomicBool::new(false));
-        let tail = RegistryTail {
-            ready: ready.clone(),
-        };
-        let codec = Codec::<LinkRecord>::new();
-        let mut remaining: Vec<(i32, i64)> =
-            targets.into_iter().filter(|(_, high)| *high > 0).collect();
+        let tail = RegistryTail { ready: ready.clone() };
+        let links = Codec::<LinkRecord>::new();
+        let clients = Codec::<ClientRecord>::new();
+        let clients_topic = topics.clients.clone();
+        let mut remaining: Vec<(String, i32, i64)> = targets.into_iter().filter(|(_, _, high)| *high > 0).collect();
         if remaining.is_empty() {
             ready.store(true, Ordering::Release);
         }
@@ -95,18 +97,23 @@ impl RegistryTail {
                         continue;
                     }
                 };
-                match message.payload().map(|p| codec.decode(p)) {
-                    Some(Ok(record)) => table.apply(record),
-                    Some(Err(e)) => {
+                // Tombstones (no payload) are ignored: links and clients are retired by
+                // status, never deleted by key.
+                if let Some(payload) = message.payload() {
+                    let applied = if message.topic() == clients_topic {
+                        clients.decode(payload).map(|c| table.apply_client(c))
+                    } else {
+                        links.decode(payload).map(|l| table.apply(l))
+                    };
+                    if let Err(e) = applied {
                         metrics::counter!("ricochet_registry_undecodable_total").increment(1);
-                        tracing::error!(error = %e, offset = message.offset(), "registry tail: undecodable link record skipped");
+                        tracing::error!(error = %e, topic = message.topic(), offset = message.offset(), "registry tail: undecodable record skipped");
                     }
-                    None => {} // a tombstone: links are retired by status, never deleted by key
                 }
                 metrics::gauge!("ricochet_registry_links").set(table.len() as f64);
                 if !remaining.is_empty() {
-                    let (partition, next) = (message.partition(), message.offset() + 1);
-                    remaining.retain(|(p, high)| !(*p == partition && next >= *high));
+                    let (topic, partition, next) = (message.topic(), message.partition(), message.offset() + 1);
+                    remaining.retain(|(t, p, high)| !(t == topic && *p == partition && next >= *high));
                     if remaining.is_empty() {
                         tracing::info!(links = table.len(), "registry loaded; ready");
                         ready.store(true, Ordering::Release);
@@ -118,7 +125,14 @@ impl RegistryTail {
     }
 }
 
-fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i64)>, TailError> {
+/// The registry's two compacted topics.
+#[derive(Clone, Debug)]
+pub struct RegistryTopics {
+    pub links: String,
+    pub clients: String,
+}
+
+fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(String, i32, i64)>, TailError> {
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata
@@ -130,8 +144,5 @@ fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(i32, i64)>
     if partitions.is_empty() {
         return Err(TailError::NoTopic(topic.to_owned()));
     }
-    partitions
-        .into_iter()
-        .map(|p| Ok((p, consumer.fetch_watermarks(topic, p, timeout)?.1)))
-        .collect()
+    partitions.into_iter().map(|p| Ok((topic.to_owned(), p, consumer.fetch_watermarks(topic, p, timeout)?.1))).collect()
 }

@@ -22,17 +22,12 @@ pub enum TopicError {
     #[error("kafka admin client: {0}")]
     Client(#[source] KafkaError),
     #[error("creating topic {topic}: {code}")]
-    Create {
-        topic: String,
-        code: RDKafkaErrorCode,
-    },
+    Create { topic: String, code: RDKafkaErrorCode },
 }
 
 pub async fn ensure(brokers: &str, specs: &[TopicSpec]) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(TopicError::Client)?;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(TopicError::Client)?;
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
@@ -45,10 +40,7 @@ pub async fn ensure(brokers: &str, specs: &[TopicSpec]) -> Result<(), TopicError
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new_topics, &options)
-        .await
-        .map_err(TopicError::Client)?;
+    let results = admin.create_topics(&new_topics, &options).await.map_err(TopicError::Client)?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

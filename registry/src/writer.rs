@@ -1,15 +1,17 @@
-//! Creating links: the record is produced to the `links` topic and the call
-//! returns only once the broker acknowledged it (acks=all, idempotent).
+//! Writing the registry: link and client records are produced to their
+//! compacted topics and each call returns only once the broker acknowledged
+//! the record (acks=all, idempotent).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use ricochet_schemas::{CampaignId, ClientId, Codec, CodecError, LinkId, LinkRecord, LinkStatus};
+use ricochet_schemas::{CampaignId, ClientId, ClientRecord, Codec, CodecError, LinkId, LinkRecord, LinkStatus};
 
 use crate::destination::Destination;
-use crate::table::LinkTable;
+use crate::table::Registry;
+use crate::tail::RegistryTopics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -32,15 +34,16 @@ pub struct NewLink {
     pub click_limit: Option<i64>,
 }
 
-pub struct LinkWriter {
+pub struct RegistryWriter {
     producer: FutureProducer,
-    topic: String,
-    codec: Codec<LinkRecord>,
+    topics: RegistryTopics,
+    links: Codec<LinkRecord>,
+    clients: Codec<ClientRecord>,
     ack_timeout: Duration,
 }
 
-impl LinkWriter {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, RegistryError> {
+impl RegistryWriter {
+    pub fn new(brokers: &str, topics: &RegistryTopics) -> Result<Self, RegistryError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -48,28 +51,25 @@ impl LinkWriter {
             .set("linger.ms", "1")
             .create()
             .map_err(RegistryError::Create)?;
-        Ok(LinkWriter {
+        Ok(RegistryWriter {
             producer,
-            topic: topic.to_owned(),
-            codec: Codec::new(),
+            topics: topics.clone(),
+            links: Codec::new(),
+            clients: Codec::new(),
             ack_timeout: Duration::from_secs(10),
         })
     }
 
-    /// Mints an id and a code, publishes the link and waits for the acknowledgement.
-    /// `known` is this process's view of the registry, used to avoid reusing a code.
-    pub async fn create(
-        &self,
-        new: NewLink,
-        known: &LinkTable,
-    ) -> Result<LinkRecord, RegistryError> {
+    /// A new link record with a fresh id and code, not yet written. `known` is this
+    /// process's view of the registry, used to avoid reusing a code.
+    pub fn mint(&self, new: NewLink, known: &Registry) -> LinkRecord {
         let code = loop {
             let code = crate::code::mint();
             if !known.contains_code(code.as_str()) {
                 break code;
             }
         };
-        let record = LinkRecord {
+        LinkRecord {
             link_id: LinkId::mint(),
             code,
             client_id: new.client_id,
@@ -80,17 +80,36 @@ impl LinkWriter {
             valid_from_ms: new.valid_from_ms,
             valid_until_ms: new.valid_until_ms,
             click_limit: new.click_limit,
-        };
-        self.put(&record).await?;
+        }
+    }
+
+    /// Mints a link, publishes it and waits for the acknowledgement.
+    pub async fn create(&self, new: NewLink, known: &Registry) -> Result<LinkRecord, RegistryError> {
+        let record = self.mint(new, known);
+        self.put_link(&record).await?;
         Ok(record)
     }
 
     /// Publishes a link's new state and waits for the acknowledgement.
-    pub async fn put(&self, record: &LinkRecord) -> Result<(), RegistryError> {
-        let payload = self.codec.encode(record)?;
-        let message = FutureRecord::to(&self.topic)
-            .key(record.link_id.as_str())
-            .payload(&payload);
+    pub async fn put_link(&self, record: &LinkRecord) -> Result<(), RegistryError> {
+        let payload = self.links.encode(record)?;
+        self.send(&self.topics.links, record.link_id.as_str(), &payload).await
+    }
+
+    /// Publishes many links at once and waits for every acknowledgement; the
+    /// result of each, in order.
+    pub async fn put_links(&self, records: &[LinkRecord]) -> Vec<Result<(), RegistryError>> {
+        futures::future::join_all(records.iter().map(|r| self.put_link(r))).await
+    }
+
+    /// Publishes a client's new state and waits for the acknowledgement.
+    pub async fn put_client(&self, record: &ClientRecord) -> Result<(), RegistryError> {
+        let payload = self.clients.encode(record)?;
+        self.send(&self.topics.clients, record.client_id.as_str(), &payload).await
+    }
+
+    async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), RegistryError> {
+        let message = FutureRecord::to(topic).key(key).payload(payload);
         self.producer
             .send(message, self.ack_timeout)
             .await
@@ -99,9 +118,6 @@ impl LinkWriter {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

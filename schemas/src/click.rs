@@ -76,41 +76,20 @@ impl Contract for ClickEvent {
         let s = |v: &str| Value::String(v.to_owned());
         Value::Record(vec![
             ("event_id".into(), Value::Uuid(self.event_id.0)),
-            (
-                "event_time".into(),
-                Value::TimestampMillis(self.event_time_ms),
-            ),
+            ("event_time".into(), Value::TimestampMillis(self.event_time_ms)),
             ("client_id".into(), s(self.client_id.as_str())),
             ("campaign_id".into(), s(self.campaign_id.as_str())),
             ("link_id".into(), s(self.link_id.as_str())),
-            (
-                "recipient_id".into(),
-                nullable(self.recipient_id.as_ref().map(|r| s(r.as_str()))),
-            ),
+            ("recipient_id".into(), nullable(self.recipient_id.as_ref().map(|r| s(r.as_str())))),
             ("destination_url".into(), s(&self.destination_url)),
             ("http_method".into(), s(&self.http_method)),
-            (
-                "user_agent".into(),
-                nullable(self.user_agent.as_deref().map(s)),
-            ),
+            ("user_agent".into(), nullable(self.user_agent.as_deref().map(s))),
             ("referer".into(), nullable(self.referer.as_deref().map(s))),
-            (
-                "client_ip".into(),
-                nullable(self.client_ip.as_deref().map(s)),
-            ),
+            ("client_ip".into(), nullable(self.client_ip.as_deref().map(s))),
             ("edge_node".into(), s(&self.edge_node)),
-            (
-                "event_type".into(),
-                Value::Enum(self.event_type as u32, self.event_type.as_str().into()),
-            ),
+            ("event_type".into(), Value::Enum(self.event_type as u32, self.event_type.as_str().into())),
             ("is_prefetch".into(), Value::Boolean(self.is_prefetch)),
-            (
-                "recipient_token".into(),
-                Value::Enum(
-                    self.recipient_token as u32,
-                    self.recipient_token.as_str().into(),
-                ),
-            ),
+            ("recipient_token".into(), Value::Enum(self.recipient_token as u32, self.recipient_token.as_str().into())),
         ])
     }
 
@@ -125,8 +104,7 @@ impl Contract for ClickEvent {
             event_id: EventId(f.uuid("event_id")?),
             event_time_ms: f.long("event_time")?,
             client_id: ClientId::parse(f.string("client_id")?).map_err(|e| id("client_id", e))?,
-            campaign_id: CampaignId::parse(f.string("campaign_id")?)
-                .map_err(|e| id("campaign_id", e))?,
+            campaign_id: CampaignId::parse(f.string("campaign_id")?).map_err(|e| id("campaign_id", e))?,
             link_id: LinkId::parse(f.string("link_id")?).map_err(|e| id("link_id", e))?,
             recipient_id: f
                 .opt_string("recipient_id")?

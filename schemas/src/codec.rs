@@ -36,11 +36,7 @@ pub enum CodecError {
     #[error("avro: {0}")]
     Avro(Box<apache_avro::Error>),
     #[error("{contract}: field `{field}`: {problem}")]
-    Shape {
-        contract: &'static str,
-        field: &'static str,
-        problem: String,
-    },
+    Shape { contract: &'static str, field: &'static str, problem: String },
 }
 
 impl From<apache_avro::Error> for CodecError {
@@ -83,20 +79,13 @@ impl<T: Contract> Codec<T> {
         let by_id: HashMap<SchemaId, Schema> = T::VERSIONS
             .iter()
             .map(|(id, text)| {
-                let schema = Schema::parse_str(text).unwrap_or_else(|e| {
-                    panic!("embedded schema {id} of {} is invalid: {e}", T::NAME)
-                });
+                let schema = Schema::parse_str(text)
+                    .unwrap_or_else(|e| panic!("embedded schema {id} of {} is invalid: {e}", T::NAME));
                 (*id, schema)
             })
             .collect();
-        let (writer_id, _) = *T::VERSIONS
-            .last()
-            .expect("a contract has at least one version");
-        Codec {
-            writer_id,
-            by_id,
-            _contract: PhantomData,
-        }
+        let (writer_id, _) = *T::VERSIONS.last().expect("a contract has at least one version");
+        Codec { writer_id, by_id, _contract: PhantomData }
     }
 
     /// The id this build writes.
@@ -117,10 +106,7 @@ impl<T: Contract> Codec<T> {
     /// Encodes a raw record with the schema published under `id`, framed.
     /// Used to write older versions in compatibility tests and tools.
     pub fn encode_value(&self, id: SchemaId, record: Value) -> Result<Vec<u8>, CodecError> {
-        let schema = self
-            .by_id
-            .get(&id)
-            .ok_or(CodecError::UnknownSchema(id, T::NAME))?;
+        let schema = self.by_id.get(&id).ok_or(CodecError::UnknownSchema(id, T::NAME))?;
         let datum = apache_avro::to_avro_datum(schema, record)?;
         let mut framed = framing::header(id, datum.len());
         framed.extend_from_slice(&datum);
@@ -135,14 +121,8 @@ impl<T: Contract> Codec<T> {
     /// Decodes a framed message into a raw record of the schema published under `reader_id`.
     pub fn decode_value(&self, bytes: &[u8], reader_id: SchemaId) -> Result<Value, CodecError> {
         let (id, mut datum) = framing::split(bytes)?;
-        let writer = self
-            .by_id
-            .get(&id)
-            .ok_or(CodecError::UnknownSchema(id, T::NAME))?;
-        let reader = self
-            .by_id
-            .get(&reader_id)
-            .ok_or(CodecError::UnknownSchema(reader_id, T::NAME))?;
+        let writer = self.by_id.get(&id).ok_or(CodecError::UnknownSchema(id, T::NAME))?;
+        let reader = self.by_id.get(&reader_id).ok_or(CodecError::UnknownSchema(reader_id, T::NAME))?;
         let value = if id == reader_id {
             apache_avro::from_avro_datum(writer, &mut datum, None)?
         } else {
@@ -178,19 +158,11 @@ impl Fields {
     }
 
     fn shape(&self, field: &'static str, problem: impl Into<String>) -> CodecError {
-        CodecError::Shape {
-            contract: self.contract,
-            field,
-            problem: problem.into(),
-        }
+        CodecError::Shape { contract: self.contract, field, problem: problem.into() }
     }
 
     fn take(&mut self, field: &'static str) -> Result<Value, CodecError> {
-        let pos = self
-            .fields
-            .iter()
-            .position(|(name, _)| name == field)
-            .ok_or_else(|| self.shape(field, "missing"))?;
+        let pos = self.fields.iter().position(|(name, _)| name == field).ok_or_else(|| self.shape(field, "missing"))?;
         Ok(std::mem::replace(&mut self.fields[pos].1, Value::Null))
     }
 
@@ -205,9 +177,7 @@ impl Fields {
     pub(crate) fn uuid(&mut self, field: &'static str) -> Result<uuid::Uuid, CodecError> {
         match self.take(field)? {
             Value::Uuid(u) => Ok(u),
-            Value::String(s) => {
-                uuid::Uuid::parse_str(&s).map_err(|e| self.shape(field, e.to_string()))
-            }
+            Value::String(s) => uuid::Uuid::parse_str(&s).map_err(|e| self.shape(field, e.to_string())),
             other => Err(self.shape(field, format!("expected a uuid, found {other:?}"))),
         }
     }

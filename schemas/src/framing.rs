@@ -43,13 +43,7 @@ mod tests {
 
     #[test]
     fn split_rejects_short_and_unframed_input() {
-        assert!(matches!(
-            split(&[0, 0, 1]),
-            Err(CodecError::Truncated { len: 3 })
-        ));
-        assert!(matches!(
-            split(b"{\"json\":1}"),
-            Err(CodecError::BadMagic { byte: b'{' })
-        ));
+        assert!(matches!(split(&[0, 0, 1]), Err(CodecError::Truncated { len: 3 })));
+        assert!(matches!(split(b"{\"json\":1}"), Err(CodecError::BadMagic { byte: b'{' })));
     }
 }

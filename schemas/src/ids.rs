@@ -11,23 +11,11 @@ pub enum IdError {
     #[error("{kind} must not be empty")]
     Empty { kind: &'static str },
     #[error("{kind} is {len} characters long; the limit is {max}")]
-    TooLong {
-        kind: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { kind: &'static str, len: usize, max: usize },
     #[error("{kind} is {len} characters long; the minimum is {min}")]
-    TooShort {
-        kind: &'static str,
-        len: usize,
-        min: usize,
-    },
+    TooShort { kind: &'static str, len: usize, min: usize },
     #[error("{kind} may only contain {allowed}; found {found:?}")]
-    BadChar {
-        kind: &'static str,
-        allowed: &'static str,
-        found: char,
-    },
+    BadChar { kind: &'static str, allowed: &'static str, found: char },
 }
 
 macro_rules! token_id {
@@ -154,22 +142,10 @@ mod tests {
 
     #[test]
     fn client_ids_accept_tokens_and_explain_rejections() {
-        assert_eq!(
-            ClientId::parse("acme-co_1.eu").unwrap().as_str(),
-            "acme-co_1.eu"
-        );
-        assert_eq!(
-            ClientId::parse(""),
-            Err(IdError::Empty { kind: "client_id" })
-        );
-        assert!(matches!(
-            ClientId::parse("a b"),
-            Err(IdError::BadChar { found: ' ', .. })
-        ));
-        assert!(matches!(
-            ClientId::parse("x".repeat(65)),
-            Err(IdError::TooLong { len: 65, .. })
-        ));
+        assert_eq!(ClientId::parse("acme-co_1.eu").unwrap().as_str(), "acme-co_1.eu");
+        assert_eq!(ClientId::parse(""), Err(IdError::Empty { kind: "client_id" }));
+        assert!(matches!(ClientId::parse("a b"), Err(IdError::BadChar { found: ' ', .. })));
+        assert!(matches!(ClientId::parse("x".repeat(65)), Err(IdError::TooLong { len: 65, .. })));
         let err = ClientId::parse("a/b").unwrap_err().to_string();
         assert!(err.contains("client_id may only contain"), "{err}");
     }
@@ -177,23 +153,15 @@ mod tests {
     #[test]
     fn link_codes_are_base62_of_at_least_seven() {
         assert!(LinkCode::parse("abcDEF1").is_ok());
-        assert!(matches!(
-            LinkCode::parse("abc"),
-            Err(IdError::TooShort { min: 7, .. })
-        ));
-        assert!(matches!(
-            LinkCode::parse("abcdef-1"),
-            Err(IdError::BadChar { found: '-', .. })
-        ));
+        assert!(matches!(LinkCode::parse("abc"), Err(IdError::TooShort { min: 7, .. })));
+        assert!(matches!(LinkCode::parse("abcdef-1"), Err(IdError::BadChar { found: '-', .. })));
     }
 
     #[test]
     fn ids_deserialize_through_validation() {
         let ok: ClientId = serde_json::from_str("\"acme\"").unwrap();
         assert_eq!(ok.as_str(), "acme");
-        let err = serde_json::from_str::<ClientId>("\"a b\"")
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<ClientId>("\"a b\"").unwrap_err().to_string();
         assert!(err.contains("may only contain"), "{err}");
     }
 

@@ -39,9 +39,7 @@ impl FromStr for LinkStatus {
             "active" => Ok(LinkStatus::Active),
             "paused" => Ok(LinkStatus::Paused),
             "deleted" => Ok(LinkStatus::Deleted),
-            other => Err(format!(
-                "unknown link status {other:?}; expected active, paused or deleted"
-            )),
+            other => Err(format!("unknown link status {other:?}; expected active, paused or deleted")),
         }
     }
 }
@@ -63,8 +61,7 @@ pub struct LinkRecord {
 
 impl Contract for LinkRecord {
     const NAME: &'static str = "Link";
-    const VERSIONS: &'static [(SchemaId, &'static str)] =
-        &[(LINK_V1, include_str!("../avro/link.v1.avsc"))];
+    const VERSIONS: &'static [(SchemaId, &'static str)] = &[(LINK_V1, include_str!("../avro/link.v1.avsc"))];
 
     fn to_avro(&self) -> Value {
         let s = |v: &str| Value::String(v.to_owned());
@@ -74,49 +71,25 @@ impl Contract for LinkRecord {
             ("client_id".into(), s(self.client_id.as_str())),
             ("campaign_id".into(), s(self.campaign_id.as_str())),
             ("destination_url".into(), s(&self.destination_url)),
-            (
-                "status".into(),
-                Value::Enum(self.status as u32, self.status.as_str().into()),
-            ),
-            (
-                "created_at".into(),
-                Value::TimestampMillis(self.created_at_ms),
-            ),
-            (
-                "valid_from".into(),
-                nullable(self.valid_from_ms.map(Value::TimestampMillis)),
-            ),
-            (
-                "valid_until".into(),
-                nullable(self.valid_until_ms.map(Value::TimestampMillis)),
-            ),
-            (
-                "click_limit".into(),
-                nullable(self.click_limit.map(Value::Long)),
-            ),
+            ("status".into(), Value::Enum(self.status as u32, self.status.as_str().into())),
+            ("created_at".into(), Value::TimestampMillis(self.created_at_ms)),
+            ("valid_from".into(), nullable(self.valid_from_ms.map(Value::TimestampMillis))),
+            ("valid_until".into(), nullable(self.valid_until_ms.map(Value::TimestampMillis))),
+            ("click_limit".into(), nullable(self.click_limit.map(Value::Long))),
         ])
     }
 
     fn from_avro(record: Value) -> Result<Self, CodecError> {
         let mut f = Fields::new(Self::NAME, record)?;
-        let shape = |field: &'static str, problem: String| CodecError::Shape {
-            contract: Self::NAME,
-            field,
-            problem,
-        };
+        let shape = |field: &'static str, problem: String| CodecError::Shape { contract: Self::NAME, field, problem };
         Ok(LinkRecord {
-            link_id: LinkId::parse(f.string("link_id")?)
-                .map_err(|e| shape("link_id", e.to_string()))?,
+            link_id: LinkId::parse(f.string("link_id")?).map_err(|e| shape("link_id", e.to_string()))?,
             code: LinkCode::parse(f.string("code")?).map_err(|e| shape("code", e.to_string()))?,
-            client_id: ClientId::parse(f.string("client_id")?)
-                .map_err(|e| shape("client_id", e.to_string()))?,
+            client_id: ClientId::parse(f.string("client_id")?).map_err(|e| shape("client_id", e.to_string()))?,
             campaign_id: CampaignId::parse(f.string("campaign_id")?)
                 .map_err(|e| shape("campaign_id", e.to_string()))?,
             destination_url: f.string("destination_url")?,
-            status: f
-                .enum_symbol("status")?
-                .parse()
-                .map_err(|e| shape("status", e))?,
+            status: f.enum_symbol("status")?.parse().map_err(|e| shape("status", e))?,
             created_at_ms: f.long("created_at")?,
             valid_from_ms: f.opt_long("valid_from")?,
             valid_until_ms: f.opt_long("valid_until")?,

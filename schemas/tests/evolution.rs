@@ -6,13 +6,11 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use ricochet_schemas::codec::Contract;
-use ricochet_schemas::{ClickEvent, LinkRecord};
+use ricochet_schemas::{ClickEvent, ClientRecord, LinkRecord};
 
 fn assert_all_versions_mutually_readable<T: Contract>() {
-    let schemas: Vec<(u32, Schema)> = T::VERSIONS
-        .iter()
-        .map(|(id, text)| (id.0, Schema::parse_str(text).unwrap()))
-        .collect();
+    let schemas: Vec<(u32, Schema)> =
+        T::VERSIONS.iter().map(|(id, text)| (id.0, Schema::parse_str(text).unwrap())).collect();
     for (a_id, a) in &schemas {
         for (b_id, b) in &schemas {
             assert!(
@@ -28,6 +26,7 @@ fn assert_all_versions_mutually_readable<T: Contract>() {
 fn published_versions_are_mutually_readable() {
     assert_all_versions_mutually_readable::<ClickEvent>();
     assert_all_versions_mutually_readable::<LinkRecord>();
+    assert_all_versions_mutually_readable::<ClientRecord>();
 }
 
 /// The rule the check above enforces, shown on a candidate next version: adding a
@@ -44,29 +43,18 @@ fn the_rule_accepts_defaulted_additions_and_rejects_required_ones() {
     let v2_ok = Schema::parse_str(&with_default).unwrap();
     assert!(SchemaCompatibility::mutual_read(&v1, &v2_ok).is_ok());
 
-    let without_default = ClickEvent::VERSIONS[0].1.replacen(
-        r#""fields": ["#,
-        r#""fields": [{"name": "kind", "type": "string"},"#,
-        1,
-    );
+    let without_default =
+        ClickEvent::VERSIONS[0].1.replacen(r#""fields": ["#, r#""fields": [{"name": "kind", "type": "string"},"#, 1);
     let v2_bad = Schema::parse_str(&without_default).unwrap();
-    assert!(
-        SchemaCompatibility::can_read(&v1, &v2_bad).is_err(),
-        "a v2 reader cannot read v1 data"
-    );
+    assert!(SchemaCompatibility::can_read(&v1, &v2_bad).is_err(), "a v2 reader cannot read v1 data");
 
     // And the data itself: a v1 datum read as v2 gets the default.
     let codec = ricochet_schemas::Codec::<ClickEvent>::new();
     let framed = codec.encode(&sample()).unwrap();
     let mut datum = &framed[5..];
     let read = apache_avro::from_avro_datum(&v1, &mut datum, Some(&v2_ok)).unwrap();
-    let Value::Record(fields) = read else {
-        panic!("not a record")
-    };
-    assert_eq!(
-        fields.iter().find(|(n, _)| n == "kind").unwrap().1,
-        Value::String("click".into())
-    );
+    let Value::Record(fields) = read else { panic!("not a record") };
+    assert_eq!(fields.iter().find(|(n, _)| n == "kind").unwrap().1, Value::String("click".into()));
 }
 
 fn sample() -> ClickEvent {

@@ -49,59 +49,36 @@ fn fixture_link() -> LinkRecord {
 }
 
 fn check_golden(name: &str, bytes: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
     let actual = hex::encode(bytes);
     match std::fs::read_to_string(&path) {
-        Ok(expected) => assert_eq!(
-            actual,
-            expected.trim(),
-            "bytes on the wire changed for {name}"
-        ),
-        Err(_) if std::env::var_os("RICOCHET_BLESS").is_some() => {
-            std::fs::write(&path, actual + "\n").unwrap()
-        }
-        Err(e) => panic!(
-            "golden vector {} missing ({e}); run with RICOCHET_BLESS=1 once",
-            path.display()
-        ),
+        Ok(expected) => assert_eq!(actual, expected.trim(), "bytes on the wire changed for {name}"),
+        Err(_) if std::env::var_os("RICOCHET_BLESS").is_some() => std::fs::write(&path, actual + "\n").unwrap(),
+        Err(e) => panic!("golden vector {} missing ({e}); run with RICOCHET_BLESS=1 once", path.display()),
     }
 }
 
 /// The v1 record an old edge writes: the fixture without the v2 fields.
 fn v1_record(event: &ClickEvent) -> Value {
-    let Value::Record(fields) = event.to_avro() else {
-        unreachable!()
-    };
+    let Value::Record(fields) = event.to_avro() else { unreachable!() };
     Value::Record(
         fields
             .into_iter()
-            .filter(|(n, _)| {
-                !matches!(n.as_str(), "event_type" | "is_prefetch" | "recipient_token")
-            })
+            .filter(|(n, _)| !matches!(n.as_str(), "event_type" | "is_prefetch" | "recipient_token"))
             .collect(),
     )
 }
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(name);
     hex::decode(std::fs::read_to_string(path).unwrap().trim()).unwrap()
 }
 
 #[test]
 fn click_event_v1_bytes_are_stable() {
     let codec = Codec::<ClickEvent>::new();
-    let bytes = codec
-        .encode_value(CLICK_EVENT_V1, v1_record(&fixture_click()))
-        .unwrap();
-    assert_eq!(
-        &bytes[..5],
-        &[0, 0, 0, 0, CLICK_EVENT_V1.0 as u8],
-        "Confluent header with schema id 1"
-    );
+    let bytes = codec.encode_value(CLICK_EVENT_V1, v1_record(&fixture_click())).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, CLICK_EVENT_V1.0 as u8], "Confluent header with schema id 1");
     check_golden("click_event.v1.hex", &bytes);
 }
 
@@ -109,27 +86,15 @@ fn click_event_v1_bytes_are_stable() {
 fn click_event_v2_bytes_are_stable() {
     let codec = Codec::<ClickEvent>::new();
     let bytes = codec.encode(&fixture_click()).unwrap();
-    assert_eq!(
-        &bytes[..5],
-        &[0, 0, 0, 0, CLICK_EVENT_V2.0 as u8],
-        "this build writes v2 (schema id 3)"
-    );
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, CLICK_EVENT_V2.0 as u8], "this build writes v2 (schema id 3)");
     check_golden("click_event.v2.hex", &bytes);
-    assert_eq!(
-        codec.decode(&golden("click_event.v2.hex")).unwrap(),
-        fixture_click()
-    );
+    assert_eq!(codec.decode(&golden("click_event.v2.hex")).unwrap(), fixture_click());
 }
 
 #[test]
 fn v1_data_from_an_old_edge_reads_with_v2_defaults() {
-    let decoded = Codec::<ClickEvent>::new()
-        .decode(&golden("click_event.v1.hex"))
-        .unwrap();
-    let expected = ClickEvent {
-        recipient_token: RecipientToken::Absent,
-        ..fixture_click()
-    };
+    let decoded = Codec::<ClickEvent>::new().decode(&golden("click_event.v1.hex")).unwrap();
+    let expected = ClickEvent { recipient_token: RecipientToken::Absent, ..fixture_click() };
     assert_eq!(decoded, expected);
 }
 
@@ -138,11 +103,7 @@ fn a_v1_reader_reads_v2_data() {
     let codec = Codec::<ClickEvent>::new();
     let v2 = codec.encode(&fixture_click()).unwrap();
     let as_v1 = codec.decode_value(&v2, CLICK_EVENT_V1).unwrap();
-    assert_eq!(
-        as_v1,
-        v1_record(&fixture_click()),
-        "an old aggregator sees the v1 view of a v2 event"
-    );
+    assert_eq!(as_v1, v1_record(&fixture_click()), "an old aggregator sees the v1 view of a v2 event");
 }
 
 #[test]
@@ -157,15 +118,25 @@ fn link_v1_bytes_are_stable_and_round_trip() {
 #[test]
 fn garbage_is_a_typed_error_not_a_panic() {
     let codec = Codec::<ClickEvent>::new();
-    assert!(matches!(
-        codec.decode(b"hello world"),
-        Err(CodecError::BadMagic { .. })
-    ));
-    assert!(matches!(
-        codec.decode(&[0, 0, 0, 0, 99, 1, 2]),
-        Err(CodecError::UnknownSchema(SchemaId(99), _))
-    ));
+    assert!(matches!(codec.decode(b"hello world"), Err(CodecError::BadMagic { .. })));
+    assert!(matches!(codec.decode(&[0, 0, 0, 0, 99, 1, 2]), Err(CodecError::UnknownSchema(SchemaId(99), _))));
     let mut truncated = codec.encode(&fixture_click()).unwrap();
     truncated.truncate(20);
     assert!(codec.decode(&truncated).is_err());
+}
+
+#[test]
+fn client_v1_bytes_are_stable_and_round_trip() {
+    let client = ClientRecord {
+        client_id: ClientId::parse("acme").unwrap(),
+        status: ClientStatus::Paused,
+        fallback_url: Some("https://acme.example/expired".into()),
+        hot_spread: 8,
+        updated_at_ms: 1_732_233_600_000,
+    };
+    let codec = Codec::<ClientRecord>::new();
+    let bytes = codec.encode(&client).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, 4]);
+    check_golden("client.v1.hex", &bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), client);
 }

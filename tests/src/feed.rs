@@ -34,6 +34,18 @@ impl Target {
         }
     }
 
+    /// `clients` clients with `links` links each, so that the load (keyed by
+    /// client id) reaches every partition.
+    pub fn many(clients: usize, links: usize) -> Vec<Target> {
+        (0..clients)
+            .flat_map(|c| {
+                (0..links).map(move |l| {
+                    Target::new(&format!("client-{c}"), "camp", &format!("link-{c}-{l}"))
+                })
+            })
+            .collect()
+    }
+
     /// A click on this target at `event_time_ms`.
     pub fn click(&self, event_time_ms: i64) -> ClickEvent {
         ClickEvent {
@@ -147,8 +159,8 @@ impl Load {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let (s, n, t) = (stop.clone(), sent.clone(), tally.clone());
         let task = tokio::spawn(async move {
-            let tick = Duration::from_millis(50);
-            let per_tick = (per_second as usize / 20).max(1);
+            let tick = Duration::from_millis(20);
+            let per_tick = (per_second as usize / 50).max(1);
             let mut i = 0usize;
             while !s.load(Ordering::Relaxed) {
                 let now_ms = crate::client::now_millis();

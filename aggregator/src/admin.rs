@@ -1,0 +1,175 @@
+//! Managing the registry over HTTP: bulk link creation, link status, clients
+//! (pause, fallback URL, hot spread) and their recipient-token keys.
+//!
+//! Every write goes to the registry's compacted topics and answers only once
+//! the broker acknowledged it; edges apply it within a second by tailing.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ricochet_registry::writer::now_ms;
+use ricochet_registry::Destination;
+use ricochet_schemas::{ClientId, ClientRecord, ClientStatus, LinkStatus};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{link_json, ApiError, ApiState, CreateLink};
+
+/// Most links one batch may create.
+pub const MAX_BATCH: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLinks {
+    pub links: Vec<CreateLink>,
+}
+
+/// `POST /v1/links:batch`: all or nothing. Every item is validated first and
+/// a single invalid item rejects the batch with a per-item report. If the
+/// broker acknowledges only part of the batch, the acknowledged links are
+/// marked deleted again, so no link of a failed batch is ever usable.
+pub async fn create_links(
+    State(s): State<Arc<ApiState>>,
+    body: Result<Json<CreateLinks>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(CreateLinks { links }) = body?;
+    if links.is_empty() || links.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!("a batch holds 1 to {MAX_BATCH} links, not {}", links.len())));
+    }
+    let total = links.len();
+    let mut valid = Vec::with_capacity(total);
+    let mut errors = Vec::new();
+    for (index, item) in links.into_iter().enumerate() {
+        match item.validate() {
+            Ok(new) => valid.push(new),
+            Err(e) => errors.push(json!({ "index": index, "message": e.to_string() })),
+        }
+    }
+    if !errors.is_empty() {
+        let body = json!({ "error": {
+            "code": "bad_request",
+            "message": format!("{} of {total} links are invalid; none were created", errors.len()),
+            "items": errors,
+        }});
+        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+    }
+    let records: Vec<_> = valid.into_iter().map(|new| s.writer.mint(new, &s.links)).collect();
+    let results = s.writer.put_links(&records).await;
+    if let Some(failure) = results.iter().find_map(|r| r.as_ref().err()) {
+        let written: Vec<_> = records
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(rec, _)| ricochet_schemas::LinkRecord { status: LinkStatus::Deleted, ..rec.clone() })
+            .collect();
+        let undone = s.writer.put_links(&written).await.iter().filter(|r| r.is_ok()).count();
+        tracing::error!(error = %failure, written = written.len(), undone, "batch partly acknowledged; rolled back");
+        return Err(ApiError::Registry(format!("{failure}; the batch was rolled back")));
+    }
+    for record in &records {
+        s.links.apply(record.clone());
+    }
+    let body: Vec<_> = records.iter().map(|r| link_json(r, &s.public_redirect_url)).collect();
+    Ok((StatusCode::CREATED, Json(json!({ "links": body }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchLink {
+    pub status: String,
+}
+
+/// `PATCH /v1/links/{id}`: pause, resume or delete one link.
+pub async fn patch_link(
+    State(s): State<Arc<ApiState>>,
+    Path(link_id): Path<String>,
+    body: Result<Json<PatchLink>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(patch) = body?;
+    let status: LinkStatus = patch.status.parse().map_err(ApiError::BadRequest)?;
+    let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
+    let updated = ricochet_schemas::LinkRecord { status, ..(*link).clone() };
+    s.writer.put_link(&updated).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply(updated.clone());
+    Ok(Json(link_json(&updated, &s.public_redirect_url)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutClient {
+    pub status: String,
+    #[serde(default)]
+    pub fallback_url: Option<String>,
+    #[serde(default)]
+    pub hot_spread: Option<u16>,
+}
+
+fn client_json(c: &ClientRecord) -> serde_json::Value {
+    json!({
+        "client_id": c.client_id,
+        "status": c.status,
+        "fallback_url": c.fallback_url,
+        "hot_spread": c.hot_spread,
+        "updated_at": c.updated_at_ms / 1000,
+    })
+}
+
+/// `PUT /v1/clients/{id}`: the client's whole state. Pausing is one record, so
+/// it takes effect for every link of the client at once.
+pub async fn put_client(
+    State(s): State<Arc<ApiState>>,
+    Path(client_id): Path<String>,
+    body: Result<Json<PutClient>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(put) = body?;
+    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let status = match put.status.as_str() {
+        "active" => ClientStatus::Active,
+        "paused" => ClientStatus::Paused,
+        other => return Err(ApiError::BadRequest(format!("status must be active or paused, not {other:?}"))),
+    };
+    let fallback_url = put
+        .fallback_url
+        .map(|u| Destination::parse(&u).map(Destination::into_string))
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("fallback_url: {e}")))?;
+    let hot_spread = put.hot_spread.unwrap_or(1);
+    if !(1..=64).contains(&hot_spread) {
+        return Err(ApiError::BadRequest("hot_spread must be between 1 and 64".into()));
+    }
+    let record = ClientRecord { client_id, status, fallback_url, hot_spread, updated_at_ms: now_ms() };
+    s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_client(record.clone());
+    Ok(Json(client_json(&record)))
+}
+
+pub async fn get_client(
+    State(s): State<Arc<ApiState>>,
+    Path(client_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let client = s
+        .links
+        .client(&client_id)
+        .ok_or_else(|| ApiError::NotFound(format!("client {client_id:?} was never configured (it is active)")))?;
+    Ok(Json(client_json(&client)))
+}
+
+/// `GET /v1/clients/{id}/token-keys`: the keys a client signs recipient tokens
+/// with, newest first. See `docs/recipient-tokens.md`.
+pub async fn token_keys(
+    State(s): State<Arc<ApiState>>,
+    Path(client_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let keys = s.token_keys.as_ref().ok_or_else(|| ApiError::NotFound("recipient tokens are not configured".into()))?;
+    let keys: Vec<_> = keys
+        .client_keys(client_id.as_str())
+        .into_iter()
+        .map(|(kid, key)| json!({ "kid": kid, "key": hex::encode(key) }))
+        .collect();
+    Ok(Json(json!({ "client_id": client_id, "keys": keys })))
+}
