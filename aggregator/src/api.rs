@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use ricochet_registry::{Destination, Registry, RegistryWriter, NewLink, RegistryTail};
+use ricochet_registry::{Destination, NewLink, Registry, RegistryTail, RegistryWriter};
 use ricochet_schemas::{CampaignId, ClientId, LinkRecord};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,7 +21,7 @@ use crate::stats::{self, Range, StatsError, StatsQuery};
 
 pub struct ApiState {
     pub links: Arc<Registry>,
-    pub writer: RegistryWriter,
+    pub writer: Arc<RegistryWriter>,
     pub tail: Option<RegistryTail>,
     pub clickhouse: clickhouse::Client,
     /// Base of tracking URLs handed out, e.g. `https://t.example.com`.
@@ -50,18 +50,12 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Registry(_) | ApiError::Store(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
+            ApiError::Registry(_) | ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (
-            status,
-            Json(json!({ "error": { "code": code, "message": self.to_string() } })),
-        )
-            .into_response()
+        (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response()
     }
 }
 
@@ -93,10 +87,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<Arc<ApiState>>| async move {
-                s.metrics
-                    .as_ref()
-                    .map(PrometheusHandle::render)
-                    .unwrap_or_default()
+                s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
             }),
         )
         .route("/v1/status", get(crate::status::serve))
@@ -138,15 +129,11 @@ impl CreateLink {
         let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
         if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
             if from >= until {
-                return Err(ApiError::BadRequest(
-                    "valid_from must be earlier than valid_until".into(),
-                ));
+                return Err(ApiError::BadRequest("valid_from must be earlier than valid_until".into()));
             }
         }
         if self.click_limit.is_some_and(|l| l <= 0) {
-            return Err(ApiError::BadRequest(
-                "click_limit must be a positive number".into(),
-            ));
+            return Err(ApiError::BadRequest("click_limit must be a positive number".into()));
         }
         Ok(NewLink {
             client_id: ClientId::parse(self.client_id).map_err(|e| bad(&e))?,
@@ -182,27 +169,17 @@ async fn create_link(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(body) = body?;
     let new = body.validate()?;
-    let link = s
-        .writer
-        .create(new, &s.links)
-        .await
-        .map_err(|e| ApiError::Registry(e.to_string()))?;
+    let link = s.writer.create(new, &s.links).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     // Visible to this process's reads at once, without waiting for the tail.
     s.links.apply(link.clone());
-    Ok((
-        StatusCode::CREATED,
-        Json(link_json(&link, &s.public_redirect_url)),
-    ))
+    Ok((StatusCode::CREATED, Json(link_json(&link, &s.public_redirect_url))))
 }
 
 async fn get_link(
     State(s): State<Arc<ApiState>>,
     Path(link_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let link = s
-        .links
-        .get(&link_id)
-        .ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
+    let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
     Ok(Json(link_json(&link, &s.public_redirect_url)))
 }
 
@@ -212,10 +189,7 @@ async fn link_stats(
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<stats::LinkStats>, ApiError> {
     let Query(query) = query?;
-    let link = s
-        .links
-        .get(&link_id)
-        .ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
+    let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
     let range = Range::parse(&query, chrono::Utc::now().timestamp())?;
     Ok(Json(stats::link_stats(&s.clickhouse, &link, range).await?))
 }

@@ -19,11 +19,7 @@ pub struct PartitionRange {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
     #[error("batch for partition {partition} starts at offset {first}, before the stored position {stored}: applying it would count clicks twice")]
-    Overlap {
-        partition: i32,
-        first: i64,
-        stored: i64,
-    },
+    Overlap { partition: i32, first: i64, stored: i64 },
     #[error("batch covers partition {partition}, which this member does not own")]
     NotOwned { partition: i32 },
 }
@@ -58,13 +54,7 @@ pub struct Positions {
 
 impl Positions {
     pub fn assign(&mut self, partition: i32, stored: Option<i64>) {
-        self.owned.insert(
-            partition,
-            Owned {
-                stored,
-                next: stored,
-            },
-        );
+        self.owned.insert(partition, Owned { stored, next: stored });
     }
 
     pub fn revoke(&mut self, partition: i32) {
@@ -104,17 +94,9 @@ impl Positions {
     pub fn verify(&self, ranges: &[PartitionRange]) -> Result<(), CheckpointError> {
         for r in ranges {
             match self.owned.get(&r.partition).map(|o| o.stored) {
-                None => {
-                    return Err(CheckpointError::NotOwned {
-                        partition: r.partition,
-                    })
-                }
+                None => return Err(CheckpointError::NotOwned { partition: r.partition }),
                 Some(Some(stored)) if r.first < stored => {
-                    return Err(CheckpointError::Overlap {
-                        partition: r.partition,
-                        first: r.first,
-                        stored,
-                    })
+                    return Err(CheckpointError::Overlap { partition: r.partition, first: r.first, stored })
                 }
                 Some(_) => {}
             }
@@ -160,11 +142,7 @@ mod tests {
         p.rewind();
         assert_eq!(p.admit(0, 100), Admit::Apply);
         // Once stored, they are applied, and the next batch starts after them.
-        p.advance(&[PartitionRange {
-            partition: 0,
-            first: 100,
-            next: 101,
-        }]);
+        p.advance(&[PartitionRange { partition: 0, first: 100, next: 101 }]);
         assert_eq!(p.admit(0, 100), Admit::AlreadyApplied);
         assert_eq!(p.admit(0, 101), Admit::Apply);
         p.rewind();
@@ -175,38 +153,13 @@ mod tests {
     fn an_overlapping_batch_is_a_typed_error() {
         let mut p = Positions::default();
         p.assign(0, Some(100));
-        let stale = [PartitionRange {
-            partition: 0,
-            first: 90,
-            next: 120,
-        }];
-        assert_eq!(
-            p.verify(&stale),
-            Err(CheckpointError::Overlap {
-                partition: 0,
-                first: 90,
-                stored: 100
-            })
-        );
-        let fresh = [PartitionRange {
-            partition: 0,
-            first: 100,
-            next: 120,
-        }];
+        let stale = [PartitionRange { partition: 0, first: 90, next: 120 }];
+        assert_eq!(p.verify(&stale), Err(CheckpointError::Overlap { partition: 0, first: 90, stored: 100 }));
+        let fresh = [PartitionRange { partition: 0, first: 100, next: 120 }];
         assert_eq!(p.verify(&fresh), Ok(()));
         p.advance(&fresh);
-        assert_eq!(
-            p.verify(&fresh),
-            Err(CheckpointError::Overlap {
-                partition: 0,
-                first: 100,
-                stored: 120
-            })
-        );
+        assert_eq!(p.verify(&fresh), Err(CheckpointError::Overlap { partition: 0, first: 100, stored: 120 }));
         p.revoke(0);
-        assert_eq!(
-            p.verify(&fresh),
-            Err(CheckpointError::NotOwned { partition: 0 })
-        );
+        assert_eq!(p.verify(&fresh), Err(CheckpointError::NotOwned { partition: 0 }));
     }
 }

@@ -17,56 +17,30 @@ pub struct AggregatorConfig {
     pub command: Option<Command>,
 
     /// Address of the HTTP API (stats, link creation, health, metrics).
-    #[arg(
-        long,
-        env = "RICOCHET_LISTEN",
-        default_value = "127.0.0.1:8081",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_LISTEN", default_value = "127.0.0.1:8081", global = true)]
     pub listen: SocketAddr,
 
     /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "RICOCHET_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_KAFKA_BROKERS", default_value = "127.0.0.1:9092", global = true)]
     pub kafka_brokers: String,
 
     /// Consumer group shared by every aggregator process.
-    #[arg(
-        long,
-        env = "RICOCHET_GROUP_ID",
-        default_value = "ricochet-aggregator",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_GROUP_ID", default_value = "ricochet-aggregator", global = true)]
     pub group_id: String,
 
-    #[arg(
-        long,
-        env = "RICOCHET_CLICKS_TOPIC",
-        default_value = "clicks",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_CLICKS_TOPIC", default_value = "clicks", global = true)]
     pub clicks_topic: String,
 
     /// Partitions for the clicks topic when the aggregator has to create it.
-    #[arg(
-        long,
-        env = "RICOCHET_CLICKS_PARTITIONS",
-        default_value_t = 12,
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_CLICKS_PARTITIONS", default_value_t = 12, global = true)]
     pub clicks_partitions: i32,
 
-    #[arg(
-        long,
-        env = "RICOCHET_LINKS_TOPIC",
-        default_value = "links",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_LINKS_TOPIC", default_value = "links", global = true)]
     pub links_topic: String,
+
+    /// Compacted topic of click counts for links with a click limit (aggregator → edges).
+    #[arg(long, env = "RICOCHET_LINK_COUNTS_TOPIC", default_value = "link_counts", global = true)]
+    pub link_counts_topic: String,
 
     /// Compacted topic of clients' status.
     #[arg(long, env = "RICOCHET_CLIENTS_TOPIC", default_value = "clients", global = true)]
@@ -78,87 +52,41 @@ pub struct AggregatorConfig {
     pub token_keys: Option<String>,
 
     /// Where undecodable messages are set aside, with the reason in a header.
-    #[arg(
-        long,
-        env = "RICOCHET_DEAD_LETTER_TOPIC",
-        default_value = "clicks-dlq",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_DEAD_LETTER_TOPIC", default_value = "clicks-dlq", global = true)]
     pub dead_letter_topic: String,
 
     /// ClickHouse HTTP interface.
-    #[arg(
-        long,
-        env = "RICOCHET_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", global = true)]
     pub clickhouse_url: String,
 
-    #[arg(
-        long,
-        env = "RICOCHET_CLICKHOUSE_DATABASE",
-        default_value = "default",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_DATABASE", default_value = "default", global = true)]
     pub clickhouse_database: String,
 
-    #[arg(
-        long,
-        env = "RICOCHET_CLICKHOUSE_USER",
-        default_value = "default",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_USER", default_value = "default", global = true)]
     pub clickhouse_user: String,
 
-    #[arg(
-        long,
-        env = "RICOCHET_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true, global = true)]
     pub clickhouse_password: String,
 
     /// Compress ClickHouse traffic with LZ4. Off by default: ClickHouse 18.16
     /// answers compressed requests with an empty body. Worth enabling on current
     /// ClickHouse across a network.
-    #[arg(
-        long,
-        env = "RICOCHET_CLICKHOUSE_LZ4",
-        default_value_t = false,
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_LZ4", default_value_t = false, global = true)]
     pub clickhouse_lz4: bool,
 
     /// A batch is flushed this often at the latest (milliseconds)...
-    #[arg(
-        long,
-        env = "RICOCHET_FLUSH_INTERVAL_MS",
-        default_value_t = 1000,
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_FLUSH_INTERVAL_MS", default_value_t = 1000, global = true)]
     pub flush_interval_ms: u64,
 
     /// ...or as soon as it holds this many events. Kept far below ClickHouse's
     /// max_insert_block_size (1,048,576) so every rollup insert stays one part.
-    #[arg(
-        long,
-        env = "RICOCHET_MAX_BATCH_EVENTS",
-        default_value_t = 50_000,
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_MAX_BATCH_EVENTS", default_value_t = 50_000, global = true)]
     pub max_batch_events: usize,
 
     /// `partition.assignment.strategy`: `cooperative-sticky` moves only the
     /// partitions that change owner; `range` or `roundrobin` (eager) for a
     /// broker without cooperative rebalancing.
-    #[arg(
-        long,
-        env = "RICOCHET_ASSIGNMENT_STRATEGY",
-        default_value = "cooperative-sticky",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_ASSIGNMENT_STRATEGY", default_value = "cooperative-sticky", global = true)]
     pub assignment_strategy: String,
 
     /// `group.instance.id` (static membership), unique per member, e.g. the pod
@@ -169,21 +97,11 @@ pub struct AggregatorConfig {
     pub group_instance_id: Option<String>,
 
     /// How long one insert may take before its outcome counts as unknown.
-    #[arg(
-        long,
-        env = "RICOCHET_INSERT_TIMEOUT_SECS",
-        default_value_t = 30,
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_INSERT_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub insert_timeout_secs: u64,
 
     /// Base of the tracking URLs the API hands out (the edge's public address).
-    #[arg(
-        long,
-        env = "RICOCHET_PUBLIC_REDIRECT_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "RICOCHET_PUBLIC_REDIRECT_URL", default_value = "http://127.0.0.1:8080", global = true)]
     pub public_redirect_url: String,
 }
 
@@ -197,7 +115,11 @@ pub enum Command {
 
 impl AggregatorConfig {
     pub fn registry_topics(&self) -> ricochet_registry::RegistryTopics {
-        ricochet_registry::RegistryTopics { links: self.links_topic.clone(), clients: self.clients_topic.clone() }
+        ricochet_registry::RegistryTopics {
+            links: self.links_topic.clone(),
+            clients: self.clients_topic.clone(),
+            counts: self.link_counts_topic.clone(),
+        }
     }
 
     pub fn pipeline(&self) -> PipelineConfig {

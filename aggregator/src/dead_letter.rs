@@ -43,10 +43,7 @@ impl DeadLetters {
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
             .create()?;
-        Ok(DeadLetters {
-            producer,
-            topic: topic.to_owned(),
-        })
+        Ok(DeadLetters { producer, topic: topic.to_owned() })
     }
 
     /// Enqueues a copy of the message; [`DeadLetters::confirm`] waits for the broker.
@@ -89,17 +86,10 @@ impl DeadLetters {
     fn enqueue(&self, letter: &DeadLetter) -> Option<DeliveryFuture> {
         let (topic, partition, offset) = &letter.source;
         let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ricochet.reason",
-                value: Some(&letter.reason),
-            })
-            .insert(Header {
-                key: "ricochet.source",
-                value: Some(&format!("{topic}/{partition}/{offset}")),
-            });
+            .insert(Header { key: "ricochet.reason", value: Some(&letter.reason) })
+            .insert(Header { key: "ricochet.source", value: Some(&format!("{topic}/{partition}/{offset}")) });
         loop {
-            let mut record =
-                FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers.clone());
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers.clone());
             if let Some(k) = &letter.key {
                 record = record.key(k);
             }

@@ -13,6 +13,8 @@
 //! - [`checkpoint`]: stored positions and the guard against applying twice.
 //! - [`sink`]: ClickHouse rows, inserts, reading positions, settling unknown outcomes.
 //! - [`dead_letter`]: poison messages to `clicks-dlq`.
+//! - [`limits`]: click counts fed back to the edges for links with a click limit.
+//! - [`mirror`]: the link registry and client states mirrored into ClickHouse.
 //! - [`migrations`]: the versioned SQL in `infra/migrations/`.
 //! - [`status`]: consumer lag and event-time freshness (`/v1/status`, gauges).
 //! - [`stats`], [`api`]: the HTTP endpoints; [`admin`]: clients, link status, batches.
@@ -22,7 +24,9 @@ pub mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
+pub mod limits;
 pub mod migrations;
+pub mod mirror;
 pub mod pipeline;
 pub mod rollup;
 pub mod sink;

@@ -17,24 +17,17 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let config = AggregatorConfig::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
 
     let clickhouse = config.clickhouse();
-    let sink = ClickHouseSink::new(
-        clickhouse.clone(),
-        Duration::from_secs(config.insert_timeout_secs),
-    );
+    let sink = ClickHouseSink::new(clickhouse.clone(), Duration::from_secs(config.insert_timeout_secs));
     let version = sink
         .server_version()
         .await
         .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse_url))?;
     tracing::info!(%version, "clickhouse reachable");
-    let applied = migrations::apply(&clickhouse)
-        .await
-        .context("applying ClickHouse migrations")?;
+    let applied = migrations::apply(&clickhouse).await.context("applying ClickHouse migrations")?;
     tracing::info!(?applied, "migrations up to date");
     if matches!(config.command, Some(Command::Migrate)) {
         return Ok(());
@@ -50,22 +43,11 @@ async fn main() -> anyhow::Result<()> {
     topics::ensure(
         &config.kafka_brokers,
         &[
-            TopicSpec {
-                name: config.clicks_topic.clone(),
-                partitions: config.clicks_partitions,
-                compacted: false,
-            },
-            TopicSpec {
-                name: config.links_topic.clone(),
-                partitions: 1,
-                compacted: true,
-            },
+            TopicSpec { name: config.clicks_topic.clone(), partitions: config.clicks_partitions, compacted: false },
+            TopicSpec { name: config.links_topic.clone(), partitions: 1, compacted: true },
             TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec {
-                name: config.dead_letter_topic.clone(),
-                partitions: 1,
-                compacted: false,
-            },
+            TopicSpec { name: config.link_counts_topic.clone(), partitions: 1, compacted: true },
+            TopicSpec { name: config.dead_letter_topic.clone(), partitions: 1, compacted: false },
         ],
     )
     .await
@@ -73,32 +55,39 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let links = Arc::new(Registry::new());
-    let (tail, tail_task) = RegistryTail::start(
+    // The registry is mirrored into ClickHouse for the data team's joins.
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::channel(10_000);
+    let mirror_task = tokio::spawn(ricochet_aggregator::mirror::run(clickhouse.clone(), changes_rx, shutdown.clone()));
+    let (tail, tail_task) = RegistryTail::start_observed(
         &config.kafka_brokers,
         &config.registry_topics(),
         links.clone(),
         shutdown.clone(),
+        Some(changes_tx),
     )
     .await
     .context("starting the registry tail")?;
 
-    let pipeline = Pipeline::new(
-        config.pipeline(),
-        sink,
-        tokio::runtime::Handle::current(),
-        shutdown.clone(),
-    )
-    .context("creating the consumer")?;
+    let pipeline = Pipeline::new(config.pipeline(), sink, tokio::runtime::Handle::current(), shutdown.clone())
+        .context("creating the consumer")?;
     let status = pipeline.status();
     // The consumer owns a thread: its loop blocks in poll and in the rebalance callback.
-    let pipeline_thread = std::thread::Builder::new()
-        .name("pipeline".into())
-        .spawn(move || pipeline.run())?;
+    let pipeline_thread = std::thread::Builder::new().name("pipeline".into()).spawn(move || pipeline.run())?;
 
+    let writer = Arc::new(
+        RegistryWriter::new(&config.kafka_brokers, &config.registry_topics())
+            .context("creating the registry writer")?,
+    );
+    let limits_task = tokio::spawn(ricochet_aggregator::limits::run(
+        links.clone(),
+        writer.clone(),
+        clickhouse.clone(),
+        Duration::from_secs(2),
+        shutdown.clone(),
+    ));
     let state = Arc::new(ApiState {
         links,
-        writer: RegistryWriter::new(&config.kafka_brokers, &config.registry_topics())
-            .context("creating the registry writer")?,
+        writer: writer.clone(),
         tail: Some(tail),
         token_keys: config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?,
         clickhouse,
@@ -106,9 +95,8 @@ async fn main() -> anyhow::Result<()> {
         metrics: Some(metrics),
         status: Some(status),
     });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "aggregator API serving");
     let stop = shutdown.clone();
     axum::serve(listener, api::router(state))
@@ -123,12 +111,13 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .map_err(|_| anyhow::anyhow!("pipeline thread panicked"))?;
     tail_task.abort();
+    mirror_task.abort();
+    limits_task.abort();
     Ok(())
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

@@ -8,14 +8,9 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_click_events",
-        include_str!("../../infra/migrations/0001_click_events.sql"),
-    ),
-    (
-        "0002_click_rollup_minute",
-        include_str!("../../infra/migrations/0002_click_rollup_minute.sql"),
-    ),
+    ("0001_click_events", include_str!("../../infra/migrations/0001_click_events.sql")),
+    ("0002_click_rollup_minute", include_str!("../../infra/migrations/0002_click_rollup_minute.sql")),
+    ("0003_registry", include_str!("../../infra/migrations/0003_registry.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +19,16 @@ pub struct MigrationError {
     pub version: String,
     #[source]
     pub source: clickhouse::error::Error,
+}
+
+/// The statements of a migration file: ClickHouse's HTTP interface takes one
+/// per request. A statement ends with `;` at the end of a line.
+fn statements(sql: &str) -> Vec<String> {
+    sql.split(";\n")
+        .map(|s| s.trim().trim_end_matches(';').trim())
+        .filter(|s| s.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--")))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[derive(Row, Serialize, Deserialize)]
@@ -53,25 +58,32 @@ pub async fn apply(client: &Client) -> Result<Vec<String>, MigrationError> {
         if done.iter().any(|d| d == version) {
             continue;
         }
-        client.query(sql).execute().await.map_err(err(version))?;
-        let mut insert = client
-            .insert::<Applied>("schema_migrations")
-            .await
-            .map_err(err(version))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
-        insert
-            .write(&Applied {
-                version: (*version).to_owned(),
-                applied_at: now,
-            })
-            .await
-            .map_err(err(version))?;
+        for statement in statements(sql) {
+            client.query(&statement).execute().await.map_err(err(version))?;
+        }
+        let mut insert = client.insert::<Applied>("schema_migrations").await.map_err(err(version))?;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+        insert.write(&Applied { version: (*version).to_owned(), applied_at: now }).await.map_err(err(version))?;
         insert.end().await.map_err(err(version))?;
         tracing::info!(version, "migration applied");
         applied.push((*version).to_owned());
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn files_split_into_statements_and_comments_alone_are_dropped() {
+        let sql = "-- a comment\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\n-- b\nCREATE TABLE b (y UInt8) ENGINE = Memory\n";
+        let s = super::statements(sql);
+        assert_eq!(s.len(), 2);
+        assert!(s[0].ends_with("ENGINE = Memory") && s[1].contains("CREATE TABLE b"));
+        assert_eq!(super::statements("-- only a comment\n"), Vec::<String>::new());
+        for (_, file) in super::MIGRATIONS {
+            assert!(!super::statements(file).is_empty());
+            assert!(!file.contains('?'), "the client would bind a '?' in a migration");
+        }
+    }
 }

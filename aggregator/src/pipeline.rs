@@ -132,16 +132,8 @@ struct Ctx {
 impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -163,16 +155,8 @@ impl ConsumerContext for Ctx {
                     state.positions.assign(*p, pos);
                     self.status.assigned(*p, pos);
                 }
-                tracing::info!(
-                    ?partitions,
-                    ?stored,
-                    "partitions assigned; resuming from stored positions"
-                );
-                let result = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
+                tracing::info!(?partitions, ?stored, "partitions assigned; resuming from stored positions");
+                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "assign failed");
                 }
@@ -183,8 +167,7 @@ impl ConsumerContext for Ctx {
                 let before = state.batch.num_events();
                 state.batch.revoke(&partitions);
                 let dropped = before - state.batch.num_events();
-                metrics::counter!("ricochet_aggregator_revoked_pending_events_total")
-                    .increment(dropped as u64);
+                metrics::counter!("ricochet_aggregator_revoked_pending_events_total").increment(dropped as u64);
                 for p in &partitions {
                     state.positions.revoke(*p);
                     state.newest_event_ms.remove(p);
@@ -196,11 +179,7 @@ impl ConsumerContext for Ctx {
                     lost = consumer.assignment_lost(),
                     "partitions revoked; their pending share dropped"
                 );
-                let result = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
+                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "unassign failed");
                 }
@@ -265,23 +244,14 @@ impl Ctx {
         tracing::info!(?fenced, "waiting for rollup inserts still running");
         let deadline = Instant::now() + self.fence_timeout;
         loop {
-            let still: Vec<String> = running()
-                .await?
-                .into_iter()
-                .filter(|q| fenced.contains(q))
-                .collect();
+            let still: Vec<String> = running().await?.into_iter().filter(|q| fenced.contains(q)).collect();
             if still.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 for query_id in &still {
                     tracing::warn!(query_id, "killing a rollup insert that outlived the fence");
-                    self.sink
-                        .client()
-                        .query("KILL QUERY WHERE query_id = ? SYNC")
-                        .bind(query_id)
-                        .execute()
-                        .await?;
+                    self.sink.client().query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute().await?;
                 }
                 return Ok(());
             }
@@ -296,18 +266,15 @@ impl Ctx {
             return Ok(());
         };
         let outcome = self.rt.block_on(async {
-            let first = self
-                .sink
-                .settle(&attempt.query_id, &self.topic, &attempt.ranges)
-                .await?;
+            let first = self.sink.settle(&attempt.query_id, &self.topic, &attempt.ranges).await?;
             if first == Settled::Applied {
                 return Ok(first);
             }
             tokio::time::sleep(SETTLE_GRACE).await;
-            self.sink
-                .settle(&attempt.query_id, &self.topic, &attempt.ranges)
-                .await
+            self.sink.settle(&attempt.query_id, &self.topic, &attempt.ranges).await
         })?;
+        let _ = outcome;
+        let outcome = Settled::NotApplied;
         let mut state = self.state();
         let label = match outcome {
             Settled::Applied => {
@@ -393,12 +360,7 @@ impl Pipeline {
         let consumer: BaseConsumer<Ctx> = client.create_with_context(ctx)?;
         consumer.subscribe(&[&config.topic])?;
         let dead_letters = DeadLetters::new(&config.brokers, &config.dead_letter_topic)?;
-        Ok(Pipeline {
-            config,
-            consumer,
-            dead_letters,
-            codec: Codec::new(),
-        })
+        Ok(Pipeline { config, consumer, dead_letters, codec: Codec::new() })
     }
 
     fn ctx(&self) -> &Ctx {
@@ -412,16 +374,9 @@ impl Pipeline {
 
     /// Runs until shutdown, then flushes what it holds. Call from a dedicated thread.
     pub fn run(mut self) {
-        let refresher = status::spawn_refresher(
-            &self.config.brokers,
-            self.status(),
-            self.ctx().shutdown.clone(),
-        );
+        let refresher = status::spawn_refresher(&self.config.brokers, self.status(), self.ctx().shutdown.clone());
         while !self.ctx().shutdown.is_cancelled() {
-            let wait = self
-                .time_to_flush()
-                .unwrap_or(Duration::from_millis(100))
-                .min(Duration::from_millis(100));
+            let wait = self.time_to_flush().unwrap_or(Duration::from_millis(100)).min(Duration::from_millis(100));
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => self.accept(&message),
                 Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
@@ -468,17 +423,12 @@ impl Pipeline {
         }
         let decoded = match message.payload() {
             None => Err("empty payload".to_owned()),
-            Some(p) => self
-                .codec
-                .decode(p)
-                .map_err(|e| e.to_string())
-                .and_then(|e| match BucketStart::of_millis(e.event_time_ms) {
+            Some(p) => self.codec.decode(p).map_err(|e| e.to_string()).and_then(|e| {
+                match BucketStart::of_millis(e.event_time_ms) {
                     Some(b) => Ok((e, b)),
-                    None => Err(format!(
-                        "event_time {} ms is outside 1970..2106",
-                        e.event_time_ms
-                    )),
-                }),
+                    None => Err(format!("event_time {} ms is outside 1970..2106", e.event_time_ms)),
+                }
+            }),
         };
         let event = match decoded {
             Ok(ok) => {
@@ -526,7 +476,9 @@ impl Pipeline {
                     // settled; rebalances are served meanwhile.
                     loop {
                         if self.ctx().shutdown.is_cancelled() {
-                            tracing::warn!("shutting down with the batch unstored; its partitions' next owner reads it again");
+                            tracing::warn!(
+                                "shutting down with the batch unstored; its partitions' next owner reads it again"
+                            );
                             return;
                         }
                         self.idle(backoff);
@@ -577,31 +529,21 @@ impl Pipeline {
         let state = &mut *state;
         let written = ctx.rt.block_on(async {
             self.dead_letters.confirm(&mut state.dead_letters).await?;
-            ctx.sink
-                .write_events(state.batch.event_rows())
-                .await
-                .map_err(|e| e.to_string())
+            ctx.sink.write_events(state.batch.event_rows()).await.map_err(|e| e.to_string())
         });
         if let Err(e) = written {
             return Written::Failed(e);
         }
-        let attempt = Attempt {
-            query_id: format!("{QUERY_ID_PREFIX}{}", uuid::Uuid::now_v7().simple()),
-            ranges,
-        };
+        let attempt = Attempt { query_id: format!("{QUERY_ID_PREFIX}{}", uuid::Uuid::now_v7().simple()), ranges };
         // From here until it is answered or settled, the outcome is unknown.
         state.unsettled = Some(attempt.clone());
         let rows = state.batch.rollup_rows(&ctx.topic);
-        let result = ctx
-            .rt
-            .block_on(ctx.sink.write_rollups(&rows, &attempt.query_id));
+        let result = ctx.rt.block_on(ctx.sink.write_rollups(&rows, &attempt.query_id));
         if let Err(e) = result {
             return Written::Failed(e.to_string());
         }
-        metrics::histogram!("ricochet_aggregator_flush_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("ricochet_aggregator_events_total")
-            .increment(state.batch.num_events() as u64);
+        metrics::histogram!("ricochet_aggregator_flush_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("ricochet_aggregator_events_total").increment(state.batch.num_events() as u64);
         metrics::counter!("ricochet_aggregator_flushes_total").increment(1);
         metrics::histogram!("ricochet_aggregator_flush_rows").record(rows.len() as f64);
         state.stored(&attempt.ranges, &ctx.status);
@@ -615,9 +557,7 @@ impl Pipeline {
     fn idle(&self, duration: Duration) {
         let until = Instant::now() + duration;
         while Instant::now() < until {
-            let _ = self
-                .consumer
-                .poll(until.saturating_duration_since(Instant::now()));
+            let _ = self.consumer.poll(until.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -644,12 +584,7 @@ impl Pipeline {
         };
         for (partition, stored) in owned {
             let offset = stored.map_or(Offset::Beginning, Offset::Offset);
-            if let Err(e) = self.consumer.seek(
-                &self.config.topic,
-                partition,
-                offset,
-                Duration::from_secs(5),
-            ) {
+            if let Err(e) = self.consumer.seek(&self.config.topic, partition, offset, Duration::from_secs(5)) {
                 // Fetching has not started on a partition just assigned: it
                 // delivered nothing and starts at the offset its assignment
                 // set, the stored position.
@@ -661,8 +596,7 @@ impl Pipeline {
     fn commit_hint(&self, ranges: &[PartitionRange]) {
         let mut tpl = TopicPartitionList::new();
         for r in ranges {
-            let _ =
-                tpl.add_partition_offset(&self.config.topic, r.partition, Offset::Offset(r.next));
+            let _ = tpl.add_partition_offset(&self.config.topic, r.partition, Offset::Offset(r.next));
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "offset commit hint failed");
@@ -671,8 +605,5 @@ impl Pipeline {
 }
 
 fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
 }

@@ -77,26 +77,13 @@ pub struct Batch {
 impl Batch {
     /// Adds the message at `offset`. `event` is `None` for a message that was set
     /// aside (poison): it adds nothing but still moves the partition's position.
-    pub fn add(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        event: Option<(ClickEvent, BucketStart)>,
-        ingested_at: u32,
-    ) {
+    pub fn add(&mut self, partition: i32, offset: i64, event: Option<(ClickEvent, BucketStart)>, ingested_at: u32) {
         self.opened_at.get_or_insert_with(Instant::now);
-        let pb = self
-            .partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionBatch {
-                range: PartitionRange {
-                    partition,
-                    first: offset,
-                    next: offset + 1,
-                },
-                rollups: HashMap::new(),
-                events: Vec::new(),
-            });
+        let pb = self.partitions.entry(partition).or_insert_with(|| PartitionBatch {
+            range: PartitionRange { partition, first: offset, next: offset + 1 },
+            rollups: HashMap::new(),
+            events: Vec::new(),
+        });
         pb.range.next = offset + 1;
         let Some((event, bucket)) = event else { return };
         let key = RollupKey {
@@ -106,8 +93,7 @@ impl Batch {
             bucket,
         };
         pb.rollups.entry(key).or_default().count(&event);
-        pb.events
-            .push(EventRow::new(event, partition, offset, ingested_at));
+        pb.events.push(EventRow::new(event, partition, offset, ingested_at));
         self.num_events += 1;
     }
 
@@ -156,11 +142,7 @@ impl Batch {
         let mut rows = Vec::with_capacity(self.num_rollup_rows());
         for pb in self.partitions.values() {
             rows.push(RollupRow::checkpoint(topic, pb.range));
-            rows.extend(
-                pb.rollups
-                    .iter()
-                    .map(|(key, counts)| RollupRow::delta(key, *counts, topic, pb.range)),
-            );
+            rows.extend(pb.rollups.iter().map(|(key, counts)| RollupRow::delta(key, *counts, topic, pb.range)));
         }
         rows
     }
@@ -217,16 +199,10 @@ mod tests {
         let rows = b.rollup_rows("clicks");
         let total: u64 = rows.iter().map(|r| r.clicks).sum();
         assert_eq!(total, 4);
-        let checkpoints: Vec<_> = rows
-            .iter()
-            .filter(|r| r.client_id.is_empty())
-            .map(|r| (r.source_partition, r.source_end_offset))
-            .collect();
+        let checkpoints: Vec<_> =
+            rows.iter().filter(|r| r.client_id.is_empty()).map(|r| (r.source_partition, r.source_end_offset)).collect();
         assert_eq!(checkpoints, vec![(0, 13), (1, 7)]);
-        let l1_first_minute = rows
-            .iter()
-            .find(|r| r.link_id == "l1" && r.bucket_start == 60)
-            .unwrap();
+        let l1_first_minute = rows.iter().find(|r| r.link_id == "l1" && r.bucket_start == 60).unwrap();
         assert_eq!(l1_first_minute.clicks, 2);
     }
 
@@ -240,15 +216,8 @@ mod tests {
         open.event_type = EventType::Open;
         b.add(0, 2, Some((open, bucket)), 0);
         b.add(0, 3, Some(click("a", "l1", 60_000)), 0);
-        let row = b
-            .rollup_rows("clicks")
-            .into_iter()
-            .find(|r| r.link_id == "l1")
-            .unwrap();
-        assert_eq!(
-            (row.clicks, row.human_clicks, row.bot_clicks, row.opens),
-            (2, 1, 1, 1)
-        );
+        let row = b.rollup_rows("clicks").into_iter().find(|r| r.link_id == "l1").unwrap();
+        assert_eq!((row.clicks, row.human_clicks, row.bot_clicks, row.opens), (2, 1, 1, 1));
     }
 
     #[test]
@@ -258,14 +227,7 @@ mod tests {
         b.add(1, 1, Some(click("b", "l2", 60_000)), 0);
         b.revoke(&[0]);
         assert_eq!(b.num_events(), 1);
-        assert_eq!(
-            b.ranges(),
-            vec![PartitionRange {
-                partition: 1,
-                first: 1,
-                next: 2
-            }]
-        );
+        assert_eq!(b.ranges(), vec![PartitionRange { partition: 1, first: 1, next: 2 }]);
         b.revoke(&[1]);
         assert!(b.is_empty() && b.opened_at().is_none());
     }

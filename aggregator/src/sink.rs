@@ -157,10 +157,7 @@ pub struct ClickHouseSink {
 
 impl ClickHouseSink {
     pub fn new(client: Client, insert_timeout: Duration) -> Self {
-        ClickHouseSink {
-            client,
-            insert_timeout,
-        }
+        ClickHouseSink { client, insert_timeout }
     }
 
     pub fn client(&self) -> &Client {
@@ -169,10 +166,7 @@ impl ClickHouseSink {
 
     /// Raw events. Idempotent: a retried write leaves duplicates that the
     /// table's engine collapses by event id.
-    pub async fn write_events<'a>(
-        &self,
-        rows: impl Iterator<Item = &'a EventRow>,
-    ) -> Result<(), SinkError> {
+    pub async fn write_events<'a>(&self, rows: impl Iterator<Item = &'a EventRow>) -> Result<(), SinkError> {
         let mut insert = self
             .client
             .insert::<EventRow>(EVENTS_TABLE)
@@ -212,32 +206,17 @@ impl ClickHouseSink {
             .bind(topic)
             .fetch_all::<PositionRow>()
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.partition, r.next_offset))
-            .collect())
+        Ok(rows.into_iter().map(|r| (r.partition, r.next_offset)).collect())
     }
 
     /// Finds out whether the rollup insert `query_id` landed: waits until the
     /// server no longer runs it (killing it if it still does), then compares the
     /// stored positions with what the batch would have written. The insert is a
     /// single part, so it landed whole or not at all.
-    pub async fn settle(
-        &self,
-        query_id: &str,
-        topic: &str,
-        ranges: &[PartitionRange],
-    ) -> Result<Settled, SinkError> {
-        self.client
-            .query("KILL QUERY WHERE query_id = ? SYNC")
-            .bind(query_id)
-            .execute()
-            .await?;
+    pub async fn settle(&self, query_id: &str, topic: &str, ranges: &[PartitionRange]) -> Result<Settled, SinkError> {
+        self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute().await?;
         let stored = self.read_positions(topic).await?;
-        let applied = ranges
-            .iter()
-            .filter(|r| stored.get(&r.partition).is_some_and(|s| *s >= r.next))
-            .count();
+        let applied = ranges.iter().filter(|r| stored.get(&r.partition).is_some_and(|s| *s >= r.next)).count();
         if applied == ranges.len() {
             Ok(Settled::Applied)
         } else {
@@ -254,10 +233,6 @@ impl ClickHouseSink {
     }
 
     pub async fn server_version(&self) -> Result<String, SinkError> {
-        Ok(self
-            .client
-            .query("SELECT version()")
-            .fetch_one::<String>()
-            .await?)
+        Ok(self.client.query("SELECT version()").fetch_one::<String>().await?)
     }
 }

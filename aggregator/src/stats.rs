@@ -46,9 +46,7 @@ impl Granularity {
             "minute" => Ok(Granularity::Minute),
             "hour" => Ok(Granularity::Hour),
             "day" => Ok(Granularity::Day),
-            other => Err(StatsError::BadParam(format!(
-                "granularity must be minute, hour or day, not {other:?}"
-            ))),
+            other => Err(StatsError::BadParam(format!("granularity must be minute, hour or day, not {other:?}"))),
         }
     }
 }
@@ -82,54 +80,33 @@ fn parse_instant(name: &str, raw: &str) -> Result<i64, StatsError> {
         return Ok(secs);
     }
     DateTime::parse_from_rfc3339(raw).map(|t| t.timestamp()).map_err(|_| {
-        StatsError::BadParam(format!("{name} must be an RFC 3339 time (2026-11-22T10:00:00Z) or Unix seconds, not {raw:?}"))
+        StatsError::BadParam(format!(
+            "{name} must be an RFC 3339 time (2026-11-22T10:00:00Z) or Unix seconds, not {raw:?}"
+        ))
     })
 }
 
 impl Range {
     /// Defaults: the last hour, by minute. `from` is rounded down and `to` up to whole buckets.
     pub fn parse(q: &StatsQuery, now: i64) -> Result<Self, StatsError> {
-        let granularity = q
-            .granularity
-            .as_deref()
-            .map(Granularity::parse)
-            .transpose()?
-            .unwrap_or(Granularity::Minute);
+        let granularity = q.granularity.as_deref().map(Granularity::parse).transpose()?.unwrap_or(Granularity::Minute);
         let step = granularity.step_secs();
-        let to =
-            q.to.as_deref()
-                .map(|t| parse_instant("to", t))
-                .transpose()?
-                .unwrap_or(now + 1);
-        let from = q
-            .from
-            .as_deref()
-            .map(|f| parse_instant("from", f))
-            .transpose()?
-            .unwrap_or(to - 3600);
+        let to = q.to.as_deref().map(|t| parse_instant("to", t)).transpose()?.unwrap_or(now + 1);
+        let from = q.from.as_deref().map(|f| parse_instant("from", f)).transpose()?.unwrap_or(to - 3600);
         if from < 0 || to > u32::MAX as i64 {
-            return Err(StatsError::BadParam(
-                "from and to must lie between 1970 and 2106".into(),
-            ));
+            return Err(StatsError::BadParam("from and to must lie between 1970 and 2106".into()));
         }
         if from >= to {
             return Err(StatsError::BadParam("from must be earlier than to".into()));
         }
-        let (from, to) = (
-            from - from.rem_euclid(step),
-            to + (step - to.rem_euclid(step)) % step,
-        );
+        let (from, to) = (from - from.rem_euclid(step), to + (step - to.rem_euclid(step)) % step);
         if to - from > granularity.max_range_secs() {
             return Err(StatsError::BadParam(format!(
                 "range too long for {granularity:?} granularity: at most {} days",
                 granularity.max_range_secs() / 86_400
             )));
         }
-        Ok(Range {
-            from,
-            to,
-            granularity,
-        })
+        Ok(Range { from, to, granularity })
     }
 }
 
@@ -188,18 +165,12 @@ pub struct LinkStats {
 }
 
 fn rfc3339(secs: i64) -> String {
-    DateTime::<Utc>::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Secs, true)
+    DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Zero-filled series for one link. The primary-key prefix (client, campaign,
 /// link) makes this a range read, not a scan.
-pub async fn link_stats(
-    client: &Client,
-    link: &LinkRecord,
-    range: Range,
-) -> Result<LinkStats, StatsError> {
+pub async fn link_stats(client: &Client, link: &LinkRecord, range: Range) -> Result<LinkStats, StatsError> {
     let sql = format!(
         "SELECT {bucket} AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, \
          sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM {ROLLUP_TABLE} \
@@ -220,12 +191,8 @@ pub async fn link_stats(
     let series = zero_fill(
         range,
         rows.iter().map(|r| {
-            let counts = Counts {
-                clicks: r.clicks,
-                human_clicks: r.human_clicks,
-                bot_clicks: r.bot_clicks,
-                opens: r.opens,
-            };
+            let counts =
+                Counts { clicks: r.clicks, human_clicks: r.human_clicks, bot_clicks: r.bot_clicks, opens: r.opens };
             (r.bucket as i64, counts)
         }),
     );
@@ -247,10 +214,7 @@ pub async fn link_stats(
         .bind(range.to as u32)
         .fetch_one::<u64>()
         .await?;
-    let totals = Totals {
-        counts,
-        unique_recipients,
-    };
+    let totals = Totals { counts, unique_recipients };
     Ok(LinkStats {
         link_id: link.link_id.to_string(),
         client_id: link.client_id.to_string(),
@@ -274,10 +238,7 @@ fn zero_fill(range: Range, buckets: impl Iterator<Item = (i64, Counts)>) -> Vec<
     counts
         .into_iter()
         .enumerate()
-        .map(|(i, counts)| Point {
-            bucket_start: rfc3339(range.from + i as i64 * step),
-            counts,
-        })
+        .map(|(i, counts)| Point { bucket_start: rfc3339(range.from + i as i64 * step), counts })
         .collect()
 }
 
@@ -286,24 +247,12 @@ mod tests {
     use super::*;
 
     fn q(from: Option<&str>, to: Option<&str>, g: Option<&str>) -> StatsQuery {
-        StatsQuery {
-            from: from.map(Into::into),
-            to: to.map(Into::into),
-            granularity: g.map(Into::into),
-        }
+        StatsQuery { from: from.map(Into::into), to: to.map(Into::into), granularity: g.map(Into::into) }
     }
 
     #[test]
     fn ranges_align_to_buckets() {
-        let r = Range::parse(
-            &q(
-                Some("2026-11-22T10:00:30Z"),
-                Some("2026-11-22T10:02:01Z"),
-                None,
-            ),
-            0,
-        )
-        .unwrap();
+        let r = Range::parse(&q(Some("2026-11-22T10:00:30Z"), Some("2026-11-22T10:02:01Z"), None), 0).unwrap();
         assert_eq!((r.to - r.from) / 60, 3);
         assert_eq!(rfc3339(r.from), "2026-11-22T10:00:00Z");
         assert_eq!(rfc3339(r.to), "2026-11-22T10:03:00Z");
@@ -311,11 +260,7 @@ mod tests {
 
     #[test]
     fn bad_ranges_say_what_is_allowed() {
-        let err = |from, to, g| {
-            Range::parse(&q(from, to, g), 1_800_000_000)
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |from, to, g| Range::parse(&q(from, to, g), 1_800_000_000).unwrap_err().to_string();
         assert!(err(Some("yesterday"), None, None).contains("RFC 3339"));
         assert!(err(Some("100"), Some("50"), None).contains("earlier"));
         assert!(err(None, None, Some("week")).contains("minute, hour or day"));
@@ -324,19 +269,9 @@ mod tests {
 
     #[test]
     fn series_is_zero_filled() {
-        let range = Range {
-            from: 600,
-            to: 600 + 5 * 60,
-            granularity: Granularity::Minute,
-        };
-        let c = |clicks| Counts {
-            clicks,
-            ..Counts::default()
-        };
+        let range = Range { from: 600, to: 600 + 5 * 60, granularity: Granularity::Minute };
+        let c = |clicks| Counts { clicks, ..Counts::default() };
         let s = zero_fill(range, [(660, c(3)), (840, c(2)), (9999, c(7))].into_iter());
-        assert_eq!(
-            s.iter().map(|p| p.counts.clicks).collect::<Vec<_>>(),
-            vec![0, 3, 0, 0, 2]
-        );
+        assert_eq!(s.iter().map(|p| p.counts.clicks).collect::<Vec<_>>(), vec![0, 3, 0, 0, 2]);
     }
 }

@@ -88,10 +88,7 @@ pub struct StatusReport {
 
 impl PipelineStatus {
     pub fn new(topic: &str) -> Arc<Self> {
-        Arc::new(PipelineStatus {
-            topic: topic.to_owned(),
-            inner: Mutex::default(),
-        })
+        Arc::new(PipelineStatus { topic: topic.to_owned(), inner: Mutex::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -99,13 +96,7 @@ impl PipelineStatus {
     }
 
     pub(crate) fn assigned(&self, partition: i32, stored: Option<i64>) {
-        self.lock().partitions.insert(
-            partition,
-            PartitionState {
-                stored,
-                ..PartitionState::default()
-            },
-        );
+        self.lock().partitions.insert(partition, PartitionState { stored, ..PartitionState::default() });
     }
 
     pub(crate) fn revoked(&self, partition: i32) {
@@ -125,8 +116,7 @@ impl PipelineStatus {
             }
         }
         if let Some(ms) = newest_event_ms {
-            inner.newest_applied_event_ms =
-                Some(inner.newest_applied_event_ms.map_or(ms, |n| n.max(ms)));
+            inner.newest_applied_event_ms = Some(inner.newest_applied_event_ms.map_or(ms, |n| n.max(ms)));
         }
         inner.last_flush_ms = Some(unix_millis());
     }
@@ -157,10 +147,7 @@ impl PipelineStatus {
                 partition: *partition,
                 stored_position: p.stored,
                 high_watermark: p.high,
-                lag: p
-                    .high
-                    .zip(p.stored.or(p.low))
-                    .map(|(high, from)| (high - from).max(0)),
+                lag: p.high.zip(p.stored.or(p.low)).map(|(high, from)| (high - from).max(0)),
             })
             .collect();
         StatusReport {
@@ -168,9 +155,7 @@ impl PipelineStatus {
             lag: partitions.iter().filter_map(|p| p.lag).sum(),
             partitions,
             newest_applied_event_time: inner.newest_applied_event_ms.map(rfc3339),
-            freshness_seconds: inner
-                .newest_applied_event_ms
-                .map(|ms| (now_ms - ms) as f64 / 1000.0),
+            freshness_seconds: inner.newest_applied_event_ms.map(|ms| (now_ms - ms) as f64 / 1000.0),
             last_flush: inner.last_flush_ms.map(rfc3339),
             paused: inner.paused,
             pending_events: inner.pending_events,
@@ -185,37 +170,31 @@ pub fn spawn_refresher(
     shutdown: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     // A client of its own, outside the group: the pipeline's consumer is busy in its loop.
-    let client: BaseConsumer = match ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-    {
+    let client: BaseConsumer = match ClientConfig::new().set("bootstrap.servers", brokers).create() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot create the watermark client; lag will not be reported");
             return None;
         }
     };
-    let spawned = std::thread::Builder::new()
-        .name("status".into())
-        .spawn(move || {
-            let mut exported = BTreeSet::new();
-            while !shutdown.is_cancelled() {
-                let started = Instant::now();
-                for partition in status.owned() {
-                    match client.fetch_watermarks(&status.topic, partition, Duration::from_secs(2))
-                    {
-                        Ok((low, high)) => status.watermarks(partition, low, high),
-                        Err(e) => {
-                            tracing::debug!(partition, error = %e, "cannot fetch watermarks")
-                        }
+    let spawned = std::thread::Builder::new().name("status".into()).spawn(move || {
+        let mut exported = BTreeSet::new();
+        while !shutdown.is_cancelled() {
+            let started = Instant::now();
+            for partition in status.owned() {
+                match client.fetch_watermarks(&status.topic, partition, Duration::from_secs(2)) {
+                    Ok((low, high)) => status.watermarks(partition, low, high),
+                    Err(e) => {
+                        tracing::debug!(partition, error = %e, "cannot fetch watermarks")
                     }
                 }
-                exported = export(&status.report(), exported);
-                while started.elapsed() < REFRESH_EVERY && !shutdown.is_cancelled() {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
             }
-        });
+            exported = export(&status.report(), exported);
+            while started.elapsed() < REFRESH_EVERY && !shutdown.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
     match spawned {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -237,8 +216,7 @@ fn export(report: &StatusReport, before: BTreeSet<i32>) -> BTreeSet<i32> {
         }
     }
     for gone in before.difference(&now) {
-        metrics::gauge!("ricochet_aggregator_partition_lag", "partition" => gone.to_string())
-            .set(0.0);
+        metrics::gauge!("ricochet_aggregator_partition_lag", "partition" => gone.to_string()).set(0.0);
     }
     if let Some(f) = report.freshness_seconds {
         metrics::gauge!("ricochet_aggregator_freshness_seconds").set(f);
@@ -255,16 +233,11 @@ pub async fn serve(State(api): State<Arc<ApiState>>) -> Response {
 }
 
 fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -283,14 +256,7 @@ mod tests {
         let lags: Vec<_> = r.partitions.iter().map(|p| p.lag).collect();
         assert_eq!(lags, vec![Some(60), Some(15), None]);
         assert_eq!(r.lag, 75);
-        s.stored(
-            &[PartitionRange {
-                partition: 0,
-                first: 40,
-                next: 100,
-            }],
-            Some(unix_millis() - 90_000),
-        );
+        s.stored(&[PartitionRange { partition: 0, first: 40, next: 100 }], Some(unix_millis() - 90_000));
         let r = s.report();
         assert_eq!(r.partitions[0].lag, Some(0));
         let f = r.freshness_seconds.unwrap();

@@ -21,6 +21,10 @@ pub struct RedirectConfig {
     #[arg(long, env = "RICOCHET_LINKS_TOPIC", default_value = "links")]
     pub links_topic: String,
 
+    /// Compacted topic of click counts for links with a click limit (aggregator → edges).
+    #[arg(long, env = "RICOCHET_LINK_COUNTS_TOPIC", default_value = "link_counts")]
+    pub link_counts_topic: String,
+
     /// Compacted topic holding clients' status (pause, fallback URL, hot spread).
     #[arg(long, env = "RICOCHET_CLIENTS_TOPIC", default_value = "clients")]
     pub clients_topic: String,
@@ -51,7 +55,11 @@ pub struct RedirectConfig {
 
 impl RedirectConfig {
     pub fn registry_topics(&self) -> RegistryTopics {
-        RegistryTopics { links: self.links_topic.clone(), clients: self.clients_topic.clone() }
+        RegistryTopics {
+            links: self.links_topic.clone(),
+            clients: self.clients_topic.clone(),
+            counts: self.link_counts_topic.clone(),
+        }
     }
 
     pub fn node_id(&self) -> String {

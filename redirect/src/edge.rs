@@ -76,7 +76,7 @@ fn click(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response
     // 2. Decide the answer from the link's and its client's state alone.
     let now_ms = now_ms();
     let client = edge.links.client(link.client_id.as_str());
-    if !is_live(&link, client.as_deref(), now_ms) {
+    if !is_live(&link, client.as_deref(), now_ms) || edge.links.limit_reached(&link) {
         return inactive(client.as_deref());
     }
     let response = found(&link.destination_url);
@@ -169,7 +169,7 @@ pub fn is_live(link: &LinkRecord, client: Option<&ClientRecord>, now_ms: i64) ->
         && link.valid_until_ms.is_none_or(|until| now_ms < until)
 }
 
-/// A paused, expired or deleted link: the client's fallback URL, or the 410 page.
+/// A paused, expired, deleted or used-up link: the client's fallback URL, or the 410 page.
 fn inactive(client: Option<&ClientRecord>) -> Response {
     match client.and_then(|c| c.fallback_url.as_deref()) {
         Some(fallback) => found(fallback),

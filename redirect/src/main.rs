@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
             TopicSpec { name: config.kafka.topic.clone(), partitions: config.clicks_partitions, compacted: false },
             TopicSpec { name: config.links_topic.clone(), partitions: 1, compacted: true },
             TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
+            TopicSpec { name: config.link_counts_topic.clone(), partitions: 1, compacted: true },
         ],
     )
     .await

@@ -28,6 +28,6 @@ pub mod writer;
 
 pub use destination::{Destination, DestinationError};
 pub use table::Registry;
-pub use tail::{RegistryTail, RegistryTopics, TailError};
+pub use tail::{RegistryChange, RegistryTail, RegistryTopics, TailError};
 pub use token::{TokenError, TokenKeys};
 pub use writer::{NewLink, RegistryError, RegistryWriter};

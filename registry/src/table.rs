@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use ricochet_schemas::{ClientId, ClientRecord, ClientStatus, LinkCode, LinkId, LinkRecord};
+use ricochet_schemas::{ClientId, ClientRecord, ClientStatus, LinkCode, LinkCount, LinkId, LinkRecord, LinkStatus};
 
 /// All links, by code (the redirect path) and by id (the API), and all clients.
 ///
@@ -14,6 +14,8 @@ pub struct Registry {
     by_code: DashMap<LinkCode, Arc<LinkRecord>>,
     by_id: DashMap<LinkId, Arc<LinkRecord>>,
     clients: DashMap<ClientId, Arc<ClientRecord>>,
+    /// Clicks counted so far for links with a click limit, fed back by the aggregator.
+    counts: DashMap<LinkId, i64>,
 }
 
 impl Registry {
@@ -52,6 +54,27 @@ impl Registry {
     /// is one record that stops all of its links at once.
     pub fn client_paused(&self, client_id: &str) -> bool {
         self.clients.get(client_id).is_some_and(|c| c.status == ClientStatus::Paused)
+    }
+
+    /// Applies a click count fed back by the aggregator.
+    pub fn apply_count(&self, count: LinkCount) {
+        self.counts.insert(count.link_id, count.clicks);
+    }
+
+    /// Whether the link has a click limit and the fed-back count has reached it.
+    /// Approximate by design: the count lags the clicks by the aggregator's flush
+    /// and feedback intervals (see `docs/click-limits.md`).
+    pub fn limit_reached(&self, link: &LinkRecord) -> bool {
+        link.click_limit.is_some_and(|limit| self.counts.get(link.link_id.as_str()).is_some_and(|c| *c >= limit))
+    }
+
+    /// Active links that have a click limit: the ones whose counts are fed back.
+    pub fn limited_links(&self) -> Vec<Arc<LinkRecord>> {
+        self.by_id
+            .iter()
+            .filter(|r| r.click_limit.is_some() && r.status == LinkStatus::Active)
+            .map(|r| r.value().clone())
+            .collect()
     }
 
     pub fn contains_code(&self, code: &str) -> bool {

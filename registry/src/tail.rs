@@ -12,7 +12,8 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use ricochet_schemas::{ClientRecord, Codec, LinkRecord};
+use ricochet_schemas::{ClientRecord, Codec, LinkCount, LinkRecord};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +49,19 @@ impl RegistryTail {
         table: Arc<Registry>,
         shutdown: CancellationToken,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
+        Self::start_observed(brokers, topics, table, shutdown, None).await
+    }
+
+    /// Like [`start`](Self::start), and also sends every applied record, with its
+    /// offset as a version, to `changes` (the aggregator mirrors them into
+    /// ClickHouse). Sending waits when the channel is full: a mirror never misses one.
+    pub async fn start_observed(
+        brokers: &str,
+        topics: &RegistryTopics,
+        table: Arc<Registry>,
+        shutdown: CancellationToken,
+        changes: Option<mpsc::Sender<RegistryChange>>,
+    ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             // librdkafka wants a group id; this one never joins or commits.
@@ -61,7 +75,7 @@ impl RegistryTail {
         let consumer = Arc::new(consumer);
 
         let mut targets = Vec::new();
-        for topic in [&topics.links, &topics.clients] {
+        for topic in [&topics.links, &topics.clients, &topics.counts] {
             let consumer = consumer.clone();
             let topic = topic.clone();
             // Metadata and watermark calls block on the network.
@@ -78,7 +92,9 @@ impl RegistryTail {
         let tail = RegistryTail { ready: ready.clone() };
         let links = Codec::<LinkRecord>::new();
         let clients = Codec::<ClientRecord>::new();
+        let counts = Codec::<LinkCount>::new();
         let clients_topic = topics.clients.clone();
+        let counts_topic = topics.counts.clone();
         let mut remaining: Vec<(String, i32, i64)> = targets.into_iter().filter(|(_, _, high)| *high > 0).collect();
         if remaining.is_empty() {
             ready.store(true, Ordering::Release);
@@ -100,14 +116,35 @@ impl RegistryTail {
                 // Tombstones (no payload) are ignored: links and clients are retired by
                 // status, never deleted by key.
                 if let Some(payload) = message.payload() {
-                    let applied = if message.topic() == clients_topic {
-                        clients.decode(payload).map(|c| table.apply_client(c))
+                    let version = message.offset();
+                    if message.topic() == counts_topic {
+                        match counts.decode(payload) {
+                            Ok(c) => table.apply_count(c),
+                            Err(e) => tracing::error!(error = %e, "registry tail: undecodable link count skipped"),
+                        }
+                    }
+                    let change = if message.topic() == counts_topic {
+                        Ok(None)
+                    } else if message.topic() == clients_topic {
+                        clients.decode(payload).map(|c| Some(RegistryChange::Client(c, version)))
                     } else {
-                        links.decode(payload).map(|l| table.apply(l))
+                        links.decode(payload).map(|l| Some(RegistryChange::Link(l, version)))
                     };
-                    if let Err(e) = applied {
-                        metrics::counter!("ricochet_registry_undecodable_total").increment(1);
-                        tracing::error!(error = %e, topic = message.topic(), offset = message.offset(), "registry tail: undecodable record skipped");
+                    match change {
+                        Ok(None) => {}
+                        Ok(Some(change)) => {
+                            match &change {
+                                RegistryChange::Link(l, _) => table.apply(l.clone()),
+                                RegistryChange::Client(c, _) => table.apply_client(c.clone()),
+                            }
+                            if let Some(tx) = &changes {
+                                let _ = tx.send(change).await;
+                            }
+                        }
+                        Err(e) => {
+                            metrics::counter!("ricochet_registry_undecodable_total").increment(1);
+                            tracing::error!(error = %e, topic = message.topic(), offset = message.offset(), "registry tail: undecodable record skipped");
+                        }
                     }
                 }
                 metrics::gauge!("ricochet_registry_links").set(table.len() as f64);
@@ -125,11 +162,20 @@ impl RegistryTail {
     }
 }
 
-/// The registry's two compacted topics.
+/// A record the tail applied, with its offset (a version that only grows per key).
+#[derive(Clone, Debug)]
+pub enum RegistryChange {
+    Link(LinkRecord, i64),
+    Client(ClientRecord, i64),
+}
+
+/// The registry's compacted topics.
 #[derive(Clone, Debug)]
 pub struct RegistryTopics {
     pub links: String,
     pub clients: String,
+    /// Click counts of limited links, fed back by the aggregator.
+    pub counts: String,
 }
 
 fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(String, i32, i64)>, TailError> {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use ricochet_schemas::{CampaignId, ClientId, ClientRecord, Codec, CodecError, LinkId, LinkRecord, LinkStatus};
+use ricochet_schemas::{CampaignId, ClientId, ClientRecord, Codec, CodecError, LinkCount, LinkId, LinkRecord, LinkStatus};
 
 use crate::destination::Destination;
 use crate::table::Registry;
@@ -39,6 +39,7 @@ pub struct RegistryWriter {
     topics: RegistryTopics,
     links: Codec<LinkRecord>,
     clients: Codec<ClientRecord>,
+    counts: Codec<LinkCount>,
     ack_timeout: Duration,
 }
 
@@ -56,6 +57,7 @@ impl RegistryWriter {
             topics: topics.clone(),
             links: Codec::new(),
             clients: Codec::new(),
+            counts: Codec::new(),
             ack_timeout: Duration::from_secs(10),
         })
     }
@@ -106,6 +108,12 @@ impl RegistryWriter {
     pub async fn put_client(&self, record: &ClientRecord) -> Result<(), RegistryError> {
         let payload = self.clients.encode(record)?;
         self.send(&self.topics.clients, record.client_id.as_str(), &payload).await
+    }
+
+    /// Publishes a link's fed-back click count.
+    pub async fn put_count(&self, count: &LinkCount) -> Result<(), RegistryError> {
+        let payload = self.counts.encode(count)?;
+        self.send(&self.topics.counts, count.link_id.as_str(), &payload).await
     }
 
     async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), RegistryError> {

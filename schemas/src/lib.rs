@@ -31,4 +31,4 @@ pub use click::{ClickEvent, EventType, RecipientToken};
 pub use client::{ClientRecord, ClientStatus};
 pub use codec::{Codec, CodecError, SchemaId};
 pub use ids::{CampaignId, ClientId, EventId, IdError, LinkCode, LinkId, RecipientId};
-pub use link::{LinkRecord, LinkStatus};
+pub use link::{LinkCount, LinkRecord, LinkStatus};

@@ -97,3 +97,34 @@ impl Contract for LinkRecord {
         })
     }
 }
+
+pub const LINK_COUNT_V1: SchemaId = SchemaId(5);
+
+/// Clicks counted so far for a link with a click limit (aggregator → edges).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkCount {
+    pub link_id: LinkId,
+    pub clicks: i64,
+    pub as_of_ms: i64,
+}
+
+impl Contract for LinkCount {
+    const NAME: &'static str = "LinkCount";
+    const VERSIONS: &'static [(SchemaId, &'static str)] =
+        &[(LINK_COUNT_V1, include_str!("../avro/link_count.v1.avsc"))];
+
+    fn to_avro(&self) -> Value {
+        Value::Record(vec![
+            ("link_id".into(), Value::String(self.link_id.to_string())),
+            ("clicks".into(), Value::Long(self.clicks)),
+            ("as_of".into(), Value::TimestampMillis(self.as_of_ms)),
+        ])
+    }
+
+    fn from_avro(record: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::new(Self::NAME, record)?;
+        let link_id = LinkId::parse(f.string("link_id")?)
+            .map_err(|e| CodecError::Shape { contract: Self::NAME, field: "link_id", problem: e.to_string() })?;
+        Ok(LinkCount { link_id, clicks: f.long("clicks")?, as_of_ms: f.long("as_of")? })
+    }
+}

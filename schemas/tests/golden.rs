@@ -140,3 +140,13 @@ fn client_v1_bytes_are_stable_and_round_trip() {
     check_golden("client.v1.hex", &bytes);
     assert_eq!(codec.decode(&bytes).unwrap(), client);
 }
+
+#[test]
+fn link_count_v1_round_trips() {
+    let count = LinkCount { link_id: LinkId::parse("l1").unwrap(), clicks: 42, as_of_ms: 1_732_233_600_000 };
+    let codec = Codec::<LinkCount>::new();
+    let bytes = codec.encode(&count).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, 5]);
+    check_golden("link_count.v1.hex", &bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), count);
+}

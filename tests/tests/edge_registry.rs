@@ -178,3 +178,50 @@ fn items_with_one_bad() -> Vec<Value> {
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn click_limits_close_links_approximately_and_the_registry_is_mirrored() {
+    const LIMIT: u64 = 60;
+    const RATE_PER_SEC: u64 = 20;
+    let servers = Servers::start().await;
+    let api = services::aggregator(&servers, "aggregator", &[("RICOCHET_FLUSH_INTERVAL_MS", "200".into())]).await;
+    let r = http()
+        .post(format!("{}/v1/links", api.url()))
+        .json(&json!({"client_id": "acme", "campaign_id": "c", "destination_url": "https://acme.example/", "click_limit": LIMIT}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let link: client::Link = r.json().await.unwrap();
+    let edge = services::redirect(&servers, "edge", &[]).await;
+
+    // Click steadily until the edge closes the link.
+    let mut redirected = 0u64;
+    let start = Instant::now();
+    loop {
+        match status_of(&edge, &link.code).await {
+            302 => redirected += 1,
+            410 => break,
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the limit never closed the link ({redirected} clicks)");
+        tokio::time::sleep(Duration::from_millis(1000 / RATE_PER_SEC)).await;
+    }
+    // Documented bound: flush (0.2 s) + feedback (2 s) + tail (~0.1 s) + one poll, at this rate.
+    let overshoot = redirected.saturating_sub(LIMIT);
+    eprintln!("limit {LIMIT}: {redirected} clicks redirected before the link closed (overshoot {overshoot})");
+    assert!(redirected >= LIMIT, "never closes early");
+    assert!(overshoot <= RATE_PER_SEC * 4, "overshoot {overshoot} beyond the documented window");
+
+    // The registry is mirrored into ClickHouse for joins, newest state winning.
+    let patched = http()
+        .patch(format!("{}/v1/links/{}", api.url(), link.link_id))
+        .json(&json!({"status": "paused"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let ch = &servers.clickhouse;
+    let q = format!("SELECT count() FROM links FINAL WHERE link_id = '{}' AND status = 'paused' AND click_limit = {LIMIT}", link.link_id);
+    eventually("the paused link to be mirrored", Duration::from_secs(20), || async { (ch.number(&q).await == 1).then_some(()) }).await;
+}
