@@ -273,8 +273,6 @@ impl Ctx {
             tokio::time::sleep(SETTLE_GRACE).await;
             self.sink.settle(&attempt.query_id, &self.topic, &attempt.ranges).await
         })?;
-        let _ = outcome;
-        let outcome = Settled::NotApplied;
         let mut state = self.state();
         let label = match outcome {
             Settled::Applied => {
