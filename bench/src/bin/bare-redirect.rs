@@ -21,7 +21,10 @@ async fn found() -> impl IntoResponse {
     (
         StatusCode::FOUND,
         [
-            (header::LOCATION, HeaderValue::from_static("https://shop.example/deals/0000000?utm_source=email")),
+            (
+                header::LOCATION,
+                HeaderValue::from_static("https://shop0.example/deals/0000000?utm_source=email&utm_medium=blast"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
     )
