@@ -81,16 +81,26 @@ up() {
         say "using Kafka at $external_kafka"
     fi
 
+    # The admin key is made once and kept with the stack's state.
+    if [[ -z ${RICOCHET_ADMIN_KEY:-} ]]; then
+        [[ -s $dir/admin-key ]] || python3 -c 'import secrets; print(secrets.token_hex(24))' > "$dir/admin-key"
+        RICOCHET_ADMIN_KEY=$(cat "$dir/admin-key")
+    fi
+    export RICOCHET_ADMIN_KEY
     export RICOCHET_KAFKA_BROKERS="$brokers" RICOCHET_CLICKHOUSE_URL="$clickhouse_url"
     export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$edge_port"
     # The aggregator applies the ClickHouse migrations and creates the topics at start.
     RICOCHET_LISTEN="127.0.0.1:$api_port" start aggregator "$bin/ricochet-aggregator"
     wait_for aggregator "http://127.0.0.1:$api_port/readyz" 60
     local link
-    link=$(curl -fsS -X POST "http://127.0.0.1:$api_port/v1/links" -H 'content-type: application/json' \
+    local auth="Authorization: Bearer $RICOCHET_ADMIN_KEY"
+    link=$(curl -fsS -X POST "http://127.0.0.1:$api_port/v1/links" -H "$auth" -H 'content-type: application/json' \
         -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}') ||
         die "could not create the demo link"
     local tracking link_id
+    local demo_key
+    demo_key=$(curl -fsS -X POST "http://127.0.0.1:$api_port/v1/clients/demo/api-keys" -H "$auth" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') || die "could not create the demo API key"
     tracking=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tracking_url"])')
     link_id=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["link_id"])')
     # Started after the demo link exists: the edge reports ready only once it has
@@ -103,9 +113,13 @@ up() {
 Ricochet is running.
 
   Click this tracking link:  $tracking
-  Watch it being counted:    http://127.0.0.1:$api_port/v1/links/$link_id/stats
-  Create more links:         curl -X POST http://127.0.0.1:$api_port/v1/links -H 'content-type: application/json' \\
+  Watch it on the dashboard: http://127.0.0.1:$api_port/dashboard?client=demo&key=$demo_key
+  Or as JSON:                curl -H 'Authorization: Bearer $demo_key' http://127.0.0.1:$api_port/v1/links/$link_id/stats
+  Admin key:                 $RICOCHET_ADMIN_KEY   (also in $dir/admin-key)
+  Create more links:         curl -X POST http://127.0.0.1:$api_port/v1/links -H 'Authorization: Bearer $RICOCHET_ADMIN_KEY' \\
+                               -H 'content-type: application/json' \\
                                -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'
+  API reference:             http://127.0.0.1:$api_port/v1/openapi.json
   Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics
   ClickHouse (raw events):   $clickhouse_url   (tables click_events, click_rollup_minute)
   Logs:                      $dir/logs/

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{link_json, ApiError, ApiState, CreateLink};
+use crate::auth::Principal;
 
 /// Most links one batch may create.
 pub const MAX_BATCH: usize = 10_000;
@@ -34,8 +35,10 @@ pub struct CreateLinks {
 /// marked deleted again, so no link of a failed batch is ever usable.
 pub async fn create_links(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
     body: Result<Json<CreateLinks>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    principal.require_admin()?;
     let Json(CreateLinks { links }) = body?;
     if links.is_empty() || links.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!("a batch holds 1 to {MAX_BATCH} links, not {}", links.len())));
@@ -86,9 +89,11 @@ pub struct PatchLink {
 /// `PATCH /v1/links/{id}`: pause, resume or delete one link.
 pub async fn patch_link(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
     Path(link_id): Path<String>,
     body: Result<Json<PatchLink>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_admin()?;
     let Json(patch) = body?;
     let status: LinkStatus = patch.status.parse().map_err(ApiError::BadRequest)?;
     let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
@@ -122,9 +127,11 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
 /// it takes effect for every link of the client at once.
 pub async fn put_client(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
     Path(client_id): Path<String>,
     body: Result<Json<PutClient>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_admin()?;
     let Json(put) = body?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let status = match put.status.as_str() {
@@ -149,8 +156,10 @@ pub async fn put_client(
 
 pub async fn get_client(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
     Path(client_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.check(&client_id, || format!("no client {client_id:?}"))?;
     let client = s
         .links
         .client(&client_id)
@@ -162,8 +171,10 @@ pub async fn get_client(
 /// with, newest first. See `docs/recipient-tokens.md`.
 pub async fn token_keys(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
     Path(client_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.check(&client_id, || format!("no client {client_id:?}"))?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let keys = s.token_keys.as_ref().ok_or_else(|| ApiError::NotFound("recipient tokens are not configured".into()))?;
     let keys: Vec<_> = keys

@@ -1,23 +1,60 @@
-//! The aggregator's HTTP API: link creation and the aggregate endpoints.
+//! The aggregator's HTTP API: aggregate endpoints for dashboards, link and
+//! client management for admins, and operations endpoints.
 //!
-//! One error type, [`ApiError`], maps every failure to a status and a JSON body
-//! `{"error": {"code": …, "message": …}}` that says what to fix.
+//! Every `/v1` route but the OpenAPI document needs `Authorization: Bearer
+//! <key>` ([`auth`](crate::auth)). Reads go through the coalescing cache
+//! ([`cache`](crate::cache)). One error type, [`ApiError`], maps every failure
+//! to a status and a JSON body `{"error": {"code": …, "message": …}}` that
+//! says what to fix. The routes are listed in [`ROUTES`] and documented in
+//! `aggregator/openapi.json`; a test keeps the three in step.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ricochet_registry::{Destination, NewLink, Registry, RegistryTail, RegistryWriter};
-use ricochet_schemas::{CampaignId, ClientId, LinkRecord};
+use ricochet_schemas::{ApiKeyRecord, CampaignId, ClientId, LinkRecord};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::stats::{self, Range, StatsError, StatsQuery};
+use crate::auth::{self, Principal};
+use crate::cache::ResponseCache;
+use crate::stats::{self, Range, Scope, StatsError, StatsQuery, TopBy};
+
+/// Every route, as `(method, path)`. `aggregator/openapi.json` documents exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/v1/status"),
+    ("post", "/v1/links"),
+    ("post", "/v1/links:batch"),
+    ("get", "/v1/links/{link_id}"),
+    ("patch", "/v1/links/{link_id}"),
+    ("get", "/v1/links/{link_id}/stats"),
+    ("get", "/v1/clients/{client_id}"),
+    ("put", "/v1/clients/{client_id}"),
+    ("get", "/v1/clients/{client_id}/stats"),
+    ("get", "/v1/clients/{client_id}/top-campaigns"),
+    ("get", "/v1/clients/{client_id}/campaigns"),
+    ("get", "/v1/clients/{client_id}/campaigns/{campaign_id}/stats"),
+    ("get", "/v1/clients/{client_id}/campaigns/{campaign_id}/top-links"),
+    ("get", "/v1/clients/{client_id}/campaigns/{campaign_id}/recipients"),
+    ("post", "/v1/clients/{client_id}/api-keys"),
+    ("delete", "/v1/clients/{client_id}/api-keys/{key_id}"),
+    ("get", "/v1/clients/{client_id}/token-keys"),
+];
+
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub struct ApiState {
     pub links: Arc<Registry>,
@@ -31,12 +68,19 @@ pub struct ApiState {
     pub token_keys: Option<ricochet_registry::TokenKeys>,
     /// The pipeline's lag and freshness, for `/v1/status`.
     pub status: Option<Arc<crate::status::PipelineStatus>>,
+    /// The key that may do everything.
+    pub admin_key: String,
+    pub cache: ResponseCache,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("the link registry is unavailable: {0}")]
@@ -49,13 +93,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Registry(_) | ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response()
+        let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));
+        if status == StatusCode::UNAUTHORIZED {
+            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }
 
@@ -81,6 +131,7 @@ impl From<StatsError> for ApiError {
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
+    use crate::admin;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -90,13 +141,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
             }),
         )
+        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/v1/status", get(crate::status::serve))
         .route("/v1/links", post(create_link))
-        .route("/v1/links:batch", post(crate::admin::create_links))
-        .route("/v1/clients/{client_id}", get(crate::admin::get_client).put(crate::admin::put_client))
-        .route("/v1/clients/{client_id}/token-keys", get(crate::admin::token_keys))
-        .route("/v1/links/{link_id}", get(get_link).patch(crate::admin::patch_link))
+        .route("/v1/links:batch", post(admin::create_links))
+        .route("/v1/links/{link_id}", get(get_link).patch(admin::patch_link))
         .route("/v1/links/{link_id}/stats", get(link_stats))
+        .route("/v1/clients/{client_id}", get(admin::get_client).put(admin::put_client))
+        .route("/v1/clients/{client_id}/stats", get(client_stats))
+        .route("/v1/clients/{client_id}/top-campaigns", get(top_campaigns))
+        .route("/v1/clients/{client_id}/campaigns", get(campaigns))
+        .route("/v1/clients/{client_id}/campaigns/{campaign_id}/stats", get(campaign_stats))
+        .route("/v1/clients/{client_id}/campaigns/{campaign_id}/top-links", get(top_links))
+        .route("/v1/clients/{client_id}/campaigns/{campaign_id}/recipients", get(recipients))
+        .route("/v1/clients/{client_id}/api-keys", post(create_api_key))
+        .route("/v1/clients/{client_id}/api-keys/{key_id}", axum::routing::delete(revoke_api_key))
+        .route("/v1/clients/{client_id}/token-keys", get(admin::token_keys))
+        .fallback(|| async { ApiError::NotFound("no such route; see /v1/openapi.json".into()) })
+        .merge(crate::dashboard::router())
         .with_state(state)
 }
 
@@ -165,8 +227,10 @@ pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
 
 async fn create_link(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
     body: Result<Json<CreateLink>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    principal.require_admin()?;
     let Json(body) = body?;
     let new = body.validate()?;
     let link = s.writer.create(new, &s.links).await.map_err(|e| ApiError::Registry(e.to_string()))?;
@@ -175,21 +239,280 @@ async fn create_link(
     Ok((StatusCode::CREATED, Json(link_json(&link, &s.public_redirect_url))))
 }
 
+/// The link, if the principal may see it; otherwise the same 404 as for no link.
+fn visible_link(s: &ApiState, principal: &Principal, link_id: &str) -> Result<Arc<LinkRecord>, ApiError> {
+    let missing = || ApiError::NotFound(format!("no link with id {link_id:?}"));
+    let link = s.links.get(link_id).ok_or_else(missing)?;
+    principal.check(link.client_id.as_str(), || format!("no link with id {link_id:?}"))?;
+    Ok(link)
+}
+
+fn client_scope(principal: &Principal, client_id: &str) -> Result<ClientId, ApiError> {
+    principal.check(client_id, || format!("no client {client_id:?}"))?;
+    ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn campaign_scope(principal: &Principal, client_id: &str, campaign_id: &str) -> Result<Scope, ApiError> {
+    let client = client_scope(principal, client_id)?;
+    let campaign = CampaignId::parse(campaign_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Scope::Campaign(client, campaign))
+}
+
+fn parse_range(query: Result<Query<StatsQuery>, QueryRejection>) -> Result<(StatsQuery, Range), ApiError> {
+    let Query(q) = query?;
+    let range = Range::parse(&q, chrono::Utc::now().timestamp())?;
+    Ok((q, range))
+}
+
+fn cache_key(uri: &OriginalUri) -> String {
+    uri.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
+}
+
 async fn get_link(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
     Path(link_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
+    let link = visible_link(&s, &principal, &link_id)?;
     Ok(Json(link_json(&link, &s.public_redirect_url)))
+}
+
+async fn series_response(
+    s: &ApiState,
+    uri: OriginalUri,
+    headers: &HeaderMap,
+    scope: Scope,
+    range: Range,
+) -> Result<Response, ApiError> {
+    let ch = s.clickhouse.clone();
+    s.cache
+        .respond(cache_key(&uri), headers, || async move {
+            let series = stats::series(&ch, &scope, range).await?;
+            let mut value = serde_json::to_value(series).expect("series serialize");
+            if let Scope::Link(link) = &scope {
+                value["link_id"] = json!(link.link_id);
+                value["client_id"] = json!(link.client_id);
+                value["campaign_id"] = json!(link.campaign_id);
+            }
+            Ok(value)
+        })
+        .await
 }
 
 async fn link_stats(
     State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
     Path(link_id): Path<String>,
     query: Result<Query<StatsQuery>, QueryRejection>,
-) -> Result<Json<stats::LinkStats>, ApiError> {
-    let Query(query) = query?;
-    let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
-    let range = Range::parse(&query, chrono::Utc::now().timestamp())?;
-    Ok(Json(stats::link_stats(&s.clickhouse, &link, range).await?))
+) -> Result<Response, ApiError> {
+    let link = visible_link(&s, &principal, &link_id)?;
+    let (_, range) = parse_range(query)?;
+    series_response(&s, uri, &headers, Scope::Link(link), range).await
+}
+
+async fn client_stats(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let client = client_scope(&principal, &client_id)?;
+    let (_, range) = parse_range(query)?;
+    series_response(&s, uri, &headers, Scope::Client(client), range).await
+}
+
+async fn campaign_stats(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path((client_id, campaign_id)): Path<(String, String)>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let scope = campaign_scope(&principal, &client_id, &campaign_id)?;
+    let (_, range) = parse_range(query)?;
+    series_response(&s, uri, &headers, scope, range).await
+}
+
+fn limit(q: &StatsQuery, default: u32, max: u32) -> Result<u32, ApiError> {
+    match q.limit.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n),
+        n => Err(ApiError::BadRequest(format!("limit must be between 1 and {max}, not {n}"))),
+    }
+}
+
+async fn top_links(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path((client_id, campaign_id)): Path<(String, String)>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let scope = campaign_scope(&principal, &client_id, &campaign_id)?;
+    let (q, range) = parse_range(query)?;
+    let n = limit(&q, 10, 100)?;
+    let (ch, links) = (s.clickhouse.clone(), s.links.clone());
+    s.cache
+        .respond(cache_key(&uri), &headers, || async move {
+            let rows = stats::top(&ch, &scope, TopBy::Link, range, n).await?;
+            let items: Vec<_> = rows
+                .into_iter()
+                .map(|r| {
+                    let link = links.get(&r.key);
+                    json!({
+                        "link_id": r.key,
+                        "code": link.as_ref().map(|l| l.code.to_string()),
+                        "destination_url": link.as_ref().map(|l| l.destination_url.clone()),
+                        "clicks": if range.human_only { r.human_clicks } else { r.clicks },
+                        "human_clicks": r.human_clicks,
+                        "opens": r.opens,
+                    })
+                })
+                .collect();
+            Ok(json!({ "links": items }))
+        })
+        .await
+}
+
+async fn top_campaigns(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let client = client_scope(&principal, &client_id)?;
+    let (q, range) = parse_range(query)?;
+    let n = limit(&q, 10, 100)?;
+    let ch = s.clickhouse.clone();
+    s.cache
+        .respond(cache_key(&uri), &headers, || async move {
+            let rows = stats::top(&ch, &Scope::Client(client), TopBy::Campaign, range, n).await?;
+            let items: Vec<_> = rows
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "campaign_id": r.key,
+                        "clicks": if range.human_only { r.human_clicks } else { r.clicks },
+                        "human_clicks": r.human_clicks,
+                        "opens": r.opens,
+                    })
+                })
+                .collect();
+            Ok(json!({ "campaigns": items }))
+        })
+        .await
+}
+
+async fn campaigns(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let client = client_scope(&principal, &client_id)?;
+    let links = s.links.clone();
+    s.cache
+        .respond(cache_key(&uri), &headers, || async move {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for link in links.links_of(client.as_str()) {
+                *counts.entry(link.campaign_id.to_string()).or_default() += 1;
+            }
+            let campaigns: Vec<_> = counts.into_iter().map(|(c, n)| json!({ "campaign_id": c, "links": n })).collect();
+            Ok(json!({ "client_id": client, "campaigns": campaigns }))
+        })
+        .await
+}
+
+async fn recipients(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path((client_id, campaign_id)): Path<(String, String)>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let scope = campaign_scope(&principal, &client_id, &campaign_id)?;
+    let (q, range) = parse_range(query)?;
+    let n = limit(&q, 100, 1000)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| URL_SAFE_NO_PAD.decode(c).ok().and_then(|b| String::from_utf8(b).ok()))
+        .map(|c| c.ok_or_else(|| ApiError::BadRequest("cursor is not one this API handed out".into())))
+        .transpose()?;
+    let ch = s.clickhouse.clone();
+    s.cache
+        .respond(cache_key(&uri), &headers, || async move {
+            let page = stats::recipients(&ch, &scope, range, after.as_deref(), n).await?;
+            let next_cursor = (page.len() == n as usize)
+                .then(|| page.last().map(|r| URL_SAFE_NO_PAD.encode(&r.recipient_id)))
+                .flatten();
+            Ok(json!({ "recipients": page, "next_cursor": next_cursor }))
+        })
+        .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApiKey {
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// `POST /v1/clients/{id}/api-keys` (admin): a new key, shown once; only its hash is kept.
+async fn create_api_key(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    Path(client_id): Path<String>,
+    body: Option<Json<CreateApiKey>>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    principal.require_admin()?;
+    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let label = body.and_then(|Json(b)| b.label);
+    if label.as_ref().is_some_and(|l| l.len() > 200) {
+        return Err(ApiError::BadRequest("label is limited to 200 characters".into()));
+    }
+    let key = auth::mint_key();
+    let record = ApiKeyRecord {
+        key_hash: auth::hash_key(&key),
+        client_id,
+        label,
+        revoked: false,
+        created_at_ms: ricochet_registry::writer::now_ms(),
+    };
+    s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_api_key(record.clone());
+    let body = json!({ "key": key, "key_id": record.key_hash, "client_id": record.client_id, "label": record.label });
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// `DELETE /v1/clients/{id}/api-keys/{key_id}` (admin): the key stops working everywhere.
+async fn revoke_api_key(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    Path((client_id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if s.links.api_key_client(&key_id).as_ref() != Some(&client_id) {
+        return Err(ApiError::NotFound(format!("no active key {key_id:?} for client {client_id}")));
+    }
+    let record = ApiKeyRecord {
+        key_hash: key_id,
+        client_id,
+        label: None,
+        revoked: true,
+        created_at_ms: ricochet_registry::writer::now_ms(),
+    };
+    s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_api_key(record);
+    Ok(StatusCode::NO_CONTENT)
 }

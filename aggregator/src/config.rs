@@ -38,6 +38,10 @@ pub struct AggregatorConfig {
     #[arg(long, env = "RICOCHET_LINKS_TOPIC", default_value = "links", global = true)]
     pub links_topic: String,
 
+    /// Compacted topic of clients' API keys (hashed).
+    #[arg(long, env = "RICOCHET_API_KEYS_TOPIC", default_value = "api_keys", global = true)]
+    pub api_keys_topic: String,
+
     /// Compacted topic of click counts for links with a click limit (aggregator → edges).
     #[arg(long, env = "RICOCHET_LINK_COUNTS_TOPIC", default_value = "link_counts", global = true)]
     pub link_counts_topic: String,
@@ -45,6 +49,11 @@ pub struct AggregatorConfig {
     /// Compacted topic of clients' status.
     #[arg(long, env = "RICOCHET_CLIENTS_TOPIC", default_value = "clients", global = true)]
     pub clients_topic: String,
+
+    /// The admin API key (create links, manage clients and keys, read everything).
+    /// Required to serve the API; generate one with `openssl rand -hex 32`.
+    #[arg(long, env = "RICOCHET_ADMIN_KEY", hide_env_values = true, global = true)]
+    pub admin_key: Option<String>,
 
     /// Master keys for recipient tokens (`kid:hexsecret[,…]`, newest first), the same
     /// as the edges'. Used to hand each client its derived signing keys.
@@ -119,6 +128,7 @@ impl AggregatorConfig {
             links: self.links_topic.clone(),
             clients: self.clients_topic.clone(),
             counts: self.link_counts_topic.clone(),
+            api_keys: self.api_keys_topic.clone(),
         }
     }
 

@@ -17,10 +17,14 @@
 //! - [`mirror`]: the link registry and client states mirrored into ClickHouse.
 //! - [`migrations`]: the versioned SQL in `infra/migrations/`.
 //! - [`status`]: consumer lag and event-time freshness (`/v1/status`, gauges).
+//! - [`auth`]: API keys and who may read what.
+//! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
 //! - [`stats`], [`api`]: the HTTP endpoints; [`admin`]: clients, link status, batches.
 
 pub mod admin;
 pub mod api;
+pub mod auth;
+pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;

@@ -32,6 +32,11 @@ async fn main() -> anyhow::Result<()> {
     if matches!(config.command, Some(Command::Migrate)) {
         return Ok(());
     }
+    let admin_key = match config.admin_key.clone() {
+        Some(k) if k.len() >= 16 => k,
+        Some(_) => anyhow::bail!("RICOCHET_ADMIN_KEY must be at least 16 characters"),
+        None => anyhow::bail!("RICOCHET_ADMIN_KEY is required to serve the API (e.g. `openssl rand -hex 32`)"),
+    };
 
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -47,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
             TopicSpec { name: config.links_topic.clone(), partitions: 1, compacted: true },
             TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
             TopicSpec { name: config.link_counts_topic.clone(), partitions: 1, compacted: true },
+            TopicSpec { name: config.api_keys_topic.clone(), partitions: 1, compacted: true },
             TopicSpec { name: config.dead_letter_topic.clone(), partitions: 1, compacted: false },
         ],
     )
@@ -86,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let state = Arc::new(ApiState {
+        admin_key,
+        cache: ricochet_aggregator::cache::ResponseCache::default(),
         links,
         writer: writer.clone(),
         tail: Some(tail),

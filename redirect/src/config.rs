@@ -21,6 +21,10 @@ pub struct RedirectConfig {
     #[arg(long, env = "RICOCHET_LINKS_TOPIC", default_value = "links")]
     pub links_topic: String,
 
+    /// Compacted topic of clients' API keys (hashed).
+    #[arg(long, env = "RICOCHET_API_KEYS_TOPIC", default_value = "api_keys")]
+    pub api_keys_topic: String,
+
     /// Compacted topic of click counts for links with a click limit (aggregator → edges).
     #[arg(long, env = "RICOCHET_LINK_COUNTS_TOPIC", default_value = "link_counts")]
     pub link_counts_topic: String,
@@ -59,6 +63,7 @@ impl RedirectConfig {
             links: self.links_topic.clone(),
             clients: self.clients_topic.clone(),
             counts: self.link_counts_topic.clone(),
+            api_keys: self.api_keys_topic.clone(),
         }
     }
 

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             TopicSpec { name: config.links_topic.clone(), partitions: 1, compacted: true },
             TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
             TopicSpec { name: config.link_counts_topic.clone(), partitions: 1, compacted: true },
+            TopicSpec { name: config.api_keys_topic.clone(), partitions: 1, compacted: true },
         ],
     )
     .await

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use ricochet_schemas::{ClientId, ClientRecord, ClientStatus, LinkCode, LinkCount, LinkId, LinkRecord, LinkStatus};
+use ricochet_schemas::{
+    ApiKeyRecord, ClientId, ClientRecord, ClientStatus, LinkCode, LinkCount, LinkId, LinkRecord, LinkStatus,
+};
 
 /// All links, by code (the redirect path) and by id (the API), and all clients.
 ///
@@ -16,6 +18,8 @@ pub struct Registry {
     clients: DashMap<ClientId, Arc<ClientRecord>>,
     /// Clicks counted so far for links with a click limit, fed back by the aggregator.
     counts: DashMap<LinkId, i64>,
+    /// API keys by the hex SHA-256 of the key.
+    api_keys: DashMap<String, Arc<ApiKeyRecord>>,
 }
 
 impl Registry {
@@ -75,6 +79,20 @@ impl Registry {
             .filter(|r| r.click_limit.is_some() && r.status == LinkStatus::Active)
             .map(|r| r.value().clone())
             .collect()
+    }
+
+    pub fn apply_api_key(&self, key: ApiKeyRecord) {
+        self.api_keys.insert(key.key_hash.clone(), Arc::new(key));
+    }
+
+    /// The client an unrevoked API key (given by its hash) belongs to.
+    pub fn api_key_client(&self, key_hash: &str) -> Option<ClientId> {
+        self.api_keys.get(key_hash).filter(|k| !k.revoked).map(|k| k.client_id.clone())
+    }
+
+    /// The links of one client (for campaign listings); a scan, so callers cache.
+    pub fn links_of(&self, client_id: &str) -> Vec<Arc<LinkRecord>> {
+        self.by_id.iter().filter(|r| r.client_id.as_str() == client_id).map(|r| r.value().clone()).collect()
     }
 
     pub fn contains_code(&self, code: &str) -> bool {

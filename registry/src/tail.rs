@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use ricochet_schemas::{ClientRecord, Codec, LinkCount, LinkRecord};
+use ricochet_schemas::{ApiKeyRecord, ClientRecord, Codec, CodecError, LinkCount, LinkRecord};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,7 @@ impl RegistryTail {
         let consumer = Arc::new(consumer);
 
         let mut targets = Vec::new();
-        for topic in [&topics.links, &topics.clients, &topics.counts] {
+        for topic in [&topics.links, &topics.clients, &topics.counts, &topics.api_keys] {
             let consumer = consumer.clone();
             let topic = topic.clone();
             // Metadata and watermark calls block on the network.
@@ -90,11 +90,7 @@ impl RegistryTail {
 
         let ready = Arc::new(AtomicBool::new(false));
         let tail = RegistryTail { ready: ready.clone() };
-        let links = Codec::<LinkRecord>::new();
-        let clients = Codec::<ClientRecord>::new();
-        let counts = Codec::<LinkCount>::new();
-        let clients_topic = topics.clients.clone();
-        let counts_topic = topics.counts.clone();
+        let decoders = Decoders::new(topics);
         let mut remaining: Vec<(String, i32, i64)> = targets.into_iter().filter(|(_, _, high)| *high > 0).collect();
         if remaining.is_empty() {
             ready.store(true, Ordering::Release);
@@ -116,31 +112,13 @@ impl RegistryTail {
                 // Tombstones (no payload) are ignored: links and clients are retired by
                 // status, never deleted by key.
                 if let Some(payload) = message.payload() {
-                    let version = message.offset();
-                    if message.topic() == counts_topic {
-                        match counts.decode(payload) {
-                            Ok(c) => table.apply_count(c),
-                            Err(e) => tracing::error!(error = %e, "registry tail: undecodable link count skipped"),
-                        }
-                    }
-                    let change = if message.topic() == counts_topic {
-                        Ok(None)
-                    } else if message.topic() == clients_topic {
-                        clients.decode(payload).map(|c| Some(RegistryChange::Client(c, version)))
-                    } else {
-                        links.decode(payload).map(|l| Some(RegistryChange::Link(l, version)))
-                    };
-                    match change {
-                        Ok(None) => {}
+                    match decoders.apply(&table, message.topic(), payload, message.offset()) {
                         Ok(Some(change)) => {
-                            match &change {
-                                RegistryChange::Link(l, _) => table.apply(l.clone()),
-                                RegistryChange::Client(c, _) => table.apply_client(c.clone()),
-                            }
                             if let Some(tx) = &changes {
                                 let _ = tx.send(change).await;
                             }
                         }
+                        Ok(None) => {}
                         Err(e) => {
                             metrics::counter!("ricochet_registry_undecodable_total").increment(1);
                             tracing::error!(error = %e, topic = message.topic(), offset = message.offset(), "registry tail: undecodable record skipped");
@@ -162,6 +140,52 @@ impl RegistryTail {
     }
 }
 
+/// One decoder per registry topic.
+struct Decoders {
+    topics: RegistryTopics,
+    links: Codec<LinkRecord>,
+    clients: Codec<ClientRecord>,
+    counts: Codec<LinkCount>,
+    api_keys: Codec<ApiKeyRecord>,
+}
+
+impl Decoders {
+    fn new(topics: &RegistryTopics) -> Self {
+        Decoders {
+            topics: topics.clone(),
+            links: Codec::new(),
+            clients: Codec::new(),
+            counts: Codec::new(),
+            api_keys: Codec::new(),
+        }
+    }
+
+    /// Decodes a record by its topic and applies it; returns what a mirror needs to see.
+    fn apply(
+        &self,
+        table: &Registry,
+        topic: &str,
+        payload: &[u8],
+        version: i64,
+    ) -> Result<Option<RegistryChange>, CodecError> {
+        if topic == self.topics.links {
+            let link = self.links.decode(payload)?;
+            table.apply(link.clone());
+            Ok(Some(RegistryChange::Link(link, version)))
+        } else if topic == self.topics.clients {
+            let client = self.clients.decode(payload)?;
+            table.apply_client(client.clone());
+            Ok(Some(RegistryChange::Client(client, version)))
+        } else if topic == self.topics.counts {
+            table.apply_count(self.counts.decode(payload)?);
+            Ok(None)
+        } else {
+            table.apply_api_key(self.api_keys.decode(payload)?);
+            Ok(None)
+        }
+    }
+}
+
 /// A record the tail applied, with its offset (a version that only grows per key).
 #[derive(Clone, Debug)]
 pub enum RegistryChange {
@@ -176,6 +200,8 @@ pub struct RegistryTopics {
     pub clients: String,
     /// Click counts of limited links, fed back by the aggregator.
     pub counts: String,
+    /// Clients' API keys, hashed.
+    pub api_keys: String,
 }
 
 fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(String, i32, i64)>, TailError> {

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use ricochet_schemas::{CampaignId, ClientId, ClientRecord, Codec, CodecError, LinkCount, LinkId, LinkRecord, LinkStatus};
+use ricochet_schemas::{
+    ApiKeyRecord, CampaignId, ClientId, ClientRecord, Codec, CodecError, LinkCount, LinkId, LinkRecord, LinkStatus,
+};
 
 use crate::destination::Destination;
 use crate::table::Registry;
@@ -40,6 +42,7 @@ pub struct RegistryWriter {
     links: Codec<LinkRecord>,
     clients: Codec<ClientRecord>,
     counts: Codec<LinkCount>,
+    api_keys: Codec<ApiKeyRecord>,
     ack_timeout: Duration,
 }
 
@@ -58,6 +61,7 @@ impl RegistryWriter {
             links: Codec::new(),
             clients: Codec::new(),
             counts: Codec::new(),
+            api_keys: Codec::new(),
             ack_timeout: Duration::from_secs(10),
         })
     }
@@ -114,6 +118,12 @@ impl RegistryWriter {
     pub async fn put_count(&self, count: &LinkCount) -> Result<(), RegistryError> {
         let payload = self.counts.encode(count)?;
         self.send(&self.topics.counts, count.link_id.as_str(), &payload).await
+    }
+
+    /// Publishes a (hashed) API key record.
+    pub async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), RegistryError> {
+        let payload = self.api_keys.encode(key)?;
+        self.send(&self.topics.api_keys, &key.key_hash, &payload).await
     }
 
     async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), RegistryError> {

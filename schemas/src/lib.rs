@@ -14,12 +14,14 @@
 //! - [`codec`]: the schema table and the generic encode/decode with schema resolution.
 //! - [`click`]: `ClickEvent` (v1, v2), published by the edge to the `clicks` topic.
 //! - [`link`]: `LinkRecord`, the registry's record on the compacted `links` topic.
+//! - [`api_key`]: `ApiKeyRecord`, a client's hashed API key on the compacted `api_keys` topic.
 //! - [`client`]: `ClientRecord`, a sender's state on the compacted `clients` topic.
 //!
 //! Evolution rules (checked by `tests/evolution.rs`): a new version may only add
 //! fields that have a default, and may only remove fields that had one; ids are
 //! never reused.
 
+pub mod api_key;
 pub mod click;
 pub mod client;
 pub mod codec;
@@ -27,6 +29,7 @@ pub mod framing;
 pub mod ids;
 pub mod link;
 
+pub use api_key::ApiKeyRecord;
 pub use click::{ClickEvent, EventType, RecipientToken};
 pub use client::{ClientRecord, ClientStatus};
 pub use codec::{Codec, CodecError, SchemaId};

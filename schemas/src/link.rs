@@ -123,8 +123,11 @@ impl Contract for LinkCount {
 
     fn from_avro(record: Value) -> Result<Self, CodecError> {
         let mut f = Fields::new(Self::NAME, record)?;
-        let link_id = LinkId::parse(f.string("link_id")?)
-            .map_err(|e| CodecError::Shape { contract: Self::NAME, field: "link_id", problem: e.to_string() })?;
+        let link_id = LinkId::parse(f.string("link_id")?).map_err(|e| CodecError::Shape {
+            contract: Self::NAME,
+            field: "link_id",
+            problem: e.to_string(),
+        })?;
         Ok(LinkCount { link_id, clicks: f.long("clicks")?, as_of_ms: f.long("as_of")? })
     }
 }

@@ -6,7 +6,7 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use ricochet_schemas::codec::Contract;
-use ricochet_schemas::{ClickEvent, ClientRecord, LinkCount, LinkRecord};
+use ricochet_schemas::{ApiKeyRecord, ClickEvent, ClientRecord, LinkCount, LinkRecord};
 
 fn assert_all_versions_mutually_readable<T: Contract>() {
     let schemas: Vec<(u32, Schema)> =
@@ -28,6 +28,7 @@ fn published_versions_are_mutually_readable() {
     assert_all_versions_mutually_readable::<LinkRecord>();
     assert_all_versions_mutually_readable::<ClientRecord>();
     assert_all_versions_mutually_readable::<LinkCount>();
+    assert_all_versions_mutually_readable::<ApiKeyRecord>();
 }
 
 /// The rule the check above enforces, shown on a candidate next version: adding a

@@ -150,3 +150,19 @@ fn link_count_v1_round_trips() {
     check_golden("link_count.v1.hex", &bytes);
     assert_eq!(codec.decode(&bytes).unwrap(), count);
 }
+
+#[test]
+fn api_key_v1_round_trips() {
+    let key = ApiKeyRecord {
+        key_hash: "ab".repeat(32),
+        client_id: ClientId::parse("acme").unwrap(),
+        label: Some("dashboard".into()),
+        revoked: false,
+        created_at_ms: 1_732_233_600_000,
+    };
+    let codec = Codec::<ApiKeyRecord>::new();
+    let bytes = codec.encode(&key).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, 6]);
+    check_golden("api_key.v1.hex", &bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), key);
+}

@@ -15,9 +15,23 @@ pub struct Link {
     pub tracking_url: String,
 }
 
-/// An HTTP client that never follows redirects: the 302 is what we test.
+/// The admin key every test aggregator is started with.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// An HTTP client that never follows redirects (the 302 is what we test) and
+/// authenticates as the admin.
 pub fn http() -> reqwest::Client {
+    http_as(Some(ADMIN_KEY))
+}
+
+/// Like [`http`], with another key, or none.
+pub fn http_as(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header value"));
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(30))
@@ -41,9 +55,7 @@ pub async fn create_link(api: &str, client_id: &str, campaign_id: &str, destinat
 /// `GET /v1/links/{id}/stats` over `[from, to)` Unix seconds, by minute.
 pub async fn link_stats(api: &str, link_id: &str, from: i64, to: i64) -> Value {
     let r = http()
-        .get(format!(
-            "{api}/v1/links/{link_id}/stats?from={from}&to={to}&granularity=minute"
-        ))
+        .get(format!("{api}/v1/links/{link_id}/stats?from={from}&to={to}&granularity=minute"))
         .send()
         .await
         .expect("GET stats");
@@ -56,26 +68,16 @@ pub fn total_clicks(stats: &Value) -> u64 {
 }
 
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// `GET /v1/status` of an aggregator.
 pub async fn status(api: &str) -> Value {
-    let r = http()
-        .get(format!("{api}/v1/status"))
-        .send()
-        .await
-        .expect("GET /v1/status");
+    let r = http().get(format!("{api}/v1/status")).send().await.expect("GET /v1/status");
     assert!(r.status().is_success(), "status: {}", r.status());
     r.json().await.expect("status JSON")
 }
@@ -92,19 +94,10 @@ pub async fn owned_partitions(api: &str) -> Vec<i64> {
 
 /// The sum of every sample of a Prometheus metric (all label sets), 0 if absent.
 pub async fn metric(api: &str, name: &str) -> f64 {
-    let text = http()
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text =
+        http().get(format!("{api}/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics text");
     text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }

@@ -11,9 +11,7 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use ricochet_schemas::{
-    CampaignId, ClickEvent, ClientId, Codec, EventId, EventType, LinkId, RecipientToken,
-};
+use ricochet_schemas::{CampaignId, ClickEvent, ClientId, Codec, EventId, EventType, LinkId, RecipientToken};
 
 use crate::servers::ClickHouse;
 
@@ -27,11 +25,7 @@ pub struct Target {
 
 impl Target {
     pub fn new(client_id: &str, campaign_id: &str, link_id: &str) -> Target {
-        Target {
-            client_id: client_id.into(),
-            campaign_id: campaign_id.into(),
-            link_id: link_id.into(),
-        }
+        Target { client_id: client_id.into(), campaign_id: campaign_id.into(), link_id: link_id.into() }
     }
 
     /// `clients` clients with `links` links each, so that the load (keyed by
@@ -39,9 +33,7 @@ impl Target {
     pub fn many(clients: usize, links: usize) -> Vec<Target> {
         (0..clients)
             .flat_map(|c| {
-                (0..links).map(move |l| {
-                    Target::new(&format!("client-{c}"), "camp", &format!("link-{c}-{l}"))
-                })
+                (0..links).map(move |l| Target::new(&format!("client-{c}"), "camp", &format!("link-{c}-{l}")))
             })
             .collect()
     }
@@ -105,11 +97,7 @@ impl Feed {
             .set("linger.ms", "5")
             .create()
             .expect("producer");
-        Feed {
-            producer,
-            codec: Arc::new(Codec::new()),
-            topic: "clicks".into(),
-        }
+        Feed { producer, codec: Arc::new(Codec::new()), topic: "clicks".into() }
     }
 
     /// Sends every event and waits for the broker; panics if one is refused,
@@ -118,9 +106,7 @@ impl Feed {
         let mut deliveries = Vec::with_capacity(events.len());
         for event in events {
             let payload = self.codec.encode(event).expect("encode");
-            let mut record = FutureRecord::to(&self.topic)
-                .key(event.client_id.as_str())
-                .payload(&payload);
+            let mut record = FutureRecord::to(&self.topic).key(event.client_id.as_str()).payload(&payload);
             let delivery = loop {
                 match self.producer.send_result(record) {
                     Ok(d) => break d,
@@ -164,9 +150,8 @@ impl Load {
             let mut i = 0usize;
             while !s.load(Ordering::Relaxed) {
                 let now_ms = crate::client::now_millis();
-                let events: Vec<ClickEvent> = (0..per_tick)
-                    .map(|k| targets[(i + k) % targets.len()].click(now_ms))
-                    .collect();
+                let events: Vec<ClickEvent> =
+                    (0..per_tick).map(|k| targets[(i + k) % targets.len()].click(now_ms)).collect();
                 i += per_tick;
                 let mut batch = Tally::default();
                 let started = std::time::Instant::now();
@@ -176,12 +161,7 @@ impl Load {
                 tokio::time::sleep(tick.saturating_sub(started.elapsed())).await;
             }
         });
-        Load {
-            stop,
-            sent,
-            tally,
-            task,
-        }
+        Load { stop, sent, tally, task }
     }
 
     /// Clicks acknowledged so far.
@@ -247,14 +227,9 @@ pub async fn assert_counted_exactly(ch: &ClickHouse, tally: &Tally, within: Dura
     }
     // Nothing counted twice by a late flush or a ghost insert.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rollup_per_link(ch).await, tally.per_link, "rollups moved after converging");
     assert_eq!(
-        rollup_per_link(ch).await,
-        tally.per_link,
-        "rollups moved after converging"
-    );
-    assert_eq!(
-        ch.number("SELECT count(DISTINCT event_id) FROM click_events")
-            .await,
+        ch.number("SELECT count(DISTINCT event_id) FROM click_events").await,
         tally.total(),
         "distinct raw events"
     );

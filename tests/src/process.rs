@@ -26,14 +26,8 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            log: log.to_owned(),
-        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Proc { name: name.to_owned(), child: Some(child), log: log.to_owned() }
     }
 
     pub fn pid(&self) -> u32 {
@@ -42,25 +36,26 @@ impl Proc {
 
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        // Backtrace frames bury the message that matters.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                !l.trim_start().starts_with("at ")
+                    && l.trim_start().split(':').next().is_none_or(|n| n.parse::<u32>().is_err())
+            })
+            .collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Panics with the log tail if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(child) = self.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{} exited early ({status}); log:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
+                panic!("{} exited early ({status}); log:\n{}", self.name, self.log_tail());
             }
         }
     }

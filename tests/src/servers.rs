@@ -42,10 +42,7 @@ impl ClickHouse {
 
     fn spawn(dir: &Path, http_port: u16, tcp_port: u16) -> Proc {
         let mut cmd = Command::new(repo_root().join("infra/clickhouse/run.sh"));
-        cmd.arg(dir)
-            .arg(http_port.to_string())
-            .arg(tcp_port.to_string())
-            .arg(free_port().to_string());
+        cmd.arg(dir).arg(http_port.to_string()).arg(tcp_port.to_string()).arg(free_port().to_string());
         std::fs::create_dir_all(dir).expect("clickhouse dir");
         Proc::spawn("clickhouse-server", cmd, &dir.join("run.log"))
     }
@@ -68,17 +65,13 @@ impl ClickHouse {
             }
             if !self.proc.is_running() {
                 let err_log =
-                    std::fs::read_to_string(self.dir.join("log/clickhouse-server.err.log"))
-                        .unwrap_or_default();
+                    std::fs::read_to_string(self.dir.join("log/clickhouse-server.err.log")).unwrap_or_default();
                 let tail: Vec<&str> = err_log.lines().rev().take(5).collect();
                 return Err(format!("{}\n{}", self.proc.log_tail(), tail.join("\n")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(format!(
-            "no answer to /ping within 60 s\n{}",
-            self.proc.log_tail()
-        ))
+        Err(format!("no answer to /ping within 60 s\n{}", self.proc.log_tail()))
     }
 
     pub fn url(&self) -> String {
@@ -87,12 +80,7 @@ impl ClickHouse {
 
     /// Runs SQL over HTTP and returns the body; errors carry ClickHouse's message.
     pub async fn query(&self, sql: &str) -> anyhow::Result<String> {
-        let r = self
-            .http
-            .post(self.url())
-            .body(sql.to_owned())
-            .send()
-            .await?;
+        let r = self.http.post(self.url()).body(sql.to_owned()).send().await?;
         let status = r.status();
         let body = r.text().await?;
         anyhow::ensure!(status.is_success(), "clickhouse {status}: {body}");
@@ -101,13 +89,8 @@ impl ClickHouse {
 
     /// A single number, e.g. `SELECT count() FROM t`.
     pub async fn number(&self, sql: &str) -> u64 {
-        let body = self
-            .query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        body.trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{sql}: not a number {body:?}: {e}"))
+        let body = self.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        body.trim().parse().unwrap_or_else(|e| panic!("{sql}: not a number {body:?}: {e}"))
     }
 
     /// Stops the server (SIGTERM, then SIGKILL): an outage.
@@ -133,11 +116,7 @@ impl Kafka {
     pub async fn start(dir: &Path) -> Kafka {
         for attempt in 1.. {
             let port = free_port();
-            let mut k = Kafka {
-                proc: Self::spawn(dir, port),
-                dir: dir.to_owned(),
-                port,
-            };
+            let mut k = Kafka { proc: Self::spawn(dir, port), dir: dir.to_owned(), port };
             match k.try_wait_ready().await {
                 Ok(()) => return k,
                 Err(log) if attempt < 3 => {
@@ -152,9 +131,7 @@ impl Kafka {
     fn spawn(dir: &Path, port: u16) -> Proc {
         std::fs::create_dir_all(dir).expect("kafka dir");
         let mut cmd = Command::new(repo_root().join("infra/kafka/run.sh"));
-        cmd.arg(dir)
-            .arg(port.to_string())
-            .args(["--group-initial-rebalance-delay", "0s"]);
+        cmd.arg(dir).arg(port.to_string()).args(["--group-initial-rebalance-delay", "0s"]);
         Proc::spawn("nisshi", cmd, &dir.join("run.log"))
     }
 
@@ -175,10 +152,7 @@ impl Kafka {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(format!(
-            "not listening within 60 s\n{}",
-            self.proc.log_tail()
-        ))
+        Err(format!("not listening within 60 s\n{}", self.proc.log_tail()))
     }
 
     pub fn brokers(&self) -> String {
@@ -209,18 +183,10 @@ pub struct Servers {
 
 impl Servers {
     pub async fn start() -> Servers {
-        let dir = tempfile::Builder::new()
-            .prefix("ricochet-test-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("ricochet-test-").tempdir().expect("tempdir");
         let (ch_dir, kafka_dir) = (dir.path().join("clickhouse"), dir.path().join("kafka"));
-        let (clickhouse, kafka) =
-            tokio::join!(ClickHouse::start(&ch_dir), Kafka::start(&kafka_dir));
-        Servers {
-            clickhouse,
-            kafka,
-            dir,
-        }
+        let (clickhouse, kafka) = tokio::join!(ClickHouse::start(&ch_dir), Kafka::start(&kafka_dir));
+        Servers { clickhouse, kafka, dir }
     }
 
     pub fn path(&self) -> &Path {
@@ -229,11 +195,7 @@ impl Servers {
 
     /// Keeps the directory (and its logs) after the test, for debugging.
     pub fn keep(self) -> PathBuf {
-        let Servers {
-            clickhouse,
-            kafka,
-            dir,
-        } = self;
+        let Servers { clickhouse, kafka, dir } = self;
         drop((clickhouse, kafka));
         dir.keep()
     }

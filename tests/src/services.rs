@@ -12,16 +12,9 @@ use crate::{free_port, repo_root};
 pub fn bin(name: &str) -> PathBuf {
     // The test executable lives in target/<profile>/deps/.
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
     let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` first (infra/test.sh does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (infra/test.sh does)", path.display());
     path
 }
 
@@ -48,11 +41,7 @@ impl Service {
             self.proc.assert_running();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!(
-            "service at {} not ready within 60 s:\n{}",
-            self.url(),
-            self.proc.log_tail()
-        );
+        panic!("service at {} not ready within 60 s:\n{}", self.url(), self.proc.log_tail());
     }
 }
 
@@ -63,6 +52,9 @@ fn command(name: &str, servers: &Servers, port: u16, env: &[(&str, String)]) -> 
         .env("RICOCHET_KAFKA_BROKERS", servers.kafka.brokers())
         .env("RICOCHET_CLICKHOUSE_URL", servers.clickhouse.url())
         .env("RICOCHET_CLICKS_PARTITIONS", crate::PARTITIONS.to_string())
+        .env("RICOCHET_ADMIN_KEY", crate::client::ADMIN_KEY)
+        // The error, not a backtrace, is what a failing test should show.
+        .env("RUST_BACKTRACE", "0")
         .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
     for (k, v) in env {
         cmd.env(k, v);
@@ -77,10 +69,7 @@ pub async fn redirect(servers: &Servers, name: &str, env: &[(&str, String)]) -> 
     cmd.env("RICOCHET_NODE_ID", name);
     // Each edge gets its own spool, kept across restarts of the same name.
     if !env.iter().any(|(k, _)| *k == "RICOCHET_SPOOL_DIR") {
-        cmd.env(
-            "RICOCHET_SPOOL_DIR",
-            servers.path().join(format!("{name}-spool")),
-        );
+        cmd.env("RICOCHET_SPOOL_DIR", servers.path().join(format!("{name}-spool")));
     }
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };

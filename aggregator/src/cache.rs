@@ -1,0 +1,84 @@
+//! Answers that thousands of polling dashboards can share.
+//!
+//! Identical requests within a second get the same answer from memory, and
+//! identical requests that arrive while it is being computed wait for that one
+//! computation instead of starting their own (moka's `try_get_with` coalesces
+//! them), so ClickHouse sees at most one query per distinct request per
+//! second however many screens poll. Every answer carries an `ETag`; a poll
+//! that sends it back in `If-None-Match` gets a bodyless 304.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::api::ApiError;
+
+/// How old an answer may be. Also what `Cache-Control: max-age` says.
+pub const FRESHNESS: Duration = Duration::from_secs(1);
+
+pub struct Cached {
+    body: Vec<u8>,
+    etag: HeaderValue,
+}
+
+pub struct ResponseCache {
+    inner: moka::future::Cache<String, Arc<Cached>>,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl ResponseCache {
+    pub fn new(capacity: u64) -> Self {
+        ResponseCache { inner: moka::future::Cache::builder().max_capacity(capacity).time_to_live(FRESHNESS).build() }
+    }
+
+    /// The answer for `key`: from memory if at most [`FRESHNESS`] old, else
+    /// computed once for every caller waiting on the same key.
+    pub async fn respond<F, Fut>(&self, key: String, headers: &HeaderMap, compute: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<serde_json::Value, ApiError>>,
+    {
+        let cached = self
+            .inner
+            .try_get_with(key, async move {
+                let value = compute().await?;
+                let body = serde_json::to_vec(&value).expect("JSON values serialize");
+                let digest = Sha256::digest(&body);
+                let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
+                    .expect("hex is a valid header");
+                Ok::<_, ApiError>(Arc::new(Cached { body, etag }))
+            })
+            .await
+            .map_err(|e: Arc<ApiError>| (*e).clone())?;
+        let not_modified = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|tag| tag.trim() == cached.etag.to_str().unwrap_or_default()));
+        let cache_control = HeaderValue::from_static("private, max-age=1");
+        if not_modified {
+            return Ok((
+                StatusCode::NOT_MODIFIED,
+                [(header::ETAG, cached.etag.clone()), (header::CACHE_CONTROL, cache_control)],
+            )
+                .into_response());
+        }
+        Ok((
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (header::ETAG, cached.etag.clone()),
+                (header::CACHE_CONTROL, cache_control),
+            ],
+            cached.body.clone(),
+        )
+            .into_response())
+    }
+}
