@@ -21,54 +21,26 @@ async fn unknown_codes_get_404_and_malformed_creates_get_400_with_a_reason() {
 
     // Unknown, malformed and overlong codes: 404, never a redirect.
     for path in ["ZZZZZZZZ", "abc", "has-dash!", &"x".repeat(5000)] {
-        let r = http
-            .get(format!("{}/{path}", edge.url()))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(format!("{}/{path}", edge.url())).send().await.unwrap();
         assert_eq!(r.status(), 404, "GET /{}", &path[..path.len().min(20)]);
-        assert!(
-            r.headers().get("location").is_none(),
-            "a 404 carries no Location"
-        );
+        assert!(r.headers().get("location").is_none(), "a 404 carries no Location");
         assert!(r.text().await.unwrap().contains("Link not found"));
     }
 
     let post = |body: String| {
         let (http, url) = (http.clone(), format!("{}/v1/links", aggregator.url()));
         async move {
-            let r = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let r = http.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
             let status = r.status().as_u16();
             let body: Value = r.json().await.unwrap_or(Value::Null);
-            (
-                status,
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
+            (status, body["error"]["message"].as_str().unwrap_or_default().to_owned())
         }
     };
     let cases = [
         ("{not json", "invalid JSON body"),
-        (
-            r#"{"client_id":"acme","campaign_id":"c"}"#,
-            "missing field `destination_url`",
-        ),
-        (
-            r#"{"client_id":"acme","campaign_id":"c","destination_url":"javascript:alert(1)"}"#,
-            "must use http or https",
-        ),
-        (
-            r#"{"client_id":"acme","campaign_id":"c","destination_url":"https://u:p@x.example/"}"#,
-            "credentials",
-        ),
+        (r#"{"client_id":"acme","campaign_id":"c"}"#, "missing field `destination_url`"),
+        (r#"{"client_id":"acme","campaign_id":"c","destination_url":"javascript:alert(1)"}"#, "must use http or https"),
+        (r#"{"client_id":"acme","campaign_id":"c","destination_url":"https://u:p@x.example/"}"#, "credentials"),
         (
             r#"{"client_id":"ac me","campaign_id":"c","destination_url":"https://x.example/"}"#,
             "client_id may only contain",
@@ -85,43 +57,19 @@ async fn unknown_codes_get_404_and_malformed_creates_get_400_with_a_reason() {
     for (body, expected) in cases {
         let (status, message) = post(body.to_owned()).await;
         assert_eq!(status, 400, "{body}");
-        assert!(
-            message.contains(expected),
-            "{body}: message {message:?} should mention {expected:?}"
-        );
+        assert!(message.contains(expected), "{body}: message {message:?} should mention {expected:?}");
     }
     // Nothing invalid reached the registry; a valid create still works.
     let link = client::create_link(&aggregator.url(), "acme", "c", "https://x.example/").await;
-    let r = http
-        .get(format!("{}/v1/links/{}", aggregator.url(), link.link_id))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/v1/links/{}", aggregator.url(), link.link_id)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{}/v1/links/nope/stats", aggregator.url()))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/v1/links/nope/stats", aggregator.url())).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = http
-        .get(format!(
-            "{}/v1/links/{}/stats?from=yesterday",
-            aggregator.url(),
-            link.link_id
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        http.get(format!("{}/v1/links/{}/stats?from=yesterday", aggregator.url(), link.link_id)).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("RFC 3339"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("RFC 3339"), "{body}");
 }
 
 fn event(link: &str) -> ClickEvent {
@@ -148,19 +96,14 @@ fn event(link: &str) -> ClickEvent {
 async fn poison_messages_are_set_aside_counted_and_do_not_stop_the_aggregator() {
     let servers = Servers::start().await;
     let aggregator = services::aggregator(&servers, "aggregator", &[]).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", servers.kafka.brokers())
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", servers.kafka.brokers()).create().unwrap();
     let codec = Codec::<ClickEvent>::new();
     let send = |payload: Vec<u8>| {
         let producer = producer.clone();
         async move {
             producer
-                .send(
-                    FutureRecord::to("clicks").key("acme").payload(&payload),
-                    Duration::from_secs(10),
-                )
+                .send(FutureRecord::to("clicks").key("acme").payload(&payload), Duration::from_secs(10))
                 .await
                 .map_err(|(e, _)| e)
                 .unwrap();
@@ -177,25 +120,11 @@ async fn poison_messages_are_set_aside_counted_and_do_not_stop_the_aggregator() 
     send(codec.encode(&ancient).unwrap()).await;
 
     let ch = &servers.clickhouse;
-    eventually(
-        "the 3 valid clicks to be counted",
-        Duration::from_secs(30),
-        || async {
-            (ch.number("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = 'l1'")
-                .await
-                == 3)
-                .then_some(())
-        },
-    )
+    eventually("the 3 valid clicks to be counted", Duration::from_secs(30), || async {
+        (ch.number("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = 'l1'").await == 3).then_some(())
+    })
     .await;
-    let metrics = http()
-        .get(format!("{}/metrics", aggregator.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http().get(format!("{}/metrics", aggregator.url())).send().await.unwrap().text().await.unwrap();
     let poison = metrics
         .lines()
         .find(|l| l.starts_with("ricochet_aggregator_poison_messages_total"))
@@ -215,11 +144,8 @@ async fn poison_messages_are_set_aside_counted_and_do_not_stop_the_aggregator() 
     while reasons.len() < 3 && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let headers = m.headers().expect("dead letters carry headers");
-            let reason = headers
-                .iter()
-                .find(|h| h.key == "ricochet.reason")
-                .and_then(|h| h.value)
-                .expect("reason header");
+            let reason =
+                headers.iter().find(|h| h.key == "ricochet.reason").and_then(|h| h.value).expect("reason header");
             reasons.push(String::from_utf8_lossy(reason).into_owned());
         }
     }
@@ -230,15 +156,8 @@ async fn poison_messages_are_set_aside_counted_and_do_not_stop_the_aggregator() 
 
     // And it keeps going.
     send(codec.encode(&event("l1")).unwrap()).await;
-    eventually(
-        "a click after the poison to be counted",
-        Duration::from_secs(30),
-        || async {
-            (ch.number("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = 'l1'")
-                .await
-                == 4)
-                .then_some(())
-        },
-    )
+    eventually("a click after the poison to be counted", Duration::from_secs(30), || async {
+        (ch.number("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = 'l1'").await == 4).then_some(())
+    })
     .await;
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use ricochet_registry::token::mint_with_client_key;
 use ricochet_schemas::RecipientId;
 use ricochet_tests::client::{self, http};
+use ricochet_tests::eventually;
 use ricochet_tests::servers::Servers;
 use ricochet_tests::services::{self, Service};
-use ricochet_tests::eventually;
 use serde_json::{json, Value};
 
 const TOKEN_KEYS: &str = "k2:2222222222222222222222222222222222222222222222222222222222222222,k1:1111111111111111111111111111111111111111111111111111111111111111";
@@ -113,14 +113,20 @@ async fn link_status_batches_tokens_opens_and_prefetchers() {
     let last = created.last().unwrap()["code"].as_str().unwrap().to_owned();
     until_all(&[&edge], &last, 302).await;
     let mut bad = items_with_one_bad();
-    let r = http().post(format!("{}/v1/links:batch", api.url())).json(&json!({ "links": bad.split_off(0) })).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/links:batch", api.url()))
+        .json(&json!({ "links": bad.split_off(0) }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let report: Value = r.json().await.unwrap();
     assert_eq!(report["error"]["items"][0]["index"], 2, "{report}");
     assert!(report["error"]["message"].as_str().unwrap().contains("none were created"));
 
     // Signed recipient tokens: the client mints them with its own key.
-    let keys: Value = http().get(format!("{}/v1/clients/acme/token-keys", api.url())).send().await.unwrap().json().await.unwrap();
+    let keys: Value =
+        http().get(format!("{}/v1/clients/acme/token-keys", api.url())).send().await.unwrap().json().await.unwrap();
     let kid = keys["keys"][0]["kid"].as_str().unwrap().to_owned();
     let key = hex_decode(keys["keys"][0]["key"].as_str().unwrap());
     let token = mint_with_client_key(&kid, &key, &link.code, &RecipientId::parse("jane@example.com").unwrap());
@@ -137,12 +143,19 @@ async fn link_status_batches_tokens_opens_and_prefetchers() {
     assert_eq!(http().get(format!("{}/o/{}/{token}.gif", edge.url(), link.code)).send().await.unwrap().status(), 200);
     assert_eq!(http().get(format!("{}/o/ZZZZZZZZ.gif", edge.url())).send().await.unwrap().status(), 404);
     assert_eq!(http().head(format!("{}/{}", edge.url(), link.code)).send().await.unwrap().status(), 302);
-    let r = http().get(format!("{}/{}", edge.url(), link.code)).header("user-agent", "Slackbot-LinkExpanding 1.0").send().await.unwrap();
+    let r = http()
+        .get(format!("{}/{}", edge.url(), link.code))
+        .header("user-agent", "Slackbot-LinkExpanding 1.0")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
 
     // What reached ClickHouse: 3 token clicks (1 valid), 2 opens, 2 prefetches, plus the status probes.
     let ch = &servers.clickhouse;
-    let q = |cond: &str| format!("SELECT count(DISTINCT event_id) FROM click_events WHERE link_id = '{}' AND {cond}", link.link_id);
+    let q = |cond: &str| {
+        format!("SELECT count(DISTINCT event_id) FROM click_events WHERE link_id = '{}' AND {cond}", link.link_id)
+    };
     eventually("the opens to arrive", Duration::from_secs(30), || async {
         (ch.number(&q("event_type = 'open'")).await == 2).then_some(())
     })
@@ -151,7 +164,11 @@ async fn link_status_batches_tokens_opens_and_prefetchers() {
         (ch.number(&q("is_prefetch = 1")).await == 2).then_some(())
     })
     .await;
-    assert_eq!(ch.number(&q("recipient_token = 'valid' AND recipient_id = 'jane@example.com'")).await, 2, "click + open");
+    assert_eq!(
+        ch.number(&q("recipient_token = 'valid' AND recipient_id = 'jane@example.com'")).await,
+        2,
+        "click + open"
+    );
     assert_eq!(ch.number(&q("recipient_token = 'invalid' AND recipient_id = ''")).await, 2);
     let stats = client::link_stats(&api.url(), &link.link_id, client::now_secs() - 600, client::now_secs() + 120).await;
     eventually("the rollups to count opens and bots", Duration::from_secs(30), || {
@@ -222,6 +239,12 @@ async fn click_limits_close_links_approximately_and_the_registry_is_mirrored() {
         .unwrap();
     assert_eq!(patched.status(), 200);
     let ch = &servers.clickhouse;
-    let q = format!("SELECT count() FROM links FINAL WHERE link_id = '{}' AND status = 'paused' AND click_limit = {LIMIT}", link.link_id);
-    eventually("the paused link to be mirrored", Duration::from_secs(20), || async { (ch.number(&q).await == 1).then_some(()) }).await;
+    let q = format!(
+        "SELECT count() FROM links FINAL WHERE link_id = '{}' AND status = 'paused' AND click_limit = {LIMIT}",
+        link.link_id
+    );
+    eventually("the paused link to be mirrored", Duration::from_secs(20), || async {
+        (ch.number(&q).await == 1).then_some(())
+    })
+    .await;
 }

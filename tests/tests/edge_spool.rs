@@ -12,20 +12,12 @@ use ricochet_tests::{client, eventually, load};
 async fn distinct_events(servers: &Servers, link_id: &str) -> u64 {
     servers
         .clickhouse
-        .number(&format!(
-            "SELECT count(DISTINCT event_id) FROM click_events WHERE link_id = '{link_id}'"
-        ))
+        .number(&format!("SELECT count(DISTINCT event_id) FROM click_events WHERE link_id = '{link_id}'"))
         .await
 }
 
 /// Waits until at least `sent` distinct events of the link are in ClickHouse.
-async fn wait_for_events(
-    servers: &Servers,
-    link_id: &str,
-    sent: u64,
-    what: &str,
-    timeout: Duration,
-) -> u64 {
+async fn wait_for_events(servers: &Servers, link_id: &str, sent: u64, what: &str, timeout: Duration) -> u64 {
     eventually(what, timeout, || async {
         let n = distinct_events(servers, link_id).await;
         (n >= sent).then_some(n)
@@ -35,8 +27,7 @@ async fn wait_for_events(
 
 async fn setup(servers: &Servers) -> (Service, Service, client::Link) {
     let aggregator = services::aggregator(servers, "aggregator", &[]).await;
-    let link =
-        client::create_link(&aggregator.url(), "acme", "spool", "https://acme.example/").await;
+    let link = client::create_link(&aggregator.url(), "acme", "spool", "https://acme.example/").await;
     // Started after the link exists: ready means the link is loaded.
     let edge = services::redirect(servers, "edge", &[]).await;
     (aggregator, edge, link)
@@ -47,12 +38,7 @@ async fn a_broker_killed_during_a_minute_of_load_loses_no_click() {
     let mut servers = Servers::start().await;
     let (_aggregator, edge, link) = setup(&servers).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let run = tokio::spawn(load::clicks(
-        format!("{}/{}", edge.url(), link.code),
-        150,
-        Duration::from_secs(60),
-        stop,
-    ));
+    let run = tokio::spawn(load::clicks(format!("{}/{}", edge.url(), link.code), 150, Duration::from_secs(60), stop));
 
     tokio::time::sleep(Duration::from_secs(15)).await;
     servers.kafka.kill();
@@ -69,31 +55,17 @@ async fn a_broker_killed_during_a_minute_of_load_loses_no_click() {
     );
     let sent = report.redirected();
     assert!(sent > 6_000, "load ran: {sent}");
-    let counted = wait_for_events(
-        &servers,
-        &link.link_id,
-        sent,
-        "every click to reach ClickHouse",
-        Duration::from_secs(120),
-    )
-    .await;
-    assert_eq!(
-        counted, sent,
-        "after dedup by event id, events counted equal clicks sent"
-    );
+    let counted =
+        wait_for_events(&servers, &link.link_id, sent, "every click to reach ClickHouse", Duration::from_secs(120))
+            .await;
+    assert_eq!(counted, sent, "after dedup by event id, events counted equal clicks sent");
     let rollup = servers
         .clickhouse
-        .number(&format!(
-            "SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = '{}'",
-            link.link_id
-        ))
+        .number(&format!("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = '{}'", link.link_id))
         .await;
     let copies = servers
         .clickhouse
-        .number(&format!(
-            "SELECT count() FROM click_events WHERE link_id = '{}'",
-            link.link_id
-        ))
+        .number(&format!("SELECT count() FROM click_events WHERE link_id = '{}'", link.link_id))
         .await;
     eprintln!("sent {sent}, distinct events {counted}, raw rows {copies}, rollup clicks {rollup}");
     assert_eq!(rollup, sent, "the rollups count each click once");
@@ -106,34 +78,15 @@ async fn the_spool_survives_a_graceful_restart_of_the_edge_while_the_broker_is_d
     servers.kafka.stop();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let report = load::clicks(
-        format!("{}/{}", edge.url(), link.code),
-        200,
-        Duration::from_secs(5),
-        stop,
-    )
-    .await;
-    assert!(
-        report.failures.is_empty(),
-        "redirects never wait for the broker: {:?}",
-        report.failures.first()
-    );
+    let report = load::clicks(format!("{}/{}", edge.url(), link.code), 200, Duration::from_secs(5), stop).await;
+    assert!(report.failures.is_empty(), "redirects never wait for the broker: {:?}", report.failures.first());
     let sent = report.redirected();
     // Graceful shutdown with the broker away: the spool keeps everything.
-    assert!(
-        edge.proc.terminate_and_wait(Duration::from_secs(60)),
-        "edge exits cleanly on SIGTERM"
-    );
+    assert!(edge.proc.terminate_and_wait(Duration::from_secs(60)), "edge exits cleanly on SIGTERM");
     let spool = servers.path().join("edge-spool");
     let on_disk = std::fs::read_dir(&spool)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "spool")
-        })
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "spool"))
         .count();
     assert!(on_disk > 0, "events wait in the spool");
 
@@ -155,18 +108,13 @@ async fn a_sigkill_loses_at_most_the_fsync_window() {
     const FSYNC_MS: u64 = 100;
     let servers = Servers::start().await;
     let aggregator = services::aggregator(&servers, "aggregator", &[]).await;
-    let link =
-        client::create_link(&aggregator.url(), "acme", "spool", "https://acme.example/").await;
+    let link = client::create_link(&aggregator.url(), "acme", "spool", "https://acme.example/").await;
     let env = [("RICOCHET_SPOOL_FSYNC_MS", FSYNC_MS.to_string())];
     let mut edge = services::redirect(&servers, "edge", &env).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let run = tokio::spawn(load::clicks(
-        format!("{}/{}", edge.url(), link.code),
-        400,
-        Duration::from_secs(30),
-        stop.clone(),
-    ));
+    let run =
+        tokio::spawn(load::clicks(format!("{}/{}", edge.url(), link.code), 400, Duration::from_secs(30), stop.clone()));
     tokio::time::sleep(Duration::from_secs(4)).await;
     edge.proc.kill();
     let killed_at = Instant::now();
@@ -175,31 +123,17 @@ async fn a_sigkill_loses_at_most_the_fsync_window() {
     let sent = report.redirected();
     // Clicks answered in the last fsync window (doubled, for scheduling slack) may be lost.
     let window = Duration::from_millis(2 * FSYNC_MS);
-    let at_risk = report
-        .redirected_at
-        .iter()
-        .filter(|t| killed_at.saturating_duration_since(**t) <= window)
-        .count() as u64;
+    let at_risk =
+        report.redirected_at.iter().filter(|t| killed_at.saturating_duration_since(**t) <= window).count() as u64;
 
     let _edge = services::redirect(&servers, "edge", &env).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let counted = eventually(
-        "spooled clicks to be forwarded",
-        Duration::from_secs(60),
-        || async {
-            let n = distinct_events(&servers, &link.link_id).await;
-            (n + at_risk >= sent).then_some(n)
-        },
-    )
+    let counted = eventually("spooled clicks to be forwarded", Duration::from_secs(60), || async {
+        let n = distinct_events(&servers, &link.link_id).await;
+        (n + at_risk >= sent).then_some(n)
+    })
     .await;
-    eprintln!(
-        "sent {sent}, counted {counted}, lost {}, allowed {at_risk}",
-        sent.saturating_sub(counted)
-    );
+    eprintln!("sent {sent}, counted {counted}, lost {}, allowed {at_risk}", sent.saturating_sub(counted));
     assert!(counted <= sent, "no click invented");
-    assert!(
-        sent - counted <= at_risk,
-        "lost {} > {at_risk} answered within the last {window:?}",
-        sent - counted
-    );
+    assert!(sent - counted <= at_risk, "lost {} > {at_risk} answered within the last {window:?}", sent - counted);
 }

@@ -19,18 +19,14 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
 /// registry topic). Returns how many 302s that took, as they are clicks too.
 async fn wait_until_resolvable(edge: &str, link: &Link) -> u64 {
     let http = client::http();
-    eventually(
-        "the edge to resolve a new link",
-        Duration::from_secs(30),
-        || {
-            let http = http.clone();
-            let url = format!("{edge}/{}", link.code);
-            async move {
-                let r = http.get(url).send().await.ok()?;
-                (r.status() == 302).then_some(1)
-            }
-        },
-    )
+    eventually("the edge to resolve a new link", Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = format!("{edge}/{}", link.code);
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            (r.status() == 302).then_some(1)
+        }
+    })
     .await
 }
 
@@ -53,19 +49,13 @@ async fn clicks_for_three_clients_are_counted_exactly_once() {
     let mut links = Vec::new();
     for (i, (client_id, campaign, _)) in specs.iter().enumerate() {
         links.push(
-            client::create_link(
-                &aggregator.url(),
-                client_id,
-                campaign,
-                &format!("https://{client_id}.example/p/{i}"),
-            )
-            .await,
+            client::create_link(&aggregator.url(), client_id, campaign, &format!("https://{client_id}.example/p/{i}"))
+                .await,
         );
     }
     let mut sent: HashMap<String, u64> = HashMap::new();
     for link in &links {
-        *sent.entry(link.link_id.clone()).or_default() +=
-            wait_until_resolvable(&edge.url(), link).await;
+        *sent.entry(link.link_id.clone()).or_default() += wait_until_resolvable(&edge.url(), link).await;
     }
 
     // The blast: CLICKS requests, 64 at a time, spread by weight.
@@ -102,94 +92,53 @@ async fn clicks_for_three_clients_are_counted_exactly_once() {
     }
     for t in tasks {
         let (idx, status) = t.await.unwrap();
-        assert_eq!(
-            status.expect("edge answered"),
-            302,
-            "every click on a live link is redirected"
-        );
+        assert_eq!(status.expect("edge answered"), 302, "every click on a live link is redirected");
         *sent.entry(links[idx].link_id.clone()).or_default() += 1;
     }
     let blast_secs = blast.elapsed().as_secs_f64();
     let n: u64 = sent.values().sum();
     assert!(n >= 10_000);
-    eprintln!(
-        "sent {n} clicks in {blast_secs:.1}s ({:.0}/s)",
-        n as f64 / blast_secs
-    );
+    eprintln!("sent {n} clicks in {blast_secs:.1}s ({:.0}/s)", n as f64 / blast_secs);
 
     // The stats API converges on exactly what was sent, per link.
     let api = aggregator.url();
     let to = client::now_secs() + 120;
     let converge = Instant::now();
-    let last_seen = eventually(
-        "the stats API to count every click",
-        CONVERGE_WITHIN,
-        || {
-            let (api, links, sent) = (api.clone(), links.clone(), sent.clone());
-            async move {
-                let mut seen = HashMap::new();
-                for link in &links {
-                    let stats = client::link_stats(&api, &link.link_id, started - 120, to).await;
-                    seen.insert(link.link_id.clone(), client::total_clicks(&stats));
-                }
-                (seen == sent).then_some(seen)
+    let last_seen = eventually("the stats API to count every click", CONVERGE_WITHIN, || {
+        let (api, links, sent) = (api.clone(), links.clone(), sent.clone());
+        async move {
+            let mut seen = HashMap::new();
+            for link in &links {
+                let stats = client::link_stats(&api, &link.link_id, started - 120, to).await;
+                seen.insert(link.link_id.clone(), client::total_clicks(&stats));
             }
-        },
-    )
+            (seen == sent).then_some(seen)
+        }
+    })
     .await;
-    eprintln!(
-        "stats exact {:.1}s after the last click",
-        converge.elapsed().as_secs_f64()
-    );
+    eprintln!("stats exact {:.1}s after the last click", converge.elapsed().as_secs_f64());
     assert_eq!(last_seen.values().sum::<u64>(), n);
 
     // Hold it a little longer: nothing counted twice by a late flush.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ch = &servers.clickhouse;
+    assert_eq!(ch.number("SELECT sum(clicks) FROM click_rollup_minute").await, n, "rollups hold exactly N");
     assert_eq!(
-        ch.number("SELECT sum(clicks) FROM click_rollup_minute")
-            .await,
-        n,
-        "rollups hold exactly N"
-    );
-    assert_eq!(
-        ch.number("SELECT count(DISTINCT event_id) FROM click_events")
-            .await,
+        ch.number("SELECT count(DISTINCT event_id) FROM click_events").await,
         n,
         "raw events hold N distinct clicks"
     );
     for link in &links {
-        let per_link = ch
-            .number(&format!(
-                "SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = '{}'",
-                link.link_id
-            ))
-            .await;
-        assert_eq!(
-            per_link, sent[&link.link_id],
-            "rollup for link {}",
-            link.link_id
-        );
+        let per_link =
+            ch.number(&format!("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = '{}'", link.link_id)).await;
+        assert_eq!(per_link, sent[&link.link_id], "rollup for link {}", link.link_id);
         let raw = ch
-            .number(&format!(
-                "SELECT count(DISTINCT event_id) FROM click_events WHERE link_id = '{}'",
-                link.link_id
-            ))
+            .number(&format!("SELECT count(DISTINCT event_id) FROM click_events WHERE link_id = '{}'", link.link_id))
             .await;
-        assert_eq!(
-            raw, sent[&link.link_id],
-            "raw events for link {}",
-            link.link_id
-        );
+        assert_eq!(raw, sent[&link.link_id], "raw events for link {}", link.link_id);
     }
-    let acme = ch
-        .number("SELECT count(DISTINCT event_id) FROM click_events WHERE client_id = 'acme'")
-        .await;
-    let acme_sent: u64 = links
-        .iter()
-        .filter(|l| l.client_id == "acme")
-        .map(|l| sent[&l.link_id])
-        .sum();
+    let acme = ch.number("SELECT count(DISTINCT event_id) FROM click_events WHERE client_id = 'acme'").await;
+    let acme_sent: u64 = links.iter().filter(|l| l.client_id == "acme").map(|l| sent[&l.link_id]).sum();
     assert_eq!(acme, acme_sent, "events carry their client");
     drop((edge, aggregator));
 }
