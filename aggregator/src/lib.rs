@@ -27,6 +27,7 @@ pub mod auth;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod dashboard;
 pub mod dead_letter;
 pub mod limits;
 pub mod migrations;
