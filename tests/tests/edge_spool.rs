@@ -137,3 +137,49 @@ async fn a_sigkill_loses_at_most_the_fsync_window() {
     assert!(counted <= sent, "no click invented");
     assert!(sent - counted <= at_risk, "lost {} > {at_risk} answered within the last {window:?}", sent - counted);
 }
+
+/// What an edge resending its spool after a crash does: the same event, with
+/// the same id and key, reaches the topic again. It is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_events_are_counted_once() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use ricochet_schemas::*;
+    let servers = Servers::start().await;
+    let _aggregator = services::aggregator(&servers, "aggregator", &[]).await;
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", servers.kafka.brokers()).create().unwrap();
+    let event = ClickEvent {
+        event_id: EventId::mint(),
+        event_time_ms: ricochet_tests::client::now_secs() * 1000,
+        client_id: ClientId::parse("acme").unwrap(),
+        campaign_id: CampaignId::parse("c").unwrap(),
+        link_id: LinkId::parse("replayed").unwrap(),
+        recipient_id: None,
+        destination_url: "https://acme.example/".into(),
+        http_method: "GET".into(),
+        user_agent: None,
+        referer: None,
+        client_ip: None,
+        edge_node: "edge".into(),
+        event_type: EventType::Click,
+        is_prefetch: false,
+        recipient_token: RecipientToken::Absent,
+    };
+    let bytes = Codec::<ClickEvent>::new().encode(&event).unwrap();
+    for _ in 0..3 {
+        producer.send(FutureRecord::to("clicks").key("acme").payload(&bytes), Duration::from_secs(10)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await; // across flushes, not only within one batch
+    }
+    let mut other = event.clone();
+    other.event_id = EventId::mint();
+    let other_bytes = Codec::<ClickEvent>::new().encode(&other).unwrap();
+    producer.send(FutureRecord::to("clicks").key("acme").payload(&other_bytes), Duration::from_secs(10)).await.unwrap();
+    let ch = &servers.clickhouse;
+    eventually("both distinct events to be stored", Duration::from_secs(30), || async {
+        (ch.number("SELECT count(DISTINCT event_id) FROM click_events WHERE link_id = 'replayed'").await == 2)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ch.number("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = 'replayed'").await, 2);
+}
