@@ -13,7 +13,9 @@
 //!
 //! The pipeline thread records assignments and stored positions; a small
 //! thread of its own asks the broker for high watermarks once a second, so
-//! the numbers stay current while the pipeline is blocked on ClickHouse.
+//! the numbers stay current while the pipeline is blocked on ClickHouse. A
+//! watermark is up to that second old: when the stored position has already
+//! passed it, the lag reads 0 until the next refresh.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
