@@ -273,31 +273,48 @@ fn rfc3339(secs: i64, tz: Tz) -> String {
     utc(secs).with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The zero-filled series and totals of a scope.
+/// A bucket value no real bucket has: the row of the `UNION ALL` that carries
+/// the exact unique-recipient count in its `clicks` column.
+const RECIPIENTS_ROW: u32 = u32::MAX;
+
+/// The zero-filled series and totals of a scope, in one ClickHouse query: the
+/// rollup buckets, plus one row with the exact unique recipients of the range.
 pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, StatsError> {
     let (filter, values) = scope.filter();
     let (bucket, binds_tz) = range.bucket_sql();
+    let human = if range.human_only { "AND is_prefetch = 0" } else { "" };
     let sql = format!(
         "SELECT {bucket} AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, \
          sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM {ROLLUP_TABLE} \
          WHERE {filter} AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
-         GROUP BY bucket ORDER BY bucket"
+         GROUP BY bucket \
+         UNION ALL \
+         SELECT toUInt32({RECIPIENTS_ROW}) AS bucket, toUInt64(uniqExact(recipient_id)) AS clicks, \
+         toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, toUInt64(0) AS opens FROM {EVENTS_TABLE} \
+         WHERE {filter} AND recipient_id != '' AND event_type = 'click' {human} \
+         AND event_time >= toDateTime(?) AND event_time < toDateTime(?)"
     );
     let mut query = ch.query(&sql);
     if binds_tz {
         query = query.bind(range.tz.name());
     }
-    for v in &values {
-        query = query.bind(v.as_str());
+    for _part in 0..2 {
+        for v in &values {
+            query = query.bind(v.as_str());
+        }
+        query = query.bind(range.from as u32).bind(range.to as u32);
     }
-    let rows = query.bind(range.from as u32).bind(range.to as u32).fetch_all::<BucketRow>().await?;
+    let rows = query.fetch_all::<BucketRow>().await?;
     metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
 
     let buckets = range.buckets();
     let index: HashMap<i64, usize> = buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let mut counts = vec![Counts::default(); buckets.len()];
+    let mut unique_recipients = 0;
     for r in rows {
-        if let Some(i) = index.get(&(r.bucket as i64)) {
+        if r.bucket == RECIPIENTS_ROW {
+            unique_recipients = r.clicks;
+        } else if let Some(i) = index.get(&(r.bucket as i64)) {
             counts[*i] +=
                 Counts { clicks: r.clicks, human_clicks: r.human_clicks, bot_clicks: r.bot_clicks, opens: r.opens }
                     .filtered(range.human_only);
@@ -309,7 +326,6 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
     }
     let series =
         buckets.iter().zip(counts).map(|(b, counts)| Point { bucket_start: rfc3339(*b, range.tz), counts }).collect();
-    let unique_recipients = unique_recipients(ch, scope, range).await?;
     Ok(Series {
         granularity: range.granularity,
         tz: range.tz.name().to_owned(),
@@ -319,22 +335,6 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
         series,
         totals: Totals { counts: total, unique_recipients },
     })
-}
-
-async fn unique_recipients(ch: &Client, scope: &Scope, range: Range) -> Result<u64, StatsError> {
-    let (filter, values) = scope.filter();
-    let human = if range.human_only { "AND is_prefetch = 0" } else { "" };
-    let sql = format!(
-        "SELECT uniqExact(recipient_id) FROM {EVENTS_TABLE} WHERE {filter} \
-         AND recipient_id != '' AND event_type = 'click' {human} \
-         AND event_time >= toDateTime(?) AND event_time < toDateTime(?)"
-    );
-    let mut query = ch.query(&sql);
-    for v in &values {
-        query = query.bind(v.as_str());
-    }
-    metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
-    Ok(query.bind(range.from as u32).bind(range.to as u32).fetch_one::<u64>().await?)
 }
 
 /// One row of a top list.
