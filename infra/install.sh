@@ -9,23 +9,28 @@
 #     bundled SQLite (libsql-ffi), zstd, lz4 and aws-lc-sys. Checked: cmake and libclang are
 #     NOT needed (their crates use pre-generated bindings / the cc builder in this build).
 #   - wrk, only with --bench                   (apt)
+#   - chromium, only with --browser            (apt; Debian's package, for the dashboard's
+#                                               headless browser test: Playwright's own
+#                                               browser download is not used)
 #
-# Usage: infra/install.sh [--bench]
+# Usage: infra/install.sh [--bench] [--browser]
 # Env:   RICOCHET_INSTALL_LOG_DIR  where the nisshi build log goes (default ${TMPDIR:-/tmp})
 set -euo pipefail
 
 NISSHI_VERSION=0.8.1
 want_bench=0
+want_browser=0
 
 for arg in "$@"; do
     case "$arg" in
         --bench) want_bench=1 ;;
+        --browser) want_browser=1 ;;
         -h|--help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "install.sh: unknown argument: $arg (accepted: --bench)" >&2
+            echo "install.sh: unknown argument: $arg (accepted: --bench, --browser)" >&2
             exit 2
             ;;
     esac
@@ -203,6 +208,23 @@ install_wrk() {
     say "wrk $(deb_version wrk): installed"
 }
 
+# ---------------------------------------------------------------- chromium
+# tests/tests/dashboard.rs runs /usr/bin/chromium headless against the dashboard page.
+install_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then
+        say "chromium $(deb_version chromium): present"
+        return
+    fi
+    if [[ $want_browser -eq 0 ]]; then
+        say "chromium: missing (only needed for the dashboard browser test; pass --browser to install)"
+        return
+    fi
+    apt_install chromium
+    [[ -x /usr/bin/chromium ]] || die "/usr/bin/chromium still missing after apt-get install chromium"
+    say "chromium $(deb_version chromium): installed"
+}
+
 install_clickhouse
 install_nisshi
 install_wrk
+install_chromium

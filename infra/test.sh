@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-infra/install.sh
+infra/install.sh --browser
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "test.sh: installing cargo-nextest (once per machine)"
     cargo install cargo-nextest --locked
