@@ -517,8 +517,11 @@ impl Pipeline {
         let ranges = state.batch.ranges();
         if let Err(e) = state.positions.verify(&ranges) {
             // Never applied twice: drop the batch, the stored position decides.
+            // (`revoke`, not `clear`: `clear` marks the events as stored, and
+            // they are to be read again.)
             tracing::error!(error = %e, "refusing batch");
-            state.batch.clear();
+            let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
+            state.batch.revoke(&partitions);
             state.newest_event_ms.clear();
             return Written::Refused;
         }
