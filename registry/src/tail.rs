@@ -95,10 +95,23 @@ impl RegistryTail {
         if remaining.is_empty() {
             ready.store(true, Ordering::Release);
         }
+        let assigned: Vec<(String, i32)> =
+            assignment.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
         let task = tokio::spawn(async move {
+            // Next offset to read per (topic, partition), for the lag gauge.
+            let mut positions: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
+            let mut lag_check = tokio::time::interval(Duration::from_secs(5));
             loop {
                 let message = tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = lag_check.tick() => {
+                        let (consumer, assigned, positions) = (consumer.clone(), assigned.clone(), positions.clone());
+                        // Watermark requests block on the network.
+                        if let Ok(Some(lag)) = tokio::task::spawn_blocking(move || registry_lag(&consumer, &assigned, &positions)).await {
+                            metrics::gauge!("ricochet_registry_lag_records").set(lag as f64);
+                        }
+                        continue;
+                    }
                     m = consumer.recv() => m,
                 };
                 let message = match message {
@@ -125,6 +138,7 @@ impl RegistryTail {
                         }
                     }
                 }
+                positions.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
                 metrics::gauge!("ricochet_registry_links").set(table.len() as f64);
                 if !remaining.is_empty() {
                     let (topic, partition, next) = (message.topic(), message.partition(), message.offset() + 1);
@@ -202,6 +216,22 @@ pub struct RegistryTopics {
     pub counts: String,
     /// Clients' API keys, hashed.
     pub api_keys: String,
+}
+
+/// Records between what the tail applied and the topics' ends; `None` if the
+/// broker did not answer.
+fn registry_lag(
+    consumer: &StreamConsumer,
+    assigned: &[(String, i32)],
+    positions: &std::collections::HashMap<(String, i32), i64>,
+) -> Option<i64> {
+    let mut lag = 0;
+    for (topic, partition) in assigned {
+        let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2)).ok()?;
+        let at = positions.get(&(topic.clone(), *partition)).copied().unwrap_or(low);
+        lag += (high - at).max(0);
+    }
+    Some(lag)
 }
 
 fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(String, i32, i64)>, TailError> {

@@ -165,6 +165,19 @@ mod tests {
         assert!(err.contains("may only contain"), "{err}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic_and_accept_only_their_alphabet(raw in "\\PC{0,40}") {
+            if let Ok(code) = LinkCode::parse(raw.clone()) {
+                proptest::prop_assert!(code.as_str().chars().all(|c| c.is_ascii_alphanumeric()));
+                proptest::prop_assert!((7..=16).contains(&code.as_str().len()));
+            }
+            if let Ok(id) = ClientId::parse(raw) {
+                proptest::prop_assert!(id.as_str().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+            }
+        }
+    }
+
     #[test]
     fn minted_link_ids_are_valid_and_distinct() {
         let a = LinkId::mint();

@@ -69,6 +69,13 @@ async fn pause_resume_pause_ends_paused_on_every_edge() {
     }
     eprintln!("slowest pause to reach both edges: {worst:?}");
     assert!(worst < Duration::from_secs(2), "a pause reaches every edge within about a second, took {worst:?}");
+    // The edge reports its registry size and lag.
+    let metrics = eventually("the registry gauges", Duration::from_secs(15), || async {
+        let text = http().get(format!("{}/metrics", edge1.url())).send().await.ok()?.text().await.ok()?;
+        text.contains("ricochet_registry_lag_records 0").then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("ricochet_registry_links 2"), "{metrics}");
 
     // A paused client with a fallback URL sends its links there instead of the 410 page.
     put_client(&api.url(), "acme", json!({"status": "paused", "fallback_url": "https://acme.example/expired"})).await;
