@@ -504,15 +504,17 @@ impl Pipeline {
     /// One attempt at storing the pending batch.
     fn write_batch(&self, paused: bool) -> Written {
         let ctx = self.ctx();
-        // Learn about a lost assignment (the next poll revokes it) before
-        // writing for partitions that may belong to another member by now.
-        if self.consumer.assignment_lost() {
-            return Written::Failed("the assignment was lost".to_owned());
-        }
         let mut state = ctx.state();
         if state.batch.is_empty() {
             state.dead_letters.clear();
             return Written::Done;
+        }
+        // Learn about a lost assignment (the next poll revokes it) before
+        // writing for partitions that may belong to another member by now.
+        // (Checked after the emptiness test: librdkafka keeps the flag set
+        // until the next assignment, and an empty batch has nothing to lose.)
+        if self.consumer.assignment_lost() {
+            return Written::Failed("the assignment was lost".to_owned());
         }
         let ranges = state.batch.ranges();
         if let Err(e) = state.positions.verify(&ranges) {
