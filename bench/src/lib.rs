@@ -8,11 +8,14 @@
 //!   histogram, for latency at a given throughput (what `wrk2` would do).
 //! - `topic-count`: messages in a topic (end minus start offsets, summed over
 //!   partitions), optionally waiting until it reaches an expected count.
+//! - `registry-rss`: the memory of N links in the edge's in-memory registry
+//!   alone, without Kafka, to split the edge's RSS.
 
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
+use ricochet_schemas::{CampaignId, ClientId, LinkCode, LinkId, LinkRecord, LinkStatus};
 
 /// A browser's user agent: the edge copies it into every event and scans it for
 /// link-preview fetchers, so the load carries one like real clicks do.
@@ -52,4 +55,31 @@ pub fn metadata_consumer(brokers: &str) -> anyhow::Result<BaseConsumer> {
         .set("group.id", "ricochet-bench-count")
         .set("enable.auto.commit", "false")
         .create()?)
+}
+
+/// The `i`-th benchmark link: one of `clients` senders, 50 campaigns each, a
+/// destination of a typical length (~70 bytes) with UTM parameters.
+pub fn link(i: u64, code: LinkCode, clients: u64, created_at_ms: i64) -> LinkRecord {
+    let client = i % clients;
+    LinkRecord {
+        link_id: LinkId::mint(),
+        code,
+        client_id: ClientId::parse(format!("client-{client:04}")).expect("valid client id"),
+        campaign_id: CampaignId::parse(format!("blast-{client:04}-{:03}", (i / clients) % 50))
+            .expect("valid campaign id"),
+        destination_url: format!("https://shop{client}.example/deals/{i:07}?utm_source=email&utm_medium=blast"),
+        status: LinkStatus::Active,
+        created_at_ms,
+        valid_from_ms: None,
+        valid_until_ms: None,
+        click_limit: None,
+    }
+}
+
+/// This process's resident set (`VmRSS`) in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .unwrap_or(0)
 }

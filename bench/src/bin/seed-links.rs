@@ -16,7 +16,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 use ricochet_registry::topics::{self, TopicSpec};
-use ricochet_schemas::{CampaignId, ClientId, Codec, LinkId, LinkRecord, LinkStatus};
+use ricochet_schemas::{Codec, LinkRecord};
 
 #[derive(Parser)]
 struct Args {
@@ -105,19 +105,7 @@ async fn main() -> anyhow::Result<()> {
         if !seen.insert(code.as_str().to_owned()) {
             continue;
         }
-        let client = i % args.clients;
-        let record = LinkRecord {
-            link_id: LinkId::mint(),
-            code,
-            client_id: ClientId::parse(format!("client-{client:04}"))?,
-            campaign_id: CampaignId::parse(format!("blast-{client:04}-{:03}", (i / args.clients) % 50))?,
-            destination_url: format!("https://shop{client}.example/deals/{i:07}?utm_source=email&utm_medium=blast"),
-            status: LinkStatus::Active,
-            created_at_ms,
-            valid_from_ms: None,
-            valid_until_ms: None,
-            click_limit: None,
-        };
+        let record = ricochet_bench::link(i, code, args.clients, created_at_ms);
         let payload = codec.encode(&record)?;
         let mut message = BaseRecord::to(&args.links_topic).key(record.link_id.as_str()).payload(&payload);
         loop {
