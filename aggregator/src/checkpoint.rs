@@ -35,6 +35,16 @@ pub enum Admit {
     AlreadyPending,
     /// Not ours (a straggler from a revoked assignment): skip it.
     NotOwned,
+    /// Beyond the next offset expected: messages in between were skipped (a
+    /// seek that did not happen). Drop this one and read again from `expected`.
+    Gap {
+        expected: i64,
+    },
+    /// The same gap again right after reading again from `expected`: the
+    /// messages in between no longer exist (retention). Applied, and reported.
+    ApplyAfterGap {
+        missing: i64,
+    },
 }
 
 /// One owned partition.
@@ -45,6 +55,8 @@ struct Owned {
     /// The next offset the pending batch can take: one past the last admitted
     /// message, or the stored position when nothing is pending.
     next: Option<i64>,
+    /// The offset of the last gap reported, to tell a skipped seek from lost data.
+    gap_at: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +66,7 @@ pub struct Positions {
 
 impl Positions {
     pub fn assign(&mut self, partition: i32, stored: Option<i64>) {
-        self.owned.insert(partition, Owned { stored, next: stored });
+        self.owned.insert(partition, Owned { stored, next: stored, gap_at: None });
     }
 
     pub fn revoke(&mut self, partition: i32) {
@@ -78,8 +90,19 @@ impl Positions {
         if owned.next.is_some_and(|next| offset < next) {
             return Admit::AlreadyPending;
         }
+        // Offsets of the clicks topic are contiguous: a jump means messages were
+        // skipped, and storing past them would lose their clicks for good.
+        let mut admitted = Admit::Apply;
+        if let Some(next) = owned.next.filter(|next| offset > *next) {
+            if owned.gap_at != Some(offset) {
+                owned.gap_at = Some(offset);
+                return Admit::Gap { expected: next };
+            }
+            admitted = Admit::ApplyAfterGap { missing: offset - next };
+        }
+        owned.gap_at = None;
         owned.next = Some(offset + 1);
-        Admit::Apply
+        admitted
     }
 
     /// Forgets what the pending batch took: it was dropped, and consumption
@@ -147,6 +170,20 @@ mod tests {
         assert_eq!(p.admit(0, 101), Admit::Apply);
         p.rewind();
         assert_eq!(p.admit(0, 101), Admit::Apply);
+    }
+
+    #[test]
+    fn a_skipped_range_is_read_again_unless_it_no_longer_exists() {
+        let mut p = Positions::default();
+        p.assign(0, Some(100));
+        assert_eq!(p.admit(0, 100), Admit::Apply);
+        assert_eq!(p.admit(0, 105), Admit::Gap { expected: 101 }, "101..105 were skipped");
+        assert_eq!(p.admit(0, 101), Admit::Apply, "read again from 101");
+        assert_eq!(p.admit(0, 102), Admit::Apply);
+        // Retention removed 103..110: after reading again, the same gap comes back.
+        assert_eq!(p.admit(0, 110), Admit::Gap { expected: 103 });
+        assert_eq!(p.admit(0, 110), Admit::ApplyAfterGap { missing: 7 });
+        assert_eq!(p.admit(0, 111), Admit::Apply);
     }
 
     #[test]

@@ -418,6 +418,20 @@ impl Pipeline {
                 return;
             }
             Admit::NotOwned => return,
+            Admit::Gap { expected } => {
+                metrics::counter!("ricochet_aggregator_offset_gaps_total").increment(1);
+                tracing::warn!(partition, offset, expected, "offsets skipped; reading again from the expected offset");
+                if let Err(e) =
+                    self.consumer.seek(&ctx.topic, partition, Offset::Offset(expected), Duration::from_secs(5))
+                {
+                    tracing::warn!(partition, error = %e, "seek back failed; the next message retries");
+                }
+                return;
+            }
+            Admit::ApplyAfterGap { missing } => {
+                metrics::counter!("ricochet_aggregator_messages_expired_total").increment(missing as u64);
+                tracing::error!(partition, offset, missing, "messages expired from the topic before they were counted");
+            }
         }
         let decoded = match message.payload() {
             None => Err("empty payload".to_owned()),
