@@ -48,13 +48,13 @@ async fn main() -> anyhow::Result<()> {
     topics::ensure(
         &config.kafka_brokers,
         &[
-            TopicSpec { name: config.clicks_topic.clone(), partitions: config.clicks_partitions, compacted: false },
-            TopicSpec { name: config.links_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec { name: config.link_counts_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec { name: config.api_keys_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec { name: config.dead_letter_topic.clone(), partitions: 1, compacted: false },
-        ],
+            vec![
+                TopicSpec { name: config.clicks_topic.clone(), partitions: config.clicks_partitions, compacted: false },
+                TopicSpec { name: config.dead_letter_topic.clone(), partitions: 1, compacted: false },
+            ],
+            config.registry_topics().specs(),
+        ]
+        .concat(),
     )
     .await
     .context("creating topics")?;

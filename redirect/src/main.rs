@@ -27,12 +27,14 @@ async fn main() -> anyhow::Result<()> {
     topics::ensure(
         &config.kafka.brokers,
         &[
-            TopicSpec { name: config.kafka.topic.clone(), partitions: config.clicks_partitions, compacted: false },
-            TopicSpec { name: config.links_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec { name: config.clients_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec { name: config.link_counts_topic.clone(), partitions: 1, compacted: true },
-            TopicSpec { name: config.api_keys_topic.clone(), partitions: 1, compacted: true },
-        ],
+            vec![TopicSpec {
+                name: config.kafka.topic.clone(),
+                partitions: config.clicks_partitions,
+                compacted: false,
+            }],
+            config.registry_topics().specs(),
+        ]
+        .concat(),
     )
     .await
     .context("creating topics")?;

@@ -218,6 +218,17 @@ pub struct RegistryTopics {
     pub api_keys: String,
 }
 
+impl RegistryTopics {
+    /// What `topics::ensure` needs to create them: compacted, one partition each
+    /// (the registry is small, and one partition keeps every key's records in order).
+    pub fn specs(&self) -> Vec<crate::topics::TopicSpec> {
+        [&self.links, &self.clients, &self.counts, &self.api_keys]
+            .into_iter()
+            .map(|name| crate::topics::TopicSpec { name: name.clone(), partitions: 1, compacted: true })
+            .collect()
+    }
+}
+
 /// Records between what the tail applied and the topics' ends; `None` if the
 /// broker did not answer.
 fn registry_lag(
