@@ -59,10 +59,15 @@ async fn a_broker_killed_during_a_minute_of_load_loses_no_click() {
         wait_for_events(&servers, &link.link_id, sent, "every click to reach ClickHouse", Duration::from_secs(120))
             .await;
     assert_eq!(counted, sent, "after dedup by event id, events counted equal clicks sent");
-    let rollup = servers
-        .clickhouse
-        .number(&format!("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = '{}'", link.link_id))
-        .await;
+    // A flush writes raw events first and rollups second: wait for the rollups
+    // themselves, then hold a little longer so a late double count would show.
+    let rollup_sql = format!("SELECT sum(clicks) FROM click_rollup_minute WHERE link_id = '{}'", link.link_id);
+    eventually("the rollups to count every click", Duration::from_secs(30), || async {
+        (servers.clickhouse.number(&rollup_sql).await >= sent).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rollup = servers.clickhouse.number(&rollup_sql).await;
     let copies = servers
         .clickhouse
         .number(&format!("SELECT count() FROM click_events WHERE link_id = '{}'", link.link_id))
