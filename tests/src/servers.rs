@@ -185,7 +185,7 @@ impl Servers {
     pub async fn start() -> Servers {
         // RICOCHET_KEEP_TEST_DIRS=1 keeps logs and data of every run for a post-mortem.
         let keep = std::env::var_os("RICOCHET_KEEP_TEST_DIRS").is_some();
-        let dir = tempfile::Builder::new().prefix("ricochet-test-").keep(keep).tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("ricochet-test-").disable_cleanup(keep).tempdir().expect("tempdir");
         let (ch_dir, kafka_dir) = (dir.path().join("clickhouse"), dir.path().join("kafka"));
         let (clickhouse, kafka) = tokio::join!(ClickHouse::start(&ch_dir), Kafka::start(&kafka_dir));
         Servers { clickhouse, kafka, dir }
