@@ -6,7 +6,8 @@
 //! registry tail gets it from Kafka (encode, decode, then the tail's clone), so
 //! the allocator sees the same churn as in the edge.
 //!
-//! Output (one line): `registry_rss links=N rss_before_mb=… rss_after_mb=… bytes_per_link=…`.
+//! Output (one line): `registry_rss links=N rss_before_mb=… rss_after_mb=… bytes_per_link=…
+//! record_struct_bytes=…` (the last is `size_of::<LinkRecord>()`, before its strings' heap).
 
 use clap::Parser;
 use ricochet_registry::Registry;
@@ -39,12 +40,14 @@ fn main() -> anyhow::Result<()> {
     }
     let after = ricochet_bench::rss_kib();
     println!(
-        "registry_rss links={} decode={} rss_before_mb={:.0} rss_after_mb={:.0} bytes_per_link={:.0}",
+        "registry_rss links={} decode={} rss_before_mb={:.0} rss_after_mb={:.0} bytes_per_link={:.0} \
+         record_struct_bytes={}",
         registry.len(),
         args.decode,
         before as f64 / 1024.0,
         after as f64 / 1024.0,
-        (after - before) as f64 * 1024.0 / args.count as f64
+        (after - before) as f64 * 1024.0 / args.count as f64,
+        std::mem::size_of::<LinkRecord>(),
     );
     Ok(())
 }
