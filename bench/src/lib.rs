@@ -10,6 +10,11 @@
 //!   partitions), optionally waiting until it reaches an expected count.
 //! - `registry-rss`: the memory of N links in the edge's in-memory registry
 //!   alone, without Kafka, to split the edge's RSS.
+//!
+//! `bench/aggregator.sh`, the aggregator's benchmark, uses `preload-clicks`,
+//! `drain-topic`, `ch-wait` and `freshness`, built on [`clicks`].
+
+pub mod clicks;
 
 use std::time::Duration;
 

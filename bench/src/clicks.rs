@@ -1,0 +1,223 @@
+//! Click traffic and small probes for `bench/aggregator.sh`, the aggregator's
+//! benchmark: who clicks (a skewed mix of senders), what one click looks like
+//! on the wire (the edge's Avro `ClickEvent`, and a JSON copy of the fields a
+//! rollup needs, for ClickHouse's own Kafka engine), a producer tuned for
+//! throughput, ClickHouse over plain HTTP, and this process's peak memory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext};
+use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventId, EventType, LinkId, RecipientId, RecipientToken};
+
+/// The broker and the topic a helper talks to (`--brokers`, `--topic`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Kafka {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    #[arg(long, default_value = "clicks")]
+    pub topic: String,
+}
+
+/// Who sends the clicks: `clients` senders, the first of which (the "hot"
+/// one, mid-blast) sends `hot_share` of all clicks over `hot_links` links;
+/// the others share the rest evenly, `links` links each.
+#[derive(Clone, Debug)]
+pub struct Traffic {
+    pub prefix: String,
+    pub clients: u32,
+    pub links: u32,
+    pub hot_share: f64,
+    pub hot_links: u32,
+}
+
+/// Where one click goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub client: u32,
+    pub link: u32,
+}
+
+impl Traffic {
+    pub fn pick(&self, rng: &mut impl Rng) -> Pick {
+        if self.clients <= 1 || rng.random_bool(self.hot_share) {
+            return Pick { client: 0, link: rng.random_range(0..self.hot_links.max(1)) };
+        }
+        Pick { client: rng.random_range(1..self.clients), link: rng.random_range(0..self.links.max(1)) }
+    }
+
+    pub fn client_id(&self, client: u32) -> String {
+        format!("{}-{client:04}", self.prefix)
+    }
+
+    /// A link id shaped like the real ones (32 hex digits).
+    pub fn link_id(&self, pick: Pick) -> String {
+        format!("{:016x}{:016x}", u64::from(pick.client) + 1, u64::from(pick.link) + 1)
+    }
+
+    /// Five campaigns a client, the link decides which.
+    pub fn campaign_id(&self, pick: Pick) -> String {
+        format!("blast-{:04}-{}", pick.client, pick.link % 5)
+    }
+
+    /// A click as the edge publishes it: a browser (5% link-preview
+    /// fetchers), a signed recipient on most clicks, an anonymized IP.
+    pub fn click(&self, pick: Pick, link_id: &str, event_time_ms: i64, rng: &mut impl Rng) -> ClickEvent {
+        let prefetch = rng.random_bool(0.05);
+        let recipient = rng.random_bool(0.7).then(|| format!("r{}@example.com", rng.random_range(0..1_000_000u32)));
+        ClickEvent {
+            event_id: EventId::mint(),
+            event_time_ms,
+            client_id: ClientId::parse(self.client_id(pick.client)).expect("valid client id"),
+            campaign_id: CampaignId::parse(self.campaign_id(pick)).expect("valid campaign id"),
+            link_id: LinkId::parse(link_id).expect("valid link id"),
+            recipient_token: if recipient.is_some() { RecipientToken::Valid } else { RecipientToken::Absent },
+            recipient_id: recipient.map(|r| RecipientId::parse(r).expect("valid recipient id")),
+            destination_url: format!(
+                "https://shop{}.example/deals/{:07}?utm_source=email&utm_medium=blast",
+                pick.client, pick.link
+            ),
+            http_method: if prefetch { "HEAD" } else { "GET" }.into(),
+            user_agent: Some(crate::USER_AGENT.into()),
+            referer: None,
+            client_ip: Some(format!("203.0.{}.0", rng.random_range(0..=255u8))),
+            edge_node: "edge-bench-1".into(),
+            event_type: EventType::Click,
+            is_prefetch: prefetch,
+        }
+    }
+}
+
+/// The JSON copy of a click for ClickHouse's Kafka engine (`JSONEachRow`):
+/// only what the rollup reads. Ids are validated tokens, so they need no escaping.
+pub fn json_row(e: &ClickEvent) -> String {
+    format!(
+        "{{\"client_id\":\"{}\",\"campaign_id\":\"{}\",\"link_id\":\"{}\",\"event_time\":{},\"is_prefetch\":{},\"event_type\":\"{}\"}}\n",
+        e.client_id,
+        e.campaign_id,
+        e.link_id,
+        e.event_time_ms.div_euclid(1000),
+        u8::from(e.is_prefetch),
+        e.event_type.as_str()
+    )
+}
+
+/// Delivery reports, counted.
+#[derive(Clone, Default)]
+pub struct Delivered {
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+}
+
+impl Delivered {
+    pub fn settled(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for Delivered {}
+
+impl ProducerContext for Delivered {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let counter = if result.is_ok() { &self.ok } else { &self.failed };
+        if counter.fetch_add(1, Ordering::Relaxed) == 0 && result.is_err() {
+            eprintln!("a click was refused: {:?}", result.as_ref().err().map(|(e, _)| e));
+        }
+    }
+}
+
+/// An idempotent `acks=all` producer with lz4, like the edge's, batching
+/// for `linger_ms`.
+pub fn producer(brokers: &str, linger_ms: u32) -> anyhow::Result<BaseProducer<Delivered>> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", linger_ms.to_string())
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create_with_context(Delivered::default())?)
+}
+
+/// Enqueues one message, waiting while the producer's queue is full.
+pub fn send(producer: &BaseProducer<Delivered>, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => anyhow::bail!("cannot enqueue a click: {e}"),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs `sql` on ClickHouse's HTTP interface at `addr` (`host:port`) and
+/// returns the body. HTTP/1.0 on a fresh connection: no chunking, no client
+/// library, a few hundred microseconds on loopback.
+pub fn clickhouse(addr: &str, sql: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{sql}", sql.len())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.contains(" 200 "), "clickhouse: {status}: {}", body.trim());
+    Ok(body.to_owned())
+}
+
+/// This process's peak resident set (`VmHWM`) in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .map_or(0.0, |kib: f64| kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traffic() -> Traffic {
+        Traffic { prefix: "client".into(), clients: 100, links: 10, hot_share: 0.5, hot_links: 50 }
+    }
+
+    #[test]
+    fn the_hot_client_gets_its_share() {
+        let t = traffic();
+        let mut rng = rand::rng();
+        let hot = (0..20_000).filter(|_| t.pick(&mut rng).client == 0).count();
+        assert!((9_000..11_000).contains(&hot), "{hot} of 20000");
+    }
+
+    #[test]
+    fn a_click_is_valid_and_its_json_copy_carries_the_rollup_fields() {
+        let t = traffic();
+        let mut rng = rand::rng();
+        let pick = Pick { client: 3, link: 7 };
+        let e = t.click(pick, &t.link_id(pick), 1_700_000_123_456, &mut rng);
+        let codec = ricochet_schemas::Codec::<ClickEvent>::new();
+        assert_eq!(codec.decode(&codec.encode(&e).unwrap()).unwrap(), e);
+        let json = json_row(&e);
+        assert!(json.starts_with("{\"client_id\":\"client-0003\",\"campaign_id\":\"blast-0003-2\""), "{json}");
+        assert!(json.contains("\"event_time\":1700000123,") && json.ends_with("\"event_type\":\"click\"}\n"), "{json}");
+    }
+}
