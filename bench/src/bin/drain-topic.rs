@@ -35,6 +35,10 @@ struct Args {
     /// Stop after this many messages (default: all of them).
     #[arg(long)]
     max_messages: Option<u64>,
+    /// After reaching the end, keep polling (parked at the end) this long: what an
+    /// idle consumer costs the broker. An empty topic is then allowed.
+    #[arg(long, default_value_t = 0)]
+    idle_secs: u64,
     /// Extra librdkafka settings, `key=value` (repeatable), e.g. `fetch.wait.max.ms=100`.
     #[arg(long = "set", value_parser = parse_setting)]
     settings: Vec<(String, String)>,
@@ -83,7 +87,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    anyhow::ensure!(!remaining.is_empty(), "topic {:?} is empty or missing", args.kafka.topic);
+    anyhow::ensure!(args.idle_secs > 0 || !remaining.is_empty(), "topic {:?} is empty or missing", args.kafka.topic);
     consumer.subscribe(&[&args.kafka.topic])?;
 
     let codec = Codec::<ClickEvent>::new();
@@ -107,6 +111,12 @@ fn main() -> anyhow::Result<()> {
         let p = message.partition();
         if remaining.get(&p).is_some_and(|high| message.offset() + 1 >= *high) {
             remaining.remove(&p);
+        }
+    }
+    let idle_until = Instant::now() + Duration::from_secs(args.idle_secs);
+    while Instant::now() < idle_until {
+        if let Some(message) = consumer.poll(idle_until.saturating_duration_since(Instant::now())) {
+            message?;
         }
     }
     let assigned = consumer.context().0.lock().unwrap().unwrap_or(started);
