@@ -32,7 +32,8 @@
 # 4. freshness, between (b) and (c), with the caught-up aggregator still
 #    running: `freshness` produces BENCH_FRESH_RATE clicks/s stamped "now" for
 #    BENCH_FRESH_SECS and polls the rollups every 100 ms: p50/p95 of
-#    (visible - event time).
+#    (visible - event time); then 20 s of the idle aggregator, for what it
+#    costs the broker with nothing to do.
 #
 # Everything runs on 127.0.0.1, on free ports, under one temporary directory;
 # every process it starts is stopped on exit, failure or Ctrl-C (a SIGKILL of
@@ -476,6 +477,12 @@ if ! skipped b; then
         R[fresh.rss_mb]="$(mem_mb "$agg" VmRSS)"
         log "freshness p50 ${R[fresh.p50_ms]} ms, p95 ${R[fresh.p95_ms]} ms at ${R[fresh.achieved_rate]} clicks/s"
     fi
+    # What the aggregator costs when there is nothing to do: its registry tail,
+    # status refresher and idle consumer keep the broker busy all the same.
+    sleep 3
+    cpu_begin idle broker="${PID[kafka]}" aggregator="$agg" clickhouse="${PID[ch_b]}"
+    sleep 20
+    cpu_end idle broker="${PID[kafka]}" aggregator="$agg" clickhouse="${PID[ch_b]}"
     R[b.rss_end_mb]="$(mem_mb "$agg" VmHWM)"
     stop aggregator 60
     stop ch_b 30
@@ -553,6 +560,7 @@ others() { # PHASE NAME...: cores kept busy by processes other than NAME... duri
     for n in "$@"; do used="$(calc "$used + ${R[$phase.cpu.$n]:-0}")"; done
     calcf %.2f "(${R[$phase.cpu.machine]} - $used) / ${R[$phase.cpu_wall_s]}"
 }
+cores() { [[ -n "${R[$1.cpu_wall_s]:-}" ]] && calcf %.2f "${R[$1.cpu.$2]} / ${R[$1.cpu_wall_s]}" || echo -; } # PHASE NAME
 per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVENTS" || echo -; }
 {
     dirty="$(cd "$ROOT" && git status --porcelain -- aggregator schemas bench | wc -l)"
@@ -565,7 +573,8 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
     busy() { [[ -n "${R[$1.cpu_wall_s]:-}" ]] && calcf %.2f "${R[$1.cpu.machine]} / ${R[$1.cpu_wall_s]}" || echo -; }
     row "" "(a) bare" "(a') bare" "(a) json" "(b) aggregator" "(c) CH Kafka"
     row "topic" "clicks" "clicks" "clicks_json" "clicks" "clicks_json"
-    row "fetch.wait.max.ms" "500" "$FAST_WAIT_MS" "500" "500" "${C_FETCH_WAIT_MS:-500}"
+    row "fetch.wait.max.ms" "500" "$( ((FAST_WAIT_MS > 0)) && echo "$FAST_WAIT_MS" || echo -)" "500" "500" \
+        "${C_FETCH_WAIT_MS:-500}"
     row "events/s (from assignment / view)" "$(v a.eps)" "$(v a_fast.eps)" "$(v a_json.eps)" "$(v b.eps)" "$(v c.eps)"
     row "seconds for all events" "$(v a.wall_s)" "$(v a_fast.wall_s)" "$(v a_json.wall_s)" "$(v b.wall_s)" "$(v c.wall_s)"
     row "events/s from process start" "$(v a.eps_total)" "$(v a_fast.eps_total)" "$(v a_json.eps_total)" \
@@ -579,6 +588,8 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
         "$(per_event_us c.cpu.clickhouse)"
     row "CPU µs/event, broker" "$(per_event_us a.cpu.broker)" "$(per_event_us a_fast.cpu.broker)" \
         "$(per_event_us a_json.cpu.broker)" "$(per_event_us b.cpu.broker)" "$(per_event_us c.cpu.broker)"
+    row "cores busy, broker" "$(cores a broker)" "$(cores a_fast broker)" "$(cores a_json broker)" \
+        "$(cores b broker)" "$(cores c broker)"
     row "cores busy, whole machine" "$(busy a)" "$(busy a_fast)" "$(busy a_json)" "$(busy b)" "$(busy c)"
     row "cores busy by other processes" "$(others a subject broker)" "$(others a_fast subject broker)" \
         "$(others a_json subject broker)" "$(others b aggregator clickhouse broker)" "$(others c clickhouse broker)"
@@ -614,7 +625,10 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
         echo "freshness: ${R[fresh.achieved_rate]} clicks/s for $FRESH_SECS s (first 5 s not measured), ${R[fresh.events]} clicks measured, rollups polled every 100 ms (poll p50 ${R[fresh.poll_p50_ms]} ms, ${R[fresh.polls]} polls)"
         echo "  visible - event time: p50 ${R[fresh.p50_ms]} ms, p95 ${R[fresh.p95_ms]} ms, p99 ${R[fresh.p99_ms]} ms, max ${R[fresh.max_ms]} ms; never seen ${R[fresh.unseen]}, counted twice ${R[fresh.overcounted]}"
         sed 's/^/  /' "$WORK/freshness-windows.txt"
-        echo "  CPU s over the run: aggregator ${R[fresh.cpu.aggregator]}, ClickHouse ${R[fresh.cpu.clickhouse]}, broker ${R[fresh.cpu.broker]}; aggregator RSS at the end ${R[fresh.rss_mb]} MB"
+        echo "  cores busy over the run: aggregator $(cores fresh aggregator), ClickHouse $(cores fresh clickhouse), broker $(cores fresh broker); aggregator RSS at the end ${R[fresh.rss_mb]} MB"
+    fi
+    if [[ -n "${R[idle.cpu_wall_s]:-}" ]]; then
+        echo "idle aggregator (caught up, no clicks, ${R[idle.cpu_wall_s]} s): cores busy: broker $(cores idle broker), aggregator $(cores idle aggregator), ClickHouse $(cores idle clickhouse)"
     fi
     echo
     echo "counts: (b) sum(clicks) $(v b.value), (c) $(v c.value), expected $EVENTS each"
