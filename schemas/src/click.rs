@@ -7,6 +7,7 @@ use crate::ids::{CampaignId, ClientId, EventId, LinkId, RecipientId};
 
 pub const CLICK_EVENT_V1: SchemaId = SchemaId(1);
 pub const CLICK_EVENT_V2: SchemaId = SchemaId(3);
+pub const CLICK_EVENT_V3: SchemaId = SchemaId(7);
 
 /// What happened: a link was followed, or an email's open pixel was fetched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -40,7 +41,113 @@ impl RecipientToken {
     }
 }
 
-/// One click on a tracking link. See `schemas/avro/click_event.v1.avsc` for field docs.
+/// What the user agent says the client is. See `click_event.v3.avsc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum UaClass {
+    /// Not classified: events written before v3.
+    #[default]
+    Unknown,
+    Browser,
+    /// A known crawler, monitor or security scanner.
+    Bot,
+    /// A link-preview fetcher (chat unfurlers, mail previews).
+    Preview,
+    /// A generic HTTP library or tool: curl, python-requests, Go-http-client, okhttp…
+    HttpClient,
+    /// No User-Agent header at all.
+    Absent,
+}
+
+impl UaClass {
+    const SYMBOLS: [&'static str; 6] = ["unknown", "browser", "bot", "preview", "http_client", "absent"];
+    pub fn as_str(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+    pub fn from_symbol(s: &str) -> Self {
+        match s {
+            "browser" => Self::Browser,
+            "bot" => Self::Bot,
+            "preview" => Self::Preview,
+            "http_client" => Self::HttpClient,
+            "absent" => Self::Absent,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Who owns the client address, classified at the edge before anonymizing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum NetworkClass {
+    /// Not classified: events written before v3, or no address.
+    #[default]
+    Unknown,
+    /// A mail-security vendor's network (Microsoft EOP, Proofpoint, Mimecast…).
+    Scanner,
+    /// A cloud or hosting provider: weak evidence, people browse from VPNs and proxies too.
+    Cloud,
+    /// Anything else: residential, mobile, corporate.
+    Other,
+}
+
+impl NetworkClass {
+    const SYMBOLS: [&'static str; 4] = ["unknown", "scanner", "cloud", "other"];
+    pub fn as_str(self) -> &'static str {
+        Self::SYMBOLS[self as usize]
+    }
+    pub fn from_symbol(s: &str) -> Self {
+        match s {
+            "scanner" => Self::Scanner,
+            "cloud" => Self::Cloud,
+            "other" => Self::Other,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// v3: what the edge observed about the request, for the aggregator's verdict.
+/// The edge records; it never decides. Defaults are "no evidence", which is
+/// what v1 and v2 events read as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signals {
+    /// `Purpose`/`Sec-Purpose: prefetch`, `X-Purpose`, `X-Moz`.
+    pub prefetch_header: bool,
+    pub ua_class: UaClass,
+    pub has_accept: bool,
+    pub has_accept_language: bool,
+    /// The Referer names a mail-security gateway.
+    pub scanner_referer: bool,
+    pub network_class: NetworkClass,
+    /// Scanner vendor or network owner, when known.
+    pub network_name: Option<String>,
+    /// Autonomous system number; 0 when unknown.
+    pub asn: u32,
+    /// The address is in one of the client's allowed networks.
+    pub network_allow_listed: bool,
+    /// Send time carried by a valid v2 recipient token (ms since the epoch).
+    pub sent_at_ms: Option<i64>,
+    /// The link is a honeypot.
+    pub honeypot: bool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            prefetch_header: false,
+            ua_class: UaClass::Unknown,
+            has_accept: true,
+            has_accept_language: true,
+            scanner_referer: false,
+            network_class: NetworkClass::Unknown,
+            network_name: None,
+            asn: 0,
+            network_allow_listed: false,
+            sent_at_ms: None,
+            honeypot: false,
+        }
+    }
+}
+
+/// One click on a tracking link. See `schemas/avro/click_event.v3.avsc` for field docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClickEvent {
     pub event_id: EventId,
@@ -63,6 +170,8 @@ pub struct ClickEvent {
     pub is_prefetch: bool,
     /// v2; v1 data reads as `Absent`.
     pub recipient_token: RecipientToken,
+    /// v3; older data reads as [`Signals::default`].
+    pub signals: Signals,
 }
 
 impl Contract for ClickEvent {
@@ -70,10 +179,12 @@ impl Contract for ClickEvent {
     const VERSIONS: &'static [(SchemaId, &'static str)] = &[
         (CLICK_EVENT_V1, include_str!("../avro/click_event.v1.avsc")),
         (CLICK_EVENT_V2, include_str!("../avro/click_event.v2.avsc")),
+        (CLICK_EVENT_V3, include_str!("../avro/click_event.v3.avsc")),
     ];
 
     fn to_avro(&self) -> Value {
         let s = |v: &str| Value::String(v.to_owned());
+        let sig = &self.signals;
         Value::Record(vec![
             ("event_id".into(), Value::Uuid(self.event_id.0)),
             ("event_time".into(), Value::TimestampMillis(self.event_time_ms)),
@@ -90,6 +201,17 @@ impl Contract for ClickEvent {
             ("event_type".into(), Value::Enum(self.event_type as u32, self.event_type.as_str().into())),
             ("is_prefetch".into(), Value::Boolean(self.is_prefetch)),
             ("recipient_token".into(), Value::Enum(self.recipient_token as u32, self.recipient_token.as_str().into())),
+            ("prefetch_header".into(), Value::Boolean(sig.prefetch_header)),
+            ("ua_class".into(), Value::Enum(sig.ua_class as u32, sig.ua_class.as_str().into())),
+            ("has_accept".into(), Value::Boolean(sig.has_accept)),
+            ("has_accept_language".into(), Value::Boolean(sig.has_accept_language)),
+            ("scanner_referer".into(), Value::Boolean(sig.scanner_referer)),
+            ("network_class".into(), Value::Enum(sig.network_class as u32, sig.network_class.as_str().into())),
+            ("network_name".into(), nullable(sig.network_name.as_deref().map(s))),
+            ("asn".into(), Value::Long(sig.asn.into())),
+            ("network_allow_listed".into(), Value::Boolean(sig.network_allow_listed)),
+            ("sent_at".into(), nullable(sig.sent_at_ms.map(Value::TimestampMillis))),
+            ("honeypot".into(), Value::Boolean(sig.honeypot)),
         ])
     }
 
@@ -126,6 +248,23 @@ impl Contract for ClickEvent {
                 "valid" => RecipientToken::Valid,
                 "invalid" => RecipientToken::Invalid,
                 _ => RecipientToken::Absent,
+            },
+            signals: Signals {
+                prefetch_header: f.boolean("prefetch_header")?,
+                ua_class: UaClass::from_symbol(&f.enum_symbol("ua_class")?),
+                has_accept: f.boolean("has_accept")?,
+                has_accept_language: f.boolean("has_accept_language")?,
+                scanner_referer: f.boolean("scanner_referer")?,
+                network_class: NetworkClass::from_symbol(&f.enum_symbol("network_class")?),
+                network_name: f.opt_string("network_name")?,
+                asn: u32::try_from(f.long("asn")?).map_err(|e| CodecError::Shape {
+                    contract: Self::NAME,
+                    field: "asn",
+                    problem: e.to_string(),
+                })?,
+                network_allow_listed: f.boolean("network_allow_listed")?,
+                sent_at_ms: f.opt_long("sent_at")?,
+                honeypot: f.boolean("honeypot")?,
             },
         })
     }

@@ -6,6 +6,7 @@ use crate::codec::{nullable, CodecError, Contract, Fields, SchemaId};
 use crate::ids::ClientId;
 
 pub const CLIENT_V1: SchemaId = SchemaId(4);
+pub const CLIENT_V2: SchemaId = SchemaId(9);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,7 +24,7 @@ impl ClientStatus {
     }
 }
 
-/// See `schemas/avro/client.v1.avsc`.
+/// See `schemas/avro/client.v2.avsc`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientRecord {
     pub client_id: ClientId,
@@ -32,11 +33,14 @@ pub struct ClientRecord {
     /// Sub-keys a hot client's events spread over; 1 for a normal client.
     pub hot_spread: u16,
     pub updated_at_ms: i64,
+    /// v2: CIDRs (`203.0.113.0/24`) the client vouches for; validated by the API.
+    pub allowed_networks: Vec<String>,
 }
 
 impl Contract for ClientRecord {
     const NAME: &'static str = "Client";
-    const VERSIONS: &'static [(SchemaId, &'static str)] = &[(CLIENT_V1, include_str!("../avro/client.v1.avsc"))];
+    const VERSIONS: &'static [(SchemaId, &'static str)] =
+        &[(CLIENT_V1, include_str!("../avro/client.v1.avsc")), (CLIENT_V2, include_str!("../avro/client.v2.avsc"))];
 
     fn to_avro(&self) -> Value {
         Value::Record(vec![
@@ -45,6 +49,10 @@ impl Contract for ClientRecord {
             ("fallback_url".into(), nullable(self.fallback_url.clone().map(Value::String))),
             ("hot_spread".into(), Value::Int(self.hot_spread.into())),
             ("updated_at".into(), Value::TimestampMillis(self.updated_at_ms)),
+            (
+                "allowed_networks".into(),
+                Value::Array(self.allowed_networks.iter().cloned().map(Value::String).collect()),
+            ),
         ])
     }
 
@@ -60,6 +68,7 @@ impl Contract for ClientRecord {
             fallback_url: f.opt_string("fallback_url")?,
             hot_spread: u16::try_from(f.long("hot_spread")?.clamp(1, 1024)).unwrap_or(1),
             updated_at_ms: f.long("updated_at")?,
+            allowed_networks: f.string_array("allowed_networks")?,
         })
     }
 }

@@ -204,6 +204,19 @@ impl Fields {
         }
     }
 
+    pub(crate) fn string_array(&mut self, field: &'static str) -> Result<Vec<String>, CodecError> {
+        match self.take(field)? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(self.shape(field, format!("expected strings, found {other:?}"))),
+                })
+                .collect(),
+            other => Err(self.shape(field, format!("expected an array, found {other:?}"))),
+        }
+    }
+
     pub(crate) fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, CodecError> {
         match unwrap_union(self.take(field)?) {
             Value::Null => Ok(None),

@@ -12,10 +12,11 @@
 //! - [`ids`]: identifier newtypes (`ClientId`, `LinkId`, `LinkCode`, …) and their validation.
 //! - [`framing`]: the Confluent header.
 //! - [`codec`]: the schema table and the generic encode/decode with schema resolution.
-//! - [`click`]: `ClickEvent` (v1, v2), published by the edge to the `clicks` topic.
+//! - [`click`]: `ClickEvent` (v1, v2, v3), published by the edge to the `clicks` topic.
 //! - [`link`]: `LinkRecord`, the registry's record on the compacted `links` topic.
 //! - [`api_key`]: `ApiKeyRecord`, a client's hashed API key on the compacted `api_keys` topic.
 //! - [`client`]: `ClientRecord`, a sender's state on the compacted `clients` topic.
+//! - [`verdict`]: `Reason`, why a click was judged human or bot (aggregator → ClickHouse → API).
 //!
 //! Evolution rules (checked by `tests/evolution.rs`): a new version may only add
 //! fields that have a default, and may only remove fields that had one; ids are
@@ -28,10 +29,12 @@ pub mod codec;
 pub mod framing;
 pub mod ids;
 pub mod link;
+pub mod verdict;
 
 pub use api_key::ApiKeyRecord;
-pub use click::{ClickEvent, EventType, RecipientToken};
+pub use click::{ClickEvent, EventType, NetworkClass, RecipientToken, Signals, UaClass};
 pub use client::{ClientRecord, ClientStatus};
 pub use codec::{Codec, CodecError, SchemaId};
 pub use ids::{CampaignId, ClientId, EventId, IdError, LinkCode, LinkId, RecipientId};
 pub use link::{LinkCount, LinkRecord, LinkStatus};
+pub use verdict::Reason;

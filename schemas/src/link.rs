@@ -9,6 +9,7 @@ use crate::codec::{nullable, CodecError, Contract, Fields, SchemaId};
 use crate::ids::{CampaignId, ClientId, LinkCode, LinkId};
 
 pub const LINK_V1: SchemaId = SchemaId(2);
+pub const LINK_V2: SchemaId = SchemaId(8);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,7 +45,7 @@ impl FromStr for LinkStatus {
     }
 }
 
-/// One link. See `schemas/avro/link.v1.avsc`.
+/// One link. See `schemas/avro/link.v2.avsc`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkRecord {
     pub link_id: LinkId,
@@ -57,11 +58,14 @@ pub struct LinkRecord {
     pub valid_from_ms: Option<i64>,
     pub valid_until_ms: Option<i64>,
     pub click_limit: Option<i64>,
+    /// v2: a trap link no human can see (v1 data reads as `false`).
+    pub honeypot: bool,
 }
 
 impl Contract for LinkRecord {
     const NAME: &'static str = "Link";
-    const VERSIONS: &'static [(SchemaId, &'static str)] = &[(LINK_V1, include_str!("../avro/link.v1.avsc"))];
+    const VERSIONS: &'static [(SchemaId, &'static str)] =
+        &[(LINK_V1, include_str!("../avro/link.v1.avsc")), (LINK_V2, include_str!("../avro/link.v2.avsc"))];
 
     fn to_avro(&self) -> Value {
         let s = |v: &str| Value::String(v.to_owned());
@@ -76,6 +80,7 @@ impl Contract for LinkRecord {
             ("valid_from".into(), nullable(self.valid_from_ms.map(Value::TimestampMillis))),
             ("valid_until".into(), nullable(self.valid_until_ms.map(Value::TimestampMillis))),
             ("click_limit".into(), nullable(self.click_limit.map(Value::Long))),
+            ("honeypot".into(), Value::Boolean(self.honeypot)),
         ])
     }
 
@@ -94,6 +99,7 @@ impl Contract for LinkRecord {
             valid_from_ms: f.opt_long("valid_from")?,
             valid_until_ms: f.opt_long("valid_until")?,
             click_limit: f.opt_long("click_limit")?,
+            honeypot: f.boolean("honeypot")?,
         })
     }
 }

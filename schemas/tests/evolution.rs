@@ -77,5 +77,6 @@ fn sample() -> ClickEvent {
         event_type: ricochet_schemas::EventType::Click,
         is_prefetch: false,
         recipient_token: ricochet_schemas::RecipientToken::Absent,
+        signals: ricochet_schemas::Signals::default(),
     }
 }

@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 
 use apache_avro::types::Value;
-use ricochet_schemas::click::{CLICK_EVENT_V1, CLICK_EVENT_V2};
+use ricochet_schemas::click::{CLICK_EVENT_V1, CLICK_EVENT_V2, CLICK_EVENT_V3};
 use ricochet_schemas::codec::Contract;
-use ricochet_schemas::link::LINK_V1;
+use ricochet_schemas::link::{LINK_V1, LINK_V2};
 use ricochet_schemas::*;
 
 fn fixture_click() -> ClickEvent {
@@ -30,6 +30,7 @@ fn fixture_click() -> ClickEvent {
         event_type: EventType::Click,
         is_prefetch: false,
         recipient_token: RecipientToken::Valid,
+        signals: ricochet_schemas::Signals::default(),
     }
 }
 
@@ -45,6 +46,7 @@ fn fixture_link() -> LinkRecord {
         valid_from_ms: None,
         valid_until_ms: Some(1_735_000_000_000),
         click_limit: Some(1000),
+        honeypot: false,
     }
 }
 
@@ -58,15 +60,36 @@ fn check_golden(name: &str, bytes: &[u8]) {
     }
 }
 
-/// The v1 record an old edge writes: the fixture without the v2 fields.
+/// The fields v3 added.
+const V3_FIELDS: [&str; 11] = [
+    "prefetch_header",
+    "ua_class",
+    "has_accept",
+    "has_accept_language",
+    "scanner_referer",
+    "network_class",
+    "network_name",
+    "asn",
+    "network_allow_listed",
+    "sent_at",
+    "honeypot",
+];
+
+/// The v1 record an old edge writes: the fixture without the v2 and v3 fields.
 fn v1_record(event: &ClickEvent) -> Value {
-    let Value::Record(fields) = event.to_avro() else { unreachable!() };
+    let Value::Record(fields) = v2_record(event) else { unreachable!() };
     Value::Record(
         fields
             .into_iter()
             .filter(|(n, _)| !matches!(n.as_str(), "event_type" | "is_prefetch" | "recipient_token"))
             .collect(),
     )
+}
+
+/// The v2 record an edge of the previous release writes: without the v3 fields.
+fn v2_record(event: &ClickEvent) -> Value {
+    let Value::Record(fields) = event.to_avro() else { unreachable!() };
+    Value::Record(fields.into_iter().filter(|(n, _)| !V3_FIELDS.contains(&n.as_str())).collect())
 }
 
 fn golden(name: &str) -> Vec<u8> {
@@ -85,10 +108,60 @@ fn click_event_v1_bytes_are_stable() {
 #[test]
 fn click_event_v2_bytes_are_stable() {
     let codec = Codec::<ClickEvent>::new();
-    let bytes = codec.encode(&fixture_click()).unwrap();
-    assert_eq!(&bytes[..5], &[0, 0, 0, 0, CLICK_EVENT_V2.0 as u8], "this build writes v2 (schema id 3)");
+    let bytes = codec.encode_value(CLICK_EVENT_V2, v2_record(&fixture_click())).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, CLICK_EVENT_V2.0 as u8]);
     check_golden("click_event.v2.hex", &bytes);
+    // v2 data reads with the v3 defaults: no evidence either way.
     assert_eq!(codec.decode(&golden("click_event.v2.hex")).unwrap(), fixture_click());
+}
+
+/// The v3 fixture: every signal set away from its default, so that a field
+/// the encoder forgets or misplaces changes the bytes.
+fn fixture_click_v3() -> ClickEvent {
+    ClickEvent {
+        signals: Signals {
+            prefetch_header: true,
+            ua_class: UaClass::HttpClient,
+            has_accept: false,
+            has_accept_language: false,
+            scanner_referer: true,
+            network_class: NetworkClass::Scanner,
+            network_name: Some("microsoft-eop".into()),
+            asn: 8075,
+            network_allow_listed: true,
+            sent_at_ms: Some(1_732_233_556_000),
+            honeypot: true,
+        },
+        ..fixture_click()
+    }
+}
+
+#[test]
+fn click_event_v3_bytes_are_stable() {
+    let codec = Codec::<ClickEvent>::new();
+    let bytes = codec.encode(&fixture_click_v3()).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, CLICK_EVENT_V3.0 as u8], "this build writes v3 (schema id 7)");
+    check_golden("click_event.v3.hex", &bytes);
+    assert_eq!(codec.decode(&golden("click_event.v3.hex")).unwrap(), fixture_click_v3());
+}
+
+#[test]
+fn a_v2_reader_reads_v3_data() {
+    let codec = Codec::<ClickEvent>::new();
+    let v3 = codec.encode(&fixture_click_v3()).unwrap();
+    let as_v2 = codec.decode_value(&v3, CLICK_EVENT_V2).unwrap();
+    assert_eq!(as_v2, v2_record(&fixture_click_v3()), "an old aggregator sees the v2 view of a v3 event");
+}
+
+#[test]
+fn link_v2_bytes_are_stable_and_v1_reads_as_not_a_honeypot() {
+    let codec = Codec::<LinkRecord>::new();
+    let trap = LinkRecord { honeypot: true, ..fixture_link() };
+    let bytes = codec.encode(&trap).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, LINK_V2.0 as u8]);
+    check_golden("link.v2.hex", &bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), trap);
+    assert_eq!(codec.decode(&golden("link.v1.hex")).unwrap(), fixture_link());
 }
 
 #[test]
@@ -103,13 +176,15 @@ fn a_v1_reader_reads_v2_data() {
     let codec = Codec::<ClickEvent>::new();
     let v2 = codec.encode(&fixture_click()).unwrap();
     let as_v1 = codec.decode_value(&v2, CLICK_EVENT_V1).unwrap();
-    assert_eq!(as_v1, v1_record(&fixture_click()), "an old aggregator sees the v1 view of a v2 event");
+    assert_eq!(as_v1, v1_record(&fixture_click()), "an old aggregator sees the v1 view of a current event");
 }
 
 #[test]
 fn link_v1_bytes_are_stable_and_round_trip() {
     let codec = Codec::<LinkRecord>::new();
-    let bytes = codec.encode(&fixture_link()).unwrap();
+    let Value::Record(fields) = fixture_link().to_avro() else { unreachable!() };
+    let v1 = Value::Record(fields.into_iter().filter(|(n, _)| n != "honeypot").collect());
+    let bytes = codec.encode_value(LINK_V1, v1).unwrap();
     assert_eq!(&bytes[..5], &[0, 0, 0, 0, LINK_V1.0 as u8]);
     check_golden("link.v1.hex", &bytes);
     assert_eq!(codec.decode(&bytes).unwrap(), fixture_link());
@@ -133,12 +208,21 @@ fn client_v1_bytes_are_stable_and_round_trip() {
         fallback_url: Some("https://acme.example/expired".into()),
         hot_spread: 8,
         updated_at_ms: 1_732_233_600_000,
+        allowed_networks: vec![],
     };
     let codec = Codec::<ClientRecord>::new();
-    let bytes = codec.encode(&client).unwrap();
+    let Value::Record(fields) = client.to_avro() else { unreachable!() };
+    let v1 = Value::Record(fields.into_iter().filter(|(n, _)| n != "allowed_networks").collect());
+    let bytes = codec.encode_value(ricochet_schemas::client::CLIENT_V1, v1).unwrap();
     assert_eq!(&bytes[..5], &[0, 0, 0, 0, 4]);
     check_golden("client.v1.hex", &bytes);
-    assert_eq!(codec.decode(&bytes).unwrap(), client);
+    assert_eq!(codec.decode(&bytes).unwrap(), client, "v1 data reads with no allowed networks");
+
+    let allowing = ClientRecord { allowed_networks: vec!["203.0.113.0/24".into(), "2001:db8::/32".into()], ..client };
+    let bytes = codec.encode(&allowing).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, 9], "this build writes client v2 (schema id 9)");
+    check_golden("client.v2.hex", &bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), allowing);
 }
 
 #[test]
