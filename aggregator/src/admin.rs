@@ -111,6 +111,10 @@ pub struct PutClient {
     pub fallback_url: Option<String>,
     #[serde(default)]
     pub hot_spread: Option<u16>,
+    /// CIDRs whose clicks are never called bots for their network alone
+    /// (the client's office behind a cloud proxy, say). At most 256.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
 }
 
 fn client_json(c: &ClientRecord) -> serde_json::Value {
@@ -119,6 +123,7 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "status": c.status,
         "fallback_url": c.fallback_url,
         "hot_spread": c.hot_spread,
+        "allowed_networks": c.allowed_networks,
         "updated_at": c.updated_at_ms / 1000,
     })
 }
@@ -148,7 +153,22 @@ pub async fn put_client(
     if !(1..=64).contains(&hot_spread) {
         return Err(ApiError::BadRequest("hot_spread must be between 1 and 64".into()));
     }
-    let record = ClientRecord { client_id, status, fallback_url, hot_spread, updated_at_ms: now_ms() };
+    if put.allowed_networks.len() > 256 {
+        return Err(ApiError::BadRequest("allowed_networks takes at most 256 CIDRs".into()));
+    }
+    let allowed_networks = put
+        .allowed_networks
+        .iter()
+        .map(|cidr| {
+            cidr.parse::<ipnet::IpNet>().map(|net| net.trunc().to_string()).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "allowed_networks: {cidr:?} is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let record =
+        ClientRecord { client_id, status, fallback_url, hot_spread, updated_at_ms: now_ms(), allowed_networks };
     s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_client(record.clone());
     Ok(Json(client_json(&record)))

@@ -184,6 +184,10 @@ pub struct CreateLink {
     pub valid_until: Option<i64>,
     #[serde(default)]
     pub click_limit: Option<i64>,
+    /// A trap link to hide in the message (e.g. a 1×1 anchor no person sees):
+    /// a hit voids the recipient's clicks on the campaign (docs/bot-detection.md).
+    #[serde(default)]
+    pub honeypot: bool,
 }
 
 impl CreateLink {
@@ -205,6 +209,7 @@ impl CreateLink {
             valid_from_ms: self.valid_from.map(|s| s * 1000),
             valid_until_ms: self.valid_until.map(|s| s * 1000),
             click_limit: self.click_limit,
+            honeypot: self.honeypot,
         })
     }
 }
@@ -222,6 +227,7 @@ pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
         "valid_from": link.valid_from_ms.map(|m| m / 1000),
         "valid_until": link.valid_until_ms.map(|m| m / 1000),
         "click_limit": link.click_limit,
+        "honeypot": link.honeypot,
     })
 }
 

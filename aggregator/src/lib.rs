@@ -10,6 +10,7 @@
 //! - [`config`]: every setting, from flags and environment.
 //! - [`pipeline`]: the consumer loop, rebalances, flushing and retries.
 //! - [`rollup`]: the in-memory batch (`BucketStart`, `RollupKey`).
+//! - [`verdict`]: human or bot, and why (`Reason`), from an event's signals.
 //! - [`checkpoint`]: stored positions and the guard against applying twice.
 //! - [`sink`]: ClickHouse rows, inserts, reading positions, settling unknown outcomes.
 //! - [`dead_letter`]: poison messages to `clicks-dlq`.
@@ -37,5 +38,6 @@ pub mod rollup;
 pub mod sink;
 pub mod stats;
 pub mod status;
+pub mod verdict;
 
 pub use config::AggregatorConfig;

@@ -437,7 +437,10 @@ impl Pipeline {
             None => Err("empty payload".to_owned()),
             Some(p) => self.codec.decode(p).map_err(|e| e.to_string()).and_then(|e| {
                 match BucketStart::of_millis(e.event_time_ms) {
-                    Some(b) => Ok((e, b)),
+                    Some(b) => {
+                        let reason = crate::verdict::per_request(&e);
+                        Ok((e, b, reason))
+                    }
                     None => Err(format!("event_time {} ms is outside 1970..2106", e.event_time_ms)),
                 }
             }),

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId};
+use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Reason};
 
 use crate::checkpoint::PartitionRange;
 use crate::sink::{EventRow, RollupRow};
@@ -40,29 +40,41 @@ pub struct RollupKey {
     pub bucket: BucketStart,
 }
 
-/// What one rollup row counts. `clicks = human_clicks + bot_clicks`.
+/// What one rollup row counts. `clicks = human_clicks + bot_clicks`, and
+/// `by_reason` splits the clicks by the verdict's reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub clicks: u64,
     pub human_clicks: u64,
-    /// HEAD requests and link-preview fetchers, as flagged by the edge.
+    /// Clicks whose verdict is a machine (see [`crate::verdict`]).
     pub bot_clicks: u64,
     pub opens: u64,
+    /// Clicks per [`Reason`], indexed like [`Reason::ALL`].
+    pub by_reason: [u64; Reason::ALL.len()],
 }
 
 impl Counts {
-    pub fn count(&mut self, event: &ClickEvent) {
+    /// Counts one decided event.
+    pub fn count(&mut self, event: &ClickEvent, reason: Reason) {
         match event.event_type {
             EventType::Open => self.opens += 1,
             EventType::Click => {
                 self.clicks += 1;
-                if event.is_prefetch {
-                    self.bot_clicks += 1;
-                } else {
+                if reason.is_human() {
                     self.human_clicks += 1;
+                } else {
+                    self.bot_clicks += 1;
+                }
+                if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+                    self.by_reason[i] += 1;
                 }
             }
         }
+    }
+
+    /// Clicks decided for `reason`.
+    pub fn reason(&self, reason: Reason) -> u64 {
+        Reason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.by_reason[i])
     }
 }
 
@@ -112,9 +124,16 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Adds the message at `offset`. `event` is `None` for a message that was set
-    /// aside (poison): it adds nothing but still moves the partition's position.
-    pub fn add(&mut self, partition: i32, offset: i64, event: Option<(ClickEvent, BucketStart)>, ingested_at: u32) {
+    /// Adds the message at `offset`, with its verdict. `event` is `None` for a
+    /// message that was set aside (poison): it adds nothing but still moves the
+    /// partition's position.
+    pub fn add(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        event: Option<(ClickEvent, BucketStart, Reason)>,
+        ingested_at: u32,
+    ) {
         self.opened_at.get_or_insert_with(Instant::now);
         let pb = self.partitions.entry(partition).or_insert_with(|| PartitionBatch {
             range: PartitionRange { partition, first: offset, next: offset + 1 },
@@ -123,7 +142,7 @@ impl Batch {
             ids: HashSet::new(),
         });
         pb.range.next = offset + 1;
-        let Some((event, bucket)) = event else { return };
+        let Some((event, bucket, reason)) = event else { return };
         let id = event.event_id.0.as_u128();
         let seen_before = self.recent.get(&partition).is_some_and(|r| r.set.contains(&id));
         if seen_before || !pb.ids.insert(id) {
@@ -136,7 +155,7 @@ impl Batch {
             link_id: event.link_id.clone(),
             bucket,
         };
-        pb.rollups.entry(key).or_default().count(&event);
+        pb.rollups.entry(key).or_default().count(&event, reason);
         pb.events.push(EventRow::new(event, partition, offset, ingested_at));
         self.num_events += 1;
     }
@@ -208,7 +227,7 @@ mod tests {
     use super::*;
     use ricochet_schemas::EventId;
 
-    fn click(client: &str, link: &str, ms: i64) -> (ClickEvent, BucketStart) {
+    fn click(client: &str, link: &str, ms: i64) -> (ClickEvent, BucketStart, Reason) {
         let e = ClickEvent {
             event_id: EventId::mint(),
             event_time_ms: ms,
@@ -225,9 +244,10 @@ mod tests {
             event_type: ricochet_schemas::EventType::Click,
             is_prefetch: false,
             recipient_token: ricochet_schemas::RecipientToken::Absent,
+            signals: ricochet_schemas::Signals::default(),
         };
         let b = BucketStart::of_millis(ms).unwrap();
-        (e, b)
+        (e, b, Reason::Human)
     }
 
     #[test]
@@ -260,30 +280,31 @@ mod tests {
     #[test]
     fn splits_human_bot_and_opens() {
         let mut b = Batch::default();
-        let (mut bot, bucket) = click("a", "l1", 60_000);
-        bot.is_prefetch = true;
-        b.add(0, 1, Some((bot, bucket)), 0);
-        let (mut open, bucket) = click("a", "l1", 60_000);
+        let (bot, bucket, _) = click("a", "l1", 60_000);
+        b.add(0, 1, Some((bot, bucket, Reason::Head)), 0);
+        let (mut open, bucket, _) = click("a", "l1", 60_000);
         open.event_type = EventType::Open;
-        b.add(0, 2, Some((open, bucket)), 0);
+        b.add(0, 2, Some((open, bucket, Reason::Human)), 0);
         b.add(0, 3, Some(click("a", "l1", 60_000)), 0);
         let row = b.rollup_rows("clicks").into_iter().find(|r| r.link_id == "l1").unwrap();
         assert_eq!((row.clicks, row.human_clicks, row.bot_clicks, row.opens), (2, 1, 1, 1));
+        let counts = b.partitions[&0].rollups.values().next().unwrap();
+        assert_eq!((counts.reason(Reason::Head), counts.reason(Reason::Human)), (1, 1), "opens have no reason");
     }
 
     #[test]
     fn duplicates_are_dropped_in_the_batch_and_across_flushes() {
         let mut b = Batch::default();
-        let (e, bucket) = click("a", "l1", 60_000);
-        b.add(0, 1, Some((e.clone(), bucket)), 0);
-        b.add(0, 2, Some((e.clone(), bucket)), 0); // a resend in the same batch
+        let (e, bucket, reason) = click("a", "l1", 60_000);
+        b.add(0, 1, Some((e.clone(), bucket, reason)), 0);
+        b.add(0, 2, Some((e.clone(), bucket, reason)), 0); // a resend in the same batch
         assert_eq!(b.num_events(), 1);
         assert_eq!(b.ranges()[0].next, 3, "the duplicate still moves the position");
         b.clear();
-        b.add(0, 3, Some((e.clone(), bucket)), 0); // a resend after the flush
+        b.add(0, 3, Some((e.clone(), bucket, reason)), 0); // a resend after the flush
         assert_eq!(b.num_events(), 0);
         b.revoke(&[0]);
-        b.add(0, 4, Some((e, bucket)), 0); // a new owner starts without the window
+        b.add(0, 4, Some((e, bucket, reason)), 0); // a new owner starts without the window
         assert_eq!(b.num_events(), 1);
     }
 

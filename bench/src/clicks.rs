@@ -78,6 +78,7 @@ impl Traffic {
             campaign_id: CampaignId::parse(self.campaign_id(pick)).expect("valid campaign id"),
             link_id: LinkId::parse(link_id).expect("valid link id"),
             recipient_token: if recipient.is_some() { RecipientToken::Valid } else { RecipientToken::Absent },
+            signals: ricochet_schemas::Signals::default(),
             recipient_id: recipient.map(|r| RecipientId::parse(r).expect("valid recipient id")),
             destination_url: format!(
                 "https://shop{}.example/deals/{:07}?utm_source=email&utm_medium=blast",

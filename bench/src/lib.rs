@@ -78,6 +78,7 @@ pub fn link(i: u64, code: LinkCode, clients: u64, created_at_ms: i64) -> LinkRec
         valid_from_ms: None,
         valid_until_ms: None,
         click_limit: None,
+        honeypot: false,
     }
 }
 

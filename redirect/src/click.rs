@@ -83,6 +83,7 @@ pub fn event(link: &LinkRecord, seen: Seen<'_>) -> ClickEvent {
         event_type,
         is_prefetch: crate::prefetch::is_prefetch(method, headers),
         recipient_token: recipient.1,
+        signals: ricochet_schemas::Signals::default(),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct NewLink {
     pub valid_from_ms: Option<i64>,
     pub valid_until_ms: Option<i64>,
     pub click_limit: Option<i64>,
+    /// A trap link, hidden in the message: see `LinkRecord::honeypot`.
+    pub honeypot: bool,
 }
 
 pub struct RegistryWriter {
@@ -86,6 +88,7 @@ impl RegistryWriter {
             valid_from_ms: new.valid_from_ms,
             valid_until_ms: new.valid_until_ms,
             click_limit: new.click_limit,
+            honeypot: new.honeypot,
         }
     }
 

@@ -56,6 +56,7 @@ impl Target {
             event_type: EventType::Click,
             is_prefetch: false,
             recipient_token: RecipientToken::Absent,
+            signals: ricochet_schemas::Signals::default(),
         }
     }
 }

@@ -89,6 +89,7 @@ fn event(link: &str) -> ClickEvent {
         event_type: ricochet_schemas::EventType::Click,
         is_prefetch: false,
         recipient_token: ricochet_schemas::RecipientToken::Absent,
+        signals: ricochet_schemas::Signals::default(),
     }
 }
 

@@ -169,6 +169,7 @@ async fn replayed_events_are_counted_once() {
         event_type: EventType::Click,
         is_prefetch: false,
         recipient_token: RecipientToken::Absent,
+        signals: ricochet_schemas::Signals::default(),
     };
     let bytes = Codec::<ClickEvent>::new().encode(&event).unwrap();
     for _ in 0..3 {
