@@ -165,11 +165,14 @@ install_nisshi() {
 
     # --locked: the release's Cargo.lock. --ignore-rust-version: nisshi declares a newer
     # rust-version than some toolchains we meet; it builds fine with them.
-    # Default features include libsql, which gives the sqlite:// storage we use.
+    # Only the libsql feature (the sqlite:// storage the stack and the tests use): the default
+    # set adds the postgres and dynostore (object store) backends, which roughly double the
+    # first build. RICOCHET_NISSHI_FEATURES=libsql,postgres brings PostgreSQL storage back.
     # CARGO_TARGET_DIR is dropped so the build uses its own temp dir instead of (and without
     # locking) the workspace's target dir when the caller exported one.
     env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET_DIR \
-        "$cargo" install "nisshi@$NISSHI_VERSION" --locked --ignore-rust-version >"$log" 2>&1 &
+        "$cargo" install "nisshi@$NISSHI_VERSION" --locked --ignore-rust-version \
+        --no-default-features --features "${RICOCHET_NISSHI_FEATURES:-libsql}" >"$log" 2>&1 &
     cargo_pid=$!
     local pid=$cargo_pid start=$SECONDS next=60
     # A progress line every ~60 s so a user (or a CI log watcher) can see it hasn't hung.
