@@ -42,7 +42,8 @@ until (exec 3<>/dev/tcp/127.0.0.1/"$KAFKA") 2>/dev/null; do sleep 0.2; done
 
 export RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA" RICOCHET_CLICKHOUSE_URL="http://127.0.0.1:$CH_HTTP"
 export RICOCHET_ADMIN_KEY="bench-admin-key-0123456789" RUST_LOG=warn
-RICOCHET_LISTEN="127.0.0.1:$API" "$BIN/ricochet-aggregator" > "$WORK/aggregator.log" 2>&1 & PIDS+=($!)
+RICOCHET_LISTEN="127.0.0.1:$(free_port)" "$BIN/ricochet-aggregator" > "$WORK/aggregator.log" 2>&1 & PIDS+=($!)
+RICOCHET_LISTEN="127.0.0.1:$API" "$BIN/ricochet-api" > "$WORK/api.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$API/readyz"
 python3 - "$API" > "$WORK/links.txt" <<'PY'
 import json, sys, urllib.request

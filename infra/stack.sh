@@ -2,13 +2,13 @@
 # Starts the whole Ricochet stack on this machine and prints where to click.
 #
 #   infra/stack.sh [up]    install what is missing, start ClickHouse, the broker,
-#                          the aggregator and the edge, create a demo link
+#                          the aggregator, the API and the edge, create a demo link
 #   infra/stack.sh down    stop everything `up` started
 #   infra/stack.sh status  show what is running
 #
 # Already run Kafka or ClickHouse? Point the stack at them and the local one is
 # not started:  RICOCHET_KAFKA_BROKERS=host:9092  RICOCHET_CLICKHOUSE_URL=http://host:8123
-# Ports (defaults): RICOCHET_EDGE_PORT=8080 RICOCHET_API_PORT=8081
+# Ports (defaults): RICOCHET_EDGE_PORT=8080 RICOCHET_API_PORT=8081 RICOCHET_AGGREGATOR_PORT=8082
 #   RICOCHET_KAFKA_PORT=9092 RICOCHET_CLICKHOUSE_HTTP_PORT=8123 RICOCHET_CLICKHOUSE_TCP_PORT=9000
 # State and logs: RICOCHET_STACK_DIR (default .stack/ in the repository).
 set -euo pipefail
@@ -18,6 +18,7 @@ repo="$(pwd)"
 dir="${RICOCHET_STACK_DIR:-$repo/.stack}"
 edge_port="${RICOCHET_EDGE_PORT:-8080}"
 api_port="${RICOCHET_API_PORT:-8081}"
+aggregator_port="${RICOCHET_AGGREGATOR_PORT:-8082}"
 kafka_port="${RICOCHET_KAFKA_PORT:-9092}"
 ch_http_port="${RICOCHET_CLICKHOUSE_HTTP_PORT:-8123}"
 ch_tcp_port="${RICOCHET_CLICKHOUSE_TCP_PORT:-9000}"
@@ -89,9 +90,11 @@ up() {
     export RICOCHET_ADMIN_KEY
     export RICOCHET_KAFKA_BROKERS="$brokers" RICOCHET_CLICKHOUSE_URL="$clickhouse_url"
     export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$edge_port"
-    # The aggregator applies the ClickHouse migrations and creates the topics at start.
-    RICOCHET_LISTEN="127.0.0.1:$api_port" start aggregator "$bin/ricochet-aggregator"
-    wait_for aggregator "http://127.0.0.1:$api_port/readyz" 60
+    # Both apply the ClickHouse migrations (idempotent) and create the topics they use at start.
+    RICOCHET_LISTEN="127.0.0.1:$aggregator_port" start aggregator "$bin/ricochet-aggregator"
+    RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
+    wait_for aggregator "http://127.0.0.1:$aggregator_port/readyz" 60
+    wait_for api "http://127.0.0.1:$api_port/readyz" 60
     local link
     local auth="Authorization: Bearer $RICOCHET_ADMIN_KEY"
     link=$(curl -fsS -X POST "http://127.0.0.1:$api_port/v1/links" -H "$auth" -H 'content-type: application/json' \
@@ -120,7 +123,8 @@ Ricochet is running.
                                -H 'content-type: application/json' \\
                                -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'
   API reference:             http://127.0.0.1:$api_port/v1/openapi.json
-  Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics
+  Status (lag, freshness):   curl -H 'Authorization: Bearer $RICOCHET_ADMIN_KEY' http://127.0.0.1:$api_port/v1/status
+  Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics
   ClickHouse (raw events):   $clickhouse_url   (tables click_events, click_rollup_minute)
   Logs:                      $dir/logs/
   Stop everything:           infra/stack.sh down
@@ -129,7 +133,7 @@ MSG
 
 down() {
     local name
-    for name in redirect aggregator kafka clickhouse; do
+    for name in redirect api aggregator kafka clickhouse; do
         if running "$name"; then
             kill "$(cat "$(pidfile "$name")")" 2>/dev/null || true
             for _ in $(seq 1 100); do running "$name" || break; sleep 0.1; done
@@ -142,7 +146,7 @@ down() {
 
 status() {
     local name
-    for name in clickhouse kafka aggregator redirect; do
+    for name in clickhouse kafka aggregator api redirect; do
         if running "$name"; then say "$name: running (pid $(cat "$(pidfile "$name")"))"; else say "$name: stopped"; fi
     done
 }

@@ -4,20 +4,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ricochet_warehouse::ClickHouseConfig;
 
 use crate::pipeline::PipelineConfig;
 
 #[derive(Parser, Clone, Debug)]
 #[command(
     name = "ricochet-aggregator",
-    about = "Ricochet's aggregator: clicks -> per-link rollups in ClickHouse, and the stats API"
+    about = "Ricochet's aggregator: clicks -> per-link rollups in ClickHouse (the API is ricochet-api)"
 )]
 pub struct AggregatorConfig {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the HTTP API (stats, link creation, health, metrics).
-    #[arg(long, env = "RICOCHET_LISTEN", default_value = "127.0.0.1:8081", global = true)]
+    /// Address of the operations listener: `/healthz`, `/readyz`, `/metrics`
+    /// and this member's `/v1/status`. The product API is `ricochet-api` (8081).
+    #[arg(long, env = "RICOCHET_LISTEN", default_value = "127.0.0.1:8082", global = true)]
     pub listen: SocketAddr,
 
     /// Kafka bootstrap servers.
@@ -50,38 +52,12 @@ pub struct AggregatorConfig {
     #[arg(long, env = "RICOCHET_CLIENTS_TOPIC", default_value = "clients", global = true)]
     pub clients_topic: String,
 
-    /// The admin API key (create links, manage clients and keys, read everything).
-    /// Required to serve the API; generate one with `openssl rand -hex 32`.
-    #[arg(long, env = "RICOCHET_ADMIN_KEY", hide_env_values = true, global = true)]
-    pub admin_key: Option<String>,
-
-    /// Master keys for recipient tokens (`kid:hexsecret[,…]`, newest first), the same
-    /// as the edges'. Used to hand each client its derived signing keys.
-    #[arg(long, env = "RICOCHET_TOKEN_KEYS", hide_env_values = true, global = true)]
-    pub token_keys: Option<String>,
-
     /// Where undecodable messages are set aside, with the reason in a header.
     #[arg(long, env = "RICOCHET_DEAD_LETTER_TOPIC", default_value = "clicks-dlq", global = true)]
     pub dead_letter_topic: String,
 
-    /// ClickHouse HTTP interface.
-    #[arg(long, env = "RICOCHET_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123", global = true)]
-    pub clickhouse_url: String,
-
-    #[arg(long, env = "RICOCHET_CLICKHOUSE_DATABASE", default_value = "default", global = true)]
-    pub clickhouse_database: String,
-
-    #[arg(long, env = "RICOCHET_CLICKHOUSE_USER", default_value = "default", global = true)]
-    pub clickhouse_user: String,
-
-    #[arg(long, env = "RICOCHET_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true, global = true)]
-    pub clickhouse_password: String,
-
-    /// Compress ClickHouse traffic with LZ4. Off by default: ClickHouse 18.16
-    /// answers compressed requests with an empty body. Worth enabling on current
-    /// ClickHouse across a network.
-    #[arg(long, env = "RICOCHET_CLICKHOUSE_LZ4", default_value_t = false, global = true)]
-    pub clickhouse_lz4: bool,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseConfig,
 
     /// A batch is flushed this often at the latest (milliseconds)...
     #[arg(long, env = "RICOCHET_FLUSH_INTERVAL_MS", default_value_t = 1000, global = true)]
@@ -108,15 +84,11 @@ pub struct AggregatorConfig {
     /// How long one insert may take before its outcome counts as unknown.
     #[arg(long, env = "RICOCHET_INSERT_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub insert_timeout_secs: u64,
-
-    /// Base of the tracking URLs the API hands out (the edge's public address).
-    #[arg(long, env = "RICOCHET_PUBLIC_REDIRECT_URL", default_value = "http://127.0.0.1:8080", global = true)]
-    pub public_redirect_url: String,
 }
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum Command {
-    /// Consume, aggregate and serve the API (the default).
+    /// Consume and aggregate (the default).
     Run,
     /// Apply the ClickHouse migrations and exit.
     Migrate,
@@ -146,20 +118,5 @@ impl AggregatorConfig {
             group_instance_id: self.group_instance_id.clone(),
             fence_timeout: Duration::from_secs(self.insert_timeout_secs),
         }
-    }
-
-    pub fn clickhouse(&self) -> clickhouse::Client {
-        clickhouse::Client::default()
-            .with_url(&self.clickhouse_url)
-            .with_database(&self.clickhouse_database)
-            .with_user(&self.clickhouse_user)
-            .with_password(&self.clickhouse_password)
-            // 18.16 lacks RowBinaryWithNamesAndTypes, which row validation needs.
-            .with_validation(false)
-            .with_compression(if self.clickhouse_lz4 {
-                clickhouse::Compression::Lz4
-            } else {
-                clickhouse::Compression::None
-            })
     }
 }

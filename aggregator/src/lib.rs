@@ -1,6 +1,8 @@
 //! The aggregator: a Kafka consumer-group member that rolls click events into
-//! per-link one-minute buckets in ClickHouse, exactly once, and serves the
-//! aggregate HTTP endpoints.
+//! per-link one-minute buckets in ClickHouse, exactly once. It serves only
+//! its own operations endpoints ([`ops`]); the product API that reads what it
+//! stores is `ricochet-api`, and the tables both share are in
+//! `ricochet-warehouse`.
 //!
 //! Exactly once without Kafka transactions: each flush writes the rollups and
 //! the Kafka positions they cover in one atomic ClickHouse insert, and a
@@ -16,27 +18,18 @@
 //! - [`dead_letter`]: poison messages to `clicks-dlq`.
 //! - [`limits`]: click counts fed back to the edges for links with a click limit.
 //! - [`mirror`]: the link registry and client states mirrored into ClickHouse.
-//! - [`migrations`]: the versioned SQL in `infra/migrations/`.
-//! - [`status`]: consumer lag and event-time freshness (`/v1/status`, gauges).
-//! - [`auth`]: API keys and who may read what.
-//! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
-//! - [`stats`], [`api`]: the HTTP endpoints; [`admin`]: clients, link status, batches.
+//! - [`status`]: this member's consumer lag and event-time freshness (gauges, `/v1/status`).
+//! - [`ops`]: the operations listener (`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
 
-pub mod admin;
-pub mod api;
-pub mod auth;
-pub mod cache;
 pub mod checkpoint;
 pub mod config;
-pub mod dashboard;
 pub mod dead_letter;
 pub mod limits;
-pub mod migrations;
 pub mod mirror;
+pub mod ops;
 pub mod pipeline;
 pub mod rollup;
 pub mod sink;
-pub mod stats;
 pub mod status;
 pub mod verdict;
 

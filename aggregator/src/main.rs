@@ -4,13 +4,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use ricochet_aggregator::api::{self, ApiState};
 use ricochet_aggregator::config::{AggregatorConfig, Command};
-use ricochet_aggregator::migrations;
+use ricochet_aggregator::ops::{self, OpsState};
 use ricochet_aggregator::pipeline::Pipeline;
 use ricochet_aggregator::sink::ClickHouseSink;
 use ricochet_registry::topics::{self, TopicSpec};
-use ricochet_registry::{Registry, RegistryTail, RegistryWriter, TokenKeys};
+use ricochet_registry::{Registry, RegistryTail, RegistryWriter};
+use ricochet_warehouse::migrations;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -20,24 +20,18 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
 
-    let clickhouse = config.clickhouse();
+    let clickhouse = config.clickhouse.client();
     let sink = ClickHouseSink::new(clickhouse.clone(), Duration::from_secs(config.insert_timeout_secs));
     let version = sink
         .server_version()
         .await
-        .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse_url))?;
+        .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse.clickhouse_url))?;
     tracing::info!(%version, "clickhouse reachable");
     let applied = migrations::apply(&clickhouse).await.context("applying ClickHouse migrations")?;
     tracing::info!(?applied, "migrations up to date");
     if matches!(config.command, Some(Command::Migrate)) {
         return Ok(());
     }
-    let admin_key = match config.admin_key.clone() {
-        Some(k) if k.len() >= 16 => k,
-        Some(_) => anyhow::bail!("RICOCHET_ADMIN_KEY must be at least 16 characters"),
-        None => anyhow::bail!("RICOCHET_ADMIN_KEY is required to serve the API (e.g. `openssl rand -hex 32`)"),
-    };
-
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("duration_seconds".into()),
@@ -91,23 +85,12 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(2),
         shutdown.clone(),
     ));
-    let state = Arc::new(ApiState {
-        admin_key,
-        cache: ricochet_aggregator::cache::ResponseCache::default(),
-        links,
-        writer: writer.clone(),
-        tail: Some(tail),
-        token_keys: config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?,
-        clickhouse,
-        public_redirect_url: config.public_redirect_url.clone(),
-        metrics: Some(metrics),
-        status: Some(status),
-    });
+    let state = Arc::new(OpsState { metrics: Some(metrics), tail: Some(tail), status });
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "aggregator API serving");
+    tracing::info!(listen = %listener.local_addr()?, "aggregator operations listener serving");
     let stop = shutdown.clone();
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, ops::router(state))
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
             stop.cancel();

@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use clickhouse::{Client, Row};
 use ricochet_schemas::{ClickEvent, EventType, RecipientToken};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::checkpoint::PartitionRange;
 use crate::rollup::{Counts, RollupKey};
 
-pub const EVENTS_TABLE: &str = "click_events";
-pub const ROLLUP_TABLE: &str = "click_rollup_minute";
+pub use ricochet_warehouse::tables::{EVENTS_TABLE, ROLLUP_TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -136,12 +135,6 @@ impl RollupRow {
     }
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct PositionRow {
-    partition: i32,
-    next_offset: i64,
-}
-
 /// The outcome of an insert that did not answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Settled {
@@ -197,16 +190,7 @@ impl ClickHouseSink {
 
     /// The stored position (next offset to apply) of every partition of `topic`.
     pub async fn read_positions(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
-        let rows = self
-            .client
-            .query(&format!(
-                "SELECT source_partition AS partition, max(source_end_offset) AS next_offset \
-                 FROM {ROLLUP_TABLE} WHERE client_id = '' AND source_topic = ? GROUP BY source_partition"
-            ))
-            .bind(topic)
-            .fetch_all::<PositionRow>()
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.partition, r.next_offset)).collect())
+        Ok(ricochet_warehouse::positions::read(&self.client, topic).await?)
     }
 
     /// Finds out whether the rollup insert `query_id` landed: waits until the
@@ -233,6 +217,6 @@ impl ClickHouseSink {
     }
 
     pub async fn server_version(&self) -> Result<String, SinkError> {
-        Ok(self.client.query("SELECT version()").fetch_one::<String>().await?)
+        Ok(ricochet_warehouse::config::server_version(&self.client).await?)
     }
 }

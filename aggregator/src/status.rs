@@ -23,8 +23,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -32,7 +30,6 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiState;
 use crate::checkpoint::PartitionRange;
 
 /// How often the watermarks and the gauges are refreshed.
@@ -226,12 +223,9 @@ fn export(report: &StatusReport, before: BTreeSet<i32>) -> BTreeSet<i32> {
     now
 }
 
-/// `GET /v1/status`.
-pub async fn serve(State(api): State<Arc<ApiState>>) -> Response {
-    match &api.status {
-        Some(status) => Json(status.report()).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running").into_response(),
-    }
+/// `GET /v1/status` on the operations listener: this member only.
+pub async fn serve(State(status): State<Arc<PipelineStatus>>) -> Json<StatusReport> {
+    Json(status.report())
 }
 
 fn unix_millis() -> i64 {

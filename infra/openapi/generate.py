@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Writes aggregator/openapi.json, the API's OpenAPI 3.0 document.
+"""Writes api/openapi.json, the API's OpenAPI 3.0 document.
 
 The document is generated so that shared parameters and schemas are written
 once. Run it after changing a route; `tests/tests/api.rs` checks that the
-document lists exactly the routes in `aggregator/src/api.rs` (ROUTES).
+document lists exactly the routes in `api/src/api.rs` (ROUTES).
 """
 import json
 import pathlib
@@ -120,6 +120,6 @@ doc = {
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},
     "paths": paths,
 }
-out = pathlib.Path(__file__).resolve().parents[2] / "aggregator" / "openapi.json"
+out = pathlib.Path(__file__).resolve().parents[2] / "api" / "openapi.json"
 out.write_text(json.dumps(doc, indent=2) + "\n")
 print(f"wrote {out}")

@@ -9,7 +9,7 @@
 //!
 //! - [`process`]: the child-process guard.
 //! - [`servers`]: ClickHouse and the Kafka broker.
-//! - [`services`]: the `ricochet-redirect` and `ricochet-aggregator` binaries.
+//! - [`services`]: the `ricochet-redirect`, `ricochet-aggregator` and `ricochet-api` binaries.
 //! - [`feed`]: clicks straight into Kafka, and checking ClickHouse counted them exactly once.
 
 pub mod client;

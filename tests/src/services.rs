@@ -77,10 +77,22 @@ pub async fn redirect(servers: &Servers, name: &str, env: &[(&str, String)]) -> 
     s
 }
 
-/// Starts `ricochet-aggregator` and waits until its API is ready.
+/// Starts `ricochet-aggregator` and waits until its operations listener
+/// (`/readyz`, `/metrics`, this member's `/v1/status`) is ready.
 pub async fn aggregator(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
     let port = free_port();
     let cmd = command("ricochet-aggregator", servers, port, env);
+    let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
+    let mut s = Service { proc, port };
+    s.wait_ready().await;
+    s
+}
+
+/// Starts `ricochet-api` (links, stats, the group-wide `/v1/status`) and waits
+/// until its registry is loaded.
+pub async fn api(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
+    let port = free_port();
+    let cmd = command("ricochet-api", servers, port, env);
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };
     s.wait_ready().await;

@@ -14,9 +14,9 @@ const HOURS_LATE: i64 = 5;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spool_replay_hours_late_lands_in_its_event_time_minutes() {
     let servers = Servers::start().await;
-    let aggregator =
+    let _aggregator =
         services::aggregator(&servers, "aggregator", &[("RICOCHET_FLUSH_INTERVAL_MS", "200".to_owned())]).await;
-    let api = aggregator.url();
+    let api = services::api(&servers, "api", &[]).await.url();
     let link = client::create_link(&api, "acme", "replay", "https://acme.example/").await;
     let target = Target::new(&link.client_id, &link.campaign_id, &link.link_id);
     let feed = Feed::new(&servers.kafka.brokers());

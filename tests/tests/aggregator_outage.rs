@@ -39,7 +39,10 @@ async fn clickhouse_down_for_a_minute_pauses_the_aggregator_and_loses_nothing() 
     )
     .await;
     let edge = services::redirect(&servers, "edge", &[]).await;
-    let api = aggregator.url();
+    // The aggregator's own listener answers health and this member's status;
+    // links and stats are the API's.
+    let ops = aggregator.url();
+    let api = services::api(&servers, "api", &[]).await.url();
     let link = client::create_link(&api, "acme", "outage", "https://acme.example/").await;
     let url = format!("{}/{}", edge.url(), link.code);
     let warmup: u64 = eventually("the edge to know the link", Duration::from_secs(30), || {
@@ -64,13 +67,13 @@ async fn clickhouse_down_for_a_minute_pauses_the_aggregator_and_loses_nothing() 
     while down_at.elapsed() < OUTAGE {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let health = http()
-            .get(format!("{api}/healthz"))
+            .get(format!("{ops}/healthz"))
             .timeout(Duration::from_secs(2))
             .send()
             .await
             .expect("healthz answers during the outage");
         assert_eq!(health.status(), 200, "healthz during the outage");
-        let status = client::status(&api).await;
+        let status = client::status(&ops).await;
         let pending = status["pending_events"].as_u64().unwrap();
         max_pending = max_pending.max(pending);
         max_rss = max_rss.max(rss_kib(aggregator.proc.pid()));
@@ -110,7 +113,7 @@ async fn clickhouse_down_for_a_minute_pauses_the_aggregator_and_loses_nothing() 
     feed::assert_counted_exactly(&servers.clickhouse, &tally, Duration::from_secs(60)).await;
     let stats = client::link_stats(&api, &link.link_id, client::now_secs() - 3600, client::now_secs() + 60).await;
     assert_eq!(client::total_clicks(&stats), total, "the stats API agrees");
-    let status = client::status(&api).await;
+    let status = client::status(&ops).await;
     assert_eq!(status["lag"], 0, "caught up: {status}");
     eprintln!(
         "{total} clicks exact {:.0}s after ClickHouse came back; test took {:.0}s",

@@ -28,7 +28,7 @@ async fn get(key: Option<&str>, url: String) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_sees_only_its_clients_data_and_bad_requests_say_why() {
     let servers = Servers::start().await;
-    let api = services::aggregator(&servers, "aggregator", &[]).await;
+    let api = services::api(&servers, "api", &[]).await;
     let a_link = client::create_link(&api.url(), "acme", "bf", "https://acme.example/").await;
     let b_link = client::create_link(&api.url(), "globex", "launch", "https://globex.example/").await;
     let a_key = api_key(&api, "acme").await;
@@ -132,7 +132,8 @@ async fn click(edge: &Service, path: &str, ua: &str) {
 async fn series_top_lists_recipients_and_polling() {
     let servers = Servers::start().await;
     let env = [("RICOCHET_TOKEN_KEYS", TOKEN_KEYS.to_owned()), ("RICOCHET_FLUSH_INTERVAL_MS", "200".to_owned())];
-    let api = services::aggregator(&servers, "aggregator", &env).await;
+    let _aggregator = services::aggregator(&servers, "aggregator", &env).await;
+    let api = services::api(&servers, "api", &env).await;
     let mut links: Vec<Link> = Vec::new();
     for i in 0..3 {
         links.push(client::create_link(&api.url(), "acme", "bf", &format!("https://acme.example/{i}")).await);
@@ -256,7 +257,7 @@ async fn series_top_lists_recipients_and_polling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_validates_and_lists_every_route() {
     let servers = Servers::start().await;
-    let api = services::aggregator(&servers, "aggregator", &[]).await;
+    let api = services::api(&servers, "api", &[]).await;
     let r = http_as(None).get(format!("{}/v1/openapi.json", api.url())).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let doc: openapiv3::OpenAPI = r.json().await.expect("a valid OpenAPI 3 document");
@@ -270,7 +271,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         })
         .collect();
     let routed: BTreeSet<(String, String)> =
-        ricochet_aggregator::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        ricochet_api::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(documented, routed, "openapi.json and ROUTES must list the same routes");
     // And the router really serves each one (the fallback answers "no such route").
     for (method, path) in &routed {
@@ -286,7 +287,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         let body = r.text().await.unwrap();
         assert!(!body.contains("no such route"), "{method} {path} is documented but not routed");
     }
-    let source = std::fs::read_to_string(ricochet_tests::repo_root().join("aggregator/src/api.rs")).unwrap();
+    let source = std::fs::read_to_string(ricochet_tests::repo_root().join("api/src/api.rs")).unwrap();
     let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
     let in_source = compact.matches(".route(\"").count();
     let distinct_paths: BTreeSet<&String> = routed.iter().map(|(_, p)| p).collect();

@@ -15,7 +15,7 @@ use serde_json::Value;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_codes_get_404_and_malformed_creates_get_400_with_a_reason() {
     let servers = Servers::start().await;
-    let aggregator = services::aggregator(&servers, "aggregator", &[]).await;
+    let api = services::api(&servers, "api", &[]).await;
     let edge = services::redirect(&servers, "edge", &[]).await;
     let http = http();
 
@@ -28,7 +28,7 @@ async fn unknown_codes_get_404_and_malformed_creates_get_400_with_a_reason() {
     }
 
     let post = |body: String| {
-        let (http, url) = (http.clone(), format!("{}/v1/links", aggregator.url()));
+        let (http, url) = (http.clone(), format!("{}/v1/links", api.url()));
         async move {
             let r = http.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
             let status = r.status().as_u16();
@@ -60,13 +60,12 @@ async fn unknown_codes_get_404_and_malformed_creates_get_400_with_a_reason() {
         assert!(message.contains(expected), "{body}: message {message:?} should mention {expected:?}");
     }
     // Nothing invalid reached the registry; a valid create still works.
-    let link = client::create_link(&aggregator.url(), "acme", "c", "https://x.example/").await;
-    let r = http.get(format!("{}/v1/links/{}", aggregator.url(), link.link_id)).send().await.unwrap();
+    let link = client::create_link(&api.url(), "acme", "c", "https://x.example/").await;
+    let r = http.get(format!("{}/v1/links/{}", api.url(), link.link_id)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = http.get(format!("{}/v1/links/nope/stats", aggregator.url())).send().await.unwrap();
+    let r = http.get(format!("{}/v1/links/nope/stats", api.url())).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r =
-        http.get(format!("{}/v1/links/{}/stats?from=yesterday", aggregator.url(), link.link_id)).send().await.unwrap();
+    let r = http.get(format!("{}/v1/links/{}/stats?from=yesterday", api.url(), link.link_id)).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("RFC 3339"), "{body}");

@@ -39,7 +39,7 @@ struct Expected {
 
 /// Sends `req` and returns its JSON body, which must come with status `want`.
 async fn json(req: reqwest::RequestBuilder, want: u16) -> Value {
-    let r = req.send().await.expect("the aggregator answered");
+    let r = req.send().await.expect("the API answered");
     let (status, url) = (r.status().as_u16(), r.url().clone());
     let body = r.text().await.unwrap_or_default();
     assert_eq!(status, want, "{url}: {body}");
@@ -57,7 +57,8 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
     let servers = Servers::start().await;
     let env = [("RICOCHET_TOKEN_KEYS", TOKEN_KEYS.to_owned())];
     let aggregator = services::aggregator(&servers, "aggregator", &env).await;
-    let api = aggregator.url();
+    let api_service = services::api(&servers, "api", &env).await;
+    let api = api_service.url();
 
     // Three links in the campaign, weighted 5:3:1 so the top-links order is
     // clear; one in another campaign and one of another client, which the
@@ -205,7 +206,7 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
         (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
     assert_eq!((w, h), (1280, 900), "screenshot size");
     eprintln!("screenshot: {}", png.display());
-    drop((edge, aggregator));
+    drop((edge, api_service, aggregator));
 }
 
 /// Sends every `(path, user agent, expected status)` to the edge, 32 at a time.

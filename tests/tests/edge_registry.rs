@@ -42,7 +42,7 @@ async fn until_all(edges: &[&Service], code: &str, status: u16) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pause_resume_pause_ends_paused_on_every_edge() {
     let servers = Servers::start().await;
-    let api = services::aggregator(&servers, "aggregator", &[]).await;
+    let api = services::api(&servers, "api", &[]).await;
     let link = client::create_link(&api.url(), "acme", "c", "https://acme.example/").await;
     let other = client::create_link(&api.url(), "globex", "c", "https://globex.example/").await;
     let edge1 = services::redirect(&servers, "edge-1", &[]).await;
@@ -93,7 +93,8 @@ async fn pause_resume_pause_ends_paused_on_every_edge() {
 async fn link_status_batches_tokens_opens_and_prefetchers() {
     let servers = Servers::start().await;
     let env = [("RICOCHET_TOKEN_KEYS", TOKEN_KEYS.to_owned())];
-    let api = services::aggregator(&servers, "aggregator", &env).await;
+    let _aggregator = services::aggregator(&servers, "aggregator", &env).await;
+    let api = services::api(&servers, "api", &env).await;
     let link = client::create_link(&api.url(), "acme", "c", "https://acme.example/").await;
     let edge = services::redirect(&servers, "edge", &env).await;
 
@@ -208,7 +209,10 @@ async fn click_limits_close_links_approximately_and_the_registry_is_mirrored() {
     const LIMIT: u64 = 60;
     const RATE_PER_SEC: u64 = 20;
     let servers = Servers::start().await;
-    let api = services::aggregator(&servers, "aggregator", &[("RICOCHET_FLUSH_INTERVAL_MS", "200".into())]).await;
+    // The aggregator counts and closes links at their limit; the API creates them.
+    let _aggregator =
+        services::aggregator(&servers, "aggregator", &[("RICOCHET_FLUSH_INTERVAL_MS", "200".into())]).await;
+    let api = services::api(&servers, "api", &[]).await;
     let r = http()
         .post(format!("{}/v1/links", api.url()))
         .json(&json!({"client_id": "acme", "campaign_id": "c", "destination_url": "https://acme.example/", "click_limit": LIMIT}))

@@ -25,12 +25,14 @@ async fn wait_for_events(servers: &Servers, link_id: &str, sent: u64, what: &str
     .await
 }
 
-async fn setup(servers: &Servers) -> (Service, Service, client::Link) {
+/// The aggregator and the API, an edge, and one link.
+async fn setup(servers: &Servers) -> ([Service; 2], Service, client::Link) {
     let aggregator = services::aggregator(servers, "aggregator", &[]).await;
-    let link = client::create_link(&aggregator.url(), "acme", "spool", "https://acme.example/").await;
+    let api = services::api(servers, "api", &[]).await;
+    let link = client::create_link(&api.url(), "acme", "spool", "https://acme.example/").await;
     // Started after the link exists: ready means the link is loaded.
     let edge = services::redirect(servers, "edge", &[]).await;
-    (aggregator, edge, link)
+    ([aggregator, api], edge, link)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,8 +114,9 @@ async fn the_spool_survives_a_graceful_restart_of_the_edge_while_the_broker_is_d
 async fn a_sigkill_loses_at_most_the_fsync_window() {
     const FSYNC_MS: u64 = 100;
     let servers = Servers::start().await;
-    let aggregator = services::aggregator(&servers, "aggregator", &[]).await;
-    let link = client::create_link(&aggregator.url(), "acme", "spool", "https://acme.example/").await;
+    let _aggregator = services::aggregator(&servers, "aggregator", &[]).await;
+    let api = services::api(&servers, "api", &[]).await;
+    let link = client::create_link(&api.url(), "acme", "spool", "https://acme.example/").await;
     let env = [("RICOCHET_SPOOL_FSYNC_MS", FSYNC_MS.to_string())];
     let mut edge = services::redirect(&servers, "edge", &env).await;
 

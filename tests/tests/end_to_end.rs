@@ -34,6 +34,7 @@ async fn wait_until_resolvable(edge: &str, link: &Link) -> u64 {
 async fn clicks_for_three_clients_are_counted_exactly_once() {
     let servers = Servers::start().await;
     let aggregator = services::aggregator(&servers, "aggregator", &[]).await;
+    let api_service = services::api(&servers, "api", &[]).await;
     let edge = services::redirect(&servers, "edge-1", &[]).await;
     let started = client::now_secs();
 
@@ -49,7 +50,7 @@ async fn clicks_for_three_clients_are_counted_exactly_once() {
     let mut links = Vec::new();
     for (i, (client_id, campaign, _)) in specs.iter().enumerate() {
         links.push(
-            client::create_link(&aggregator.url(), client_id, campaign, &format!("https://{client_id}.example/p/{i}"))
+            client::create_link(&api_service.url(), client_id, campaign, &format!("https://{client_id}.example/p/{i}"))
                 .await,
         );
     }
@@ -101,7 +102,7 @@ async fn clicks_for_three_clients_are_counted_exactly_once() {
     eprintln!("sent {n} clicks in {blast_secs:.1}s ({:.0}/s)", n as f64 / blast_secs);
 
     // The stats API converges on exactly what was sent, per link.
-    let api = aggregator.url();
+    let api = api_service.url();
     let to = client::now_secs() + 120;
     let converge = Instant::now();
     let last_seen = eventually("the stats API to count every click", CONVERGE_WITHIN, || {
@@ -140,5 +141,5 @@ async fn clicks_for_three_clients_are_counted_exactly_once() {
     let acme = ch.number("SELECT count(DISTINCT event_id) FROM click_events WHERE client_id = 'acme'").await;
     let acme_sent: u64 = links.iter().filter(|l| l.client_id == "acme").map(|l| sent[&l.link_id]).sum();
     assert_eq!(acme, acme_sent, "events carry their client");
-    drop((edge, aggregator));
+    drop((edge, api_service, aggregator));
 }

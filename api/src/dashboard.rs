@@ -1,5 +1,5 @@
 //! The live dashboard at `/dashboard`: one page and its assets, built from
-//! `aggregator/dashboard/` by `npm run build` into `dashboard/dist/` and
+//! `api/dashboard/` by `npm run build` into `dashboard/dist/` and
 //! embedded in the binary. `dist/` is committed, so `cargo build` never runs
 //! npm, and nothing is fetched from elsewhere at runtime.
 //!

@@ -17,7 +17,7 @@ use clickhouse::{Client, Row};
 use ricochet_schemas::{CampaignId, ClientId, LinkRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::sink::{EVENTS_TABLE, ROLLUP_TABLE};
+use ricochet_warehouse::tables::{EVENTS_TABLE, ROLLUP_TABLE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

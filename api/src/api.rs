@@ -1,4 +1,4 @@
-//! The aggregator's HTTP API: aggregate endpoints for dashboards, link and
+//! The HTTP API: aggregate endpoints for dashboards, link and
 //! client management for admins, and operations endpoints.
 //!
 //! Every `/v1` route but the OpenAPI document needs `Authorization: Bearer
@@ -6,7 +6,7 @@
 //! ([`cache`](crate::cache)). One error type, [`ApiError`], maps every failure
 //! to a status and a JSON body `{"error": {"code": …, "message": …}}` that
 //! says what to fix. The routes are listed in [`ROUTES`] and documented in
-//! `aggregator/openapi.json`; a test keeps the three in step.
+//! `api/openapi.json`; a test keeps the three in step.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crate::auth::{self, Principal};
 use crate::cache::ResponseCache;
 use crate::stats::{self, Range, Scope, StatsError, StatsQuery, TopBy};
 
-/// Every route, as `(method, path)`. `aggregator/openapi.json` documents exactly these.
+/// Every route, as `(method, path)`. `api/openapi.json` documents exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -66,8 +66,8 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     /// Master keys for recipient tokens, to hand clients their derived keys.
     pub token_keys: Option<ricochet_registry::TokenKeys>,
-    /// The pipeline's lag and freshness, for `/v1/status`.
-    pub status: Option<Arc<crate::status::PipelineStatus>>,
+    /// The broker client behind `/v1/status` (lag and freshness of the aggregators).
+    pub status: Option<crate::status::ClusterStatus>,
     /// The key that may do everything.
     pub admin_key: String,
     pub cache: ResponseCache,
@@ -87,6 +87,8 @@ pub enum ApiError {
     Registry(String),
     #[error("the analytics store is unavailable: {0}")]
     Store(String),
+    #[error("the Kafka broker is unavailable: {0}")]
+    Kafka(String),
 }
 
 impl IntoResponse for ApiError {
@@ -96,7 +98,9 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Registry(_) | ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Registry(_) | ApiError::Store(_) | ApiError::Kafka(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");

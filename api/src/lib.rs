@@ -1,0 +1,27 @@
+//! The HTTP product of Ricochet, `ricochet-api`: the admin control plane that
+//! writes links, clients and keys to the registry topics, the aggregate stats
+//! read from ClickHouse, the response cache, auth and the dashboard.
+//!
+//! It runs apart from the aggregator (the consumer): link creation does not
+//! need a consumer, and API replicas scale with readers, not with partitions.
+//! It shares only the ClickHouse tables, through `ricochet-warehouse`.
+//!
+//! - [`config`]: every setting, from flags and environment.
+//! - [`api`]: the routes, the shared state and the one error type.
+//! - [`admin`]: clients, link status, batches.
+//! - [`auth`]: API keys and who may read what.
+//! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
+//! - [`stats`]: the aggregate queries.
+//! - [`status`]: lag and freshness across every aggregator (`/v1/status`).
+//! - [`dashboard`]: the embedded dashboard page.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod dashboard;
+pub mod stats;
+pub mod status;
+
+pub use config::ApiConfig;

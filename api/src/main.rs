@@ -1,0 +1,93 @@
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use ricochet_api::api::{self, ApiState};
+use ricochet_api::config::{ApiConfig, Command};
+use ricochet_api::status::ClusterStatus;
+use ricochet_registry::topics;
+use ricochet_registry::{Registry, RegistryTail, RegistryWriter, TokenKeys};
+use ricochet_warehouse::migrations;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ApiConfig::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+
+    let clickhouse = config.clickhouse.client();
+    let version = ricochet_warehouse::config::server_version(&clickhouse)
+        .await
+        .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse.clickhouse_url))?;
+    tracing::info!(%version, "clickhouse reachable");
+    // Idempotent, so it does not matter whether the API or an aggregator starts first.
+    let applied = migrations::apply(&clickhouse).await.context("applying ClickHouse migrations")?;
+    tracing::info!(?applied, "migrations up to date");
+    if matches!(config.command, Some(Command::Migrate)) {
+        return Ok(());
+    }
+    let admin_key = match config.admin_key.clone() {
+        Some(k) if k.len() >= 16 => k,
+        Some(_) => anyhow::bail!("RICOCHET_ADMIN_KEY must be at least 16 characters"),
+        None => anyhow::bail!("RICOCHET_ADMIN_KEY is required to serve the API (e.g. `openssl rand -hex 32`)"),
+    };
+
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("duration_seconds".into()),
+            &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    // The API writes the registry topics, so it makes sure they exist; the
+    // clicks topic is the aggregator's and the edges'.
+    topics::ensure(&config.kafka_brokers, &config.registry_topics().specs()).await.context("creating topics")?;
+
+    let shutdown = CancellationToken::new();
+    let links = Arc::new(Registry::new());
+    let (tail, tail_task) =
+        RegistryTail::start(&config.kafka_brokers, &config.registry_topics(), links.clone(), shutdown.clone())
+            .await
+            .context("starting the registry tail")?;
+    let writer = Arc::new(
+        RegistryWriter::new(&config.kafka_brokers, &config.registry_topics())
+            .context("creating the registry writer")?,
+    );
+    let status = ClusterStatus::new(&config.kafka_brokers, &config.clicks_topic, &config.group_id)
+        .context("creating the status client")?;
+    let state = Arc::new(ApiState {
+        admin_key,
+        cache: ricochet_api::cache::ResponseCache::default(),
+        links,
+        writer,
+        tail: Some(tail),
+        token_keys: config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?,
+        clickhouse,
+        public_redirect_url: config.public_redirect_url.clone(),
+        metrics: Some(metrics),
+        status: Some(status),
+    });
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "API serving");
+    let stop = shutdown.clone();
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        })
+        .await?;
+    tail_task.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

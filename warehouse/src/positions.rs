@@ -1,0 +1,31 @@
+//! The Kafka positions the aggregators store in ClickHouse, in the same insert
+//! as the rollups they cover (see the aggregator's pipeline). Everything that
+//! reads them goes through [`read`], so a change to how positions are stored
+//! changes this one function.
+
+use std::collections::HashMap;
+
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+
+use crate::tables::ROLLUP_TABLE;
+
+#[derive(Row, Deserialize)]
+struct PositionRow {
+    partition: i32,
+    next_offset: i64,
+}
+
+/// The stored position (the next offset not yet applied) of every partition
+/// of `topic` that has one.
+pub async fn read(client: &Client, topic: &str) -> Result<HashMap<i32, i64>, clickhouse::error::Error> {
+    let rows = client
+        .query(&format!(
+            "SELECT source_partition AS partition, max(source_end_offset) AS next_offset \
+             FROM {ROLLUP_TABLE} WHERE client_id = '' AND source_topic = ? GROUP BY source_partition"
+        ))
+        .bind(topic)
+        .fetch_all::<PositionRow>()
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.partition, r.next_offset)).collect())
+}
