@@ -17,8 +17,10 @@ use ricochet_schemas::{ClientId, ClientRecord, ClientStatus, LinkStatus};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{link_json, ApiError, ApiState, CreateLink};
+use crate::api::{link_json, CreateLink};
 use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::ApiState;
 
 /// Most links one batch may create.
 pub const MAX_BATCH: usize = 10_000;

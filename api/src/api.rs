@@ -1,178 +1,29 @@
-//! The HTTP API: aggregate endpoints for dashboards, link and
-//! client management for admins, and operations endpoints.
+//! The link and aggregate handlers: link creation and lookup, series, top
+//! lists, campaigns, recipients and client API keys.
 //!
-//! Every `/v1` route but the OpenAPI document needs `Authorization: Bearer
-//! <key>` ([`auth`](crate::auth)). Reads go through the coalescing cache
-//! ([`cache`](crate::cache)). One error type, [`ApiError`], maps every failure
-//! to a status and a JSON body `{"error": {"code": …, "message": …}}` that
-//! says what to fix. The routes are listed in [`ROUTES`] and documented in
-//! `api/openapi.json`; a test keeps the three in step.
+//! Every handler takes the caller's [`Principal`] ([`auth`](crate::auth)) and
+//! reads through the coalescing cache ([`cache`](crate::cache)); failures are
+//! [`ApiError`]s. The routes are wired in `router.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use metrics_exporter_prometheus::PrometheusHandle;
-use ricochet_registry::{Destination, NewLink, Registry, RegistryTail, RegistryWriter};
+use ricochet_registry::{Destination, NewLink};
 use ricochet_schemas::{ApiKeyRecord, CampaignId, ClientId, LinkRecord};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{self, Principal};
-use crate::cache::ResponseCache;
-use crate::stats::{self, Range, Scope, StatsError, StatsQuery, TopBy};
-
-/// Every route, as `(method, path)`. `api/openapi.json` documents exactly these.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/v1/openapi.json"),
-    ("get", "/v1/status"),
-    ("post", "/v1/links"),
-    ("post", "/v1/links:batch"),
-    ("get", "/v1/links/{link_id}"),
-    ("patch", "/v1/links/{link_id}"),
-    ("get", "/v1/links/{link_id}/stats"),
-    ("get", "/v1/clients/{client_id}"),
-    ("put", "/v1/clients/{client_id}"),
-    ("get", "/v1/clients/{client_id}/stats"),
-    ("get", "/v1/clients/{client_id}/top-campaigns"),
-    ("get", "/v1/clients/{client_id}/campaigns"),
-    ("get", "/v1/clients/{client_id}/campaigns/{campaign_id}/stats"),
-    ("get", "/v1/clients/{client_id}/campaigns/{campaign_id}/top-links"),
-    ("get", "/v1/clients/{client_id}/campaigns/{campaign_id}/recipients"),
-    ("post", "/v1/clients/{client_id}/api-keys"),
-    ("delete", "/v1/clients/{client_id}/api-keys/{key_id}"),
-    ("get", "/v1/clients/{client_id}/token-keys"),
-];
-
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
-pub struct ApiState {
-    pub links: Arc<Registry>,
-    pub writer: Arc<RegistryWriter>,
-    pub tail: Option<RegistryTail>,
-    pub clickhouse: clickhouse::Client,
-    /// Base of tracking URLs handed out, e.g. `https://t.example.com`.
-    pub public_redirect_url: String,
-    pub metrics: Option<PrometheusHandle>,
-    /// Master keys for recipient tokens, to hand clients their derived keys.
-    pub token_keys: Option<ricochet_registry::TokenKeys>,
-    /// The broker client behind `/v1/status` (lag and freshness of the aggregators).
-    pub status: Option<crate::status::ClusterStatus>,
-    /// The key that may do everything.
-    pub admin_key: String,
-    pub cache: ResponseCache,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("the link registry is unavailable: {0}")]
-    Registry(String),
-    #[error("the analytics store is unavailable: {0}")]
-    Store(String),
-    #[error("the Kafka broker is unavailable: {0}")]
-    Kafka(String),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Registry(_) | ApiError::Store(_) | ApiError::Kafka(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        }
-        let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));
-        if status == StatusCode::UNAUTHORIZED {
-            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
-        }
-        (status, body).into_response()
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::BadRequest(format!("invalid query string: {}", r.body_text()))
-    }
-}
-
-impl From<StatsError> for ApiError {
-    fn from(e: StatsError) -> Self {
-        match e {
-            StatsError::BadParam(m) => ApiError::BadRequest(m),
-            StatsError::ClickHouse(e) => ApiError::Store(e.to_string()),
-        }
-    }
-}
-
-pub fn router(state: Arc<ApiState>) -> Router {
-    use crate::admin;
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(s): State<Arc<ApiState>>| async move {
-                s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
-            }),
-        )
-        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .route("/v1/status", get(crate::status::serve))
-        .route("/v1/links", post(create_link))
-        .route("/v1/links:batch", post(admin::create_links))
-        .route("/v1/links/{link_id}", get(get_link).patch(admin::patch_link))
-        .route("/v1/links/{link_id}/stats", get(link_stats))
-        .route("/v1/clients/{client_id}", get(admin::get_client).put(admin::put_client))
-        .route("/v1/clients/{client_id}/stats", get(client_stats))
-        .route("/v1/clients/{client_id}/top-campaigns", get(top_campaigns))
-        .route("/v1/clients/{client_id}/campaigns", get(campaigns))
-        .route("/v1/clients/{client_id}/campaigns/{campaign_id}/stats", get(campaign_stats))
-        .route("/v1/clients/{client_id}/campaigns/{campaign_id}/top-links", get(top_links))
-        .route("/v1/clients/{client_id}/campaigns/{campaign_id}/recipients", get(recipients))
-        .route("/v1/clients/{client_id}/api-keys", post(create_api_key))
-        .route("/v1/clients/{client_id}/api-keys/{key_id}", axum::routing::delete(revoke_api_key))
-        .route("/v1/clients/{client_id}/token-keys", get(admin::token_keys))
-        .fallback(|| async { ApiError::NotFound("no such route; see /v1/openapi.json".into()) })
-        .merge(crate::dashboard::router())
-        .with_state(state)
-}
-
-async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
-    if s.tail.as_ref().is_none_or(RegistryTail::is_ready) {
-        "ready".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading the link registry").into_response()
-    }
-}
+use crate::error::ApiError;
+use crate::state::ApiState;
+use crate::stats::{self, Range, Scope, StatsQuery, TopBy};
 
 /// `POST /v1/links` body. Fields are strings here and validated one by one so
 /// that each error names its field.
@@ -235,7 +86,7 @@ pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
     })
 }
 
-async fn create_link(
+pub(crate) async fn create_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     body: Result<Json<CreateLink>, JsonRejection>,
@@ -278,7 +129,7 @@ fn cache_key(uri: &OriginalUri) -> String {
     uri.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
 }
 
-async fn get_link(
+pub(crate) async fn get_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     Path(link_id): Path<String>,
@@ -309,7 +160,7 @@ async fn series_response(
         .await
 }
 
-async fn link_stats(
+pub(crate) async fn link_stats(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     uri: OriginalUri,
@@ -322,7 +173,7 @@ async fn link_stats(
     series_response(&s, uri, &headers, Scope::Link(link), range).await
 }
 
-async fn client_stats(
+pub(crate) async fn client_stats(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     uri: OriginalUri,
@@ -335,7 +186,7 @@ async fn client_stats(
     series_response(&s, uri, &headers, Scope::Client(client), range).await
 }
 
-async fn campaign_stats(
+pub(crate) async fn campaign_stats(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     uri: OriginalUri,
@@ -355,7 +206,7 @@ fn limit(q: &StatsQuery, default: u32, max: u32) -> Result<u32, ApiError> {
     }
 }
 
-async fn top_links(
+pub(crate) async fn top_links(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     uri: OriginalUri,
@@ -389,7 +240,7 @@ async fn top_links(
         .await
 }
 
-async fn top_campaigns(
+pub(crate) async fn top_campaigns(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     uri: OriginalUri,
@@ -420,7 +271,7 @@ async fn top_campaigns(
         .await
 }
 
-async fn campaigns(
+pub(crate) async fn campaigns(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     uri: OriginalUri,
@@ -441,7 +292,7 @@ async fn campaigns(
         .await
 }
 
-async fn recipients(
+pub(crate) async fn recipients(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     uri: OriginalUri,
@@ -472,13 +323,13 @@ async fn recipients(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateApiKey {
+pub(crate) struct CreateApiKey {
     #[serde(default)]
     label: Option<String>,
 }
 
 /// `POST /v1/clients/{id}/api-keys` (admin): a new key, shown once; only its hash is kept.
-async fn create_api_key(
+pub(crate) async fn create_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     Path(client_id): Path<String>,
@@ -505,7 +356,7 @@ async fn create_api_key(
 }
 
 /// `DELETE /v1/clients/{id}/api-keys/{key_id}` (admin): the key stops working everywhere.
-async fn revoke_api_key(
+pub(crate) async fn revoke_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     Path((client_id, key_id)): Path<(String, String)>,
@@ -525,4 +376,12 @@ async fn revoke_api_key(
     s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_api_key(record);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/status`: lag and freshness across every aggregator.
+pub(crate) async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<crate::status::StatusReport>, ApiError> {
+    match &s.status {
+        Some(status) => Ok(Json(status.report(&s.clickhouse).await?)),
+        None => Err(ApiError::Kafka("this API has no broker client for the status".into())),
+    }
 }

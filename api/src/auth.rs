@@ -15,7 +15,8 @@ use ricochet_schemas::ClientId;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::{ApiError, ApiState};
+use crate::error::ApiError;
+use crate::state::ApiState;
 
 /// Prefix of client keys, so a leaked one is recognisable in logs and scanners.
 pub const KEY_PREFIX: &str = "rk_";

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// How old an answer may be. Also what `Cache-Control: max-age` says.
 pub const FRESHNESS: Duration = Duration::from_secs(1);

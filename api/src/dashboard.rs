@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// Every file of `dist/` as `(path, bytes)`. The table is written by the npm
 /// build next to the files, because vite names assets by their content hash.

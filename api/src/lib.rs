@@ -7,8 +7,9 @@
 //! It shares only the ClickHouse tables, through `ricochet-warehouse`.
 //!
 //! - [`config`]: every setting, from flags and environment.
-//! - [`api`]: the routes, the shared state and the one error type.
-//! - [`admin`]: clients, link status, batches.
+//! - [`router`]: the route table (and [`router::ROUTES`], which the OpenAPI document must match).
+//! - [`state`]: what the handlers share; [`error`]: the one error type.
+//! - [`api`]: link and aggregate handlers; [`admin`]: clients, link status, batches.
 //! - [`auth`]: API keys and who may read what.
 //! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
 //! - [`stats`]: the aggregate queries.
@@ -21,6 +22,9 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
+pub mod error;
+pub mod router;
+pub mod state;
 pub mod stats;
 pub mod status;
 

@@ -3,8 +3,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use ricochet_api::api::{self, ApiState};
 use ricochet_api::config::{ApiConfig, Command};
+use ricochet_api::router;
+use ricochet_api::state::ApiState;
 use ricochet_api::status::ClusterStatus;
 use ricochet_registry::topics;
 use ricochet_registry::{Registry, RegistryTail, RegistryWriter, TokenKeys};
@@ -74,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "API serving");
     let stop = shutdown.clone();
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, router::router(state))
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
             stop.cancel();

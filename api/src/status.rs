@@ -21,14 +21,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
-use crate::api::{ApiError, ApiState};
+use crate::error::ApiError;
 
 /// How long one broker request may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -143,14 +141,6 @@ impl ClusterStatus {
             newest_applied_event_time: newest_ms.map(rfc3339),
             freshness_seconds: newest_ms.map(|ms| (now_ms - ms) as f64 / 1000.0),
         })
-    }
-}
-
-/// `GET /v1/status`.
-pub async fn serve(State(api): State<Arc<ApiState>>) -> Result<Json<StatusReport>, ApiError> {
-    match &api.status {
-        Some(status) => Ok(Json(status.report(&api.clickhouse).await?)),
-        None => Err(ApiError::Kafka("this API has no broker client for the status".into())),
     }
 }
 

@@ -3,7 +3,7 @@
 
 The document is generated so that shared parameters and schemas are written
 once. Run it after changing a route; `tests/tests/api.rs` checks that the
-document lists exactly the routes in `api/src/api.rs` (ROUTES).
+document lists exactly the routes in `api/src/router.rs` (ROUTES).
 """
 import json
 import pathlib

@@ -271,7 +271,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         })
         .collect();
     let routed: BTreeSet<(String, String)> =
-        ricochet_api::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        ricochet_api::router::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(documented, routed, "openapi.json and ROUTES must list the same routes");
     // And the router really serves each one (the fallback answers "no such route").
     for (method, path) in &routed {
@@ -287,9 +287,9 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         let body = r.text().await.unwrap();
         assert!(!body.contains("no such route"), "{method} {path} is documented but not routed");
     }
-    let source = std::fs::read_to_string(ricochet_tests::repo_root().join("api/src/api.rs")).unwrap();
+    let source = std::fs::read_to_string(ricochet_tests::repo_root().join("api/src/router.rs")).unwrap();
     let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
     let in_source = compact.matches(".route(\"").count();
     let distinct_paths: BTreeSet<&String> = routed.iter().map(|(_, p)| p).collect();
-    assert_eq!(in_source, distinct_paths.len(), "every .route(…) in api.rs is in ROUTES");
+    assert_eq!(in_source, distinct_paths.len(), "every .route(…) in router.rs is in ROUTES");
 }

@@ -1,0 +1,25 @@
+//! What every handler shares: the registry, its writer, ClickHouse, the cache.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use ricochet_registry::{Registry, RegistryTail, RegistryWriter};
+
+use crate::cache::ResponseCache;
+
+pub struct ApiState {
+    pub links: Arc<Registry>,
+    pub writer: Arc<RegistryWriter>,
+    pub tail: Option<RegistryTail>,
+    pub clickhouse: clickhouse::Client,
+    /// Base of tracking URLs handed out, e.g. `https://t.example.com`.
+    pub public_redirect_url: String,
+    pub metrics: Option<PrometheusHandle>,
+    /// Master keys for recipient tokens, to hand clients their derived keys.
+    pub token_keys: Option<ricochet_registry::TokenKeys>,
+    /// The broker client behind `/v1/status` (lag and freshness of the aggregators).
+    pub status: Option<crate::status::ClusterStatus>,
+    /// The key that may do everything.
+    pub admin_key: String,
+    pub cache: ResponseCache,
+}
