@@ -12,7 +12,8 @@
 //! - **lag** of a partition: the topic's high watermark (asked of the broker)
 //!   minus the stored position; a partition never stored counts from its low
 //!   watermark.
-//! - **freshness**: now minus the newest event time stored in `click_events`.
+//! - **freshness**: now minus the newest event time stored in `click_events`
+//!   (within the last week, so the query prunes old months; `null` otherwise).
 //! - **aggregators**: the members of the consumer group, from the broker's
 //!   group list; `0` with `running: false` says that nobody is consuming, so
 //!   the lag will only grow.
@@ -27,6 +28,10 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::error::ApiError;
+
+/// Freshness looks at events stored with an event time at most this old; older
+/// than that it reads `null`, which says the same: nothing recent is stored.
+const FRESHNESS_WINDOW_DAYS: u32 = 7;
 
 /// How long one broker request may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +73,8 @@ pub struct StatusReport {
     pub lag: i64,
     pub newest_applied_event_time: Option<String>,
     pub freshness_seconds: Option<f64>,
+    /// What needs an operator, e.g. that no aggregator is running; empty when all is well.
+    pub warnings: Vec<String>,
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -112,7 +119,9 @@ impl ClusterStatus {
             ricochet_warehouse::positions::read(clickhouse, &self.topic).await.map_err(store)?;
         let newest = clickhouse
             .query(&format!(
-                "SELECT max(event_time_ms) AS newest, count() AS rows FROM {}",
+                // Bounded so that the partition key (the month) prunes old data.
+                "SELECT max(event_time_ms) AS newest, count() AS rows FROM {} \
+                 WHERE event_time >= now() - INTERVAL {FRESHNESS_WINDOW_DAYS} DAY",
                 ricochet_warehouse::tables::EVENTS_TABLE
             ))
             .fetch_one::<Newest>()
@@ -132,14 +141,27 @@ impl ClusterStatus {
                 }
             })
             .collect();
+        let mut warnings = Vec::new();
+        if !aggregators.running {
+            warnings.push(format!(
+                "no aggregator is running (consumer group {:?} has no members): clicks wait in Kafka \
+                 and the lag grows until one starts",
+                self.group_id
+            ));
+        }
+        if partitions.is_empty() {
+            warnings
+                .push(format!("the topic {:?} does not exist yet: no edge or aggregator has created it", self.topic));
+        }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         Ok(StatusReport {
             topic: self.topic.clone(),
-            aggregators,
             lag: partitions.iter().map(|p| p.lag).sum(),
             partitions,
             newest_applied_event_time: newest_ms.map(rfc3339),
             freshness_seconds: newest_ms.map(|ms| (now_ms - ms) as f64 / 1000.0),
+            warnings,
+            aggregators,
         })
     }
 }
