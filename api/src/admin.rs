@@ -20,14 +20,16 @@ use serde_json::json;
 use crate::api::{link_json, CreateLink};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::openapi::{self, ErrorBody};
 use crate::state::ApiState;
 
 /// Most links one batch may create.
 pub const MAX_BATCH: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLinks {
+    #[schema(min_items = 1, max_items = 10_000)]
     pub links: Vec<CreateLink>,
 }
 
@@ -35,6 +37,22 @@ pub struct CreateLinks {
 /// a single invalid item rejects the batch with a per-item report. If the
 /// broker acknowledges only part of the batch, the acknowledged links are
 /// marked deleted again, so no link of a failed batch is ever usable.
+#[utoipa::path(
+    post,
+    path = "/v1/links:batch",
+    tag = "links",
+    summary = "Create up to 10,000 links at once, all or none (admin).",
+    request_body = CreateLinks,
+    responses(
+        (status = 201, description = "Created, in the order given.", body = openapi::Links),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create_links(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -82,13 +100,31 @@ pub async fn create_links(
     Ok((StatusCode::CREATED, Json(json!({ "links": body }))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchLink {
+    #[schema(schema_with = link_status_schema)]
     pub status: String,
 }
 
 /// `PATCH /v1/links/{id}`: pause, resume or delete one link.
+#[utoipa::path(
+    patch,
+    path = "/v1/links/{link_id}",
+    tag = "links",
+    summary = "Pause, resume or delete a link (admin).",
+    params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = PatchLink,
+    responses(
+        (status = 200, description = "The updated link.", body = openapi::Link),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn patch_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -96,6 +132,7 @@ pub async fn patch_link(
     body: Result<Json<PatchLink>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_admin()?;
+    ricochet_schemas::LinkId::parse(link_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let Json(patch) = body?;
     let status: LinkStatus = patch.status.parse().map_err(ApiError::BadRequest)?;
     let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
@@ -105,17 +142,23 @@ pub async fn patch_link(
     Ok(Json(link_json(&updated, &s.public_redirect_url)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutClient {
+    #[schema(schema_with = client_status_schema)]
     pub status: String,
+    /// Where a paused client's links send recipients (instead of a 410 page).
     #[serde(default)]
+    #[schema(schema_with = openapi::nullable_url_schema)]
     pub fallback_url: Option<String>,
+    /// Kafka partitions a hot client's clicks are spread over. Default: 1.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     pub hot_spread: Option<u16>,
     /// CIDRs whose clicks are never called bots for their network alone
     /// (the client's office behind a cloud proxy, say). At most 256.
     #[serde(default)]
+    #[schema(schema_with = networks_schema)]
     pub allowed_networks: Vec<String>,
 }
 
@@ -132,6 +175,22 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
 
 /// `PUT /v1/clients/{id}`: the client's whole state. Pausing is one record, so
 /// it takes effect for every link of the client at once.
+#[utoipa::path(
+    put,
+    path = "/v1/clients/{client_id}",
+    tag = "clients",
+    summary = "Set a client's state (admin).",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = PutClient,
+    responses(
+        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
+        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -176,12 +235,27 @@ pub async fn put_client(
     Ok(Json(client_json(&record)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}",
+    tag = "clients",
+    summary = "A client's state.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     Path(client_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.check(&client_id, || format!("no client {client_id:?}"))?;
+    ClientId::parse(client_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = s
         .links
         .client(&client_id)
@@ -191,6 +265,20 @@ pub async fn get_client(
 
 /// `GET /v1/clients/{id}/token-keys`: the keys a client signs recipient tokens
 /// with, newest first. See `docs/recipient-tokens.md`.
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/token-keys",
+    tag = "clients",
+    summary = "The keys a client signs recipient tokens with, newest first.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The keys.", body = openapi::TokenKeys),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn token_keys(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -205,4 +293,26 @@ pub async fn token_keys(
         .map(|(kid, key)| json!({ "kid": kid, "key": hex::encode(key) }))
         .collect();
     Ok(Json(json!({ "client_id": client_id, "keys": keys })))
+}
+
+fn enum_schema(values: &[&str]) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+fn link_status_schema() -> utoipa::openapi::schema::Object {
+    enum_schema(&["active", "paused", "deleted"])
+}
+
+fn client_status_schema() -> utoipa::openapi::schema::Object {
+    enum_schema(&["active", "paused"])
+}
+
+fn networks_schema() -> utoipa::openapi::schema::Array {
+    let cidr = utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(openapi::CIDR_PATTERN));
+    utoipa::openapi::schema::ArrayBuilder::new().items(cidr).max_items(Some(256)).build()
 }

@@ -13,31 +13,40 @@ use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ricochet_registry::{Destination, NewLink};
-use ricochet_schemas::{ApiKeyRecord, CampaignId, ClientId, LinkRecord};
+use ricochet_schemas::{ApiKeyRecord, CampaignId, ClientId, LinkId, LinkRecord, RecipientId};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
+use crate::openapi::{self, ErrorBody, RangeParams};
 use crate::state::ApiState;
 use crate::stats::{self, Range, Scope, StatsQuery, TopBy};
 
 /// `POST /v1/links` body. Fields are strings here and validated one by one so
 /// that each error names its field.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLink {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: String,
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub campaign_id: String,
+    /// Where the link sends the recipient.
+    #[schema(schema_with = openapi::url_schema)]
     pub destination_url: String,
+    /// Unix seconds; before it the link answers 410.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 253402300799.0)]
     pub valid_from: Option<i64>,
+    /// Unix seconds; from it on the link answers 410.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 253402300799.0)]
     pub valid_until: Option<i64>,
+    /// Clicks after which the edges close the link (approximately, see docs/click-limits.md).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub click_limit: Option<i64>,
     /// A trap link to hide in the message (e.g. a 1×1 anchor no person sees):
     /// a hit voids the recipient's clicks on the campaign (docs/bot-detection.md).
@@ -48,9 +57,17 @@ pub struct CreateLink {
 impl CreateLink {
     pub(crate) fn validate(self) -> Result<NewLink, ApiError> {
         let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(e.to_string());
+        for (name, value) in [("valid_from", self.valid_from), ("valid_until", self.valid_until)] {
+            if value.is_some_and(|v| !(0..=openapi::MAX_VALIDITY_SECONDS).contains(&v)) {
+                return Err(ApiError::BadRequest(format!(
+                    "{name} must be Unix seconds between 0 and {}",
+                    openapi::MAX_VALIDITY_SECONDS
+                )));
+            }
+        }
         if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
             if from >= until {
-                return Err(ApiError::BadRequest("valid_from must be earlier than valid_until".into()));
+                return Err(ApiError::Unprocessable("valid_from must be earlier than valid_until".into()));
             }
         }
         if self.click_limit.is_some_and(|l| l <= 0) {
@@ -86,6 +103,22 @@ pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/links",
+    tag = "links",
+    summary = "Create a tracking link (admin).",
+    request_body = CreateLink,
+    responses(
+        (status = 201, description = "Created.", body = openapi::Link),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -102,6 +135,7 @@ pub(crate) async fn create_link(
 
 /// The link, if the principal may see it; otherwise the same 404 as for no link.
 fn visible_link(s: &ApiState, principal: &Principal, link_id: &str) -> Result<Arc<LinkRecord>, ApiError> {
+    LinkId::parse(link_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let missing = || ApiError::NotFound(format!("no link with id {link_id:?}"));
     let link = s.links.get(link_id).ok_or_else(missing)?;
     principal.check(link.client_id.as_str(), || format!("no link with id {link_id:?}"))?;
@@ -129,6 +163,20 @@ fn cache_key(uri: &OriginalUri) -> String {
     uri.0.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/links/{link_id}",
+    tag = "links",
+    summary = "A link.",
+    params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The link.", body = openapi::Link),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -160,6 +208,23 @@ async fn series_response(
         .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/links/{link_id}/stats",
+    tag = "aggregates",
+    summary = "A link's click series.",
+    params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams),
+    responses(
+        (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn link_stats(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -173,6 +238,23 @@ pub(crate) async fn link_stats(
     series_response(&s, uri, &headers, Scope::Link(link), range).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/stats",
+    tag = "aggregates",
+    summary = "A client's click series.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams),
+    responses(
+        (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn client_stats(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -186,6 +268,23 @@ pub(crate) async fn client_stats(
     series_response(&s, uri, &headers, Scope::Client(client), range).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/campaigns/{campaign_id}/stats",
+    tag = "aggregates",
+    summary = "A campaign's click series.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("campaign_id" = String, Path, description = "The campaign's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams),
+    responses(
+        (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn campaign_stats(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -206,6 +305,23 @@ fn limit(q: &StatsQuery, default: u32, max: u32) -> Result<u32, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/campaigns/{campaign_id}/top-links",
+    tag = "aggregates",
+    summary = "A campaign's most clicked links.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("campaign_id" = String, Path, description = "The campaign's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
+    responses(
+        (status = 200, description = "The links, most clicked first.", body = openapi::TopLinks, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn top_links(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -240,6 +356,23 @@ pub(crate) async fn top_links(
         .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/top-campaigns",
+    tag = "aggregates",
+    summary = "A client's most clicked campaigns.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
+    responses(
+        (status = 200, description = "The campaigns, most clicked first.", body = openapi::TopCampaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn top_campaigns(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -271,6 +404,21 @@ pub(crate) async fn top_campaigns(
         .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/campaigns",
+    tag = "aggregates",
+    summary = "A client's campaigns and their link counts.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The campaigns.", body = openapi::Campaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn campaigns(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -292,6 +440,23 @@ pub(crate) async fn campaigns(
         .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/campaigns/{campaign_id}/recipients",
+    tag = "aggregates",
+    summary = "Recipients who clicked in a campaign, by recipient id, a page at a time.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("campaign_id" = String, Path, description = "The campaign's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 100.", minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (a recipient id).", pattern = r"^[A-Za-z0-9._@+-]{1,128}$")),
+    responses(
+        (status = 200, description = "One page.", body = openapi::Recipients, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn recipients(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -306,39 +471,54 @@ pub(crate) async fn recipients(
     let after = q
         .cursor
         .as_deref()
-        .map(|c| URL_SAFE_NO_PAD.decode(c).ok().and_then(|b| String::from_utf8(b).ok()))
-        .map(|c| c.ok_or_else(|| ApiError::BadRequest("cursor is not one this API handed out".into())))
+        .map(|c| RecipientId::parse(c).map(String::from).map_err(|e| ApiError::BadRequest(format!("cursor: {e}"))))
         .transpose()?;
     let ch = s.clickhouse.clone();
     s.cache
         .respond(cache_key(&uri), &headers, || async move {
             let page = stats::recipients(&ch, &scope, range, after.as_deref(), n).await?;
-            let next_cursor = (page.len() == n as usize)
-                .then(|| page.last().map(|r| URL_SAFE_NO_PAD.encode(&r.recipient_id)))
-                .flatten();
+            let next_cursor = (page.len() == n as usize).then(|| page.last().map(|r| r.recipient_id.clone())).flatten();
             Ok(json!({ "recipients": page, "next_cursor": next_cursor }))
         })
         .await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateApiKey {
+    /// What the key is for, up to 200 characters.
     #[serde(default)]
+    #[schema(max_length = 200)]
     label: Option<String>,
 }
 
 /// `POST /v1/clients/{id}/api-keys` (admin): a new key, shown once; only its hash is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/clients/{client_id}/api-keys",
+    tag = "clients",
+    summary = "Mint an API key for a client (admin); it is shown once.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = Option<CreateApiKey>,
+    responses(
+        (status = 201, description = "Created.", body = openapi::ApiKeyCreated),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
+        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     Path(client_id): Path<String>,
-    body: Option<Json<CreateApiKey>>,
+    body: Result<Option<Json<CreateApiKey>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     principal.require_admin()?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let label = body.and_then(|Json(b)| b.label);
-    if label.as_ref().is_some_and(|l| l.len() > 200) {
+    let label = body?.and_then(|Json(b)| b.label);
+    if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
         return Err(ApiError::BadRequest("label is limited to 200 characters".into()));
     }
     let key = auth::mint_key();
@@ -356,6 +536,22 @@ pub(crate) async fn create_api_key(
 }
 
 /// `DELETE /v1/clients/{id}/api-keys/{key_id}` (admin): the key stops working everywhere.
+#[utoipa::path(
+    delete,
+    path = "/v1/clients/{client_id}/api-keys/{key_id}",
+    tag = "clients",
+    summary = "Revoke a client's API key (admin).",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("key_id" = String, Path, description = "The key's id (its SHA-256, as returned at creation).", pattern = r"^[0-9a-f]{64}$")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
+        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
+        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
+        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn revoke_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
@@ -363,6 +559,9 @@ pub(crate) async fn revoke_api_key(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if key_id.len() != 64 || !key_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ApiError::BadRequest(format!("key_id must be 64 lowercase hex digits, not {key_id:?}")));
+    }
     if s.links.api_key_client(&key_id).as_ref() != Some(&client_id) {
         return Err(ApiError::NotFound(format!("no active key {key_id:?} for client {client_id}")));
     }
@@ -379,6 +578,17 @@ pub(crate) async fn revoke_api_key(
 }
 
 /// `GET /v1/status`: lag and freshness across every aggregator.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "operations",
+    summary = "Lag and freshness across every aggregator.",
+    responses(
+        (status = 200, description = "The status.", body = crate::status::StatusReport),
+        (status = 503, description = "ClickHouse or the Kafka broker failed; the body names which (`backend`).", body = ErrorBody)
+    ),
+    security(()),
+)]
 pub(crate) async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<crate::status::StatusReport>, ApiError> {
     match &s.status {
         Some(status) => Ok(Json(status.report(&s.clickhouse).await?)),

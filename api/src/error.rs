@@ -1,5 +1,8 @@
 //! The one error type of the API: every failure maps to a status and a JSON
-//! body `{"error": {"code": …, "message": …}}` that says what to fix.
+//! body `{"error": {"code": …, "message": …}}` that says what to fix. A 5xx
+//! names the backing server that failed (`"backend": "clickhouse"` or
+//! `"kafka"`, and in the message) and is counted in
+//! `ricochet_api_backend_errors_total{backend}`.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, StatusCode};
@@ -19,12 +22,19 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("the link registry is unavailable: {0}")]
+    /// Each value is allowed, but not together (see `openapi.rs`).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Writing to the registry topics failed.
+    #[error("the Kafka broker did not take the registry write: {0}")]
     Registry(String),
-    #[error("the analytics store is unavailable: {0}")]
+    #[error("ClickHouse, the analytics store, failed: {0}")]
     Store(String),
-    #[error("the Kafka broker is unavailable: {0}")]
+    #[error("the Kafka broker failed: {0}")]
     Kafka(String),
+    /// Not ready yet (still reading the registry): a 503, not a failure.
+    #[error("{0}")]
+    Loading(String),
 }
 
 impl IntoResponse for ApiError {
@@ -34,18 +44,34 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Registry(_) | ApiError::Store(_) | ApiError::Kafka(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
+            ApiError::Loading(_) => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
         };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+        let mut error = json!({ "code": code, "message": self.to_string() });
+        if let Some(backend) = self.backend() {
+            tracing::error!(error = %self, backend, "request failed");
+            metrics::counter!("ricochet_api_backend_errors_total", "backend" => backend).increment(1);
+            error["backend"] = json!(backend);
         }
-        let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));
+        let body = Json(json!({ "error": error }));
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
         }
         (status, body).into_response()
+    }
+}
+
+impl ApiError {
+    /// The backing server a 5xx comes from.
+    pub fn backend(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Store(_) => Some("clickhouse"),
+            ApiError::Registry(_) | ApiError::Kafka(_) => Some("kafka"),
+            _ => None,
+        }
     }
 }
 
@@ -65,6 +91,7 @@ impl From<StatsError> for ApiError {
     fn from(e: StatsError) -> Self {
         match e {
             StatsError::BadParam(m) => ApiError::BadRequest(m),
+            StatsError::Conflict(m) => ApiError::Unprocessable(m),
             StatsError::ClickHouse(e) => ApiError::Store(e.to_string()),
         }
     }

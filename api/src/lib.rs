@@ -7,7 +7,8 @@
 //! It shares only the ClickHouse tables, through `ricochet-warehouse`.
 //!
 //! - [`config`]: every setting, from flags and environment.
-//! - [`router`]: the route table (and [`router::ROUTES`], which the OpenAPI document must match).
+//! - [`router`]: the route table, from which the OpenAPI document is derived; [`openapi`]: its frame,
+//!   the error body, the answers' shapes and the patterns the handlers enforce.
 //! - [`state`]: what the handlers share; [`error`]: the one error type.
 //! - [`api`]: link and aggregate handlers; [`admin`]: clients, link status, batches.
 //! - [`auth`]: API keys and who may read what.
@@ -23,6 +24,7 @@ pub mod cache;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod openapi;
 pub mod router;
 pub mod state;
 pub mod stats;

@@ -49,8 +49,12 @@ impl Granularity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
+    /// A value outside what the API documents.
     #[error("{0}")]
     BadParam(String),
+    /// Values that are each allowed but conflict (from after to, too long a range).
+    #[error("{0}")]
+    Conflict(String),
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
 }
@@ -81,6 +85,12 @@ pub struct Range {
 
 fn parse_instant(name: &str, raw: &str) -> Result<i64, StatsError> {
     if let Ok(secs) = raw.parse::<i64>() {
+        if !(0..=crate::openapi::MAX_UNIX_SECONDS).contains(&secs) {
+            return Err(StatsError::BadParam(format!(
+                "{name} in Unix seconds must be between 0 and {}, not {secs}",
+                crate::openapi::MAX_UNIX_SECONDS
+            )));
+        }
         return Ok(secs);
     }
     DateTime::parse_from_rfc3339(raw).map(|t| t.timestamp()).map_err(|_| {
@@ -143,14 +153,14 @@ impl Range {
         };
         let to = q.to.as_deref().map(|t| parse_instant("to", t)).transpose()?.unwrap_or(now + 1);
         let from = q.from.as_deref().map(|f| parse_instant("from", f)).transpose()?.unwrap_or(to - 3600);
-        if from < 0 || to > u32::MAX as i64 - 86_400 * 2 {
-            return Err(StatsError::BadParam("from and to must lie between 1970 and 2106".into()));
+        if from < 0 || to > crate::openapi::MAX_UNIX_SECONDS {
+            return Err(StatsError::Conflict("from and to must lie between 1970 and 2106".into()));
         }
         if from >= to {
-            return Err(StatsError::BadParam("from must be earlier than to".into()));
+            return Err(StatsError::Conflict("from must be earlier than to".into()));
         }
         if to - from > granularity.max_range_days() * 86_400 {
-            return Err(StatsError::BadParam(format!(
+            return Err(StatsError::Conflict(format!(
                 "range too long for {granularity:?} granularity: at most {} days",
                 granularity.max_range_days()
             )));

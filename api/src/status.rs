@@ -43,7 +43,7 @@ pub struct ClusterStatus {
     group_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PartitionReport {
     pub partition: i32,
     /// The next offset not yet stored in ClickHouse; `null` before the first flush ever.
@@ -52,7 +52,7 @@ pub struct PartitionReport {
     pub lag: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Aggregators {
     /// Members of the consumer group right now.
     pub members: usize,
@@ -63,7 +63,7 @@ pub struct Aggregators {
 }
 
 /// The body of `GET /v1/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusReport {
     pub topic: String,
     pub aggregators: Aggregators,

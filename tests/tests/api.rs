@@ -88,10 +88,17 @@ async fn a_key_sees_only_its_clients_data_and_bad_requests_say_why() {
     assert_eq!(http().delete(format!("{base}/v1/clients/acme/api-keys/{key_id}")).send().await.unwrap().status(), 204);
     assert_eq!(get(a, format!("{base}/v1/clients/acme/stats")).await.0, 401, "a revoked key stops working");
 
-    // Validation: a 400 that says what is allowed.
+    // Validation: a value outside the document is a 400 that says what is
+    // allowed; allowed values that conflict are a 422 that says why.
+    for (query, says) in [("from=0&to=1000000", "at most 7 days"), ("from=200&to=100", "earlier")] {
+        let (status, body) =
+            get(Some(client::ADMIN_KEY), format!("{base}/v1/clients/acme/campaigns/bf/stats?{query}")).await;
+        assert_eq!(status, 422, "{query}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{query}: {body}");
+    }
     for (query, says) in [
         ("granularity=week", "minute, hour or day"),
-        ("from=0&to=1000000", "at most 7 days"),
+        ("from=-5", "between 0 and"),
         ("tz=Mars/Olympus", "IANA"),
         ("from=tomorrow", "RFC 3339"),
         ("granularty=hour", "unknown field"),
@@ -254,27 +261,25 @@ async fn series_top_lists_recipients_and_polling() {
     assert!((1..=3).contains(&queries), "coalesced into about one query, got {queries}");
 }
 
+/// The router and the document are built from one definition (`api/src/router.rs`),
+/// so this checks what that promises from outside: the document is served
+/// without a key, and every operation in it is really routed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_validates_and_lists_every_route() {
+async fn the_openapi_document_is_served_and_every_operation_in_it_is_routed() {
     let servers = Servers::start().await;
     let api = services::api(&servers, "api", &[]).await;
     let r = http_as(None).get(format!("{}/v1/openapi.json", api.url())).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let doc: openapiv3::OpenAPI = r.json().await.expect("a valid OpenAPI 3 document");
-    let documented: BTreeSet<(String, String)> = doc
-        .paths
-        .paths
-        .iter()
-        .flat_map(|(path, item)| {
-            let item = item.as_item().expect("inline path items");
-            item.iter().map(move |(method, _)| (method.to_owned(), path.clone()))
-        })
-        .collect();
-    let routed: BTreeSet<(String, String)> =
-        ricochet_api::router::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-    assert_eq!(documented, routed, "openapi.json and ROUTES must list the same routes");
-    // And the router really serves each one (the fallback answers "no such route").
-    for (method, path) in &routed {
+    let doc: Value = r.json().await.expect("a JSON document");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let mut operations = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
+            operations.insert((method.clone(), path.clone()));
+        }
+    }
+    assert_eq!(operations.len(), 21, "{operations:?}");
+    for (method, path) in &operations {
         let url = format!(
             "{}{}",
             api.url(),
@@ -284,12 +289,8 @@ async fn the_openapi_document_validates_and_lists_every_route() {
                 .replace("{key_id}", "k")
         );
         let r = http().request(method.to_uppercase().parse().unwrap(), &url).send().await.unwrap();
+        assert_ne!(r.status(), 405, "{method} {path}");
         let body = r.text().await.unwrap();
         assert!(!body.contains("no such route"), "{method} {path} is documented but not routed");
     }
-    let source = std::fs::read_to_string(ricochet_tests::repo_root().join("api/src/router.rs")).unwrap();
-    let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
-    let in_source = compact.matches(".route(\"").count();
-    let distinct_paths: BTreeSet<&String> = routed.iter().map(|(_, p)| p).collect();
-    assert_eq!(in_source, distinct_paths.len(), "every .route(…) in router.rs is in ROUTES");
 }

@@ -1,0 +1,357 @@
+//! The OpenAPI document, derived from the handlers: every route is registered
+//! through `utoipa_axum::routes!`, so the router and the document come from one
+//! definition and cannot drift. This module holds what the handlers' own
+//! annotations refer to: the document's frame (title, the bearer scheme), the
+//! error body, the shapes of the JSON answers, and the patterns and ranges
+//! that the handlers enforce.
+//!
+//! Statuses follow one rule, so a generated client can trust them:
+//! - **400**: a value outside its documented pattern, enum or range, or a body
+//!   that is not the documented JSON.
+//! - **422**: each value is allowed, but together they are not (`from` not
+//!   before `to`, a range longer than the granularity allows, `valid_from` not
+//!   before `valid_until`), or a time outside 1970–2106.
+//! - **503**: a backing server (ClickHouse, the Kafka broker) failed; the body
+//!   names it.
+
+use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::KnownFormat;
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+/// Client, campaign and link ids: `ricochet_schemas` token ids.
+pub const ID_PATTERN: &str = r"^[A-Za-z0-9._-]{1,64}$";
+/// A recipient id, also the `cursor` of the recipients list.
+pub const RECIPIENT_PATTERN: &str = r"^[A-Za-z0-9._@+-]{1,128}$";
+/// An API key's id: the SHA-256 of the key, in lowercase hex.
+pub const KEY_ID_PATTERN: &str = r"^[0-9a-f]{64}$";
+/// A destination (or fallback) URL: http or https, a host name, optional port,
+/// path, query and fragment, no credentials, no spaces or control characters.
+/// The host's last label starts with a letter (no bare IP addresses), and
+/// characters that normalisation would percent-encode are left out, so every
+/// URL matching this is accepted as written.
+pub const URL_PATTERN: &str = concat!(
+    r"^https?://",
+    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r"(/[A-Za-z0-9._~!$&()*+,;=:@/-]*)?",
+    r"(\?[A-Za-z0-9._~!$&()*+,;=:@/?-]*)?",
+    r"(#[A-Za-z0-9._~!$&()*+,;=:@/?-]*)?$"
+);
+/// Normalisation may add a `/` after the host, and the stored URL is at most
+/// `ricochet_registry::destination::MAX_URL_LEN` (2048) bytes.
+pub const URL_MAX_LENGTH: usize = 2047;
+/// One CIDR: IPv4 `a.b.c.d/n`, or IPv6 written out in eight groups.
+pub const CIDR_PATTERN: &str = concat!(
+    r"^((((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    r"/(3[0-2]|[12]?[0-9]))",
+    r"|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}/(12[0-8]|1[01][0-9]|[1-9]?[0-9])))$"
+);
+/// Unix seconds the API takes: 1970 to 2106 less two days (bucket alignment).
+pub const MAX_UNIX_SECONDS: i64 = u32::MAX as i64 - 2 * 86_400;
+/// Link validity bounds, Unix seconds (up to the year 9999).
+pub const MAX_VALIDITY_SECONDS: i64 = 253_402_300_799;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ricochet API",
+        description = "Links, clients, API keys, click aggregates and the aggregators' status. \
+                       Every /v1 route but the OpenAPI document and the status needs \
+                       `Authorization: Bearer <key>` (the admin key, or a client's key, which sees only \
+                       its own client's data). Errors are `{\"error\": {\"code\", \"message\"}}`: 400 a value \
+                       outside what this document allows, 422 allowed values that conflict, 503 a backing \
+                       server failed (the message names it)."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "links", description = "Creating and managing tracking links (admin)."),
+        (name = "clients", description = "Clients, their API keys and recipient-token keys."),
+        (name = "aggregates", description = "Click series and top lists, cached for a second."),
+        (name = "operations", description = "Health, readiness, metrics, status and this document."),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build()),
+        );
+    }
+}
+
+/// `{"error": {"code", "message"}}`, the body of every 4xx and 5xx.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `unprocessable`
+    /// or `unavailable`.
+    pub code: String,
+    /// What was wrong and what is allowed; for a 503, which server failed.
+    pub message: String,
+    /// `POST /v1/links:batch` only: each invalid item, by index.
+    #[schema(nullable = false)]
+    pub items: Option<Vec<BatchItemError>>,
+    /// 503 only: the backing server that failed, `clickhouse` or `kafka`.
+    #[schema(nullable = false)]
+    pub backend: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchItemError {
+    pub index: u32,
+    pub message: String,
+}
+
+/// A link as the API returns it.
+#[derive(Serialize, ToSchema)]
+pub struct Link {
+    pub link_id: String,
+    pub code: String,
+    pub client_id: String,
+    pub campaign_id: String,
+    pub destination_url: String,
+    #[schema(value_type = String, example = "active")]
+    pub status: String,
+    /// The URL to put in the message.
+    pub tracking_url: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub valid_from: Option<i64>,
+    pub valid_until: Option<i64>,
+    pub click_limit: Option<i64>,
+    pub honeypot: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Links {
+    pub links: Vec<Link>,
+}
+
+/// A client's state.
+#[derive(Serialize, ToSchema)]
+pub struct Client {
+    pub client_id: String,
+    #[schema(example = "active")]
+    pub status: String,
+    pub fallback_url: Option<String>,
+    pub hot_spread: u16,
+    pub allowed_networks: Vec<String>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenKey {
+    pub kid: String,
+    /// Hex.
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenKeys {
+    pub client_id: String,
+    /// Newest first.
+    pub keys: Vec<TokenKey>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    /// The key itself, shown this once.
+    pub key: String,
+    /// Its id (SHA-256), for revoking it.
+    pub key_id: String,
+    pub client_id: String,
+    pub label: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Counts {
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub bot_clicks: u64,
+    pub opens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Point {
+    /// RFC 3339, in the requested zone.
+    pub bucket_start: String,
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub bot_clicks: u64,
+    pub opens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Totals {
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub bot_clicks: u64,
+    pub opens: u64,
+    pub unique_recipients: u64,
+}
+
+/// A click series. Link series also carry the link's ids.
+#[derive(Serialize, ToSchema)]
+pub struct Series {
+    #[schema(example = "minute")]
+    pub granularity: String,
+    pub tz: String,
+    pub human_only: bool,
+    pub from: String,
+    pub to: String,
+    pub series: Vec<Point>,
+    pub totals: Totals,
+    #[schema(nullable = false)]
+    pub link_id: Option<String>,
+    #[schema(nullable = false)]
+    pub client_id: Option<String>,
+    #[schema(nullable = false)]
+    pub campaign_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopLink {
+    pub link_id: String,
+    pub code: Option<String>,
+    pub destination_url: Option<String>,
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub opens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopLinks {
+    pub links: Vec<TopLink>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopCampaign {
+    pub campaign_id: String,
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub opens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopCampaigns {
+    pub campaigns: Vec<TopCampaign>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CampaignLinks {
+    pub campaign_id: String,
+    pub links: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Campaigns {
+    pub client_id: String,
+    pub campaigns: Vec<CampaignLinks>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Recipient {
+    pub recipient_id: String,
+    /// Unix seconds.
+    pub first_click: u32,
+    pub last_click: u32,
+    pub clicks: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Recipients {
+    pub recipients: Vec<Recipient>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The query of every series and top list: the time range and how to bucket it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documents `stats::StatsQuery`, which the handlers extract.
+pub struct RangeParams {
+    /// Start: Unix seconds or RFC 3339; rounded down to a bucket. Default: an hour before `to`.
+    #[param(schema_with = instant_schema)]
+    from: Option<String>,
+    /// End (exclusive): Unix seconds or RFC 3339; rounded up to a bucket. Default: now.
+    #[param(schema_with = instant_schema)]
+    to: Option<String>,
+    /// Bucket size. Ranges: at most 7 days by minute, 92 by hour, 3 years by day (else 422).
+    #[param(schema_with = granularity_schema)]
+    granularity: Option<String>,
+    /// IANA time zone of hour and day buckets. Default: UTC.
+    #[param(schema_with = tz_schema)]
+    tz: Option<String>,
+    /// Leave out bot clicks.
+    human_only: Option<bool>,
+}
+
+fn instant_schema() -> Schema {
+    let seconds = ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .minimum(Some(0))
+        .maximum(Some(MAX_UNIX_SECONDS));
+    let rfc3339 = ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));
+    Schema::OneOf(OneOfBuilder::new().item(seconds).item(rfc3339).build())
+}
+
+fn granularity_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(["minute", "hour", "day"]))
+            .default(Some("minute".into()))
+            .build(),
+    )
+}
+
+fn tz_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+            .default(Some("UTC".into()))
+            .build(),
+    )
+}
+
+/// `destination_url`.
+pub fn url_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .pattern(Some(URL_PATTERN))
+            .max_length(Some(URL_MAX_LENGTH))
+            .build(),
+    )
+}
+
+/// `fallback_url`: a URL, or `null` for none.
+pub fn nullable_url_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .pattern(Some(URL_PATTERN))
+            .max_length(Some(URL_MAX_LENGTH))
+            .build(),
+    )
+}
+
+/// The serialised document, for `GET /v1/openapi.json`.
+pub fn to_json(doc: &utoipa::openapi::OpenApi) -> String {
+    doc.to_pretty_json().expect("the OpenAPI document serialises")
+}
