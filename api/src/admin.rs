@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::api::{link_json, CreateLink};
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, Path};
 use crate::openapi::{self, ErrorBody};
 use crate::state::ApiState;
 
@@ -66,19 +66,29 @@ pub async fn create_links(
     let total = links.len();
     let mut valid = Vec::with_capacity(total);
     let mut errors = Vec::new();
+    // 422 when every invalid item only has conflicting values, else 400.
+    let mut conflicts_only = true;
     for (index, item) in links.into_iter().enumerate() {
         match item.validate() {
             Ok(new) => valid.push(new),
-            Err(e) => errors.push(json!({ "index": index, "message": e.to_string() })),
+            Err(e) => {
+                conflicts_only &= matches!(e, ApiError::Unprocessable(_));
+                errors.push(json!({ "index": index, "message": e.to_string() }))
+            }
         }
     }
     if !errors.is_empty() {
+        let (status, code) = if conflicts_only {
+            (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable")
+        } else {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        };
         let body = json!({ "error": {
-            "code": "bad_request",
+            "code": code,
             "message": format!("{} of {total} links are invalid; none were created", errors.len()),
             "items": errors,
         }});
-        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        return Ok((status, Json(body)).into_response());
     }
     let records: Vec<_> = valid.into_iter().map(|new| s.writer.mint(new, &s.links)).collect();
     let results = s.writer.put_links(&records).await;

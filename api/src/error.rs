@@ -96,3 +96,23 @@ impl From<StatsError> for ApiError {
         }
     }
 }
+
+/// `axum::extract::Path`, whose rejection (e.g. a segment that is not valid
+/// UTF-8 once decoded) is an [`ApiError`] with the JSON error body like every
+/// other 400, instead of axum's plain-text answer.
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!("invalid path: {}", rejection.body_text()))),
+        }
+    }
+}

@@ -30,6 +30,9 @@ async fn main() -> anyhow::Result<()> {
     if matches!(config.command, Some(Command::Migrate)) {
         return Ok(());
     }
+    let zones =
+        ricochet_api::openapi::probe_zones(&clickhouse).await.context("asking ClickHouse for its time zones")?;
+    tracing::info!(zones, "time zones both chrono-tz and ClickHouse know");
     let admin_key = match config.admin_key.clone() {
         Some(k) if k.len() >= 16 => k,
         Some(_) => anyhow::bail!("RICOCHET_ADMIN_KEY must be at least 16 characters"),

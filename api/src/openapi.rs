@@ -14,6 +14,8 @@
 //! - **503**: a backing server (ClickHouse, the Kafka broker) failed; the body
 //!   names it.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -319,11 +321,48 @@ fn granularity_schema() -> Schema {
     )
 }
 
+/// The time zones the API takes: the IANA names chrono-tz knows and, once
+/// [`probe_zones`] ran, that ClickHouse knows too (it buckets hours and days,
+/// with the server's own time zone data).
+static ZONES: OnceLock<Vec<&'static str>> = OnceLock::new();
+
+pub fn zones() -> &'static [&'static str] {
+    ZONES.get_or_init(|| chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect())
+}
+
+/// Keeps the zones ClickHouse can use, so that a zone the document allows is
+/// never refused by the server. Call before the router is built.
+pub async fn probe_zones(clickhouse: &clickhouse::Client) -> Result<usize, clickhouse::error::Error> {
+    use futures::StreamExt;
+    // One zone per query: an unknown zone fails the whole query.
+    let checks = futures::stream::iter(chrono_tz::TZ_VARIANTS.iter().map(|tz| async move {
+        let known = clickhouse.query("SELECT toTimeZone(toDateTime(0), ?)").bind(tz.name()).execute().await;
+        (tz.name(), known)
+    }))
+    .buffer_unordered(16)
+    .collect::<Vec<_>>()
+    .await;
+    let mut known = Vec::new();
+    for (name, outcome) in checks {
+        match outcome {
+            Ok(()) => known.push(name),
+            Err(clickhouse::error::Error::BadResponse(reason)) => {
+                tracing::debug!(zone = name, %reason, "time zone unknown to ClickHouse; left out")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    known.sort_unstable();
+    let count = known.len();
+    let _ = ZONES.set(known);
+    Ok(count)
+}
+
 fn tz_schema() -> Schema {
     Schema::Object(
         ObjectBuilder::new()
             .schema_type(SchemaType::Type(Type::String))
-            .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+            .enum_values(Some(zones().iter().copied()))
             .default(Some("UTC".into()))
             .build(),
     )

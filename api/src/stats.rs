@@ -147,8 +147,10 @@ impl Range {
         let granularity = q.granularity.as_deref().map(Granularity::parse).transpose()?.unwrap_or(Granularity::Minute);
         let tz: Tz = match q.tz.as_deref() {
             None => Tz::UTC,
-            Some(name) => name.parse().map_err(|_| {
-                StatsError::BadParam(format!("tz must be an IANA time zone such as Europe/Paris, not {name:?}"))
+            Some(name) => name.parse().ok().filter(|_| crate::openapi::zones().contains(&name)).ok_or_else(|| {
+                StatsError::BadParam(format!(
+                    "tz must be an IANA time zone such as Europe/Paris (the enum in /v1/openapi.json), not {name:?}"
+                ))
             })?,
         };
         let to = q.to.as_deref().map(|t| parse_instant("to", t)).transpose()?.unwrap_or(now + 1);
