@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::api::{link_json, CreateLink};
 use crate::auth::Principal;
 use crate::error::{ApiError, Path};
-use crate::openapi::{self, ErrorBody};
+use crate::openapi::{self, AdminErrors, CreateErrors, ReadErrors, UpdateErrors};
 use crate::state::ApiState;
 
 /// Most links one batch may create.
@@ -45,11 +45,7 @@ pub struct CreateLinks {
     request_body = CreateLinks,
     responses(
         (status = 201, description = "Created, in the order given.", body = openapi::Links),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+        CreateErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -127,11 +123,7 @@ pub struct PatchLink {
     request_body = PatchLink,
     responses(
         (status = 200, description = "The updated link.", body = openapi::Link),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+        UpdateErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -194,10 +186,7 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
     request_body = PutClient,
     responses(
         (status = 200, description = "The client's state.", body = openapi::Client),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
-        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+        AdminErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -253,9 +242,7 @@ pub async fn put_client(
     params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, description = "The client's state.", body = openapi::Client),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+        ReadErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -283,9 +270,7 @@ pub async fn get_client(
     params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, description = "The keys.", body = openapi::TokenKeys),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+        ReadErrors,
     ),
     security(("bearer" = [])),
 )]

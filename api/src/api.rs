@@ -20,7 +20,9 @@ use serde_json::json;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, Path};
-use crate::openapi::{self, ErrorBody, RangeParams};
+use crate::openapi::{
+    self, AdminErrors, BackendErrors, CreateErrors, RangeParams, ReadErrors, StatsErrors, UpdateErrors,
+};
 use crate::state::ApiState;
 use crate::stats::{self, Range, Scope, StatsQuery, TopBy};
 
@@ -111,11 +113,7 @@ pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
     request_body = CreateLink,
     responses(
         (status = 201, description = "Created.", body = openapi::Link),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+        CreateErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -171,9 +169,7 @@ fn cache_key(uri: &OriginalUri) -> String {
     params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, description = "The link.", body = openapi::Link),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+        ReadErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -217,11 +213,7 @@ async fn series_response(
     responses(
         (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+        StatsErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -247,11 +239,7 @@ pub(crate) async fn link_stats(
     responses(
         (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+        StatsErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -277,11 +265,7 @@ pub(crate) async fn client_stats(
     responses(
         (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+        StatsErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -314,11 +298,7 @@ fn limit(q: &StatsQuery, default: u32, max: u32) -> Result<u32, ApiError> {
     responses(
         (status = 200, description = "The links, most clicked first.", body = openapi::TopLinks, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+        StatsErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -365,11 +345,7 @@ pub(crate) async fn top_links(
     responses(
         (status = 200, description = "The campaigns, most clicked first.", body = openapi::TopCampaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+        StatsErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -413,9 +389,7 @@ pub(crate) async fn top_campaigns(
     responses(
         (status = 200, description = "The campaigns.", body = openapi::Campaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody)
+        ReadErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -449,11 +423,7 @@ pub(crate) async fn campaigns(
     responses(
         (status = 200, description = "One page.", body = openapi::Recipients, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 422, description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity).", body = ErrorBody),
-        (status = 503, description = "ClickHouse failed; the body names it (`backend`).", body = ErrorBody)
+        StatsErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -502,10 +472,7 @@ pub(crate) struct CreateApiKey {
     request_body = Option<CreateApiKey>,
     responses(
         (status = 201, description = "Created.", body = openapi::ApiKeyCreated),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
-        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+        AdminErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -544,11 +511,7 @@ pub(crate) async fn create_api_key(
     params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("key_id" = String, Path, description = "The key's id (its SHA-256, as returned at creation).", pattern = r"^[0-9a-f]{64}$")),
     responses(
         (status = 204, description = "Revoked."),
-        (status = 400, description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed.", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown or revoked one.", body = ErrorBody),
-        (status = 403, description = "A client key on an operation that needs the admin key.", body = ErrorBody),
-        (status = 404, description = "No such resource, or not this key's client.", body = ErrorBody),
-        (status = 503, description = "The Kafka broker failed; the body names it (`backend`).", body = ErrorBody)
+        UpdateErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -585,7 +548,7 @@ pub(crate) async fn revoke_api_key(
     summary = "Lag and freshness across every aggregator.",
     responses(
         (status = 200, description = "The status.", body = crate::status::StatusReport),
-        (status = 503, description = "ClickHouse or the Kafka broker failed; the body names which (`backend`).", body = ErrorBody)
+        BackendErrors,
     ),
     security(()),
 )]

@@ -20,7 +20,7 @@ use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::KnownFormat;
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
 /// Client, campaign and link ids: `ricochet_schemas` token ids.
 pub const ID_PATTERN: &str = r"^[A-Za-z0-9._-]{1,64}$";
@@ -113,6 +113,110 @@ pub struct ErrorDetail {
 pub struct BatchItemError {
     pub index: u32,
     pub message: String,
+}
+
+// The error statuses of the routes, one set per kind of route, each with the error body.
+/// What a read of one resource can answer besides 200.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
+pub enum ReadErrors {
+    #[response(
+        status = 400,
+        description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
+    )]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "No such resource, or not this key's client.")]
+    NotFound(ErrorBody),
+}
+
+/// What a series or top list can answer besides 200 and 304.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
+pub enum StatsErrors {
+    #[response(
+        status = 400,
+        description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
+    )]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    Unauthorized(ErrorBody),
+    #[response(status = 404, description = "No such resource, or not this key's client.")]
+    NotFound(ErrorBody),
+    #[response(
+        status = 422,
+        description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity)."
+    )]
+    Unprocessable(ErrorBody),
+    #[response(status = 503, description = "ClickHouse failed; the body names it (`backend`).")]
+    ClickHouse(ErrorBody),
+}
+
+/// What creating links can answer besides 201.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
+pub enum CreateErrors {
+    #[response(
+        status = 400,
+        description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
+    )]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "A client key on an operation that needs the admin key.")]
+    Forbidden(ErrorBody),
+    #[response(
+        status = 422,
+        description = "Each value is allowed but together they are not (e.g. `from` not before `to`, or a range too long for the granularity)."
+    )]
+    Unprocessable(ErrorBody),
+    #[response(status = 503, description = "The Kafka broker failed; the body names it (`backend`).")]
+    Kafka(ErrorBody),
+}
+
+/// What changing a link or revoking a key can answer besides success.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
+pub enum UpdateErrors {
+    #[response(
+        status = 400,
+        description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
+    )]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "A client key on an operation that needs the admin key.")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "No such resource, or not this key's client.")]
+    NotFound(ErrorBody),
+    #[response(status = 503, description = "The Kafka broker failed; the body names it (`backend`).")]
+    Kafka(ErrorBody),
+}
+
+/// What an admin write to a client can answer besides success.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
+pub enum AdminErrors {
+    #[response(
+        status = 400,
+        description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
+    )]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "A client key on an operation that needs the admin key.")]
+    Forbidden(ErrorBody),
+    #[response(status = 503, description = "The Kafka broker failed; the body names it (`backend`).")]
+    Kafka(ErrorBody),
+}
+
+/// What the status can answer besides 200.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
+pub enum BackendErrors {
+    #[response(status = 503, description = "ClickHouse or the Kafka broker failed; the body names which (`backend`).")]
+    Backend(ErrorBody),
 }
 
 /// A link as the API returns it.
