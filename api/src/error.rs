@@ -116,3 +116,29 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_5xx_names_its_backend_and_a_4xx_keeps_the_shape() {
+        let (status, b) = body(ApiError::Store("timeout".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(b["error"]["backend"], "clickhouse");
+        assert!(b["error"]["message"].as_str().unwrap().starts_with("ClickHouse"), "{b}");
+        let (_, b) = body(ApiError::Registry("no leader".into())).await;
+        assert_eq!(b["error"]["backend"], "kafka");
+        assert!(b["error"]["message"].as_str().unwrap().contains("Kafka broker"), "{b}");
+        let (status, b) = body(ApiError::Unprocessable("from must be earlier than to".into())).await;
+        assert_eq!((status, &b["error"]["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &"unprocessable".into()));
+        assert!(b["error"].get("backend").is_none(), "{b}");
+    }
+}
