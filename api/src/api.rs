@@ -480,11 +480,12 @@ pub(crate) async fn create_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     Path(client_id): Path<String>,
-    body: Result<Option<Json<CreateApiKey>>, JsonRejection>,
+    // No body, `null`, or the object: the document allows all three.
+    body: Result<Option<Json<Option<CreateApiKey>>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     principal.require_admin()?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let label = body?.and_then(|Json(b)| b.label);
+    let label = body?.and_then(|Json(b)| b).and_then(|b| b.label);
     if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
         return Err(ApiError::BadRequest("label is limited to 200 characters".into()));
     }
