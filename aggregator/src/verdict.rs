@@ -34,6 +34,9 @@
 //! network, rescan, fan-out, the cloud part of rule 6), never a user agent,
 //! a burst or a honeypot.
 //!
+//! Rules 3–5 need the click's network: a loopback or private address (an edge
+//! behind a proxy that does not pass the client's address on) has none.
+//!
 //! What a verdict can see: the events of its partition from the last
 //! [`Rules::context_window`] (rescan marks for [`Rules::rescan_window`]) that
 //! this member read. After an assignment the context starts empty: verdicts of
@@ -43,6 +46,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ricochet_schemas::{ClickEvent, EventType, NetworkClass, Reason, UaClass};
@@ -224,21 +228,38 @@ fn campaign_key(e: &ClickEvent) -> u64 {
 }
 
 /// The network a click came from: the anonymized address (/24 or /48) when
-/// there is one, else the ASN.
+/// there is one, else the ASN. `None` for a loopback or private address: the
+/// edge then sits behind a proxy that does not pass the client's address on,
+/// every click shares it, and it says nothing about who clicked.
 fn network_key(e: &ClickEvent) -> Option<u64> {
     if let Some(ip) = e.client_ip.as_deref().filter(|ip| !ip.is_empty()) {
+        if ip.parse::<IpAddr>().is_ok_and(|a| !is_public(a)) {
+            return None;
+        }
         return Some(hash_of(&["ip", ip]));
     }
     (e.signals.asn != 0).then(|| hash_of(&["asn", &e.signals.asn.to_string()]))
 }
 
+fn is_public(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()),
+        // fc00::/7 unique local, fe80::/10 link local.
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback() || v6.is_unspecified() || first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80)
+        }
+    }
+}
+
 /// The network a sweep over one message comes from: scanners rotate
 /// addresses inside their own ASN, so the ASN when known.
 fn sweep_key(e: &ClickEvent) -> Option<u64> {
+    let known = network_key(e)?;
     if e.signals.asn != 0 {
         return Some(hash_of(&["asn", &e.signals.asn.to_string()]));
     }
-    network_key(e)
+    Some(known)
 }
 
 impl<T> Verdicts<T> {
@@ -359,9 +380,11 @@ impl<T> PartitionState<T> {
                 return Some(Reason::Honeypot);
             }
             let net = sweep_key(e);
-            let same_net: Vec<&Seen> = clicks.iter().filter(|s| s.network == net).collect();
-            if in_burst(&same_net, t, ms(rules.burst_window), rules.burst_min_links) {
-                return Some(Reason::Burst);
+            if let Some(net) = net {
+                let same_net: Vec<&Seen> = clicks.iter().filter(|s| s.network == Some(net)).collect();
+                if in_burst(&same_net, t, ms(rules.burst_window), rules.burst_min_links) {
+                    return Some(Reason::Burst);
+                }
             }
             if let Some(net) = net.filter(|_| !allow_listed) {
                 if let Some((swept_ms, swept_offset)) = self.rescan.get(&(m, net)) {
@@ -688,6 +711,23 @@ mod tests {
         // The same recipients spread over minutes: people.
         let spread: Vec<ClickEvent> = (0..6).map(|i| click(&format!("r{i}"), "l1", t + i * 60_000)).collect();
         assert_eq!(decide(rules(), spread), vec![Reason::Human; 6]);
+    }
+
+    #[test]
+    fn a_private_address_is_no_network() {
+        let t = SEND + 43_000;
+        let proxied: Vec<ClickEvent> = (0..6)
+            .map(|i| {
+                let mut e = on(click(&format!("r{i}"), &format!("l{i}"), t + i * 100), "127.0.0.0", 0);
+                e.recipient_id = Some(RecipientId::parse(if i < 3 { "r0" } else { "r1" }).unwrap());
+                e
+            })
+            .collect();
+        assert_eq!(decide(rules(), proxied), vec![Reason::Human; 6], "no burst, no fan-out behind a proxy");
+        for ip in ["10.1.2.0", "192.168.1.0", "fd00:1::", "::1"] {
+            let many: Vec<ClickEvent> = (0..6).map(|i| on(click(&format!("r{i}"), "l1", t + i * 100), ip, 0)).collect();
+            assert_eq!(decide(rules(), many), vec![Reason::Human; 6], "{ip}");
+        }
     }
 
     #[test]
