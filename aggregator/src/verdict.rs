@@ -398,10 +398,16 @@ impl<T> PartitionState<T> {
         if let (Some(_), Some(net), false) = (&e.recipient_id, network_key(e), allow_listed) {
             if let Some(q) = self.networks.get(&(campaign_key(e), net)) {
                 let fw = ms(rules.fanout_window);
-                let recipients: HashSet<u64> =
-                    q.iter().filter(|(time, _, _)| (time - t).abs() <= fw).map(|(_, r, _)| *r).collect();
-                if recipients.len() >= rules.fanout_min_recipients {
-                    return Some(Reason::NetworkFanout);
+                // Stops at the threshold: a scanner's network can hold
+                // thousands of clicks in the window.
+                let mut recipients = HashSet::new();
+                for (time, r, _) in q {
+                    if (time - t).abs() <= fw
+                        && recipients.insert(*r)
+                        && recipients.len() >= rules.fanout_min_recipients
+                    {
+                        return Some(Reason::NetworkFanout);
+                    }
                 }
             }
         }
