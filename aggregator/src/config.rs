@@ -81,6 +81,13 @@ pub struct AggregatorConfig {
     #[arg(long, env = "RICOCHET_GROUP_INSTANCE_ID", global = true)]
     pub group_instance_id: Option<String>,
 
+    /// How long a click waits for the recipient's other clicks (bursts,
+    /// honeypot hits, one network fanning out) before its verdict is final and
+    /// it is counted (milliseconds). Clicks show up in the stats this much
+    /// later; events still waiting are re-read after a crash, never lost.
+    #[arg(long, env = "RICOCHET_VERDICT_DELAY_MS", default_value_t = 10_000, global = true)]
+    pub verdict_delay_ms: u64,
+
     /// How long one insert may take before its outcome counts as unknown.
     #[arg(long, env = "RICOCHET_INSERT_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub insert_timeout_secs: u64,
@@ -117,6 +124,7 @@ impl AggregatorConfig {
             assignment_strategy: self.assignment_strategy.clone(),
             group_instance_id: self.group_instance_id.clone(),
             fence_timeout: Duration::from_secs(self.insert_timeout_secs),
+            verdict_delay: Duration::from_millis(self.verdict_delay_ms),
         }
     }
 }

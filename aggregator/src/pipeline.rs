@@ -11,6 +11,14 @@
 //!   committed offsets are ignored).
 //! - **revoke**: settle any insert whose outcome is unknown, then drop what the
 //!   revoked partitions contributed to the pending batch.
+//! - **verdict**: a click waits in [`Verdicts`] until its verdict is final
+//!   (`verdict_delay` after it arrived, or once the partition has read events
+//!   that much newer), then joins the pending batch. Only a decided prefix of
+//!   each partition ever joins it, so the stored position of a partition is
+//!   always the first offset not yet counted: a crash or a revocation re-reads
+//!   the undecided events, like the pending batch. A rewind (after a failed or
+//!   refused flush) forgets them too, and the context read past the stored
+//!   position.
 //! - **flush** (every `flush_interval` or `max_batch_events`, whichever first):
 //!   raw events (idempotent), then rollups + positions in one atomic insert.
 //!   On failure the assignment is paused, so Kafka keeps the backlog while
@@ -21,8 +29,9 @@
 //!   delivered and dropped in between is read again, never skipped.
 //!
 //! What an unclean exit can cost: nothing stored is lost and nothing is
-//! counted twice; the pending batch (at most one flush interval) is read again
-//! by the next owner. One window remains that no ClickHouse insert can close:
+//! counted twice; the pending batch (at most one flush interval) and the
+//! events awaiting their verdict (at most one verdict delay) are read again by
+//! the next owner. One window remains that no ClickHouse insert can close:
 //! a member cut off from the group (kicked out while still able to reach
 //! ClickHouse) whose insert *starts* after the new owner has fenced and read
 //! the positions. The member polls, and so learns it lost the partitions,
@@ -45,6 +54,7 @@ use crate::dead_letter::{self, DeadLetter, DeadLetters};
 use crate::rollup::{Batch, BucketStart};
 use crate::sink::{ClickHouseSink, Settled, SinkError};
 use crate::status::{self, PipelineStatus};
+use crate::verdict::{Rules, Verdicts};
 
 /// Every rollup insert's `query_id` starts with this, so that an assignment can
 /// find inserts still running (from a member that just died) and wait for them.
@@ -79,6 +89,9 @@ pub struct PipelineConfig {
     /// How long an assignment waits for rollup inserts still running before it
     /// kills them.
     pub fence_timeout: Duration,
+    /// How long a click waits for the clicks that may change its verdict
+    /// before it is counted.
+    pub verdict_delay: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +102,11 @@ pub enum PipelineError {
 
 /// State shared between the loop and the rebalance callback. Only the consumer
 /// thread ever touches it; the mutex exists because the callback gets `&self`.
-#[derive(Default)]
 struct State {
     batch: Batch,
+    /// Events read but not decided yet: not in the batch, not covered by a
+    /// stored position.
+    verdicts: Verdicts<BucketStart>,
     positions: Positions,
     /// Dead letters the pending batch depends on.
     dead_letters: Vec<dead_letter::Pending>,
@@ -102,6 +117,34 @@ struct State {
 }
 
 impl State {
+    fn new(rules: Rules) -> Self {
+        State {
+            batch: Batch::default(),
+            verdicts: Verdicts::new(rules),
+            positions: Positions::default(),
+            dead_letters: Vec::new(),
+            unsettled: None,
+            newest_event_ms: HashMap::new(),
+        }
+    }
+
+    /// Moves the events decided by `now_ms` into the pending batch.
+    fn release(&mut self, now_ms: i64) {
+        for d in self.verdicts.release(now_ms) {
+            let event = d.event.map(|(e, bucket, reason)| {
+                let newest = self.newest_event_ms.entry(d.partition).or_insert(i64::MIN);
+                *newest = (*newest).max(e.event_time_ms);
+                (e, bucket, reason)
+            });
+            self.batch.add(d.partition, d.offset, event, unix_now());
+        }
+    }
+
+    /// Events read and not stored yet: the batch's and those awaiting a verdict.
+    fn num_unstored(&self) -> usize {
+        self.batch.num_events() + self.verdicts.num_held()
+    }
+
     /// The batch covering `ranges` is stored: move the positions past it.
     fn stored(&mut self, ranges: &[PartitionRange], status: &PipelineStatus) {
         self.positions.advance(ranges);
@@ -164,15 +207,16 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.settle_blocking();
                 let mut state = self.state();
-                let before = state.batch.num_events();
+                let before = state.num_unstored();
                 state.batch.revoke(&partitions);
-                let dropped = before - state.batch.num_events();
-                metrics::counter!("ricochet_aggregator_revoked_pending_events_total").increment(dropped as u64);
                 for p in &partitions {
+                    state.verdicts.revoke(*p);
                     state.positions.revoke(*p);
                     state.newest_event_ms.remove(p);
                     self.status.revoked(*p);
                 }
+                let dropped = before - state.num_unstored();
+                metrics::counter!("ricochet_aggregator_revoked_pending_events_total").increment(dropped as u64);
                 tracing::info!(
                     ?partitions,
                     dropped,
@@ -187,7 +231,10 @@ impl ConsumerContext for Ctx {
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 self.settle_blocking();
-                *self.state() = State::default();
+                let mut state = self.state();
+                let rules = state.verdicts.rules().clone();
+                *state = State::new(rules);
+                drop(state);
                 self.status.revoked_all();
                 let _ = consumer.unassign();
             }
@@ -335,7 +382,7 @@ impl Pipeline {
             sink,
             topic: config.topic.clone(),
             fence_timeout: config.fence_timeout,
-            state: Mutex::default(),
+            state: Mutex::new(State::new(Rules::with_delay(config.verdict_delay))),
             status: PipelineStatus::new(&config.topic),
             shutdown,
         };
@@ -380,6 +427,7 @@ impl Pipeline {
                 Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
                 None => {}
             }
+            self.ctx().state().release(unix_now_ms());
             if self.time_to_flush() == Some(Duration::ZERO) {
                 self.flush();
             }
@@ -437,20 +485,13 @@ impl Pipeline {
             None => Err("empty payload".to_owned()),
             Some(p) => self.codec.decode(p).map_err(|e| e.to_string()).and_then(|e| {
                 match BucketStart::of_millis(e.event_time_ms) {
-                    Some(b) => {
-                        let reason = crate::verdict::per_request(&e);
-                        Ok((e, b, reason))
-                    }
+                    Some(b) => Ok((e, b)),
                     None => Err(format!("event_time {} ms is outside 1970..2106", e.event_time_ms)),
                 }
             }),
         };
         let event = match decoded {
-            Ok(ok) => {
-                let newest = state.newest_event_ms.entry(partition).or_insert(i64::MIN);
-                *newest = (*newest).max(ok.0.event_time_ms);
-                Some(ok)
-            }
+            Ok(ok) => Some(ok),
             Err(reason) => {
                 metrics::counter!("ricochet_aggregator_poison_messages_total").increment(1);
                 tracing::warn!(partition, offset, %reason, "poison message set aside to the dead-letter topic");
@@ -464,7 +505,7 @@ impl Pipeline {
                 None
             }
         };
-        state.batch.add(partition, offset, event, unix_now());
+        state.verdicts.push(partition, offset, event, unix_now_ms());
     }
 
     /// Writes the pending batch, retrying (paused) until it is stored or
@@ -514,7 +555,7 @@ impl Pipeline {
         if rewind {
             self.rewind();
         }
-        let pending = self.ctx().state().batch.num_events();
+        let pending = self.ctx().state().num_unstored();
         self.ctx().status.pending(pending, false);
     }
 
@@ -544,7 +585,7 @@ impl Pipeline {
             state.newest_event_ms.clear();
             return Written::Refused;
         }
-        ctx.status.pending(state.batch.num_events(), paused);
+        ctx.status.pending(state.num_unstored(), paused);
         let started = Instant::now();
         let state = &mut *state;
         let written = ctx.rt.block_on(async {
@@ -585,7 +626,7 @@ impl Pipeline {
         let Ok(assignment) = self.consumer.assignment() else {
             return false;
         };
-        let pending = self.ctx().state().batch.num_events();
+        let pending = self.ctx().state().num_unstored();
         self.ctx().status.pending(pending, pause);
         if pause {
             return self.consumer.pause(&assignment).is_ok();
@@ -600,7 +641,12 @@ impl Pipeline {
         let owned: Vec<(i32, Option<i64>)> = {
             let mut state = self.ctx().state();
             state.positions.rewind();
-            state.positions.owned().collect()
+            let owned: Vec<(i32, Option<i64>)> = state.positions.owned().collect();
+            // What awaited its verdict comes again too.
+            for (partition, stored) in &owned {
+                state.verdicts.rewind(*partition, *stored);
+            }
+            owned
         };
         for (partition, stored) in owned {
             let offset = stored.map_or(Offset::Beginning, Offset::Offset);
@@ -622,6 +668,10 @@ impl Pipeline {
             tracing::debug!(error = %e, "offset commit hint failed");
         }
     }
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn unix_now() -> u32 {

@@ -156,7 +156,7 @@ impl Batch {
             bucket,
         };
         pb.rollups.entry(key).or_default().count(&event, reason);
-        pb.events.push(EventRow::new(event, partition, offset, ingested_at));
+        pb.events.push(EventRow::new(event, reason, partition, offset, ingested_at));
         self.num_events += 1;
     }
 

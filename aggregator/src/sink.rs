@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clickhouse::{Client, Row};
-use ricochet_schemas::{ClickEvent, EventType, RecipientToken};
+use ricochet_schemas::{ClickEvent, EventType, Reason, RecipientToken};
 use serde::Serialize;
 
 use crate::checkpoint::PartitionRange;
@@ -48,11 +48,51 @@ pub struct EventRow {
     pub kafka_partition: i32,
     pub kafka_offset: i64,
     pub ingested_at: u32,
+    // The v3 signals and the verdict (migration 0004).
+    /// Enum8, `UaClass`'s discriminant.
+    pub ua_class: i8,
+    /// Enum8, `NetworkClass`'s discriminant.
+    pub network_class: i8,
+    pub asn: u32,
+    pub network_name: String,
+    pub prefetch_header: u8,
+    pub has_accept: u8,
+    pub has_accept_language: u8,
+    pub scanner_referer: u8,
+    pub network_allow_listed: u8,
+    /// Nullable(DateTime): the signed send time, seconds.
+    pub sent_at: Option<u32>,
+    pub honeypot: u8,
+    pub is_human: u8,
+    /// Enum8, `Reason`'s discriminant.
+    pub verdict_reason: i8,
+    /// Nullable(Int32): whole seconds from the send to the click (negative
+    /// when the edge's clock is behind the sender's).
+    pub seconds_since_send: Option<i32>,
 }
 
 impl EventRow {
-    pub fn new(e: ClickEvent, partition: i32, offset: i64, ingested_at: u32) -> Self {
+    pub fn new(e: ClickEvent, reason: Reason, partition: i32, offset: i64, ingested_at: u32) -> Self {
+        let s = e.signals;
+        let seconds_since_send = s.sent_at_ms.map(|sent| {
+            let secs = (e.event_time_ms - sent).div_euclid(1000);
+            secs.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+        });
         EventRow {
+            ua_class: s.ua_class as i8,
+            network_class: s.network_class as i8,
+            asn: s.asn,
+            network_name: s.network_name.unwrap_or_default(),
+            prefetch_header: s.prefetch_header as u8,
+            has_accept: s.has_accept as u8,
+            has_accept_language: s.has_accept_language as u8,
+            scanner_referer: s.scanner_referer as u8,
+            network_allow_listed: s.network_allow_listed as u8,
+            sent_at: s.sent_at_ms.and_then(|ms| u32::try_from(ms.div_euclid(1000)).ok()),
+            honeypot: s.honeypot as u8,
+            is_human: reason.is_human() as u8,
+            verdict_reason: reason as u8 as i8,
+            seconds_since_send,
             event_id: e.event_id.to_string(),
             event_time: (e.event_time_ms.div_euclid(1000)) as u32,
             event_time_ms: e.event_time_ms,

@@ -1,12 +1,55 @@
 //! The verdict on one click: human or machine, and the rule that decided it.
 //!
-//! This module holds the per-request rules: what a single event's signals
-//! (recorded by the edge, see `ricochet_schemas::Signals`) say on their own.
-//! Rules over a recipient's other clicks on the campaign (bursts, honeypot
-//! windows, one network clicking for many recipients, re-scans) need the
-//! message's other events and build on these.
+//! Two layers:
+//!
+//! - [`per_request`]: what a single event's signals (recorded by the edge, see
+//!   `ricochet_schemas::Signals`) say on their own.
+//! - [`Verdicts`]: the per-message rules, over the recipient's clicks on the
+//!   campaign and the campaign's clicks from one network. A pure state
+//!   machine: events go in with the time they arrived, decided events come out
+//!   once their verdict can no longer change, in offset order per partition
+//!   (a decided event behind an undecided one waits), so the pipeline can
+//!   store positions that cover only decided events.
+//!
+//! The rules, first match wins (`docs/bot-detection.md` explains the numbers):
+//!
+//! 1. a per-request machine verdict (honeypot hit, HEAD, prefetch header,
+//!    preview/bot/HTTP-client user agent, scanner referer, scanner network);
+//! 2. **honeypot**: the recipient hit a honeypot link of the campaign within
+//!    [`Rules::honeypot_window`] of this click;
+//! 3. **burst**: the recipient's clicks from one network cover at least
+//!    [`Rules::burst_min_links`] distinct links within [`Rules::burst_window`];
+//! 4. **rescan**: the same network was already judged a machine for this
+//!    recipient and campaign, earlier than the burst window and within
+//!    [`Rules::rescan_window`];
+//! 5. **network fan-out**: one network (the anonymized /24 or /48, else the
+//!    ASN) clicked for at least [`Rules::fanout_min_recipients`] distinct
+//!    recipients of the campaign within [`Rules::fanout_window`];
+//! 6. **too fast after send**: within [`Rules::too_fast`] of the signed send
+//!    time *and* with weak evidence (a browser user agent without
+//!    Accept-Language, no Accept header, or a cloud network). Time alone never
+//!    convicts: people do click within a minute of delivery.
+//!
+//! A client's allow-listed network overrides the network-only evidence (scanner
+//! network, rescan, fan-out, the cloud part of rule 6), never a user agent,
+//! a burst or a honeypot.
+//!
+//! Rules 3–5 need the click's network: a loopback or private address (an edge
+//! behind a proxy that does not pass the client's address on) has none.
+//!
+//! What a verdict can see: the events of its partition from the last
+//! [`Rules::context_window`] (rescan marks for [`Rules::rescan_window`]) that
+//! this member read. After an assignment the context starts empty: verdicts of
+//! the first seconds may miss earlier evidence (a bounded loss of verdict
+//! quality, never of counts).
 
-use ricochet_schemas::{ClickEvent, NetworkClass, Reason, UaClass};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ricochet_schemas::{ClickEvent, EventType, NetworkClass, Reason, UaClass};
 
 /// The verdict one event's own signals give, first matching rule wins. Opens
 /// are judged by the same rules (a scanner fetches pixels too).
@@ -42,10 +85,429 @@ pub fn per_request(event: &ClickEvent) -> Reason {
     Reason::Human
 }
 
+/// The per-message rules' thresholds. [`Rules::with_delay`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// How long an event waits for the clicks that may change its verdict.
+    pub delay: Duration,
+    /// Several distinct links of one message from one network within this…
+    pub burst_window: Duration,
+    /// …this many links at least, is a burst.
+    pub burst_min_links: usize,
+    /// A honeypot hit voids the recipient's clicks on the campaign this close
+    /// to it, before (as far as they are still undecided) and after.
+    pub honeypot_window: Duration,
+    /// A network judged a machine for a message stays suspect this long.
+    pub rescan_window: Duration,
+    /// One network clicking for this many recipients of a campaign…
+    pub fanout_min_recipients: usize,
+    /// …within this window, is a fan-out.
+    pub fanout_window: Duration,
+    /// Weak evidence this soon after the send convicts.
+    pub too_fast: Duration,
+    /// Rescan marks kept per partition at most (oldest forgotten first).
+    pub max_rescan_marks: usize,
+}
+
+impl Rules {
+    pub const DEFAULT_DELAY: Duration = Duration::from_secs(10);
+
+    pub fn with_delay(delay: Duration) -> Rules {
+        Rules {
+            delay,
+            burst_window: Duration::from_secs(2),
+            burst_min_links: 3,
+            honeypot_window: Duration::from_secs(30),
+            rescan_window: Duration::from_secs(6 * 3600),
+            fanout_min_recipients: 5,
+            fanout_window: Duration::from_secs(10),
+            too_fast: Duration::from_secs(60),
+            max_rescan_marks: 200_000,
+        }
+    }
+
+    /// How far back a verdict looks at other events.
+    pub fn context_window(&self) -> Duration {
+        self.burst_window.max(self.honeypot_window).max(self.fanout_window) + self.delay
+    }
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules::with_delay(Rules::DEFAULT_DELAY)
+    }
+}
+
+/// An event whose verdict is final, or a message set aside (`event: None`),
+/// which only moves the partition's position.
+#[derive(Debug)]
+pub struct Decided<T> {
+    pub partition: i32,
+    pub offset: i64,
+    pub event: Option<(ClickEvent, T, Reason)>,
+}
+
+/// The per-message verdict engine. `T` rides along with each event (the
+/// pipeline's rollup bucket).
+#[derive(Debug)]
+pub struct Verdicts<T> {
+    rules: Rules,
+    partitions: HashMap<i32, PartitionState<T>>,
+}
+
+#[derive(Debug)]
+struct Held<T> {
+    offset: i64,
+    arrived_ms: i64,
+    /// The event time, or the partition's newest event time when it arrived if
+    /// later (a late event waits for what comes *after* it, not before).
+    effective_ms: i64,
+    item: Option<(ClickEvent, T)>,
+}
+
+/// One click of a campaign from one network: (event time, recipient, offset).
+type NetworkClick = (i64, u64, i64);
+
+/// What a verdict remembers of one event.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    offset: i64,
+    time_ms: i64,
+    link: u64,
+    network: Option<u64>,
+    honeypot: bool,
+}
+
+#[derive(Debug)]
+struct PartitionState<T> {
+    held: VecDeque<Held<T>>,
+    /// Newest event time read from the partition.
+    watermark_ms: i64,
+    /// Recent clicks per message (client, campaign, recipient).
+    messages: HashMap<u64, Vec<Seen>>,
+    /// Recent clicks per (campaign, network): (time, recipient, offset).
+    networks: HashMap<(u64, u64), VecDeque<NetworkClick>>,
+    /// (message, network) judged a machine: (event time, offset), oldest first.
+    rescan: HashMap<(u64, u64), (i64, i64)>,
+    rescan_order: VecDeque<((u64, u64), i64)>,
+    pruned_at_ms: i64,
+}
+
+impl<T> Default for PartitionState<T> {
+    fn default() -> Self {
+        PartitionState {
+            held: VecDeque::new(),
+            watermark_ms: i64::MIN,
+            messages: HashMap::new(),
+            networks: HashMap::new(),
+            rescan: HashMap::new(),
+            rescan_order: VecDeque::new(),
+            pruned_at_ms: i64::MIN,
+        }
+    }
+}
+
+fn hash_of(parts: &[&str]) -> u64 {
+    let mut h = DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// The message a click belongs to: (client, campaign, recipient).
+fn message_key(e: &ClickEvent) -> Option<u64> {
+    let r = e.recipient_id.as_ref()?;
+    Some(hash_of(&[e.client_id.as_str(), e.campaign_id.as_str(), r.as_str()]))
+}
+
+fn campaign_key(e: &ClickEvent) -> u64 {
+    hash_of(&[e.client_id.as_str(), e.campaign_id.as_str()])
+}
+
+/// The network a click came from: the anonymized address (/24 or /48) when
+/// there is one, else the ASN. `None` for a loopback or private address: the
+/// edge then sits behind a proxy that does not pass the client's address on,
+/// every click shares it, and it says nothing about who clicked.
+fn network_key(e: &ClickEvent) -> Option<u64> {
+    if let Some(ip) = e.client_ip.as_deref().filter(|ip| !ip.is_empty()) {
+        if ip.parse::<IpAddr>().is_ok_and(|a| !is_public(a)) {
+            return None;
+        }
+        return Some(hash_of(&["ip", ip]));
+    }
+    (e.signals.asn != 0).then(|| hash_of(&["asn", &e.signals.asn.to_string()]))
+}
+
+fn is_public(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()),
+        // fc00::/7 unique local, fe80::/10 link local.
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback() || v6.is_unspecified() || first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80)
+        }
+    }
+}
+
+/// The network a sweep over one message comes from: scanners rotate
+/// addresses inside their own ASN, so the ASN when known.
+fn sweep_key(e: &ClickEvent) -> Option<u64> {
+    let known = network_key(e)?;
+    if e.signals.asn != 0 {
+        return Some(hash_of(&["asn", &e.signals.asn.to_string()]));
+    }
+    Some(known)
+}
+
+impl<T> Verdicts<T> {
+    pub fn new(rules: Rules) -> Self {
+        Verdicts { rules, partitions: HashMap::new() }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Events waiting for their verdict.
+    pub fn num_held(&self) -> usize {
+        self.partitions.values().map(|p| p.held.len()).sum()
+    }
+
+    /// Takes the message at `offset` (offsets arrive in order per partition);
+    /// `None` for one set aside. `now_ms`: wall-clock time of arrival.
+    pub fn push(&mut self, partition: i32, offset: i64, item: Option<(ClickEvent, T)>, now_ms: i64) {
+        let p = self.partitions.entry(partition).or_default();
+        let effective_ms = match &item {
+            Some((e, _)) => {
+                let eff = e.event_time_ms.max(p.watermark_ms);
+                p.watermark_ms = p.watermark_ms.max(e.event_time_ms);
+                if e.event_type == EventType::Click {
+                    p.remember(e, offset);
+                }
+                eff
+            }
+            None => i64::MIN,
+        };
+        p.held.push_back(Held { offset, arrived_ms: now_ms, effective_ms, item });
+    }
+
+    /// The events whose verdict is final at `now_ms`, oldest first per partition.
+    pub fn release(&mut self, now_ms: i64) -> Vec<Decided<T>> {
+        let mut out = Vec::new();
+        let delay = ms(self.rules.delay);
+        for (&partition, p) in &mut self.partitions {
+            while let Some(front) = p.held.front() {
+                let ready = front.item.is_none()
+                    || now_ms >= front.arrived_ms.saturating_add(delay)
+                    || p.watermark_ms >= front.effective_ms.saturating_add(delay);
+                if !ready {
+                    break;
+                }
+                let Some(held) = p.held.pop_front() else { break };
+                let event = held.item.map(|(e, t)| {
+                    let reason = p.judge(&self.rules, &e, held.offset);
+                    (e, t, reason)
+                });
+                out.push(Decided { partition, offset: held.offset, event });
+            }
+            p.prune(&self.rules, now_ms);
+        }
+        out
+    }
+
+    /// Consumption of `partition` restarts at `stored` (`None`: from the
+    /// beginning): everything read from there on is forgotten, held or not,
+    /// since it comes again.
+    pub fn rewind(&mut self, partition: i32, stored: Option<i64>) {
+        let Some(stored) = stored else {
+            self.partitions.remove(&partition);
+            return;
+        };
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.forget_from(stored);
+        }
+    }
+
+    /// The partition moved to another member: forget it.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+}
+
+impl<T> PartitionState<T> {
+    fn remember(&mut self, e: &ClickEvent, offset: i64) {
+        let seen = Seen {
+            offset,
+            time_ms: e.event_time_ms,
+            link: hash_of(&[e.link_id.as_str()]),
+            network: sweep_key(e),
+            honeypot: e.signals.honeypot,
+        };
+        if let Some(m) = message_key(e) {
+            self.messages.entry(m).or_default().push(seen);
+        }
+        if let (Some(r), Some(net)) = (&e.recipient_id, network_key(e)) {
+            let q = self.networks.entry((campaign_key(e), net)).or_default();
+            q.push_back((e.event_time_ms, hash_of(&[r.as_str()]), offset));
+        }
+    }
+
+    /// The verdict on `e`, from its own signals and what this partition saw.
+    fn judge(&mut self, rules: &Rules, e: &ClickEvent, offset: i64) -> Reason {
+        let own = per_request(e);
+        if e.event_type == EventType::Open {
+            return own;
+        }
+        let reason = if own.is_human() { self.per_message(rules, e, offset).unwrap_or(own) } else { own };
+        if !reason.is_human() {
+            if let (Some(m), Some(net)) = (message_key(e), sweep_key(e)) {
+                self.mark_rescan(rules, (m, net), e.event_time_ms, offset);
+            }
+        }
+        reason
+    }
+
+    fn per_message(&self, rules: &Rules, e: &ClickEvent, offset: i64) -> Option<Reason> {
+        let t = e.event_time_ms;
+        let allow_listed = e.signals.network_allow_listed;
+        if let Some(m) = message_key(e) {
+            let clicks = self.messages.get(&m).map(Vec::as_slice).unwrap_or_default();
+            let hw = ms(rules.honeypot_window);
+            if clicks.iter().any(|s| s.honeypot && (s.time_ms - t).abs() <= hw) {
+                return Some(Reason::Honeypot);
+            }
+            let net = sweep_key(e);
+            if let Some(net) = net {
+                let same_net: Vec<&Seen> = clicks.iter().filter(|s| s.network == Some(net)).collect();
+                if in_burst(&same_net, t, ms(rules.burst_window), rules.burst_min_links) {
+                    return Some(Reason::Burst);
+                }
+            }
+            if let Some(net) = net.filter(|_| !allow_listed) {
+                if let Some((swept_ms, swept_offset)) = self.rescan.get(&(m, net)) {
+                    let after = t - swept_ms;
+                    if *swept_offset < offset && after > ms(rules.burst_window) && after <= ms(rules.rescan_window) {
+                        return Some(Reason::Rescan);
+                    }
+                }
+            }
+        }
+        if let (Some(_), Some(net), false) = (&e.recipient_id, network_key(e), allow_listed) {
+            if let Some(q) = self.networks.get(&(campaign_key(e), net)) {
+                let fw = ms(rules.fanout_window);
+                // Stops at the threshold: a scanner's network can hold
+                // thousands of clicks in the window.
+                let mut recipients = HashSet::new();
+                for (time, r, _) in q {
+                    if (time - t).abs() <= fw
+                        && recipients.insert(*r)
+                        && recipients.len() >= rules.fanout_min_recipients
+                    {
+                        return Some(Reason::NetworkFanout);
+                    }
+                }
+            }
+        }
+        if let Some(sent) = e.signals.sent_at_ms {
+            let since = t - sent;
+            let s = &e.signals;
+            let weak = (s.ua_class == UaClass::Browser && !s.has_accept_language)
+                || !s.has_accept
+                || (s.network_class == NetworkClass::Cloud && !allow_listed);
+            if (0..ms(rules.too_fast)).contains(&since) && weak {
+                return Some(Reason::TooFastAfterSend);
+            }
+        }
+        None
+    }
+
+    fn mark_rescan(&mut self, rules: &Rules, key: (u64, u64), time_ms: i64, offset: i64) {
+        // The first machine verdict of a sweep is the one later clicks are measured from.
+        if self.rescan.contains_key(&key) {
+            return;
+        }
+        self.rescan.insert(key, (time_ms, offset));
+        self.rescan_order.push_back((key, time_ms));
+        while self.rescan_order.len() > rules.max_rescan_marks {
+            if let Some((old, _)) = self.rescan_order.pop_front() {
+                self.rescan.remove(&old);
+            }
+        }
+    }
+
+    /// Forgets context older than the rules can use, at most once a second.
+    fn prune(&mut self, rules: &Rules, now_ms: i64) {
+        if now_ms < self.pruned_at_ms.saturating_add(1000) {
+            return;
+        }
+        self.pruned_at_ms = now_ms;
+        // Event time, so that a replay of old events keeps its own context.
+        let newest = self.watermark_ms;
+        let horizon = newest.saturating_sub(ms(rules.context_window()));
+        let oldest_held = self.held.front().map_or(i64::MAX, |h| h.offset);
+        let keep = |time_ms: i64, offset: i64| time_ms >= horizon || offset >= oldest_held;
+        self.messages.retain(|_, v| {
+            v.retain(|s| keep(s.time_ms, s.offset));
+            !v.is_empty()
+        });
+        self.networks.retain(|_, q| {
+            q.retain(|(time, _, offset)| keep(*time, *offset));
+            !q.is_empty()
+        });
+        let rescan_horizon = newest.saturating_sub(ms(rules.rescan_window));
+        while let Some((key, time_ms)) = self.rescan_order.front().copied() {
+            if time_ms >= rescan_horizon {
+                break;
+            }
+            self.rescan_order.pop_front();
+            if self.rescan.get(&key).is_some_and(|(t, _)| *t == time_ms) {
+                self.rescan.remove(&key);
+            }
+        }
+    }
+
+    fn forget_from(&mut self, stored: i64) {
+        self.held.clear();
+        self.messages.retain(|_, v| {
+            v.retain(|s| s.offset < stored);
+            !v.is_empty()
+        });
+        self.networks.retain(|_, q| {
+            q.retain(|(_, _, offset)| *offset < stored);
+            !q.is_empty()
+        });
+        self.rescan.retain(|_, (_, offset)| *offset < stored);
+        let rescan = &self.rescan;
+        self.rescan_order.retain(|(key, _)| rescan.contains_key(key));
+        // The watermark may have come from a forgotten event; it only ever
+        // decides earlier, and the events come again within moments.
+    }
+}
+
+/// Whether some window of `window_ms` containing `t` holds clicks on at least
+/// `min_links` distinct links.
+fn in_burst(clicks: &[&Seen], t: i64, window_ms: i64, min_links: usize) -> bool {
+    if clicks.len() < min_links {
+        return false;
+    }
+    clicks.iter().filter(|s| s.time_ms <= t && s.time_ms >= t - window_ms).any(|start| {
+        let links: HashSet<u64> = clicks
+            .iter()
+            .filter(|s| s.time_ms >= start.time_ms && s.time_ms <= start.time_ms + window_ms)
+            .map(|s| s.link)
+            .collect();
+        links.len() >= min_links
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ricochet_schemas::*;
+    use std::time::Duration;
 
     fn event() -> ClickEvent {
         ClickEvent {
@@ -115,5 +577,208 @@ mod tests {
         assert_eq!(per_request(&e), Reason::Human);
         e.is_prefetch = true;
         assert_eq!(per_request(&e), Reason::PreviewFetcher);
+    }
+
+    // ---- the per-message engine ----
+
+    const SEND: i64 = 1_800_000_000_000;
+
+    fn click(recipient: &str, link: &str, at_ms: i64) -> ClickEvent {
+        let mut e = event();
+        e.recipient_id = Some(RecipientId::parse(recipient).unwrap());
+        e.link_id = LinkId::parse(link).unwrap();
+        e.event_time_ms = at_ms;
+        e.client_ip = Some("198.51.100.0".into());
+        e.signals.asn = 64_500;
+        e.signals.has_accept_language = true;
+        e.signals.sent_at_ms = Some(SEND);
+        e
+    }
+
+    fn on(mut e: ClickEvent, ip: &str, asn: u32) -> ClickEvent {
+        e.client_ip = Some(ip.into());
+        e.signals.asn = asn;
+        e
+    }
+
+    /// Feeds the events at their own event time as arrival time, then lets
+    /// the delay pass; returns the reasons in offset order.
+    fn decide(rules: Rules, events: Vec<ClickEvent>) -> Vec<Reason> {
+        let mut v = Verdicts::new(rules);
+        let mut out = Vec::new();
+        let mut last = 0;
+        for (i, e) in events.into_iter().enumerate() {
+            last = e.event_time_ms;
+            out.extend(v.release(last));
+            v.push(0, i as i64, Some((e, ())), last);
+        }
+        out.extend(v.release(last + 3_600_000));
+        assert_eq!(v.num_held(), 0);
+        assert!(out.windows(2).all(|w| w[0].offset < w[1].offset), "offset order");
+        out.into_iter().map(|d| d.event.unwrap().2).collect()
+    }
+
+    fn rules() -> Rules {
+        Rules::with_delay(Duration::from_secs(10))
+    }
+
+    #[test]
+    fn a_burst_across_links_is_a_machine_and_one_link_is_not() {
+        let t = SEND + 43_000;
+        let burst = vec![click("r1", "l1", t), click("r1", "l2", t + 300), click("r1", "l3", t + 900)];
+        assert_eq!(decide(rules(), burst), vec![Reason::Burst; 3]);
+        // Two links 30 s apart, and the same link twice: a person.
+        let person = vec![click("r1", "l1", t), click("r1", "l2", t + 30_000), click("r1", "l2", t + 31_000)];
+        assert_eq!(decide(rules(), person), vec![Reason::Human; 3]);
+        // Three links, but spread over more than the window.
+        let slow = vec![click("r1", "l1", t), click("r1", "l2", t + 1_500), click("r1", "l3", t + 3_000)];
+        assert_eq!(decide(rules(), slow), vec![Reason::Human; 3]);
+    }
+
+    #[test]
+    fn a_burst_needs_one_network() {
+        let t = SEND + 43_000;
+        let mixed = vec![
+            click("r1", "l1", t),
+            click("r1", "l2", t + 300),
+            on(click("r1", "l3", t + 600), "203.0.113.0", 64_999),
+        ];
+        assert_eq!(decide(rules(), mixed), vec![Reason::Human; 3]);
+    }
+
+    #[test]
+    fn a_person_on_a_cloud_network_clicking_one_link_is_human() {
+        let mut e = click("r1", "l1", SEND + 120_000);
+        e.signals.network_class = NetworkClass::Cloud;
+        assert_eq!(decide(rules(), vec![e.clone()]), vec![Reason::Human]);
+        // Within the first minute on a cloud network: weak evidence plus time.
+        e.event_time_ms = SEND + 30_000;
+        assert_eq!(decide(rules(), vec![e]), vec![Reason::TooFastAfterSend]);
+    }
+
+    #[test]
+    fn time_alone_never_convicts() {
+        let quick = click("r1", "l1", SEND + 15_000);
+        assert_eq!(decide(rules(), vec![quick.clone()]), vec![Reason::Human]);
+        let mut no_language = quick;
+        no_language.signals.has_accept_language = false;
+        assert_eq!(decide(rules(), vec![no_language.clone()]), vec![Reason::TooFastAfterSend]);
+        no_language.event_time_ms = SEND + 300_000;
+        assert_eq!(decide(rules(), vec![no_language]), vec![Reason::Human], "late enough: no conviction");
+    }
+
+    #[test]
+    fn a_honeypot_voids_its_window_and_only_its_window() {
+        let t = SEND + 43_000;
+        let mut trap = click("r1", "trap", t + 500);
+        trap.signals.honeypot = true;
+        let events = vec![
+            click("r1", "l1", t),          // before the hit, still undecided: voided
+            trap,                          // the hit
+            click("r1", "l2", t + 20_000), // within the window after it: voided
+            // Minutes later from another network: counted (from the trap's
+            // network it would be a rescan).
+            on(click("r1", "l2", t + 600_000), "203.0.113.0", 64_999),
+            click("r2", "l1", t + 1_000), // another recipient: untouched
+        ];
+        let reasons = decide(rules(), events);
+        assert_eq!(reasons, vec![Reason::Honeypot, Reason::Honeypot, Reason::Honeypot, Reason::Human, Reason::Human]);
+    }
+
+    #[test]
+    fn a_person_behind_a_scanner_clicking_after_the_sweep_is_counted() {
+        let t = SEND + 43_000;
+        let sweep: Vec<ClickEvent> =
+            ["l1", "l2", "l3", "l4"].iter().enumerate().map(|(i, l)| click("r1", l, t + i as i64 * 200)).collect();
+        let mut events = sweep;
+        // The person, minutes later, from the office network.
+        events.push(on(click("r1", "l2", t + 180_000), "203.0.113.0", 64_999));
+        // The scanner checking again an hour later, from its own network.
+        events.push(click("r1", "l2", t + 3_600_000));
+        let reasons = decide(rules(), events);
+        assert_eq!(&reasons[..4], &[Reason::Burst; 4]);
+        assert_eq!(reasons[4], Reason::Human);
+        assert_eq!(reasons[5], Reason::Rescan);
+    }
+
+    #[test]
+    fn one_network_clicking_for_many_recipients_is_a_fanout_unless_allow_listed() {
+        let t = SEND + 43_000;
+        let events: Vec<ClickEvent> = (0..6).map(|i| click(&format!("r{i}"), "l1", t + i * 100)).collect();
+        assert_eq!(decide(rules(), events.clone()), vec![Reason::NetworkFanout; 6]);
+        let allowed: Vec<ClickEvent> = events
+            .into_iter()
+            .map(|mut e| {
+                e.signals.network_allow_listed = true;
+                e
+            })
+            .collect();
+        assert_eq!(decide(rules(), allowed), vec![Reason::AllowListed; 6]);
+        // The same recipients spread over minutes: people.
+        let spread: Vec<ClickEvent> = (0..6).map(|i| click(&format!("r{i}"), "l1", t + i * 60_000)).collect();
+        assert_eq!(decide(rules(), spread), vec![Reason::Human; 6]);
+    }
+
+    #[test]
+    fn a_private_address_is_no_network() {
+        let t = SEND + 43_000;
+        let proxied: Vec<ClickEvent> = (0..6)
+            .map(|i| {
+                let mut e = on(click(&format!("r{i}"), &format!("l{i}"), t + i * 100), "127.0.0.0", 0);
+                e.recipient_id = Some(RecipientId::parse(if i < 3 { "r0" } else { "r1" }).unwrap());
+                e
+            })
+            .collect();
+        assert_eq!(decide(rules(), proxied), vec![Reason::Human; 6], "no burst, no fan-out behind a proxy");
+        for ip in ["10.1.2.0", "192.168.1.0", "fd00:1::", "::1"] {
+            let many: Vec<ClickEvent> = (0..6).map(|i| on(click(&format!("r{i}"), "l1", t + i * 100), ip, 0)).collect();
+            assert_eq!(decide(rules(), many), vec![Reason::Human; 6], "{ip}");
+        }
+    }
+
+    #[test]
+    fn a_decided_event_behind_an_undecided_one_waits() {
+        let mut v = Verdicts::new(rules());
+        let t = SEND + 100_000;
+        v.push(0, 0, Some((click("r1", "l1", t), ())), t);
+        v.push(0, 1, None, t + 1); // set aside: decided at once, but behind offset 0
+        v.push(1, 0, None, t + 1);
+        let first = v.release(t + 5_000);
+        assert_eq!(first.iter().map(|d| (d.partition, d.offset)).collect::<Vec<_>>(), vec![(1, 0)]);
+        assert_eq!(v.num_held(), 2);
+        let second = v.release(t + 10_000);
+        assert_eq!(second.iter().map(|d| (d.partition, d.offset)).collect::<Vec<_>>(), vec![(0, 0), (0, 1)]);
+    }
+
+    #[test]
+    fn a_backlog_is_decided_by_event_time_without_waiting_the_delay() {
+        let mut v = Verdicts::new(rules());
+        let t = SEND + 100_000;
+        // Read an hour late, all at once: the newer events vouch that nothing
+        // more can change the older ones' verdicts.
+        for i in 0..20 {
+            v.push(0, i, Some((click(&format!("r{i}"), "l1", t + i * 1_000), ())), t + 3_600_000);
+        }
+        let decided = v.release(t + 3_600_000);
+        assert_eq!(decided.len(), 10, "the events more than the delay older than the newest");
+        assert_eq!(v.num_held(), 10);
+    }
+
+    #[test]
+    fn rewinding_forgets_what_comes_again() {
+        let mut v = Verdicts::new(rules());
+        let t = SEND + 43_000;
+        v.push(0, 0, Some((click("r1", "l1", t), ())), t);
+        v.push(0, 1, Some((click("r1", "l2", t + 100), ())), t);
+        v.rewind(0, Some(1));
+        assert_eq!(v.num_held(), 0);
+        // Offset 1 comes again, and one more link: still a burst with offset 0
+        // (kept as context), not with a ghost of offset 1.
+        v.push(0, 1, Some((click("r1", "l2", t + 100), ())), t);
+        let decided = v.release(t + 20_000);
+        assert_eq!(decided.len(), 1);
+        assert_eq!(decided[0].event.as_ref().unwrap().2, Reason::Human, "two links only: offset 1 counted once");
+        v.revoke(0);
+        assert_eq!(v.num_held(), 0);
     }
 }

@@ -8,13 +8,13 @@
 //! with daylight saving can last 23 or 25 hours). Values are bound on the
 //! client (ClickHouse 18.16 has no server-side parameters).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Days, NaiveTime, Offset, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use clickhouse::{Client, Row};
-use ricochet_schemas::{CampaignId, ClientId, LinkRecord};
+use ricochet_schemas::{CampaignId, ClientId, LinkRecord, Reason};
 use serde::{Deserialize, Serialize};
 
 use ricochet_warehouse::tables::{EVENTS_TABLE, ROLLUP_TABLE};
@@ -217,12 +217,13 @@ impl Scope {
     }
 }
 
-/// The counts of one bucket, or of a whole range.
+/// The counts of one bucket, or of a whole range. Human clicks lead: they are
+/// what senders decide on (`clicks` includes the machines').
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, Row, Deserialize)]
 pub struct Counts {
-    pub clicks: u64,
     pub human_clicks: u64,
     pub bot_clicks: u64,
+    pub clicks: u64,
     pub opens: u64,
 }
 
@@ -264,9 +265,15 @@ pub struct Point {
 
 #[derive(Debug, Serialize)]
 pub struct Totals {
-    #[serde(flatten)]
-    pub counts: Counts,
-    /// Distinct recipients with a valid token who clicked, exact.
+    pub human_clicks: u64,
+    /// Distinct recipients with a valid token with at least one human click, exact.
+    pub unique_human_recipients: u64,
+    pub bot_clicks: u64,
+    /// Bot clicks per verdict reason (`head`, `burst`, …), only the reasons seen.
+    pub bot_by_reason: BTreeMap<&'static str, u64>,
+    pub clicks: u64,
+    pub opens: u64,
+    /// Distinct recipients with a valid token who clicked, machines included, exact.
     pub unique_recipients: u64,
 }
 
@@ -286,15 +293,19 @@ fn rfc3339(secs: i64, tz: Tz) -> String {
 }
 
 /// A bucket value no real bucket has: the row of the `UNION ALL` that carries
-/// the exact unique-recipient count in its `clicks` column.
+/// the exact unique-recipient counts, all in its `clicks` column, human ones
+/// in its `human_clicks` column.
 const RECIPIENTS_ROW: u32 = u32::MAX;
+/// Rows `REASON_ROWS + code` of the `UNION ALL` carry the bot clicks of the
+/// verdict reason with that `Enum8` code (exact, from the raw events).
+const REASON_ROWS: u32 = u32::MAX - 256;
 
 /// The zero-filled series and totals of a scope, in one ClickHouse query: the
 /// rollup buckets, plus one row with the exact unique recipients of the range.
 pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, StatsError> {
     let (filter, values) = scope.filter();
     let (bucket, binds_tz) = range.bucket_sql();
-    let human = if range.human_only { "AND is_prefetch = 0" } else { "" };
+    let human = if range.human_only { "AND is_human = 1" } else { "" };
     let sql = format!(
         "SELECT {bucket} AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, \
          sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM {ROLLUP_TABLE} \
@@ -302,15 +313,23 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
          GROUP BY bucket \
          UNION ALL \
          SELECT toUInt32({RECIPIENTS_ROW}) AS bucket, toUInt64(uniqExact(recipient_id)) AS clicks, \
-         toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, toUInt64(0) AS opens FROM {EVENTS_TABLE} \
+         toUInt64(uniqExactIf(recipient_id, is_human = 1)) AS human_clicks, toUInt64(0) AS bot_clicks, \
+         toUInt64(0) AS opens FROM {EVENTS_TABLE} \
          WHERE {filter} AND recipient_id != '' AND event_type = 'click' {human} \
-         AND event_time >= toDateTime(?) AND event_time < toDateTime(?)"
+         AND event_time >= toDateTime(?) AND event_time < toDateTime(?) \
+         UNION ALL \
+         SELECT toUInt32({REASON_ROWS} + toUInt8(toInt8(verdict_reason))) AS bucket, \
+         toUInt64(uniqExact(event_id)) AS clicks, toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, \
+         toUInt64(0) AS opens FROM {EVENTS_TABLE} \
+         WHERE {filter} AND event_type = 'click' AND is_human = 0 \
+         AND event_time >= toDateTime(?) AND event_time < toDateTime(?) \
+         GROUP BY verdict_reason"
     );
     let mut query = ch.query(&sql);
     if binds_tz {
         query = query.bind(range.tz.name());
     }
-    for _part in 0..2 {
+    for _part in 0..3 {
         for v in &values {
             query = query.bind(v.as_str());
         }
@@ -322,10 +341,18 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
     let buckets = range.buckets();
     let index: HashMap<i64, usize> = buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let mut counts = vec![Counts::default(); buckets.len()];
-    let mut unique_recipients = 0;
+    let (mut unique_recipients, mut unique_human_recipients) = (0, 0);
+    let mut bot_by_reason = BTreeMap::new();
     for r in rows {
         if r.bucket == RECIPIENTS_ROW {
-            unique_recipients = r.clicks;
+            (unique_recipients, unique_human_recipients) = (r.clicks, r.human_clicks);
+        } else if r.bucket >= REASON_ROWS {
+            let code = r.bucket - REASON_ROWS;
+            if let Some(reason) = Reason::ALL.into_iter().find(|x| *x as u32 == code) {
+                if !range.human_only {
+                    bot_by_reason.insert(reason.as_str(), r.clicks);
+                }
+            }
         } else if let Some(i) = index.get(&(r.bucket as i64)) {
             counts[*i] +=
                 Counts { clicks: r.clicks, human_clicks: r.human_clicks, bot_clicks: r.bot_clicks, opens: r.opens }
@@ -345,7 +372,15 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
         from: rfc3339(range.from, range.tz),
         to: rfc3339(range.to, range.tz),
         series,
-        totals: Totals { counts: total, unique_recipients },
+        totals: Totals {
+            human_clicks: total.human_clicks,
+            unique_human_recipients,
+            bot_clicks: total.bot_clicks,
+            bot_by_reason,
+            clicks: total.clicks,
+            opens: total.opens,
+            unique_recipients,
+        },
     })
 }
 
@@ -398,6 +433,8 @@ pub struct Recipient {
     pub recipient_id: String,
     pub first_click: u32,
     pub last_click: u32,
+    pub human_clicks: u64,
+    /// Human and machine clicks (with `human_only`, human clicks only).
     pub clicks: u64,
 }
 
@@ -412,10 +449,10 @@ pub async fn recipients(
     limit: u32,
 ) -> Result<Vec<Recipient>, StatsError> {
     let (filter, values) = scope.filter();
-    let human = if range.human_only { "AND is_prefetch = 0" } else { "" };
+    let human = if range.human_only { "AND is_human = 1" } else { "" };
     let sql = format!(
         "SELECT recipient_id, toUInt32(min(event_time)) AS first_click, toUInt32(max(event_time)) AS last_click, \
-         uniqExact(event_id) AS clicks FROM {EVENTS_TABLE} \
+         uniqExactIf(event_id, is_human = 1) AS human_clicks, uniqExact(event_id) AS clicks FROM {EVENTS_TABLE} \
          WHERE {filter} AND recipient_id > ? AND event_type = 'click' {human} \
          AND event_time >= toDateTime(?) AND event_time < toDateTime(?) \
          GROUP BY recipient_id ORDER BY recipient_id LIMIT ?"

@@ -77,11 +77,19 @@ pub async fn redirect(servers: &Servers, name: &str, env: &[(&str, String)]) -> 
     s
 }
 
+/// The verdict delay of aggregators whose test does not set one: short, so
+/// that tests about counting do not wait the production 10 s for each click
+/// (`tests/tests/verdicts.rs` sets its own).
+pub const TEST_VERDICT_DELAY_MS: u64 = 300;
+
 /// Starts `ricochet-aggregator` and waits until its operations listener
 /// (`/readyz`, `/metrics`, this member's `/v1/status`) is ready.
 pub async fn aggregator(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
     let port = free_port();
-    let cmd = command("ricochet-aggregator", servers, port, env);
+    let mut cmd = command("ricochet-aggregator", servers, port, env);
+    if !env.iter().any(|(k, _)| *k == "RICOCHET_VERDICT_DELAY_MS") {
+        cmd.env("RICOCHET_VERDICT_DELAY_MS", TEST_VERDICT_DELAY_MS.to_string());
+    }
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };
     s.wait_ready().await;

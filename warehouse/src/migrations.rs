@@ -11,7 +11,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_click_events", include_str!("../../infra/migrations/0001_click_events.sql")),
     ("0002_click_rollup_minute", include_str!("../../infra/migrations/0002_click_rollup_minute.sql")),
     ("0003_registry", include_str!("../../infra/migrations/0003_registry.sql")),
+    ("0004_click_events_verdicts", include_str!("../../infra/migrations/0004_click_events_verdicts.sql")),
 ];
+
+/// ClickHouse's error code for "column with this name already exists".
+const DUPLICATE_COLUMN: &str = "Code: 44,";
 
 #[derive(Debug, thiserror::Error)]
 #[error("migration {version}: {source}")]
@@ -59,7 +63,16 @@ pub async fn apply(client: &Client) -> Result<Vec<String>, MigrationError> {
             continue;
         }
         for statement in statements(sql) {
-            client.query(&statement).execute().await.map_err(err(version))?;
+            match client.query(&statement).execute().await {
+                Ok(()) => {}
+                // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the columns are
+                // there already when another aggregator ran this ALTER at the
+                // same moment (one ALTER adds them all or none).
+                Err(e) if is_add_column(&statement) && e.to_string().contains(DUPLICATE_COLUMN) => {
+                    tracing::info!(version, "columns already added by another aggregator");
+                }
+                Err(e) => return Err(err(version)(e)),
+            }
         }
         let mut insert = client.insert::<Applied>("schema_migrations").await.map_err(err(version))?;
         let now =
@@ -72,8 +85,24 @@ pub async fn apply(client: &Client) -> Result<Vec<String>, MigrationError> {
     Ok(applied)
 }
 
+fn is_add_column(statement: &str) -> bool {
+    let code: Vec<String> =
+        statement.lines().filter(|l| !l.trim_start().starts_with("--")).map(str::to_ascii_uppercase).collect();
+    let code = code.join("\n");
+    code.trim_start().starts_with("ALTER TABLE") && code.contains("ADD COLUMN")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_verdict_reason_enum_is_the_schemas_one() {
+        let (_, sql) = super::MIGRATIONS.iter().find(|(v, _)| v.starts_with("0004")).unwrap();
+        let column = sql.lines().find(|l| l.contains("ADD COLUMN verdict_reason")).unwrap();
+        let wanted = ricochet_schemas::Reason::clickhouse_enum();
+        assert_eq!(column.matches(wanted.as_str()).count(), 2, "type and default cast: {column}");
+        assert!(super::is_add_column(&super::statements(sql)[0]));
+    }
+
     #[test]
     fn files_split_into_statements_and_comments_alone_are_dropped() {
         let sql = "-- a comment\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\n-- b\nCREATE TABLE b (y UInt8) ENGINE = Memory\n";

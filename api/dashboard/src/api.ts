@@ -27,7 +27,12 @@ export interface Stats {
   from: string;
   to: string;
   series: Point[];
-  totals: Counts & { unique_recipients: number };
+  totals: Counts & {
+    unique_human_recipients: number;
+    unique_recipients: number;
+    /** Bot clicks per verdict reason ("head", "burst", …). */
+    bot_by_reason: Record<string, number>;
+  };
 }
 
 export interface TopLink {

@@ -191,10 +191,22 @@ function whenVisible(f: () => void): void {
 
 // ------------------------------------------------------------------ rendering
 
-const TOTALS = ["clicks", "human_clicks", "bot_clicks", "opens", "unique_recipients"] as const;
+// Human first: what senders decide on. Bot clicks say why on hover.
+const TOTALS = [
+  "human_clicks",
+  "unique_human_recipients",
+  "bot_clicks",
+  "clicks",
+  "opens",
+  "unique_recipients",
+] as const;
 
 function render(stats: Stats, links: TopLink[]): void {
-  for (const name of TOTALS) showNumber($(`total-${name.replace("_", "-")}`), stats.totals[name]);
+  for (const name of TOTALS) showNumber($(`total-${name.replace(/_/g, "-")}`), stats.totals[name]);
+  $("total-bot-clicks").title = Object.entries(stats.totals.bot_by_reason ?? {})
+    .sort((a, b) => b[1] - a[1])
+    .map(([reason, n]) => `${reason.replace(/_/g, " ")}: ${n.toLocaleString()}`)
+    .join("\n");
   chart.update(stats.series);
   ui.topLinks.replaceChildren(...(links.length ? links.map(linkRow) : [emptyRow()]));
 }
@@ -206,7 +218,7 @@ function showNumber(el: HTMLElement, n: number): void {
 
 function clearNumbers(): void {
   for (const name of TOTALS) {
-    const el = $(`total-${name.replace("_", "-")}`);
+    const el = $(`total-${name.replace(/_/g, "-")}`);
     el.textContent = "–";
     delete el.dataset.value;
   }
