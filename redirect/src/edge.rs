@@ -122,8 +122,7 @@ impl Edge {
         // The full address is classified here; only the anonymized one goes into the event.
         let observed = Observed { method: &req.method, headers: &req.headers, ip, sent_at_ms };
         let signals = self.signals.observe(&observed, link, client);
-        let sub_key_source = sub_key_source(recipient.as_ref(), token, ip);
-        let key = partition_key(link, client, &sub_key_source);
+        let key = partition_key(link, client, sender_hash(recipient.as_ref(), token, ip));
         let seen = click::Seen {
             event_type,
             method: &req.method,
@@ -166,34 +165,30 @@ impl Edge {
 /// blast is not capped by one partition. Rollups key on the event's fields,
 /// not the Kafka key, so they are the same either way.
 ///
-/// The sub-key is a stable hash of `sub_key_source` (see [`sub_key_source`]),
-/// never random: all of one recipient's events reach one partition, so the
+/// The sub-key is `sender_hash` (see [`sender_hash`]) modulo the spread, never
+/// random: all of one recipient's events reach one partition, so the
 /// aggregator sees a recipient's whole burst in one place to judge it.
-fn partition_key(link: &LinkRecord, client: Option<&ClientRecord>, sub_key_source: &[u8]) -> String {
+fn partition_key(link: &LinkRecord, client: Option<&ClientRecord>, sender_hash: u32) -> String {
     match client.map(|c| c.hot_spread).filter(|spread| *spread > 1) {
-        Some(spread) => format!("{}#{}", link.client_id, hot_sub_key(spread, sub_key_source)),
+        Some(spread) => format!("{}#{}", link.client_id, sender_hash % u32::from(spread)),
         None => link.client_id.to_string(),
     }
 }
 
-/// What a hot client's sub-key is derived from: the verified recipient; else
-/// the token's text (a token that failed to verify still names one recipient's
+/// A stable hash of who sent the request: the verified recipient; else the
+/// token's text (a token that failed to verify still names one recipient's
 /// links); else the anonymized address, so one network's clicks stay together.
-pub fn sub_key_source(recipient: Option<&RecipientId>, token: Option<&str>, ip: std::net::IpAddr) -> Vec<u8> {
+/// CRC-32 (IEEE): every edge and every release computes the same, unlike std's
+/// `DefaultHasher`; no allocation.
+pub fn sender_hash(recipient: Option<&RecipientId>, token: Option<&str>, ip: std::net::IpAddr) -> u32 {
     match (recipient, token) {
-        (Some(r), _) => r.as_str().as_bytes().to_vec(),
-        (None, Some(t)) => t.as_bytes().to_vec(),
+        (Some(r), _) => crc32fast::hash(r.as_str().as_bytes()),
+        (None, Some(t)) => crc32fast::hash(t.as_bytes()),
         (None, None) => match click::anonymize(ip) {
-            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
-            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            std::net::IpAddr::V4(v4) => crc32fast::hash(&v4.octets()),
+            std::net::IpAddr::V6(v6) => crc32fast::hash(&v6.octets()),
         },
     }
-}
-
-/// One of `spread` sub-keys for `source`: CRC-32 (IEEE), which every edge and
-/// every release computes the same, unlike std's `DefaultHasher`.
-pub fn hot_sub_key(spread: u16, source: &[u8]) -> u16 {
-    (crc32fast::hash(source) % u32::from(spread.max(1))) as u16
 }
 
 /// Active, of an active client, and inside its validity window if it has one.
@@ -284,9 +279,8 @@ mod tests {
         let keys: std::collections::HashSet<String> = (0..200)
             .map(|i| {
                 let r = RecipientId::parse(format!("r-{i}")).unwrap();
-                let source = sub_key_source(Some(&r), Some("tok"), ip);
-                let key = partition_key(&l, Some(&hot), &source);
-                assert_eq!(key, partition_key(&l, Some(&hot), &source), "stable for r-{i}");
+                let key = partition_key(&l, Some(&hot), sender_hash(Some(&r), Some("tok"), ip));
+                assert_eq!(key, partition_key(&l, Some(&hot), sender_hash(Some(&r), None, ip)), "stable for r-{i}");
                 key
             })
             .collect();
@@ -294,15 +288,15 @@ mod tests {
         assert!(keys.iter().all(|k| k.starts_with("acme#")));
         // The same recipient on any link, from any address, with any token text: one key.
         let r = RecipientId::parse("jane@example.com").unwrap();
-        let a = partition_key(&l, Some(&hot), &sub_key_source(Some(&r), Some("x"), ip));
-        let b = partition_key(&link(), Some(&hot), &sub_key_source(Some(&r), None, "198.51.100.1".parse().unwrap()));
+        let a = partition_key(&l, Some(&hot), sender_hash(Some(&r), Some("x"), ip));
+        let b = partition_key(&link(), Some(&hot), sender_hash(Some(&r), None, "198.51.100.1".parse().unwrap()));
         assert_eq!(a, b);
     }
 
     #[test]
     fn without_a_recipient_the_token_text_then_the_network_decides() {
         let (l, hot) = (link(), client(64));
-        let key = |token, ip: &str| partition_key(&l, Some(&hot), &sub_key_source(None, token, ip.parse().unwrap()));
+        let key = |token, ip: &str| partition_key(&l, Some(&hot), sender_hash(None, token, ip.parse().unwrap()));
         assert_eq!(key(None, "203.0.113.7"), key(None, "203.0.113.200"), "one /24, one key");
         assert_eq!(key(Some("bad.token"), "203.0.113.7"), key(Some("bad.token"), "198.51.100.1"));
         let spread: std::collections::HashSet<_> = (0..=255).map(|n| key(None, &format!("198.51.{n}.1"))).collect();
@@ -311,10 +305,12 @@ mod tests {
 
     #[test]
     fn normal_clients_keep_the_plain_client_key() {
-        assert_eq!(partition_key(&link(), Some(&client(1)), b"r-1"), "acme");
-        assert_eq!(partition_key(&link(), None, b"r-1"), "acme");
+        let jane = RecipientId::parse("jane@example.com").unwrap();
+        let hash = sender_hash(Some(&jane), None, "203.0.113.7".parse().unwrap());
+        assert_eq!(partition_key(&link(), Some(&client(1)), hash), "acme");
+        assert_eq!(partition_key(&link(), None, hash), "acme");
         // Pinned: a change of hash would move recipients between partitions mid-campaign.
-        assert_eq!(hot_sub_key(16, b"jane@example.com"), (crc32fast::hash(b"jane@example.com") % 16) as u16);
+        assert_eq!(hash, crc32fast::hash(b"jane@example.com"));
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926, "CRC-32/IEEE check value");
     }
 }
