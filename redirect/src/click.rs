@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use axum::http::{header, HeaderMap, Method};
-use ricochet_schemas::{ClickEvent, EventId, EventType, LinkRecord, RecipientId, RecipientToken};
+use ricochet_schemas::{ClickEvent, EventId, EventType, LinkRecord, RecipientId, RecipientToken, Signals};
 
 /// Header values kept in events are cut to this many bytes: a hostile
 /// user agent must not bloat every row downstream.
@@ -63,10 +63,12 @@ pub struct Seen<'a> {
     pub recipient: (Option<RecipientId>, RecipientToken),
     pub now_ms: i64,
     pub edge_node: &'a str,
+    /// From `ricochet_signals::Classifier::observe`, computed on the full address.
+    pub signals: Signals,
 }
 
 pub fn event(link: &LinkRecord, seen: Seen<'_>) -> ClickEvent {
-    let Seen { event_type, method, headers, ip, recipient, now_ms, edge_node } = seen;
+    let Seen { event_type, method, headers, ip, recipient, now_ms, edge_node, signals } = seen;
     ClickEvent {
         event_id: EventId::mint(),
         event_time_ms: now_ms,
@@ -81,9 +83,9 @@ pub fn event(link: &LinkRecord, seen: Seen<'_>) -> ClickEvent {
         client_ip: Some(anonymize(ip).to_string()),
         edge_node: edge_node.to_owned(),
         event_type,
-        is_prefetch: crate::prefetch::is_prefetch(method, headers),
+        is_prefetch: ricochet_signals::is_prefetch(method, &signals),
         recipient_token: recipient.1,
-        signals: ricochet_schemas::Signals::default(),
+        signals,
     }
 }
 

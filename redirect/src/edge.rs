@@ -7,10 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
 use ricochet_ingest::Publisher;
-use ricochet_registry::{Registry, RegistryTail, TokenKeys};
+use ricochet_registry::{Registry, RegistryTail, TokenKeys, VerifiedToken};
 use ricochet_schemas::{ClientRecord, ClientStatus, EventType, LinkRecord, LinkStatus, RecipientId, RecipientToken};
+use ricochet_signals::{Classifier, Observed};
 
 use crate::{click, pages};
 
@@ -24,6 +24,8 @@ pub struct Edge {
     pub tokens: Option<TokenKeys>,
     /// `None` when the registry was filled by hand (tests): always ready.
     pub tail: Option<RegistryTail>,
+    /// What each request says about who sent it; loaded once at start.
+    pub signals: Arc<Classifier>,
 }
 
 /// The parts of a request the event needs.
@@ -115,32 +117,40 @@ impl Edge {
         now_ms: i64,
     ) {
         let ip = click::client_ip(req.peer.ip(), &req.headers, self.trust_forwarded_for);
+        let (verified, recipient_token) = self.recipient(link, token);
+        let (recipient, sent_at_ms) = verified.map_or((None, None), |v| (Some(v.recipient), v.sent_at_ms));
+        // The full address is classified here; only the anonymized one goes into the event.
+        let observed = Observed { method: &req.method, headers: &req.headers, ip, sent_at_ms };
+        let signals = self.signals.observe(&observed, link, client);
+        let key = partition_key(link, client, sender_hash(recipient.as_ref(), token, ip));
         let seen = click::Seen {
             event_type,
             method: &req.method,
             headers: &req.headers,
             ip,
-            recipient: self.recipient(link, token),
+            recipient: (recipient, recipient_token),
             now_ms,
             edge_node: &self.node_id,
+            signals,
         };
         let event = click::event(link, seen);
-        if let Err(e) = self.publisher.publish(&partition_key(link, client), &event) {
+        if let Err(e) = self.publisher.publish(&key, &event) {
             metrics::counter!("ricochet_edge_events_dropped_total", "reason" => e.reason()).increment(1);
             tracing::warn!(error = %e, "click event dropped");
         }
     }
 
-    fn recipient(&self, link: &LinkRecord, token: Option<&str>) -> (Option<RecipientId>, RecipientToken) {
+    /// The token's recipient and send time, only when it verifies.
+    fn recipient(&self, link: &LinkRecord, token: Option<&str>) -> (Option<VerifiedToken>, RecipientToken) {
         let Some(token) = token else {
             return (None, RecipientToken::Absent);
         };
         let verified = match &self.tokens {
-            Some(keys) => keys.verify(link.client_id.as_str(), link.code.as_str(), token),
+            Some(keys) => keys.verify_token(link.client_id.as_str(), link.code.as_str(), token),
             None => Err(ricochet_registry::TokenError::UnknownKey("(no keys configured)".into())),
         };
         match verified {
-            Ok(recipient) => (Some(recipient), RecipientToken::Valid),
+            Ok(verified) => (Some(verified), RecipientToken::Valid),
             Err(e) => {
                 metrics::counter!("ricochet_edge_invalid_tokens_total").increment(1);
                 tracing::debug!(error = %e, code = %link.code, "recipient token rejected; click kept unattributed");
@@ -154,10 +164,30 @@ impl Edge {
 /// client flagged hot spreads over `hot_spread` sub-keys so that one sender's
 /// blast is not capped by one partition. Rollups key on the event's fields,
 /// not the Kafka key, so they are the same either way.
-fn partition_key(link: &LinkRecord, client: Option<&ClientRecord>) -> String {
+///
+/// The sub-key is `sender_hash` (see [`sender_hash`]) modulo the spread, never
+/// random: all of one recipient's events reach one partition, so the
+/// aggregator sees a recipient's whole burst in one place to judge it.
+fn partition_key(link: &LinkRecord, client: Option<&ClientRecord>, sender_hash: u32) -> String {
     match client.map(|c| c.hot_spread).filter(|spread| *spread > 1) {
-        Some(spread) => format!("{}#{}", link.client_id, rand::rng().random_range(0..spread)),
+        Some(spread) => format!("{}#{}", link.client_id, sender_hash % u32::from(spread)),
         None => link.client_id.to_string(),
+    }
+}
+
+/// A stable hash of who sent the request: the verified recipient; else the
+/// token's text (a token that failed to verify still names one recipient's
+/// links); else the anonymized address, so one network's clicks stay together.
+/// CRC-32 (IEEE): every edge and every release computes the same, unlike std's
+/// `DefaultHasher`; no allocation.
+pub fn sender_hash(recipient: Option<&RecipientId>, token: Option<&str>, ip: std::net::IpAddr) -> u32 {
+    match (recipient, token) {
+        (Some(r), _) => crc32fast::hash(r.as_str().as_bytes()),
+        (None, Some(t)) => crc32fast::hash(t.as_bytes()),
+        (None, None) => match click::anonymize(ip) {
+            std::net::IpAddr::V4(v4) => crc32fast::hash(&v4.octets()),
+            std::net::IpAddr::V6(v6) => crc32fast::hash(&v6.octets()),
+        },
     }
 }
 
@@ -207,5 +237,80 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestParts {
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         Ok(RequestParts(Request { method: parts.method.clone(), headers: std::mem::take(&mut parts.headers), peer }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ricochet_schemas::{CampaignId, ClientId, LinkCode, LinkId};
+
+    fn link() -> LinkRecord {
+        LinkRecord {
+            link_id: LinkId::mint(),
+            code: LinkCode::parse("Ab3dE5gH").unwrap(),
+            client_id: ClientId::parse("acme").unwrap(),
+            campaign_id: CampaignId::parse("bf").unwrap(),
+            destination_url: "https://shop.example/".into(),
+            status: LinkStatus::Active,
+            created_at_ms: 0,
+            valid_from_ms: None,
+            valid_until_ms: None,
+            click_limit: None,
+            honeypot: false,
+        }
+    }
+
+    fn client(hot_spread: u16) -> ClientRecord {
+        ClientRecord {
+            client_id: ClientId::parse("acme").unwrap(),
+            status: ClientStatus::Active,
+            fallback_url: None,
+            hot_spread,
+            updated_at_ms: 0,
+            allowed_networks: vec![],
+        }
+    }
+
+    #[test]
+    fn one_recipient_always_gets_one_key_and_recipients_spread() {
+        let (l, hot) = (link(), client(16));
+        let ip = "203.0.113.7".parse().unwrap();
+        let keys: std::collections::HashSet<String> = (0..200)
+            .map(|i| {
+                let r = RecipientId::parse(format!("r-{i}")).unwrap();
+                let key = partition_key(&l, Some(&hot), sender_hash(Some(&r), Some("tok"), ip));
+                assert_eq!(key, partition_key(&l, Some(&hot), sender_hash(Some(&r), None, ip)), "stable for r-{i}");
+                key
+            })
+            .collect();
+        assert!(keys.len() >= 12, "200 recipients over 16 sub-keys use most of them: {}", keys.len());
+        assert!(keys.iter().all(|k| k.starts_with("acme#")));
+        // The same recipient on any link, from any address, with any token text: one key.
+        let r = RecipientId::parse("jane@example.com").unwrap();
+        let a = partition_key(&l, Some(&hot), sender_hash(Some(&r), Some("x"), ip));
+        let b = partition_key(&link(), Some(&hot), sender_hash(Some(&r), None, "198.51.100.1".parse().unwrap()));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn without_a_recipient_the_token_text_then_the_network_decides() {
+        let (l, hot) = (link(), client(64));
+        let key = |token, ip: &str| partition_key(&l, Some(&hot), sender_hash(None, token, ip.parse().unwrap()));
+        assert_eq!(key(None, "203.0.113.7"), key(None, "203.0.113.200"), "one /24, one key");
+        assert_eq!(key(Some("bad.token"), "203.0.113.7"), key(Some("bad.token"), "198.51.100.1"));
+        let spread: std::collections::HashSet<_> = (0..=255).map(|n| key(None, &format!("198.51.{n}.1"))).collect();
+        assert!(spread.len() > 32, "networks spread: {}", spread.len());
+    }
+
+    #[test]
+    fn normal_clients_keep_the_plain_client_key() {
+        let jane = RecipientId::parse("jane@example.com").unwrap();
+        let hash = sender_hash(Some(&jane), None, "203.0.113.7".parse().unwrap());
+        assert_eq!(partition_key(&link(), Some(&client(1)), hash), "acme");
+        assert_eq!(partition_key(&link(), None, hash), "acme");
+        // Pinned: a change of hash would move recipients between partitions mid-campaign.
+        assert_eq!(hash, crc32fast::hash(b"jane@example.com"));
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926, "CRC-32/IEEE check value");
     }
 }

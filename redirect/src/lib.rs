@@ -10,15 +10,14 @@
 //! - [`config`]: every setting, from flags and environment.
 //! - [`click`]: turning a request into a `ClickEvent` (IP anonymization included).
 //! - [`pages`]: the small 404 and 410 pages.
-//! - [`prefetch`]: telling link scanners and HEAD requests from people.
-//! - [`edge`]: the shared state and the redirect handler: the hot path.
+//! - [`edge`]: the shared state and the redirect handler: the hot path. What a
+//!   request says about its sender (bot signals) comes from `ricochet-signals`.
 //! - [`server`]: routes, health, metrics, graceful shutdown.
 
 pub mod click;
 pub mod config;
 pub mod edge;
 pub mod pages;
-pub mod prefetch;
 pub mod server;
 
 pub use config::RedirectConfig;

@@ -50,7 +50,13 @@ async fn main() -> anyhow::Result<()> {
     if tokens.is_none() {
         tracing::warn!("no RICOCHET_TOKEN_KEYS: recipient tokens cannot be verified and are flagged invalid");
     }
+    let signals = Arc::new(
+        tokio::task::spawn_blocking(ricochet_signals::Classifier::load)
+            .await?
+            .context("loading the bot-signal data")?,
+    );
     let edge = Arc::new(Edge {
+        signals,
         tokens,
         links,
         publisher: publisher.clone(),

@@ -29,5 +29,5 @@ pub mod writer;
 pub use destination::{Destination, DestinationError};
 pub use table::Registry;
 pub use tail::{RegistryChange, RegistryTail, RegistryTopics, TailError};
-pub use token::{TokenError, TokenKeys};
+pub use token::{TokenError, TokenKeys, VerifiedToken};
 pub use writer::{NewLink, RegistryError, RegistryWriter};

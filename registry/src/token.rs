@@ -3,9 +3,17 @@
 //! A tracking URL may carry `/{code}/{token}`, where
 //!
 //! ```text
-//! token = kid "." base64url(recipient_id) "." base64url(HMAC-SHA256(client_key, code "." recipient_id)[..16])
+//! v1 token = kid "." base64url(recipient_id) "." base64url(HMAC-SHA256(client_key, code "." recipient_id)[..16])
+//! v2 token = kid "." base64url(recipient_id) "." sent_at "." base64url(HMAC-SHA256(client_key, "v2:" code "." sent_at "." recipient_id)[..16])
 //! client_key = HMAC-SHA256(master_key[kid], "ricochet/recipient-key/v1/" client_id)
 //! ```
+//!
+//! A v2 token also carries the time the email was sent (`sent_at`, decimal
+//! seconds since the Unix epoch), signed, so every click knows how long after
+//! delivery it came without anything stored per message. The two versions are
+//! told apart by their number of parts; the `v2:` prefix keeps their signed
+//! messages disjoint (a code never contains `:`), so a v1 signature can never
+//! pass as a v2 one. Both verify with the same keys.
 //!
 //! The edge holds the master keys (`RICOCHET_TOKEN_KEYS`); each client gets only
 //! its derived `client_key` (API: `GET /v1/clients/{id}/token-keys`) and mints
@@ -30,6 +38,16 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MAX_TOKEN_LEN: usize = 256;
 const MAC_BYTES: usize = 16;
 const KEY_CONTEXT: &str = "ricochet/recipient-key/v1/";
+/// `sent_at` digits: seconds up to the year 33658, and no overflow in milliseconds.
+const MAX_SENT_AT_DIGITS: usize = 12;
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub recipient: RecipientId,
+    /// When the email was sent (ms since the epoch); `None` for v1 tokens.
+    pub sent_at_ms: Option<i64>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -103,40 +121,93 @@ impl TokenKeys {
         mint_with_client_key(kid, &Self::derive(master, client_id), code, recipient)
     }
 
-    /// Checks a token for a link of `client_id` with `code`.
+    /// Mints a v2 token, carrying the send time, with the newest key.
+    pub fn mint_sent_at(&self, client_id: &str, code: &str, recipient: &RecipientId, sent_at_secs: u64) -> String {
+        let (kid, master) = &self.keys[0];
+        mint_sent_at_with_client_key(kid, &Self::derive(master, client_id), code, recipient, sent_at_secs)
+    }
+
+    /// Checks a token for a link of `client_id` with `code`: its recipient.
     pub fn verify(&self, client_id: &str, code: &str, token: &str) -> Result<RecipientId, TokenError> {
+        self.verify_token(client_id, code, token).map(|t| t.recipient)
+    }
+
+    /// Checks a v1 or v2 token for a link of `client_id` with `code`: its
+    /// recipient and, for v2, the signed send time.
+    pub fn verify_token(&self, client_id: &str, code: &str, token: &str) -> Result<VerifiedToken, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
-        let mut parts = token.split('.');
-        let (Some(kid), Some(who), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(TokenError::Malformed("expected kid.recipient.signature"));
+        let parts: Vec<&str> = token.splitn(5, '.').collect();
+        let (kid, who, sent_at, sig) = match parts[..] {
+            [kid, who, sig] => (kid, who, None, sig),
+            [kid, who, sent_at, sig] => (kid, who, Some(sent_at), sig),
+            _ => return Err(TokenError::Malformed("expected kid.recipient[.sent_at].signature")),
         };
         let recipient = URL_SAFE_NO_PAD.decode(who).map_err(|_| TokenError::Malformed("recipient is not base64url"))?;
         let recipient = String::from_utf8(recipient).map_err(|_| TokenError::Malformed("recipient is not UTF-8"))?;
+        let sent_at_secs = sent_at.map(parse_sent_at).transpose()?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed("signature is not base64url"))?;
         if sig.len() != MAC_BYTES {
             return Err(TokenError::Malformed("signature has the wrong length"));
         }
         let master = self.master(kid).ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))?;
-        let mut mac = HmacSha256::new_from_slice(&Self::derive(master, client_id)).expect("any key length");
-        mac.update(code.as_bytes());
-        mac.update(b".");
-        mac.update(recipient.as_bytes());
+        let mac = signed(&Self::derive(master, client_id), code, sent_at, &recipient);
         // Constant-time comparison of the truncated MAC.
         mac.verify_truncated_left(&sig).map_err(|_| TokenError::BadSignature)?;
-        Ok(RecipientId::parse(recipient)?)
+        Ok(VerifiedToken {
+            recipient: RecipientId::parse(recipient)?,
+            sent_at_ms: sent_at_secs.map(|s| s as i64 * 1000),
+        })
     }
 }
 
-/// Mints a token from a client key, as a sender does in bulk on its own side.
-pub fn mint_with_client_key(kid: &str, client_key: &[u8], code: &str, recipient: &RecipientId) -> String {
-    let mut mac = HmacSha256::new_from_slice(client_key).expect("any key length");
-    mac.update(code.as_bytes());
+fn parse_sent_at(text: &str) -> Result<u64, TokenError> {
+    // Digits only: `u64::from_str` would also take a `+`, and one time must have one spelling.
+    if text.is_empty() || text.len() > MAX_SENT_AT_DIGITS || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TokenError::Malformed("sent_at is not 1-12 decimal digits"));
+    }
+    text.parse().map_err(|_| TokenError::Malformed("sent_at is not a number"))
+}
+
+/// The MAC over what a token signs: v1 `code "." recipient`, v2 `"v2:" code "." sent_at "." recipient`.
+fn signed(client_key: &[u8], code: &str, sent_at: Option<&str>, recipient: &str) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(client_key).expect("HMAC takes any key length");
+    if let Some(sent_at) = sent_at {
+        mac.update(b"v2:");
+        mac.update(code.as_bytes());
+        mac.update(b".");
+        mac.update(sent_at.as_bytes());
+    } else {
+        mac.update(code.as_bytes());
+    }
     mac.update(b".");
-    mac.update(recipient.as_str().as_bytes());
-    let sig = mac.finalize().into_bytes();
+    mac.update(recipient.as_bytes());
+    mac
+}
+
+/// Mints a v1 token from a client key, as a sender does in bulk on its own side.
+pub fn mint_with_client_key(kid: &str, client_key: &[u8], code: &str, recipient: &RecipientId) -> String {
+    let sig = signed(client_key, code, None, recipient.as_str()).finalize().into_bytes();
     format!("{kid}.{}.{}", URL_SAFE_NO_PAD.encode(recipient.as_str()), URL_SAFE_NO_PAD.encode(&sig[..MAC_BYTES]))
+}
+
+/// Mints a v2 token from a client key: the recipient and the time the email is
+/// sent (seconds since the Unix epoch), both signed.
+pub fn mint_sent_at_with_client_key(
+    kid: &str,
+    client_key: &[u8],
+    code: &str,
+    recipient: &RecipientId,
+    sent_at_secs: u64,
+) -> String {
+    let sent_at = sent_at_secs.to_string();
+    let sig = signed(client_key, code, Some(&sent_at), recipient.as_str()).finalize().into_bytes();
+    format!(
+        "{kid}.{}.{sent_at}.{}",
+        URL_SAFE_NO_PAD.encode(recipient.as_str()),
+        URL_SAFE_NO_PAD.encode(&sig[..MAC_BYTES])
+    )
 }
 
 #[cfg(test)]
@@ -191,10 +262,68 @@ mod tests {
         assert!(!format!("{:?}", keys()).contains("abab"), "Debug never shows secrets");
     }
 
+    #[test]
+    fn v2_tokens_carry_a_signed_send_time_and_v1_tokens_keep_working() {
+        let k = keys();
+        let sent = 1_764_579_600; // 2025-12-01T09:00:00Z
+        let v2 = k.mint_sent_at("acme", "Ab3dE5gH", &r("jane@example.com"), sent);
+        assert_eq!(v2.split('.').count(), 4);
+        assert_eq!(
+            k.verify_token("acme", "Ab3dE5gH", &v2),
+            Ok(VerifiedToken { recipient: r("jane@example.com"), sent_at_ms: Some(sent as i64 * 1000) })
+        );
+        assert_eq!(k.verify("acme", "Ab3dE5gH", &v2), Ok(r("jane@example.com")));
+        let v1 = k.mint("acme", "Ab3dE5gH", &r("jane@example.com"));
+        assert_eq!(
+            k.verify_token("acme", "Ab3dE5gH", &v1),
+            Ok(VerifiedToken { recipient: r("jane@example.com"), sent_at_ms: None })
+        );
+        // Senders mint v2 with their client key too, also with an older key.
+        let (kid, key) = k.client_keys("acme").pop().unwrap();
+        let theirs = mint_sent_at_with_client_key(&kid, &key, "Ab3dE5gH", &r("r-42"), sent);
+        assert_eq!(k.verify_token("acme", "Ab3dE5gH", &theirs).unwrap().sent_at_ms, Some(sent as i64 * 1000));
+    }
+
+    #[test]
+    fn the_documented_python_mints_the_same_v2_token() {
+        // docs/recipient-tokens.md's `tracking_url` with key 00…00 gives this.
+        let token = mint_sent_at_with_client_key("k1", &[0; 32], "Ab3dE5gH", &r("r-42"), 1_764_579_600);
+        assert_eq!(token, "k1.ci00Mg.1764579600.jOZ51Eu67M6ikjTP-BwzHA");
+    }
+
+    #[test]
+    fn a_send_time_cannot_be_changed_added_or_removed() {
+        let k = keys();
+        let v2 = k.mint_sent_at("acme", "Ab3dE5gH", &r("r-42"), 1_764_579_600);
+        let moved = v2.replacen(".1764579600.", ".1764579000.", 1);
+        assert_eq!(k.verify_token("acme", "Ab3dE5gH", &moved), Err(TokenError::BadSignature), "changed");
+        let parts: Vec<&str> = v2.split('.').collect();
+        let dropped = format!("{}.{}.{}", parts[0], parts[1], parts[3]);
+        assert_eq!(k.verify_token("acme", "Ab3dE5gH", &dropped), Err(TokenError::BadSignature), "removed");
+        let v1 = k.mint("acme", "Ab3dE5gH", &r("r-42"));
+        let parts: Vec<&str> = v1.split('.').collect();
+        let added = format!("{}.{}.1764579600.{}", parts[0], parts[1], parts[2]);
+        assert_eq!(k.verify_token("acme", "Ab3dE5gH", &added), Err(TokenError::BadSignature), "added");
+        for bad in ["", "+1764579600", "-5", "1e9", "1234567890123"] {
+            let t = format!("{}.{}.{bad}.{}", parts[0], parts[1], parts[2]);
+            assert!(matches!(k.verify_token("acme", "Ab3dE5gH", &t), Err(TokenError::Malformed(_))), "{bad:?}");
+        }
+        assert!(matches!(k.verify_token("acme", "Ab3dE5gH", "a.b.c.d.e"), Err(TokenError::Malformed(_))));
+    }
+
     proptest! {
         #[test]
         fn verifying_arbitrary_input_never_panics(token in ".{0,300}", code in "[A-Za-z0-9]{0,20}") {
-            let _ = keys().verify("acme", &code, &token);
+            let _ = keys().verify_token("acme", &code, &token);
+        }
+
+        #[test]
+        fn any_send_time_round_trips(sent in 0u64..=999_999_999_999, who in "[A-Za-z0-9@.+_-]{1,40}") {
+            let k = keys();
+            let token = k.mint_sent_at("acme", "Ab3dE5gH", &r(&who), sent);
+            let got = k.verify_token("acme", "Ab3dE5gH", &token).unwrap();
+            prop_assert_eq!(got.sent_at_ms, Some(sent as i64 * 1000));
+            prop_assert_eq!(got.recipient, r(&who));
         }
     }
 }

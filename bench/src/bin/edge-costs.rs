@@ -1,15 +1,22 @@
 //! What each step of the edge's hot path costs on its own, in one thread with
 //! nothing else running: nanoseconds and heap allocations per call. The steps
 //! are the edge's own functions (`Registry::resolve`, `click::event`,
-//! `Codec<ClickEvent>::encode`, `spool::encode_record`), on links shaped like
-//! `seed-links`' and a request with a browser user agent; and, for the
-//! registry's load time, `Codec<LinkRecord>::decode`.
+//! `Codec<ClickEvent>::encode`, `spool::encode_record`, the bot signals'
+//! `Classifier::observe`), on links shaped like `seed-links`' and a request
+//! with a browser user agent; and, for the registry's load time,
+//! `Codec<LinkRecord>::decode`.
+//!
+//! The signals are measured three ways: `signals_observe` (one user agent, the
+//! address changing every call, so each call does a fresh network lookup),
+//! `signals_observe_1k_uas` (1,000 distinct user agents in turn: all cache hits
+//! once warm, as in a blast) and `signals_ua_uncached` (the pattern lists
+//! alone, what a never-seen user agent costs once).
 //!
 //! Output: one line a step, `step=NAME ns_per_call=… allocs_per_call=…`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -17,7 +24,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use clap::Parser;
 use ricochet_redirect::click;
 use ricochet_registry::Registry;
-use ricochet_schemas::{ClickEvent, Codec, EventType, RecipientToken};
+use ricochet_schemas::{ClickEvent, Codec, EventType, RecipientToken, Signals};
+use ricochet_signals::{Classifier, Observed};
 
 /// Counts allocations (and reallocations) so each step's can be reported.
 struct Counting;
@@ -91,6 +99,7 @@ fn main() -> anyhow::Result<()> {
                 recipient: (None, RecipientToken::Absent),
                 now_ms: 1_800_000_000_000,
                 edge_node: "bench-edge",
+                signals: Signals::default(),
             },
         )
     };
@@ -108,6 +117,39 @@ fn main() -> anyhow::Result<()> {
         ricochet_ingest::spool::encode_record(key, &payload, &mut record).expect("record");
         record
     });
+    let load_started = Instant::now();
+    let classifier = Classifier::load()?;
+    println!("signals_load_ms={}", load_started.elapsed().as_millis());
+    // Addresses spread over the whole IPv4 space (Knuth's multiplicative hash of i).
+    let address = |i: u64| IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(2_654_435_761)));
+    let client = ricochet_schemas::ClientRecord {
+        client_id: link.client_id.clone(),
+        status: ricochet_schemas::ClientStatus::Active,
+        fallback_url: None,
+        hot_spread: 1,
+        updated_at_ms: 0,
+        allowed_networks: vec!["198.51.100.0/24".into()],
+    };
+    let observe = |headers: &HeaderMap, i: u64| {
+        let req = Observed { method: &Method::GET, headers, ip: address(i), sent_at_ms: Some(1_799_999_990_000) };
+        classifier.observe(&req, &link, Some(&client))
+    };
+    step("signals_observe", n, |i| observe(&headers, i));
+    let many: Vec<HeaderMap> = (0..1000)
+        .map(|v| {
+            let ua = ricochet_bench::USER_AGENT.replace("Chrome/", &format!("Chrome/{v}."));
+            let mut h = headers.clone();
+            h.insert(header::USER_AGENT, HeaderValue::from_str(&ua).expect("ua"));
+            h
+        })
+        .collect();
+    step("signals_observe_1k_uas", n, |i| observe(&many[(i % 1000) as usize], i));
+    let uncached: Vec<String> =
+        (0..n.min(20_000)).map(|v| ricochet_bench::USER_AGENT.replace("Chrome/", &format!("Chrome/{v}x."))).collect();
+    step("signals_ua_uncached", uncached.len() as u64, |i| {
+        classifier.user_agents.classify_uncached(&uncached[i as usize % uncached.len()])
+    });
+
     // Not on the request path: what loading the registry costs per link (the tail's decode).
     let links = Codec::<ricochet_schemas::LinkRecord>::new();
     let framed = links.encode(&link)?;
