@@ -17,7 +17,10 @@ use clickhouse::{Client, Row};
 use ricochet_schemas::{CampaignId, ClientId, LinkRecord};
 use serde::{Deserialize, Serialize};
 
-use ricochet_warehouse::tables::{EVENTS_TABLE, ROLLUP_TABLE};
+use ricochet_warehouse::tables::EVENTS_TABLE;
+
+/// The minute grain of the rollups (migration 0006).
+const ROLLUP_TABLE: &str = "click_rollup_minute";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,6 +3,9 @@
 
 /// One row per click (raw events, for the data team and the recipient views).
 pub const EVENTS_TABLE: &str = "click_events";
-/// Per-link one-minute rollup deltas, plus the checkpoint rows that hold the
-/// stored Kafka positions (`client_id = ''`).
-pub const ROLLUP_TABLE: &str = "click_rollup_minute";
+/// Per-link rollup deltas at four grains (`grain` = 60, 900, 3600, 86400
+/// seconds), plus the position rows (`grain = 0`) whose `position_delta`s sum
+/// to the stored Kafka positions. Always filter on one grain.
+pub const ROLLUP_TABLE: &str = "click_rollups";
+/// Recipients who clicked, per link and 15-minute bucket.
+pub const RECIPIENTS_TABLE: &str = "click_recipients";
