@@ -295,7 +295,10 @@ mod tests {
     /// The columns of `CREATE TABLE IF NOT EXISTS {table}` in the migrations, in order.
     fn table_columns(table: &str) -> Vec<String> {
         let head = format!("CREATE TABLE IF NOT EXISTS {table}\n(");
-        let sql = ricochet_warehouse::migrations::MIGRATIONS.iter().find_map(|(_, sql)| sql.find(&head).map(|i| &sql[i..])).unwrap();
+        let sql = ricochet_warehouse::migrations::MIGRATIONS
+            .iter()
+            .find_map(|(_, sql)| sql.find(&head).map(|i| &sql[i..]))
+            .unwrap();
         let body = &sql[head.len()..sql.find("\n)").unwrap()];
         body.lines().filter_map(|l| l.split_whitespace().next()).map(|c| c.trim_end_matches(',').to_owned()).collect()
     }
