@@ -357,6 +357,14 @@ mod tests {
     }
 
     #[test]
+    fn grains_are_the_warehouse_grains() {
+        let mut secs: Vec<u32> = Grain::ALL.iter().map(|g| g.secs()).collect();
+        secs.reverse();
+        assert_eq!(secs, ricochet_warehouse::tables::GRAINS);
+        assert_eq!(Grain::QuarterHour.secs(), ricochet_warehouse::tables::RECIPIENT_BUCKET_SECS);
+    }
+
+    #[test]
     fn grains_floor_to_their_width() {
         let t = 1_764_567_890; // 2025-12-01T05:44:50Z
         assert_eq!(Grain::Minute.floor(t), t - 50);
