@@ -87,14 +87,23 @@ report() { # $1 = when
 echo "distinct link-minute buckets: $buckets"
 report "before merges"
 q "SYSTEM START MERGES"
-for t in click_rollup_minute_v1 click_rollups click_recipients click_events; do q "OPTIMIZE TABLE $t FINAL"; done
+# OPTIMIZE is a no-op while background merges hold some of the parts: ask it to
+# say so (optimize_throw_if_noop) and retry until the table is one part.
+for t in click_rollup_minute_v1 click_rollups click_recipients click_events; do
+  for attempt in $(seq 120); do
+    curl -sS --fail "http://127.0.0.1:$port/?optimize_throw_if_noop=1" --data-binary "OPTIMIZE TABLE $t FINAL" >/dev/null 2>&1 && break
+    sleep 2
+  done
+done
 report "after FINAL"
 
 from=$BASE
 to=$((BASE + DAYS * 86400))
 old_sql="SELECT toUInt32(toStartOfDay(bucket_start, 'UTC')) AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM click_rollup_minute_v1 WHERE client_id = 'bench' AND campaign_id = 'camp' AND bucket_start >= toDateTime($from) AND bucket_start < toDateTime($to) GROUP BY bucket UNION ALL SELECT toUInt32(4294967295) AS bucket, toUInt64(uniqExact(recipient_id)) AS clicks, toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, toUInt64(0) AS opens FROM click_events WHERE client_id = 'bench' AND campaign_id = 'camp' AND recipient_id != '' AND event_type = 'click' AND event_time >= toDateTime($from) AND event_time < toDateTime($to)"
 new_sql="SELECT toUInt32(toStartOfDay(bucket_start, 'UTC')) AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM click_rollups WHERE grain = 86400 AND client_id = 'bench' AND campaign_id = 'camp' AND bucket_start >= toDateTime($from) AND bucket_start < toDateTime($to) GROUP BY bucket UNION ALL SELECT toUInt32(4294967295) AS bucket, toUInt64(uniqExact(recipient_id)) AS clicks, toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, toUInt64(0) AS opens FROM (SELECT recipient_id FROM click_recipients WHERE client_id = 'bench' AND campaign_id = 'camp' AND bucket_start >= toDateTime($from) AND bucket_start < toDateTime($to))"
-[[ "$(q "$old_sql ORDER BY bucket FORMAT TSV")" == "$(q "$new_sql ORDER BY bucket FORMAT TSV")" ]] || { echo "old and new answers differ" >&2; exit 1; }
+old_answer=$(q "$old_sql ORDER BY bucket FORMAT TSV")
+new_answer=$(q "$new_sql ORDER BY bucket FORMAT TSV")
+[[ "$old_answer" == "$new_answer" ]] || { echo "old and new answers differ:"; diff <(echo "$old_answer") <(echo "$new_answer") | head; exit 1; }
 echo "old and new answers are identical ($(q "SELECT sum(clicks) FROM click_rollup_minute_v1") clicks, $(q "SELECT uniqExact(recipient_id) FROM click_events") recipients)"
 old_series=${old_sql%% UNION ALL *}
 new_series=${new_sql%% UNION ALL *}
