@@ -21,7 +21,9 @@
 #                    until `SELECT sum(clicks) FROM click_rollup_minute` shows
 #                    every event (ch-wait), timed from its "partitions assigned"
 #                    log line and from its start;
-#    (c) ClickHouse: its own Kafka engine reading `clicks_json`, a materialized
+#    (c) ClickHouse: its own Kafka engine reading `clicks_json` (every field of
+#                    the Avro events, as JSON: AvroConfluent needs a schema
+#                    registry, which this setup has not), a materialized
 #                    view rolling up into a SummingMergeTree, on a fresh server
 #                    that loads the librdkafka built in step 0 (Debian's 2.0.2
 #                    cannot talk to nisshi), timed from creating the view;
@@ -516,8 +518,16 @@ EOF
     ch "$port" "CREATE TABLE kafka_bench.rollup (client_id String, campaign_id String, link_id String,
         bucket_start DateTime, clicks UInt64, human_clicks UInt64, bot_clicks UInt64, opens UInt64)
         ENGINE = SummingMergeTree() ORDER BY (client_id, campaign_id, link_id, bucket_start)" >/dev/null
-    ch "$port" "CREATE TABLE kafka_bench.queue (client_id String, campaign_id String, link_id String,
-        event_time UInt32, is_prefetch UInt8, event_type String)
+    # Every field of ClickEvent v3 (bench/src/clicks.rs json_row), so the
+    # engine reads and parses what the aggregator does, not a smaller copy.
+    ch "$port" "CREATE TABLE kafka_bench.queue (event_id String, event_time_ms Int64,
+        client_id String, campaign_id String, link_id String, recipient_id Nullable(String),
+        destination_url String, http_method String, user_agent Nullable(String), referer Nullable(String),
+        client_ip Nullable(String), edge_node String, event_type String, is_prefetch UInt8, recipient_token String,
+        signals_prefetch_header UInt8, signals_ua_class String, signals_has_accept UInt8,
+        signals_has_accept_language UInt8, signals_scanner_referer UInt8, signals_network_class String,
+        signals_network_name Nullable(String), signals_asn UInt32, signals_network_allow_listed UInt8,
+        signals_sent_at_ms Nullable(Int64), signals_honeypot UInt8)
         ENGINE = Kafka SETTINGS kafka_broker_list = '127.0.0.1:$KAFKA_PORT', kafka_topic_list = 'clicks_json',
         kafka_group_name = 'bench-clickhouse-$$', kafka_format = 'JSONEachRow',
         kafka_num_consumers = $ENGINE_CONSUMERS" >/dev/null
@@ -527,7 +537,7 @@ EOF
     cpu_begin c clickhouse="${PID[ch_c]}" broker="${PID[kafka]}"
     R[c.start_ms]="$(now_ms)"
     ch "$port" "CREATE MATERIALIZED VIEW kafka_bench.consumer TO kafka_bench.rollup AS
-        SELECT client_id, campaign_id, link_id, toStartOfMinute(toDateTime(event_time)) AS bucket_start,
+        SELECT client_id, campaign_id, link_id, toStartOfMinute(toDateTime(intDiv(event_time_ms, 1000))) AS bucket_start,
             countIf(event_type = 'click') AS clicks, countIf(event_type = 'click' AND is_prefetch = 0) AS human_clicks,
             countIf(event_type = 'click' AND is_prefetch = 1) AS bot_clicks, countIf(event_type = 'open') AS opens
         FROM kafka_bench.queue GROUP BY client_id, campaign_id, link_id, bucket_start" >/dev/null

@@ -78,6 +78,11 @@ impl Positions {
         self.owned.iter().map(|(p, o)| (*p, o.stored))
     }
 
+    /// The stored position of an owned partition (`None`: nothing stored, or not owned).
+    pub fn stored(&self, partition: i32) -> Option<i64> {
+        self.owned.get(&partition).and_then(|o| o.stored)
+    }
+
     /// Decides about the message at `offset`, and takes it into the pending
     /// batch's range when it is to be applied.
     pub fn admit(&mut self, partition: i32, offset: i64) -> Admit {

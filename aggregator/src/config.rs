@@ -91,6 +91,23 @@ pub struct AggregatorConfig {
     /// How long one insert may take before its outcome counts as unknown.
     #[arg(long, env = "RICOCHET_INSERT_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub insert_timeout_secs: u64,
+
+    /// Days raw events (`click_events`) are kept; 0 keeps them forever. Without
+    /// TTL (ClickHouse 18.16) whole months are dropped once past the limit.
+    #[arg(long, env = "RICOCHET_RETENTION_RAW_DAYS", default_value_t = 0, global = true)]
+    pub retention_raw_days: u32,
+
+    /// Days minute and 15-minute rollups are kept; 0 keeps them forever.
+    #[arg(long, env = "RICOCHET_RETENTION_MINUTE_DAYS", default_value_t = 0, global = true)]
+    pub retention_minute_days: u32,
+
+    /// Days hour and day rollups and recipients are kept; 0 keeps them forever.
+    #[arg(long, env = "RICOCHET_RETENTION_ROLLUP_DAYS", default_value_t = 0, global = true)]
+    pub retention_rollup_days: u32,
+
+    /// How often the retention job runs on servers without TTL (seconds).
+    #[arg(long, env = "RICOCHET_RETENTION_INTERVAL_SECS", default_value_t = 3600, global = true)]
+    pub retention_interval_secs: u64,
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -108,6 +125,15 @@ impl AggregatorConfig {
             clients: self.clients_topic.clone(),
             counts: self.link_counts_topic.clone(),
             api_keys: self.api_keys_topic.clone(),
+        }
+    }
+
+    pub fn retention(&self) -> crate::retention::RetentionPolicy {
+        crate::retention::RetentionPolicy {
+            raw_days: self.retention_raw_days,
+            fine_rollup_days: self.retention_minute_days,
+            rollup_days: self.retention_rollup_days,
+            interval: std::time::Duration::from_secs(self.retention_interval_secs.max(1)),
         }
     }
 

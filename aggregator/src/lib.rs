@@ -1,8 +1,8 @@
 //! The aggregator: a Kafka consumer-group member that rolls click events into
-//! per-link one-minute buckets in ClickHouse, exactly once. It serves only
-//! its own operations endpoints ([`ops`]); the product API that reads what it
-//! stores is `ricochet-api`, and the tables both share are in
-//! `ricochet-warehouse`.
+//! per-link minute, 15-minute, hour and day buckets in ClickHouse, exactly
+//! once, and keeps its retention. It serves only its own operations endpoints
+//! ([`ops`]); the product API that reads what it stores is `ricochet-api`,
+//! and the tables both share are in `ricochet-warehouse`.
 //!
 //! Exactly once without Kafka transactions: each flush writes the rollups and
 //! the Kafka positions they cover in one atomic ClickHouse insert, and a
@@ -20,6 +20,7 @@
 //! - [`mirror`]: the link registry and client states mirrored into ClickHouse.
 //! - [`status`]: this member's consumer lag and event-time freshness (gauges, `/v1/status`).
 //! - [`ops`]: the operations listener (`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
+//! - [`retention`]: how long data is kept; TTL or a job, by server version.
 
 pub mod checkpoint;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod mirror;
 pub mod ops;
 pub mod pipeline;
+pub mod retention;
 pub mod rollup;
 pub mod sink;
 pub mod status;

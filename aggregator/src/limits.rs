@@ -18,6 +18,7 @@ use ricochet_schemas::{LinkCount, LinkId};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::rollup::Grain;
 use crate::sink::ROLLUP_TABLE;
 
 #[derive(Row, Deserialize)]
@@ -49,7 +50,8 @@ pub async fn run(
         let totals = clickhouse
             .query(&format!(
                 "SELECT link_id, sum(clicks) AS clicks FROM {ROLLUP_TABLE} \
-                 WHERE has(?, client_id) AND has(?, link_id) GROUP BY link_id"
+                 WHERE grain = {day} AND has(?, client_id) AND has(?, link_id) GROUP BY link_id",
+                day = Grain::Day.secs()
             ))
             .bind(clients)
             .bind(ids)

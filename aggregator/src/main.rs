@@ -78,6 +78,14 @@ async fn main() -> anyhow::Result<()> {
         RegistryWriter::new(&config.kafka_brokers, &config.registry_topics())
             .context("creating the registry writer")?,
     );
+    let server = ricochet_aggregator::retention::ServerVersion::parse(&version)
+        .with_context(|| format!("unexpected ClickHouse version {version:?}"))?;
+    let retention_task = tokio::spawn(ricochet_aggregator::retention::run(
+        clickhouse.clone(),
+        server,
+        config.retention(),
+        shutdown.clone(),
+    ));
     let limits_task = tokio::spawn(ricochet_aggregator::limits::run(
         links.clone(),
         writer.clone(),
@@ -104,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     tail_task.abort();
     mirror_task.abort();
     limits_task.abort();
+    retention_task.abort();
     Ok(())
 }
 

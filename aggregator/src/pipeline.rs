@@ -20,7 +20,8 @@
 //!   refused flush) forgets them too, and the context read past the stored
 //!   position.
 //! - **flush** (every `flush_interval` or `max_batch_events`, whichever first):
-//!   raw events (idempotent), then rollups + positions in one atomic insert.
+//!   raw events and recipients (idempotent), then rollups at every grain +
+//!   position deltas in one atomic insert.
 //!   On failure the assignment is paused, so Kafka keeps the backlog while
 //!   ClickHouse is down and memory stays bounded by one batch; the attempt is
 //!   settled (did it land?) before anything is written again, and the loop
@@ -590,7 +591,8 @@ impl Pipeline {
         let state = &mut *state;
         let written = ctx.rt.block_on(async {
             self.dead_letters.confirm(&mut state.dead_letters).await?;
-            ctx.sink.write_events(state.batch.event_rows()).await.map_err(|e| e.to_string())
+            ctx.sink.write_events(state.batch.event_rows()).await.map_err(|e| e.to_string())?;
+            ctx.sink.write_recipients(state.batch.recipient_rows()).await.map_err(|e| e.to_string())
         });
         if let Err(e) = written {
             return Written::Failed(e);
@@ -598,7 +600,7 @@ impl Pipeline {
         let attempt = Attempt { query_id: format!("{QUERY_ID_PREFIX}{}", uuid::Uuid::now_v7().simple()), ranges };
         // From here until it is answered or settled, the outcome is unknown.
         state.unsettled = Some(attempt.clone());
-        let rows = state.batch.rollup_rows(&ctx.topic);
+        let rows = state.batch.rollup_rows(&ctx.topic, |p| state.positions.stored(p));
         let result = ctx.rt.block_on(ctx.sink.write_rollups(&rows, &attempt.query_id));
         if let Err(e) = result {
             return Written::Failed(e.to_string());

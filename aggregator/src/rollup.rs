@@ -1,6 +1,8 @@
 //! The in-memory batch: events rolled into per-link one-minute buckets, kept
 //! per source partition so that a revoked partition's share can be dropped
-//! without touching the rest.
+//! without touching the rest. At flush every minute is written at each
+//! [`Grain`] (minute, 15 minutes, hour, UTC day) in the same insert, and the
+//! recipients who clicked are collected per 15-minute bucket.
 //!
 //! Duplicates made upstream (an edge resending its spool after a crash, a
 //! producer retry across a broker failover) carry the same event id and land
@@ -15,7 +17,7 @@ use std::time::Instant;
 use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Reason};
 
 use crate::checkpoint::PartitionRange;
-use crate::sink::{EventRow, RollupRow};
+use crate::sink::{EventRow, RecipientRow, RollupRow};
 
 /// The start of a UTC minute, in seconds since the epoch (ClickHouse `DateTime`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +31,37 @@ impl BucketStart {
     pub fn of_millis(ms: i64) -> Option<Self> {
         let secs = u32::try_from(ms.div_euclid(1000)).ok()?;
         Some(BucketStart(secs - secs % Self::WIDTH_SECS))
+    }
+}
+
+/// A bucket width the rollups are kept at. Each is a whole number of minutes,
+/// so every grain is a sum of minute buckets; 15 minutes divides every time
+/// zone's UTC offset, so local hours and days are whole 15-minute buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Grain {
+    Minute,
+    QuarterHour,
+    Hour,
+    /// A UTC day.
+    Day,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 4] = [Grain::Minute, Grain::QuarterHour, Grain::Hour, Grain::Day];
+
+    /// The width in seconds: the `grain` column's value.
+    pub const fn secs(self) -> u32 {
+        match self {
+            Grain::Minute => 60,
+            Grain::QuarterHour => 900,
+            Grain::Hour => 3600,
+            Grain::Day => 86_400,
+        }
+    }
+
+    /// The start of the bucket holding `secs` (UTC; the epoch is a day boundary).
+    pub const fn floor(self, secs: u32) -> u32 {
+        secs - secs % self.secs()
     }
 }
 
@@ -72,6 +105,16 @@ impl Counts {
         }
     }
 
+    pub fn add(&mut self, other: &Counts) {
+        self.clicks += other.clicks;
+        self.human_clicks += other.human_clicks;
+        self.bot_clicks += other.bot_clicks;
+        self.opens += other.opens;
+        for (mine, theirs) in self.by_reason.iter_mut().zip(other.by_reason) {
+            *mine += theirs;
+        }
+    }
+
     /// Clicks decided for `reason`.
     pub fn reason(&self, reason: Reason) -> u64 {
         Reason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.by_reason[i])
@@ -90,6 +133,7 @@ struct PartitionBatch {
     rollups: HashMap<RollupKey, Counts>,
     events: Vec<EventRow>,
     ids: HashSet<u128>,
+    recipients: HashSet<RecipientRow>,
 }
 
 /// The ids of the last stored events of one partition, oldest first.
@@ -140,6 +184,7 @@ impl Batch {
             rollups: HashMap::new(),
             events: Vec::new(),
             ids: HashSet::new(),
+            recipients: HashSet::new(),
         });
         pb.range.next = offset + 1;
         let Some((event, bucket, reason)) = event else { return };
@@ -155,6 +200,16 @@ impl Batch {
             link_id: event.link_id.clone(),
             bucket,
         };
+        if let (EventType::Click, Some(recipient)) = (event.event_type, &event.recipient_id) {
+            pb.recipients.insert(RecipientRow {
+                client_id: key.client_id.to_string(),
+                campaign_id: key.campaign_id.to_string(),
+                link_id: key.link_id.to_string(),
+                bucket_start: Grain::QuarterHour.floor(bucket.0),
+                human: reason.is_human() as u8,
+                recipient_id: recipient.to_string(),
+            });
+        }
         pb.rollups.entry(key).or_default().count(&event, reason);
         pb.events.push(EventRow::new(event, reason, partition, offset, ingested_at));
         self.num_events += 1;
@@ -168,8 +223,9 @@ impl Batch {
         self.num_events
     }
 
+    /// An upper bound: minutes sharing a coarser bucket share its row.
     pub fn num_rollup_rows(&self) -> usize {
-        self.partitions.values().map(|p| p.rollups.len() + 1).sum()
+        self.partitions.values().map(|p| p.rollups.len() * Grain::ALL.len() + 1).sum()
     }
 
     /// When the first message of this batch arrived.
@@ -200,13 +256,26 @@ impl Batch {
         self.partitions.values().flat_map(|p| p.events.iter())
     }
 
-    /// The rollup deltas plus one checkpoint row per partition: everything the
-    /// single atomic insert carries.
-    pub fn rollup_rows(&self, topic: &str) -> Vec<RollupRow> {
+    /// The recipients who clicked, per link and 15-minute bucket, once each.
+    pub fn recipient_rows(&self) -> impl ExactSizeIterator<Item = &RecipientRow> {
+        self.partitions.values().flat_map(|p| p.recipients.iter()).collect::<Vec<_>>().into_iter()
+    }
+
+    /// Everything the single atomic insert carries: the deltas at every grain
+    /// (minutes folded into their coarser buckets), plus one position row per
+    /// partition moving it from `stored(partition)` to the batch's end.
+    pub fn rollup_rows(&self, topic: &str, stored: impl Fn(i32) -> Option<i64>) -> Vec<RollupRow> {
         let mut rows = Vec::with_capacity(self.num_rollup_rows());
         for pb in self.partitions.values() {
-            rows.push(RollupRow::checkpoint(topic, pb.range));
-            rows.extend(pb.rollups.iter().map(|(key, counts)| RollupRow::delta(key, *counts, topic, pb.range)));
+            rows.push(RollupRow::position(topic, pb.range, stored(pb.range.partition)));
+            for grain in Grain::ALL {
+                let mut folded: HashMap<RollupKey, Counts> = HashMap::with_capacity(pb.rollups.len());
+                for (key, counts) in &pb.rollups {
+                    let bucket = BucketStart(grain.floor(key.bucket.0));
+                    folded.entry(RollupKey { bucket, ..key.clone() }).or_default().add(counts);
+                }
+                rows.extend(folded.iter().map(|(key, counts)| RollupRow::delta(key, grain, counts)));
+            }
         }
         rows
     }
@@ -259,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn rolls_up_per_link_and_minute_with_one_checkpoint_row_per_partition() {
+    fn rolls_up_per_link_and_minute_with_one_position_delta_per_partition() {
         let mut b = Batch::default();
         b.add(0, 10, Some(click("a", "l1", 60_000)), 0);
         b.add(0, 11, Some(click("a", "l1", 61_000)), 0);
@@ -267,14 +336,60 @@ mod tests {
         b.add(1, 5, Some(click("b", "l2", 60_000)), 0);
         b.add(1, 6, None, 0); // poison: moves the position, counts nothing
         assert_eq!(b.num_events(), 4);
-        let rows = b.rollup_rows("clicks");
-        let total: u64 = rows.iter().map(|r| r.clicks).sum();
-        assert_eq!(total, 4);
-        let checkpoints: Vec<_> =
-            rows.iter().filter(|r| r.client_id.is_empty()).map(|r| (r.source_partition, r.source_end_offset)).collect();
-        assert_eq!(checkpoints, vec![(0, 13), (1, 7)]);
-        let l1_first_minute = rows.iter().find(|r| r.link_id == "l1" && r.bucket_start == 60).unwrap();
-        assert_eq!(l1_first_minute.clicks, 2);
+        // Partition 0 had 10 stored, partition 1 nothing yet.
+        let rows = b.rollup_rows("clicks", |p| (p == 0).then_some(10));
+        for grain in Grain::ALL {
+            let total: u64 = rows.iter().filter(|r| r.grain == grain.secs()).map(|r| r.clicks).sum();
+            assert_eq!(total, 4, "{grain:?}");
+        }
+        let positions: Vec<_> =
+            rows.iter().filter(|r| r.grain == 0).map(|r| (r.source_partition, r.position_delta)).collect();
+        assert_eq!(positions, vec![(0, 3), (1, 7)], "deltas from the stored position to the next offset");
+        assert!(rows.iter().filter(|r| r.grain != 0).all(|r| r.position_delta == 0 && r.source_topic.is_empty()));
+        let minute = |start| rows.iter().find(|r| r.grain == 60 && r.link_id == "l1" && r.bucket_start == start);
+        assert_eq!((minute(60).unwrap().clicks, minute(120).unwrap().clicks), (2, 1));
+        // Both minutes of l1 fold into one row at every coarser grain.
+        for grain in [Grain::QuarterHour, Grain::Hour, Grain::Day] {
+            let l1: Vec<_> = rows.iter().filter(|r| r.grain == grain.secs() && r.link_id == "l1").collect();
+            assert_eq!(l1.len(), 1, "{grain:?}");
+            assert_eq!((l1[0].bucket_start, l1[0].clicks), (0, 3));
+        }
+    }
+
+    #[test]
+    fn grains_are_the_warehouse_grains() {
+        let mut secs: Vec<u32> = Grain::ALL.iter().map(|g| g.secs()).collect();
+        secs.reverse();
+        assert_eq!(secs, ricochet_warehouse::tables::GRAINS);
+        assert_eq!(Grain::QuarterHour.secs(), ricochet_warehouse::tables::RECIPIENT_BUCKET_SECS);
+    }
+
+    #[test]
+    fn grains_floor_to_their_width() {
+        let t = 1_764_567_890; // 2025-12-01T05:44:50Z
+        assert_eq!(Grain::Minute.floor(t), t - 50);
+        assert_eq!(Grain::QuarterHour.floor(t), t - 14 * 60 - 50);
+        assert_eq!(Grain::Hour.floor(t), t - 44 * 60 - 50);
+        assert_eq!(Grain::Day.floor(t) % 86_400, 0);
+        assert!(t - Grain::Day.floor(t) < 86_400);
+    }
+
+    #[test]
+    fn recipients_are_collected_once_per_quarter_hour_and_verdict() {
+        let mut b = Batch::default();
+        let with_recipient = |ms, reason| {
+            let (mut e, bucket, _) = click("a", "l1", ms);
+            e.recipient_id = Some(ricochet_schemas::RecipientId::parse("r1").unwrap());
+            (e, bucket, reason)
+        };
+        b.add(0, 1, Some(with_recipient(60_000, Reason::Human)), 0);
+        b.add(0, 2, Some(with_recipient(120_000, Reason::Human)), 0); // same quarter hour
+        b.add(0, 3, Some(with_recipient(900_000, Reason::Human)), 0); // the next one
+        b.add(0, 4, Some(with_recipient(60_000, Reason::Head)), 0); // a bot click
+        b.add(0, 5, Some(click("a", "l1", 60_000)), 0); // no recipient
+        let mut rows: Vec<_> = b.recipient_rows().map(|r| (r.bucket_start, r.human)).collect();
+        rows.sort();
+        assert_eq!(rows, vec![(0, 0), (0, 1), (900, 1)]);
     }
 
     #[test]
@@ -286,8 +401,9 @@ mod tests {
         open.event_type = EventType::Open;
         b.add(0, 2, Some((open, bucket, Reason::Human)), 0);
         b.add(0, 3, Some(click("a", "l1", 60_000)), 0);
-        let row = b.rollup_rows("clicks").into_iter().find(|r| r.link_id == "l1").unwrap();
+        let row = b.rollup_rows("clicks", |_| None).into_iter().find(|r| r.grain == 60 && r.link_id == "l1").unwrap();
         assert_eq!((row.clicks, row.human_clicks, row.bot_clicks, row.opens), (2, 1, 1, 1));
+        assert_eq!((row.bot_head, row.human_allow_listed), (1, 0));
         let counts = b.partitions[&0].rollups.values().next().unwrap();
         assert_eq!((counts.reason(Reason::Head), counts.reason(Reason::Human)), (1, 1), "opens have no reason");
     }

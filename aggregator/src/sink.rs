@@ -14,9 +14,9 @@ use ricochet_schemas::{ClickEvent, EventType, Reason, RecipientToken};
 use serde::Serialize;
 
 use crate::checkpoint::PartitionRange;
-use crate::rollup::{Counts, RollupKey};
+use crate::rollup::{Counts, Grain, RollupKey};
 
-pub use ricochet_warehouse::tables::{EVENTS_TABLE, ROLLUP_TABLE};
+pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -123,56 +123,106 @@ impl EventRow {
     }
 }
 
-/// One row of `click_rollup_minute`: a delta, or a partition's checkpoint.
-#[derive(Debug, Clone, Row, Serialize)]
+/// One row of `click_rollups`: the counts of one bucket at one grain, or the
+/// position delta of one partition (`grain` 0). Field order is the table's;
+/// the reason fields follow [`Reason::ALL`] without `Human` (see
+/// [`reason_columns`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize)]
 pub struct RollupRow {
+    pub grain: u32,
     pub client_id: String,
     pub campaign_id: String,
     pub link_id: String,
     pub bucket_start: u32,
+    pub source_topic: String,
+    pub source_partition: i32,
     pub clicks: u64,
     pub human_clicks: u64,
     pub bot_clicks: u64,
     pub opens: u64,
-    pub source_topic: String,
-    pub source_partition: i32,
-    pub source_end_offset: i64,
+    pub human_allow_listed: u64,
+    pub bot_head: u64,
+    pub bot_prefetch_header: u64,
+    pub bot_preview_fetcher: u64,
+    pub bot_bot_user_agent: u64,
+    pub bot_http_client: u64,
+    pub bot_scanner_referer: u64,
+    pub bot_scanner_network: u64,
+    pub bot_honeypot: u64,
+    pub bot_burst: u64,
+    pub bot_network_fanout: u64,
+    pub bot_too_fast_after_send: u64,
+    pub bot_rescan: u64,
+    pub position_delta: i64,
+}
+
+/// The rollup column of each reason but `Human` (plain humans are
+/// `human_clicks - human_allow_listed`), in [`Reason::ALL`] order.
+pub fn reason_columns() -> impl Iterator<Item = (Reason, String)> {
+    Reason::ALL.into_iter().filter(|r| *r != Reason::Human).map(|r| {
+        let side = if r.is_human() { "human" } else { "bot" };
+        (r, format!("{side}_{}", r.as_str()))
+    })
 }
 
 impl RollupRow {
-    pub fn delta(key: &RollupKey, counts: Counts, topic: &str, range: PartitionRange) -> Self {
+    /// The counts of `key`'s minute folded into its bucket at `grain`.
+    pub fn delta(key: &RollupKey, grain: Grain, counts: &Counts) -> Self {
+        let r = |reason| counts.reason(reason);
         RollupRow {
+            grain: grain.secs(),
             client_id: key.client_id.to_string(),
             campaign_id: key.campaign_id.to_string(),
             link_id: key.link_id.to_string(),
-            bucket_start: key.bucket.0,
+            bucket_start: grain.floor(key.bucket.0),
+            source_topic: String::new(),
+            source_partition: 0,
             clicks: counts.clicks,
             human_clicks: counts.human_clicks,
             bot_clicks: counts.bot_clicks,
             opens: counts.opens,
-            source_topic: topic.to_owned(),
-            source_partition: range.partition,
-            source_end_offset: range.next,
+            human_allow_listed: r(Reason::AllowListed),
+            bot_head: r(Reason::Head),
+            bot_prefetch_header: r(Reason::PrefetchHeader),
+            bot_preview_fetcher: r(Reason::PreviewFetcher),
+            bot_bot_user_agent: r(Reason::BotUserAgent),
+            bot_http_client: r(Reason::HttpClient),
+            bot_scanner_referer: r(Reason::ScannerReferer),
+            bot_scanner_network: r(Reason::ScannerNetwork),
+            bot_honeypot: r(Reason::Honeypot),
+            bot_burst: r(Reason::Burst),
+            bot_network_fanout: r(Reason::NetworkFanout),
+            bot_too_fast_after_send: r(Reason::TooFastAfterSend),
+            bot_rescan: r(Reason::Rescan),
+            position_delta: 0,
         }
     }
 
-    /// The row that records a partition's new position. `client_id = ''` sorts
-    /// it first in the primary key, so reading positions back is a short range scan.
-    pub fn checkpoint(topic: &str, range: PartitionRange) -> Self {
+    /// The row that moves a partition's stored position from `previous`
+    /// (`None`: nothing stored yet, i.e. 0) to `range.next`. Positive for every
+    /// batch (a batch holds at least one offset at or past the stored
+    /// position), so neither this row nor the sum it merges into is all-zero.
+    pub fn position(topic: &str, range: PartitionRange, previous: Option<i64>) -> Self {
         RollupRow {
-            client_id: String::new(),
-            campaign_id: String::new(),
-            link_id: String::new(),
-            bucket_start: 0,
-            clicks: 0,
-            human_clicks: 0,
-            bot_clicks: 0,
-            opens: 0,
+            grain: 0,
             source_topic: topic.to_owned(),
             source_partition: range.partition,
-            source_end_offset: range.next,
+            position_delta: range.next - previous.unwrap_or(0),
+            ..RollupRow::default()
         }
     }
+}
+
+/// One row of `click_recipients`: a recipient who clicked a link in a
+/// 15-minute bucket, with or without a human verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Row, Serialize)]
+pub struct RecipientRow {
+    pub client_id: String,
+    pub campaign_id: String,
+    pub link_id: String,
+    pub bucket_start: u32,
+    pub human: u8,
+    pub recipient_id: String,
 }
 
 /// The outcome of an insert that did not answer.
@@ -200,11 +250,28 @@ impl ClickHouseSink {
     /// Raw events. Idempotent: a retried write leaves duplicates that the
     /// table's engine collapses by event id.
     pub async fn write_events<'a>(&self, rows: impl Iterator<Item = &'a EventRow>) -> Result<(), SinkError> {
-        let mut insert = self
-            .client
-            .insert::<EventRow>(EVENTS_TABLE)
-            .await?
-            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        self.write_idempotent(EVENTS_TABLE, rows).await
+    }
+
+    /// Recipient rows. Idempotent like raw events: the table keeps one copy of
+    /// a row on merge and is read with `uniqExact`. An empty batch writes nothing.
+    pub async fn write_recipients<'a>(
+        &self,
+        rows: impl ExactSizeIterator<Item = &'a RecipientRow>,
+    ) -> Result<(), SinkError> {
+        if rows.len() == 0 {
+            return Ok(());
+        }
+        self.write_idempotent(RECIPIENTS_TABLE, rows).await
+    }
+
+    /// One plain insert of rows that may be written again.
+    async fn write_idempotent<'a, R>(&self, table: &str, rows: impl Iterator<Item = &'a R>) -> Result<(), SinkError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + 'a,
+    {
+        let mut insert =
+            self.client.insert::<R>(table).await?.with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
         for row in rows {
             insert.write(row).await?;
         }
@@ -212,7 +279,7 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// Rollup deltas and checkpoints in ONE insert, tagged with `query_id` so an
+    /// Rollup deltas and positions in ONE insert, tagged with `query_id` so an
     /// unanswered attempt can be found and settled.
     pub async fn write_rollups(&self, rows: &[RollupRow], query_id: &str) -> Result<(), SinkError> {
         let mut insert = self
@@ -258,5 +325,36 @@ impl ClickHouseSink {
 
     pub async fn server_version(&self) -> Result<String, SinkError> {
         Ok(ricochet_warehouse::config::server_version(&self.client).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The columns of `CREATE TABLE IF NOT EXISTS {table}` in the migrations, in order.
+    fn table_columns(table: &str) -> Vec<String> {
+        let head = format!("CREATE TABLE IF NOT EXISTS {table}\n(");
+        let sql = ricochet_warehouse::migrations::MIGRATIONS
+            .iter()
+            .find_map(|(_, sql)| sql.find(&head).map(|i| &sql[i..]))
+            .unwrap();
+        let body = &sql[head.len()..sql.find("\n)").unwrap()];
+        body.lines().filter_map(|l| l.split_whitespace().next()).map(|c| c.trim_end_matches(',').to_owned()).collect()
+    }
+
+    #[test]
+    fn rows_match_their_tables_column_for_column() {
+        assert_eq!(<RollupRow as Row>::COLUMN_NAMES, table_columns(ROLLUP_TABLE));
+        assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(RECIPIENTS_TABLE));
+    }
+
+    #[test]
+    fn every_reason_but_human_has_its_column_in_order() {
+        let names = <RollupRow as Row>::COLUMN_NAMES;
+        let first = names.iter().position(|c| *c == "human_allow_listed").unwrap();
+        let columns: Vec<String> = reason_columns().map(|(_, c)| c).collect();
+        assert_eq!(columns.len(), Reason::ALL.len() - 1);
+        assert_eq!(&names[first..first + columns.len()], columns.as_slice());
     }
 }

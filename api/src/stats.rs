@@ -1,11 +1,14 @@
 //! The aggregate queries behind the API: time series, totals, top lists and
 //! recipients, for a client, a campaign or a link.
 //!
-//! Every query filters on a prefix of the tables' sort key (client, campaign,
-//! link), so it is a range read. Hour and day buckets are derived from the
-//! minute rollups in ClickHouse, in the requested IANA time zone, and the
+//! Every query filters on a prefix of the tables' sort key (grain, client,
+//! campaign, link), so it is a range read. Each reads the coarsest rollup
+//! grain that is exact for its buckets in the requested IANA time zone (UTC
+//! days, hours, 15 minutes or minutes; see `Range::series_grain`), and the
 //! series is zero-filled here with the same bucket boundaries (a day in a zone
-//! with daylight saving can last 23 or 25 hours). Values are bound on the
+//! with daylight saving can last 23 or 25 hours). Unique recipients come from
+//! the 15-minute recipients table, and from raw events only for the minutes a
+//! minute-granularity range has outside whole quarter hours. Values are bound on the
 //! client (ClickHouse 18.16 has no server-side parameters).
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +20,7 @@ use clickhouse::{Client, Row};
 use ricochet_schemas::{CampaignId, ClientId, LinkRecord, Reason};
 use serde::{Deserialize, Serialize};
 
-use ricochet_warehouse::tables::{EVENTS_TABLE, ROLLUP_TABLE};
+use ricochet_warehouse::tables::{coarsest_grain, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS, ROLLUP_TABLE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,6 +187,19 @@ impl Range {
         out
     }
 
+    /// The coarsest rollup grain that is exact for the whole series: every
+    /// bucket of the requested granularity, in its zone, is a whole number of
+    /// rollup buckets (a day in Paris is 24 hour rows, in Kathmandu 96
+    /// quarter-hour rows, in UTC one day row).
+    fn series_grain(&self) -> u32 {
+        coarsest_grain(self.buckets().into_iter().chain([self.to]))
+    }
+
+    /// The coarsest grain exact for the range as a whole (totals, top lists).
+    fn total_grain(&self) -> u32 {
+        coarsest_grain([self.from, self.to])
+    }
+
     /// SQL for the bucket of a rollup row (a `UInt32`, as the row type expects),
     /// and whether its `?` binds the zone. Minutes are the same in every zone.
     fn bucket_sql(&self) -> (&'static str, bool) {
@@ -297,7 +313,7 @@ fn rfc3339(secs: i64, tz: Tz) -> String {
 /// in its `human_clicks` column.
 const RECIPIENTS_ROW: u32 = u32::MAX;
 /// Rows `REASON_ROWS + code` of the `UNION ALL` carry the bot clicks of the
-/// verdict reason with that `Enum8` code (exact, from the raw events).
+/// verdict reason with that `Enum8` code (from the rollups' `bot_*` columns).
 const REASON_ROWS: u32 = u32::MAX - 256;
 
 /// The zero-filled series and totals of a scope, in one ClickHouse query: the
@@ -306,35 +322,63 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
     let (filter, values) = scope.filter();
     let (bucket, binds_tz) = range.bucket_sql();
     let human = if range.human_only { "AND is_human = 1" } else { "" };
+    let human_recipients = if range.human_only { "AND human = 1" } else { "" };
+    // Unique recipients: the recipients table for the whole 15-minute buckets
+    // of the range, raw events only for the minutes before the first and after
+    // the last (minute granularity only; hour and day ranges have none).
+    let width = i64::from(RECIPIENT_BUCKET_SECS);
+    let inner_from = range.from + (width - range.from.rem_euclid(width)) % width;
+    let inner_to = (range.to - range.to.rem_euclid(width)).max(inner_from);
+    let edges = [(range.from, inner_from.min(range.to)), (inner_to.max(range.from), range.to)];
+    // Bot clicks by reason, from the rollups' per-reason columns: one row per
+    // reason, `REASON_ROWS + code`, through an ARRAY JOIN of the sums.
+    let reason_sums: Vec<String> = Reason::ALL
+        .iter()
+        .filter(|r| !r.is_human())
+        .map(|r| format!("(toUInt32({}), sum(bot_{}))", *r as u8, r.as_str()))
+        .collect();
+    let reason_sums = reason_sums.join(", ");
     let sql = format!(
         "SELECT {bucket} AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, \
          sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM {ROLLUP_TABLE} \
-         WHERE {filter} AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
+         WHERE grain = ? AND {filter} AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
          GROUP BY bucket \
          UNION ALL \
          SELECT toUInt32({RECIPIENTS_ROW}) AS bucket, toUInt64(uniqExact(recipient_id)) AS clicks, \
-         toUInt64(uniqExactIf(recipient_id, is_human = 1)) AS human_clicks, toUInt64(0) AS bot_clicks, \
-         toUInt64(0) AS opens FROM {EVENTS_TABLE} \
-         WHERE {filter} AND recipient_id != '' AND event_type = 'click' {human} \
-         AND event_time >= toDateTime(?) AND event_time < toDateTime(?) \
+         toUInt64(uniqExactIf(recipient_id, human = 1)) AS human_clicks, toUInt64(0) AS bot_clicks, \
+         toUInt64(0) AS opens FROM ( \
+           SELECT recipient_id, human FROM {RECIPIENTS_TABLE} WHERE {filter} {human_recipients} \
+           AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
+           UNION ALL \
+           SELECT recipient_id, is_human AS human FROM {EVENTS_TABLE} \
+           WHERE {filter} AND recipient_id != '' AND event_type = 'click' {human} \
+           AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?)) \
+             OR (event_time >= toDateTime(?) AND event_time < toDateTime(?)))) \
          UNION ALL \
-         SELECT toUInt32({REASON_ROWS} + toUInt8(toInt8(verdict_reason))) AS bucket, \
-         toUInt64(uniqExact(event_id)) AS clicks, toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, \
-         toUInt64(0) AS opens FROM {EVENTS_TABLE} \
-         WHERE {filter} AND event_type = 'click' AND is_human = 0 \
-         AND event_time >= toDateTime(?) AND event_time < toDateTime(?) \
-         GROUP BY verdict_reason"
+         SELECT toUInt32({REASON_ROWS} + reason.1) AS bucket, toUInt64(reason.2) AS clicks, \
+         toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, toUInt64(0) AS opens FROM ( \
+           SELECT [{reason_sums}] AS reasons FROM {ROLLUP_TABLE} \
+           WHERE grain = ? AND {filter} AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?)) \
+         ARRAY JOIN reasons AS reason"
     );
     let mut query = ch.query(&sql);
     if binds_tz {
         query = query.bind(range.tz.name());
     }
-    for _part in 0..3 {
+    query = query.bind(range.series_grain());
+    let bind_scope = |mut query: clickhouse::query::Query| {
         for v in &values {
             query = query.bind(v.as_str());
         }
-        query = query.bind(range.from as u32).bind(range.to as u32);
+        query
+    };
+    query = bind_scope(query).bind(range.from as u32).bind(range.to as u32);
+    query = bind_scope(query).bind(inner_from as u32).bind(inner_to as u32);
+    query = bind_scope(query);
+    for (from, to) in edges {
+        query = query.bind(from as u32).bind(to as u32);
     }
+    query = bind_scope(query.bind(range.series_grain())).bind(range.from as u32).bind(range.to as u32);
     let rows = query.fetch_all::<BucketRow>().await?;
     metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
 
@@ -400,10 +444,11 @@ pub async fn top(ch: &Client, scope: &Scope, by: TopBy, range: Range, limit: u32
     let column = by.column();
     let sql = format!(
         "SELECT {column} AS key, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, sum(opens) AS opens \
-         FROM {ROLLUP_TABLE} WHERE {filter} AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
+         FROM {ROLLUP_TABLE} WHERE grain = ? AND {filter} \
+         AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
          GROUP BY key ORDER BY {order} DESC, key LIMIT ?"
     );
-    let mut query = ch.query(&sql);
+    let mut query = ch.query(&sql).bind(range.total_grain());
     for v in &values {
         query = query.bind(v.as_str());
     }
@@ -477,6 +522,23 @@ mod tests {
             tz: tz.map(Into::into),
             ..StatsQuery::default()
         }
+    }
+
+    #[test]
+    fn series_read_the_coarsest_exact_grain() {
+        let grain = |g, tz| {
+            let r =
+                Range::parse(&q(Some("2026-11-01T00:00:00Z"), Some("2026-11-30T00:00:00Z"), Some(g), tz), 0).unwrap();
+            (r.series_grain(), r.total_grain())
+        };
+        assert_eq!(grain("day", None), (86_400, 86_400));
+        assert_eq!(grain("day", Some("Europe/Paris")), (3_600, 3_600));
+        assert_eq!(grain("day", Some("Asia/Kathmandu")), (900, 900), "UTC+5:45");
+        assert_eq!(grain("hour", Some("Asia/Kolkata")), (900, 900), "UTC+5:30");
+        assert_eq!(grain("hour", None), (3_600, 86_400));
+        let minutes =
+            Range::parse(&q(Some("2026-11-22T10:03:00Z"), Some("2026-11-22T11:07:00Z"), None, None), 0).unwrap();
+        assert_eq!((minutes.series_grain(), minutes.total_grain()), (60, 60));
     }
 
     #[test]

@@ -96,17 +96,43 @@ impl Traffic {
 }
 
 /// The JSON copy of a click for ClickHouse's Kafka engine (`JSONEachRow`):
-/// only what the rollup reads. Ids are validated tokens, so they need no escaping.
+/// every field of the Avro `ClickEvent` v3, so that the engine and the
+/// aggregator pay the broker, and parse, the same fields. Names follow the
+/// contract; `signals` is flattened into `signals_*` (JSONEachRow on 18.16 has
+/// no nested objects). Absent optionals are `null`.
 pub fn json_row(e: &ClickEvent) -> String {
-    format!(
-        "{{\"client_id\":\"{}\",\"campaign_id\":\"{}\",\"link_id\":\"{}\",\"event_time\":{},\"is_prefetch\":{},\"event_type\":\"{}\"}}\n",
-        e.client_id,
-        e.campaign_id,
-        e.link_id,
-        e.event_time_ms.div_euclid(1000),
-        u8::from(e.is_prefetch),
-        e.event_type.as_str()
-    )
+    let s = &e.signals;
+    let mut line = serde_json::json!({
+        "event_id": e.event_id.to_string(),
+        "event_time_ms": e.event_time_ms,
+        "client_id": e.client_id.as_str(),
+        "campaign_id": e.campaign_id.as_str(),
+        "link_id": e.link_id.as_str(),
+        "recipient_id": e.recipient_id.as_ref().map(|r| r.as_str()),
+        "destination_url": e.destination_url,
+        "http_method": e.http_method,
+        "user_agent": e.user_agent,
+        "referer": e.referer,
+        "client_ip": e.client_ip,
+        "edge_node": e.edge_node,
+        "event_type": e.event_type.as_str(),
+        "is_prefetch": u8::from(e.is_prefetch),
+        "recipient_token": e.recipient_token.as_str(),
+        "signals_prefetch_header": u8::from(s.prefetch_header),
+        "signals_ua_class": s.ua_class.as_str(),
+        "signals_has_accept": u8::from(s.has_accept),
+        "signals_has_accept_language": u8::from(s.has_accept_language),
+        "signals_scanner_referer": u8::from(s.scanner_referer),
+        "signals_network_class": s.network_class.as_str(),
+        "signals_network_name": s.network_name,
+        "signals_asn": s.asn,
+        "signals_network_allow_listed": u8::from(s.network_allow_listed),
+        "signals_sent_at_ms": s.sent_at_ms,
+        "signals_honeypot": u8::from(s.honeypot),
+    })
+    .to_string();
+    line.push('\n');
+    line
 }
 
 /// Delivery reports, counted.

@@ -187,12 +187,24 @@ fn merge(into: &mut Tally, from: Tally) {
     }
 }
 
-/// Clicks per link in the rollups (checkpoint rows excluded).
+/// Clicks per link in the minute rollups.
 pub async fn rollup_per_link(ch: &ClickHouse) -> BTreeMap<String, u64> {
-    let body = ch
-        .query("SELECT link_id, sum(clicks) FROM click_rollup_minute WHERE client_id != '' GROUP BY link_id FORMAT TSV")
-        .await
-        .expect("rollups per link");
+    per_link(
+        ch,
+        "SELECT link_id, sum(clicks) FROM click_rollup_minute WHERE client_id != '' GROUP BY link_id FORMAT TSV",
+    )
+    .await
+}
+
+/// Clicks per link at one grain of `click_rollups` (seconds).
+pub async fn rollup_per_link_at(ch: &ClickHouse, grain: u32) -> BTreeMap<String, u64> {
+    let sql =
+        format!("SELECT link_id, sum(clicks) FROM click_rollups WHERE grain = {grain} GROUP BY link_id FORMAT TSV");
+    per_link(ch, &sql).await
+}
+
+async fn per_link(ch: &ClickHouse, sql: &str) -> BTreeMap<String, u64> {
+    let body = ch.query(sql).await.expect("rollups per link");
     body.lines()
         .filter_map(|l| {
             let (link, n) = l.split_once('\t')?;
@@ -202,8 +214,9 @@ pub async fn rollup_per_link(ch: &ClickHouse) -> BTreeMap<String, u64> {
 }
 
 /// Waits until the rollups hold exactly `tally` per link, then checks that
-/// they stay so, that the raw events hold as many distinct clicks, and that no
-/// Kafka range was stored twice. Panics with what differs.
+/// they stay so, that the raw events hold as many distinct clicks, that every
+/// coarser grain holds the same per link, and that each stored position is
+/// where the raw events end. Panics with what differs.
 pub async fn assert_counted_exactly(ch: &ClickHouse, tally: &Tally, within: Duration) {
     let deadline = std::time::Instant::now() + within;
     loop {
@@ -229,19 +242,31 @@ pub async fn assert_counted_exactly(ch: &ClickHouse, tally: &Tally, within: Dura
     // Nothing counted twice by a late flush or a ghost insert.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rollup_per_link(ch).await, tally.per_link, "rollups moved after converging");
+    for grain in [900, 3600, 86_400] {
+        assert_eq!(rollup_per_link_at(ch, grain).await, tally.per_link, "rollups at grain {grain} s");
+    }
     assert_eq!(
         ch.number("SELECT count(DISTINCT event_id) FROM click_events").await,
         tally.total(),
         "distinct raw events"
     );
+    // Each stored position (the sum of its flushes' deltas) is exactly one past
+    // the partition's last event: a range stored twice would push it further,
+    // a lost position row would leave it behind.
     assert_eq!(
-        ch.number(
-            "SELECT count() FROM (SELECT source_partition, source_end_offset, count() AS n \
-             FROM click_rollup_minute WHERE client_id = '' \
-             GROUP BY source_partition, source_end_offset HAVING n > 1)"
+        ch.query(
+            "SELECT kafka_partition, max(kafka_offset) + 1 FROM click_events GROUP BY kafka_partition \
+             ORDER BY kafka_partition FORMAT TSV"
         )
-        .await,
-        0,
-        "a Kafka range was stored twice"
+        .await
+        .expect("events per partition"),
+        ch.query(
+            "SELECT source_partition, sum(position_delta) FROM click_rollups WHERE grain = 0 \
+             AND source_partition IN (SELECT kafka_partition FROM click_events) \
+             GROUP BY source_partition ORDER BY source_partition FORMAT TSV"
+        )
+        .await
+        .expect("stored positions"),
+        "stored positions (partition, next offset) against the raw events"
     );
 }

@@ -12,6 +12,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_click_rollup_minute", include_str!("../../infra/migrations/0002_click_rollup_minute.sql")),
     ("0003_registry", include_str!("../../infra/migrations/0003_registry.sql")),
     ("0004_click_events_verdicts", include_str!("../../infra/migrations/0004_click_events_verdicts.sql")),
+    ("0005_click_rollups", include_str!("../../infra/migrations/0005_click_rollups.sql")),
+    ("0006_click_rollup_minute_view", include_str!("../../infra/migrations/0006_click_rollup_minute_view.sql")),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".

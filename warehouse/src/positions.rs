@@ -17,12 +17,13 @@ struct PositionRow {
 }
 
 /// The stored position (the next offset not yet applied) of every partition
-/// of `topic` that has one.
+/// of `topic` that has one: the sum of the deltas its flushes wrote, which
+/// SummingMergeTree collapses into one row per partition on merge.
 pub async fn read(client: &Client, topic: &str) -> Result<HashMap<i32, i64>, clickhouse::error::Error> {
     let rows = client
         .query(&format!(
-            "SELECT source_partition AS partition, max(source_end_offset) AS next_offset \
-             FROM {ROLLUP_TABLE} WHERE client_id = '' AND source_topic = ? GROUP BY source_partition"
+            "SELECT source_partition AS partition, sum(position_delta) AS next_offset \
+             FROM {ROLLUP_TABLE} WHERE grain = 0 AND client_id = '' AND source_topic = ? GROUP BY source_partition"
         ))
         .bind(topic)
         .fetch_all::<PositionRow>()

@@ -3,6 +3,42 @@
 
 /// One row per click (raw events, for the data team and the recipient views).
 pub const EVENTS_TABLE: &str = "click_events";
-/// Per-link one-minute rollup deltas, plus the checkpoint rows that hold the
-/// stored Kafka positions (`client_id = ''`).
-pub const ROLLUP_TABLE: &str = "click_rollup_minute";
+/// Per-link rollup deltas at four grains (`grain` = 60, 900, 3600, 86400
+/// seconds), plus the position rows (`grain = 0`) whose `position_delta`s sum
+/// to the stored Kafka positions. Always filter on one grain.
+pub const ROLLUP_TABLE: &str = "click_rollups";
+/// Recipients who clicked, per link and 15-minute bucket.
+pub const RECIPIENTS_TABLE: &str = "click_recipients";
+
+/// The grains of [`ROLLUP_TABLE`] (the `grain` column: bucket widths in
+/// seconds), coarsest first: UTC day, hour, 15 minutes, minute. Each divides
+/// the one before, and 15 minutes divides every time zone's UTC offset.
+pub const GRAINS: [u32; 4] = [86_400, 3_600, 900, 60];
+
+/// The bucket width of [`RECIPIENTS_TABLE`], in seconds.
+pub const RECIPIENT_BUCKET_SECS: u32 = 900;
+
+/// The coarsest grain whose buckets tile every `[boundary, next boundary)`
+/// exactly: each boundary (in UTC seconds) is a multiple of it. Minute when
+/// nothing coarser fits.
+pub fn coarsest_grain(boundaries: impl IntoIterator<Item = i64> + Clone) -> u32 {
+    GRAINS
+        .into_iter()
+        .find(|g| boundaries.clone().into_iter().all(|b| b.rem_euclid(i64::from(*g)) == 0))
+        .unwrap_or(GRAINS[GRAINS.len() - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarsest_grain_that_tiles_the_boundaries() {
+        let day = 20_000 * 86_400;
+        assert_eq!(coarsest_grain([day, day + 30 * 86_400]), 86_400, "UTC days");
+        assert_eq!(coarsest_grain([day - 3_600, day + 23 * 3_600]), 3_600, "Paris days (UTC+1)");
+        assert_eq!(coarsest_grain([day - 5 * 3_600 - 45 * 60, day + 18 * 3_600 + 15 * 60]), 900, "Kathmandu days");
+        assert_eq!(coarsest_grain([day + 60, day + 120]), 60);
+        assert_eq!(coarsest_grain([day + 1, day + 61]), 60, "nothing fits: minutes, as before");
+    }
+}
