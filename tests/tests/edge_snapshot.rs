@@ -129,7 +129,7 @@ async fn a_corrupt_or_cut_snapshot_is_refused_and_replaced() {
     refused_and_replaced(&servers, &path, |b| b.truncate(b.len() / 2), &codes).await;
     // Offsets past the end of the topic (a snapshot of another log): the
     // header is rewritten with a valid checksum, so only the broker check catches it.
-    refused_and_replaced(&servers, &path, bump_offsets, &codes).await;
+    refused_and_replaced(&servers, &path, |b| bump_offsets(b), &codes).await;
 
     // The replacement is good: the next start uses it.
     let edge = services::redirect(&servers, "edge", &[]).await;
@@ -139,7 +139,7 @@ async fn a_corrupt_or_cut_snapshot_is_refused_and_replaced() {
 }
 
 /// Adds 1,000 to every offset in the snapshot's header and fixes its CRC.
-fn bump_offsets(b: &mut Vec<u8>) {
+fn bump_offsets(b: &mut [u8]) {
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
     let header_len = u32_at(b, 8);
     let header = 12..12 + header_len;
