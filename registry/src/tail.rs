@@ -186,6 +186,11 @@ impl Setup {
                 }
             }
         }
+        // A partition read from its start is, before its first record, at its
+        // log start: a snapshot taken then must still list it (an empty topic too).
+        for (key, (low, _)) in &watermarks {
+            positions.entry(key.clone()).or_insert(Position { next: *low, last_crc: 0 });
+        }
         let mut assignment = TopicPartitionList::new();
         for (topic, partition, _) in &targets {
             let offset =
