@@ -114,10 +114,11 @@ impl RegistryTail {
             // A pause must reach every edge within a second: do not let the broker
             // hold a fetch for long when there is nothing new.
             .set("fetch.wait.max.ms", "100")
-            // A cold load is the whole topic: large fetches, few round trips.
-            .set("fetch.max.bytes", "52428800")
-            .set("max.partition.fetch.bytes", "16777216")
-            .set("queued.max.messages.kbytes", "262144")
+            // A cold load is the whole topic: large fetches, few round trips, but a
+            // bounded prefetch queue (it counts in the edge's RSS next to the table).
+            .set("fetch.max.bytes", "16777216")
+            .set("max.partition.fetch.bytes", "8388608")
+            .set("queued.max.messages.kbytes", "65536")
             .create()?;
         let topics = topics.clone();
         let ready = Arc::new(AtomicBool::new(false));
