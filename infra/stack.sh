@@ -88,6 +88,13 @@ up() {
         RICOCHET_ADMIN_KEY=$(cat "$dir/admin-key")
     fi
     export RICOCHET_ADMIN_KEY
+    # So is the recipient-token master key: the edge verifies tokens with it, the
+    # API derives each client's signing key from it.
+    if [[ -z ${RICOCHET_TOKEN_KEYS:-} ]]; then
+        [[ -s $dir/token-keys ]] || python3 -c 'import secrets; print("k1:" + secrets.token_hex(32))' > "$dir/token-keys"
+        RICOCHET_TOKEN_KEYS=$(cat "$dir/token-keys")
+    fi
+    export RICOCHET_TOKEN_KEYS
     export RICOCHET_KAFKA_BROKERS="$brokers" RICOCHET_CLICKHOUSE_URL="$clickhouse_url"
     export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$edge_port"
     # Both apply the ClickHouse migrations (idempotent) and create the topics they use at start.
@@ -106,6 +113,19 @@ up() {
         python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') || die "could not create the demo API key"
     tracking=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tracking_url"])')
     link_id=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["link_id"])')
+    # One URL signed for a recipient, the way a sender mints them (docs/recipient-tokens.md).
+    local recipient_url
+    recipient_url=$(curl -fsS -H "Authorization: Bearer $demo_key" "http://127.0.0.1:$api_port/v1/clients/demo/token-keys" |
+        TRACKING="$tracking" python3 -c '
+import base64, hashlib, hmac, json, os, sys
+key = json.load(sys.stdin)["keys"][0]
+tracking, recipient = os.environ["TRACKING"], "alice@example.com"
+code = tracking.rsplit("/", 1)[1]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+sig = hmac.new(bytes.fromhex(key["key"]), f"{code}.{recipient}".encode(), hashlib.sha256).digest()[:16]
+kid = key["kid"]
+print(f"{tracking}/{kid}.{b64(recipient.encode())}.{b64(sig)}")') ||
+        die "could not sign the demo recipient URL"
     # Started after the demo link exists: the edge reports ready only once it has
     # loaded the registry up to that point, so the link works at the first click.
     RICOCHET_LISTEN="127.0.0.1:$edge_port" RICOCHET_SPOOL_DIR="$dir/spool" start redirect "$bin/ricochet-redirect"
@@ -116,9 +136,11 @@ up() {
 Ricochet is running.
 
   Click this tracking link:  $tracking
+  Or as recipient alice:     $recipient_url
   Watch it on the dashboard: http://127.0.0.1:$api_port/dashboard?client=demo&key=$demo_key
   Or as JSON:                curl -H 'Authorization: Bearer $demo_key' http://127.0.0.1:$api_port/v1/links/$link_id/stats
   Admin key:                 $RICOCHET_ADMIN_KEY   (also in $dir/admin-key)
+  Recipient-token keys:      $dir/token-keys   (RICOCHET_TOKEN_KEYS, docs/recipient-tokens.md)
   Create more links:         curl -X POST http://127.0.0.1:$api_port/v1/links -H 'Authorization: Bearer $RICOCHET_ADMIN_KEY' \\
                                -H 'content-type: application/json' \\
                                -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'

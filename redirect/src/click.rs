@@ -27,20 +27,64 @@ pub fn anonymize(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The address the click came from: the peer, or the first `X-Forwarded-For`
-/// entry when the edge is told to trust its proxy.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
-    if trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|first| first.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
+/// The proxies in front of the edge, whose `X-Forwarded-For` entries are believed.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies {
+    nets: Vec<ipnet::IpNet>,
+    /// Deprecated `RICOCHET_TRUST_FORWARDED_FOR`: the peer is a proxy whatever
+    /// its address (one hop is believed, the right-most entry).
+    any_peer: bool,
+}
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
+        TrustedProxies { nets, any_peer: false }
+    }
+
+    /// Also believes the peer, whatever its address (the deprecated flag's meaning).
+    pub fn with_any_peer(mut self) -> Self {
+        self.any_peer = true;
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty() && !self.any_peer
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The address the click came from.
+///
+/// The peer, unless it is a trusted proxy: then `X-Forwarded-For` is read from
+/// the right, each proxy having appended the address it saw, and the first
+/// address that is not itself a trusted proxy is the client's. Entries left of
+/// it were written by the client and are never believed, so a forged header
+/// changes nothing. An entry that is not an address ends the walk at the last
+/// hop a trusted proxy vouched for.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &TrustedProxies) -> IpAddr {
+    if !(proxies.any_peer || proxies.contains(peer)) {
+        return peer;
+    }
+    let mut client = peer;
+    // Several headers count as one list, in order (RFC 7230 §3.2.2).
+    let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Some(hop) = parse_hop(entry.trim()) else { break };
+        client = hop;
+        if !proxies.contains(hop) {
+            break;
         }
     }
-    peer
+    client
+}
+
+/// `198.51.100.9`, `2001:db8::1`, or with a port (`198.51.100.9:5000`, `[2001:db8::1]:5000`).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    entry.parse().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -100,13 +144,54 @@ mod tests {
         assert_eq!(anonymize("::ffff:198.51.100.9".parse().unwrap()).to_string(), "198.51.100.0");
     }
 
-    #[test]
-    fn forwarded_for_only_when_trusted() {
+    fn proxies(nets: &str) -> TrustedProxies {
+        TrustedProxies::new(nets.split(',').map(|n| n.parse().unwrap()).collect())
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "198.51.100.9, 10.0.0.1".parse().unwrap());
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_only_from_a_trusted_proxy() {
+        let h = xff(&["198.51.100.9"]);
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(peer, &h, false), peer);
-        assert_eq!(client_ip(peer, &h, true).to_string(), "198.51.100.9");
+        assert_eq!(client_ip(peer, &h, &TrustedProxies::default()), peer, "no proxies configured");
+        assert_eq!(client_ip(peer, &h, &proxies("10.0.0.0/8")), peer, "the peer is not one of them");
+        assert_eq!(client_ip(peer, &h, &proxies("127.0.0.0/8")).to_string(), "198.51.100.9");
+    }
+
+    #[test]
+    fn the_right_most_untrusted_hop_wins_over_forged_entries() {
+        let trusted = proxies("127.0.0.0/8,10.0.0.0/8");
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        // The client sent "1.2.3.4"; the edge proxy (10.0.0.5) appended what it saw.
+        let h = xff(&["1.2.3.4, 203.0.113.7, 10.0.0.5"]);
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "203.0.113.7");
+        // Split over several headers, with ports and IPv6.
+        let h = xff(&["1.2.3.4", "[2001:db8::7]:4711", "10.0.0.5:80"]);
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "2001:db8::7");
+        // Garbage stops the walk at the last hop a proxy vouched for.
+        let h = xff(&["1.2.3.4, not-an-ip, 10.0.0.5"]);
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "10.0.0.5");
+        // Only proxies: the left-most of them.
+        let h = xff(&["10.1.1.1, 10.0.0.5"]);
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "10.1.1.1");
+        // An IPv4-mapped peer is matched as IPv4.
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        assert_eq!(client_ip(mapped, &xff(&["203.0.113.7"]), &trusted).to_string(), "203.0.113.7");
+    }
+
+    #[test]
+    fn the_deprecated_flag_believes_one_hop() {
+        let any = TrustedProxies::default().with_any_peer();
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &xff(&["1.2.3.4, 203.0.113.7"]), &any).to_string(), "203.0.113.7");
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &any), peer);
     }
 
     #[test]

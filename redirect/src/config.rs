@@ -1,10 +1,14 @@
 //! Edge settings. Flags win over environment variables, which win over defaults.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use ricochet_ingest::PublisherConfig;
-use ricochet_registry::RegistryTopics;
+use ricochet_registry::{RegistryTopics, SnapshotConfig};
+
+use crate::click::TrustedProxies;
 
 #[derive(Parser, Clone, Debug)]
 #[command(name = "ricochet-redirect", about = "Ricochet's redirect edge: tracking link -> 302, click -> Kafka")]
@@ -43,10 +47,28 @@ pub struct RedirectConfig {
     #[arg(long, env = "RICOCHET_CLICKS_PARTITIONS", default_value_t = 12)]
     pub clicks_partitions: i32,
 
-    /// Take the client address from the first `X-Forwarded-For` entry. Only enable
-    /// behind a proxy that sets it; otherwise recipients could forge it.
+    /// Proxies in front of the edge, as CIDRs (`127.0.0.0/8,10.0.0.0/8`). For a
+    /// request from one of them the client is the right-most `X-Forwarded-For`
+    /// entry that is not itself a trusted proxy; what the client wrote further
+    /// left is ignored. Unset: the peer is the client and the header is ignored.
+    #[arg(long, env = "RICOCHET_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Deprecated, use `RICOCHET_TRUSTED_PROXIES`: believe one hop of
+    /// `X-Forwarded-For` (its right-most entry) from any peer.
     #[arg(long, env = "RICOCHET_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+
+    /// The edge's local registry snapshot, so that a restart resumes from it
+    /// instead of reading every link again. Default: `registry.snapshot` in the
+    /// spool directory. Checked against the broker at start; a bad one is replaced.
+    #[arg(long, env = "RICOCHET_REGISTRY_SNAPSHOT")]
+    pub registry_snapshot: Option<PathBuf>,
+
+    /// Seconds between snapshots while the registry changes (each one writes
+    /// ~90 bytes per link); 0: only at graceful shutdown.
+    #[arg(long, env = "RICOCHET_REGISTRY_SNAPSHOT_SECS", default_value_t = 300)]
+    pub registry_snapshot_secs: u64,
 
     /// Seconds a graceful shutdown keeps forwarding the spool to the broker. What is
     /// still unacknowledged then stays in the spool and is sent at the next start.
@@ -64,6 +86,22 @@ impl RedirectConfig {
             clients: self.clients_topic.clone(),
             counts: self.link_counts_topic.clone(),
             api_keys: self.api_keys_topic.clone(),
+        }
+    }
+
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        let proxies = TrustedProxies::new(self.trusted_proxies.clone());
+        if self.trust_forwarded_for {
+            proxies.with_any_peer()
+        } else {
+            proxies
+        }
+    }
+
+    pub fn snapshot(&self) -> SnapshotConfig {
+        SnapshotConfig {
+            path: self.registry_snapshot.clone().unwrap_or_else(|| self.kafka.spool.dir.join("registry.snapshot")),
+            interval: (self.registry_snapshot_secs > 0).then(|| Duration::from_secs(self.registry_snapshot_secs)),
         }
     }
 

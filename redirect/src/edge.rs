@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ricochet_ingest::Publisher;
-use ricochet_registry::{Registry, RegistryTail, TokenKeys, VerifiedToken};
+use ricochet_registry::{LinkRef, Registry, RegistryTail, TokenKeys, VerifiedToken};
 use ricochet_schemas::{ClientRecord, ClientStatus, EventType, LinkRecord, LinkStatus, RecipientId, RecipientToken};
 use ricochet_signals::{Classifier, Observed};
 
@@ -19,7 +19,8 @@ pub struct Edge {
     pub links: Arc<Registry>,
     pub publisher: Arc<Publisher>,
     pub node_id: String,
-    pub trust_forwarded_for: bool,
+    /// Whose `X-Forwarded-For` is believed (see [`click::client_ip`]).
+    pub trusted_proxies: click::TrustedProxies,
     /// Master keys for recipient tokens; `None`: every token counts as invalid.
     pub tokens: Option<TokenKeys>,
     /// `None` when the registry was filled by hand (tests): always ready.
@@ -77,11 +78,13 @@ fn click(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response
     };
     // 2. Decide the answer from the link's and its client's state alone.
     let now_ms = now_ms();
-    let client = edge.links.client(link.client_id.as_str());
+    let client = edge.links.client(link.client_id());
     if !is_live(&link, client.as_deref(), now_ms) || edge.links.limit_reached(&link) {
         return inactive(client.as_deref());
     }
-    let response = found(&link.destination_url);
+    let response = found(&link.destination_url().parts());
+    // The event is still built from an owned record (lane hotpath: take `LinkRef`).
+    let link = link.to_record();
     // 3. Bookkeeping after the answer is decided; it only enqueues.
     edge.record(&link, client.as_deref(), EventType::Click, token, &req, now_ms);
     response
@@ -93,8 +96,9 @@ fn open(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response 
         return (StatusCode::NOT_FOUND, pages::pixel()).into_response();
     };
     let now_ms = now_ms();
-    let client = edge.links.client(link.client_id.as_str());
+    let client = edge.links.client(link.client_id());
     if is_live(&link, client.as_deref(), now_ms) {
+        let link = link.to_record();
         edge.record(&link, client.as_deref(), EventType::Open, token, &req, now_ms);
     }
     pages::pixel().into_response()
@@ -116,7 +120,7 @@ impl Edge {
         req: &Request,
         now_ms: i64,
     ) {
-        let ip = click::client_ip(req.peer.ip(), &req.headers, self.trust_forwarded_for);
+        let ip = click::client_ip(req.peer.ip(), &req.headers, &self.trusted_proxies);
         let (verified, recipient_token) = self.recipient(link, token);
         let (recipient, sent_at_ms) = verified.map_or((None, None), |v| (Some(v.recipient), v.sent_at_ms));
         // The full address is classified here; only the anonymized one goes into the event.
@@ -192,25 +196,28 @@ pub fn sender_hash(recipient: Option<&RecipientId>, token: Option<&str>, ip: std
 }
 
 /// Active, of an active client, and inside its validity window if it has one.
-pub fn is_live(link: &LinkRecord, client: Option<&ClientRecord>, now_ms: i64) -> bool {
-    link.status == LinkStatus::Active
+pub fn is_live(link: &LinkRef<'_>, client: Option<&ClientRecord>, now_ms: i64) -> bool {
+    link.status() == LinkStatus::Active
         && client.is_none_or(|c| c.status == ClientStatus::Active)
-        && link.valid_from_ms.is_none_or(|from| now_ms >= from)
-        && link.valid_until_ms.is_none_or(|until| now_ms < until)
+        && link.valid_from_ms().is_none_or(|from| now_ms >= from)
+        && link.valid_until_ms().is_none_or(|until| now_ms < until)
 }
 
 /// A paused, expired, deleted or used-up link: the client's fallback URL, or the 410 page.
 fn inactive(client: Option<&ClientRecord>) -> Response {
     match client.and_then(|c| c.fallback_url.as_deref()) {
-        Some(fallback) => found(fallback),
+        Some(fallback) => found(&[fallback]),
         None => pages::gone(),
     }
 }
 
-fn found(destination: &str) -> Response {
+/// A `302` to the URL made of `parts` (the registry keeps a destination's host apart).
+fn found(parts: &[&str]) -> Response {
+    let mut location = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| location.extend_from_slice(p.as_bytes()));
     // Destinations were validated when registered (no control characters), so
     // this cannot fail; a corrupt registry record still must not panic.
-    match HeaderValue::from_str(destination) {
+    match HeaderValue::try_from(location) {
         Ok(location) => (
             StatusCode::FOUND,
             [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

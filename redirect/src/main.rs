@@ -40,15 +40,26 @@ async fn main() -> anyhow::Result<()> {
     .context("creating topics")?;
 
     let shutdown = CancellationToken::new();
-    let links = Arc::new(Registry::new());
-    let (tail, tail_task) =
-        RegistryTail::start(&config.kafka.brokers, &config.registry_topics(), links.clone(), shutdown.clone())
-            .await
-            .context("starting the registry tail")?;
+    // The edge looks links up by code only.
+    let links = Arc::new(Registry::for_edge());
+    let (tail, tail_task) = RegistryTail::start_with_snapshot(
+        &config.kafka.brokers,
+        &config.registry_topics(),
+        links.clone(),
+        shutdown.clone(),
+        config.snapshot(),
+    )
+    .await
+    .context("starting the registry tail")?;
     let publisher = Arc::new(Publisher::start(&config.kafka).context("opening the spool and the producer")?);
     let tokens = config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?;
     if tokens.is_none() {
         tracing::warn!("no RICOCHET_TOKEN_KEYS: recipient tokens cannot be verified and are flagged invalid");
+    }
+    if config.trust_forwarded_for {
+        tracing::warn!(
+            "RICOCHET_TRUST_FORWARDED_FOR is deprecated: set RICOCHET_TRUSTED_PROXIES to your proxies' CIDRs"
+        );
     }
     let signals = Arc::new(
         tokio::task::spawn_blocking(ricochet_signals::Classifier::load)
@@ -61,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         links,
         publisher: publisher.clone(),
         node_id: config.node_id(),
-        trust_forwarded_for: config.trust_forwarded_for,
+        trusted_proxies: config.trusted_proxies(),
         tail: Some(tail),
     });
 
@@ -77,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
 
     tracing::info!(in_flight = publisher.in_flight(), "shutting down; forwarding the spool");
     tokio::task::spawn_blocking(move || publisher.shutdown(Duration::from_secs(config.shutdown_flush_secs))).await?;
-    tail_task.abort();
+    // The tail writes its last snapshot on the way out.
+    tail_task.await?;
     Ok(())
 }
 

@@ -7,12 +7,16 @@
 //! pause → resume → pause end in the last state on every reader. Writers ([`RegistryWriter`]) answer only once the broker has
 //! acknowledged the record, so a link that was reported created survives any
 //! crash. Every reader (each edge, the API) holds the whole registry in memory
-//! ([`Registry`]) and keeps it current by tailing the topic ([`tail`]), so a
-//! lookup on the redirect path is a hash-map read.
+//! ([`Registry`], ~90 bytes a link) and keeps it current by tailing the topic
+//! ([`tail`]), so a lookup on the redirect path is a hash-table read. An edge
+//! keeps a local [`snapshot`] so that a restart resumes from it.
 //!
 //! - [`destination`]: what a destination URL may be (no open redirects).
 //! - [`code`]: minting unguessable base62 codes.
 //! - [`table`]: the in-memory registry.
+//! - [`links`]: its compact link table (interned ids, one byte arena per shard).
+//! - [`link_decode`]: reading `links` records without the generic Avro decoder.
+//! - [`snapshot`]: the edge's checked local copy, with the offsets it covers.
 //! - [`writer`]: creating links (produce and await the acknowledgement).
 //! - [`tail`]: loading and following the topic; readiness once caught up.
 //! - [`token`]: signed recipient tokens (HMAC, rotating key ids).
@@ -20,6 +24,9 @@
 
 pub mod code;
 pub mod destination;
+pub mod link_decode;
+pub mod links;
+pub mod snapshot;
 pub mod table;
 pub mod tail;
 pub mod token;
@@ -27,7 +34,8 @@ pub mod topics;
 pub mod writer;
 
 pub use destination::{Destination, DestinationError};
+pub use links::{DestinationRef, LinkIdRef, LinkRef};
 pub use table::Registry;
-pub use tail::{RegistryChange, RegistryTail, RegistryTopics, TailError};
+pub use tail::{RegistryChange, RegistryTail, RegistryTopics, SnapshotConfig, TailError};
 pub use token::{TokenError, TokenKeys, VerifiedToken};
 pub use writer::{NewLink, RegistryError, RegistryWriter};

@@ -7,14 +7,18 @@ use ricochet_schemas::{
     ApiKeyRecord, ClientId, ClientRecord, ClientStatus, LinkCode, LinkCount, LinkId, LinkRecord, LinkStatus,
 };
 
-/// All links, by code (the redirect path) and by id (the API), and all clients.
+use crate::links::{LinkRef, LinkTable};
+
+/// All links by code (the redirect path; compact, see [`crate::links`]), the
+/// link ids of the API's lookups (only in processes that ask for them), and
+/// all clients, counts and API keys (few, so plain maps).
 ///
-/// `DashMap` shards its locks, so the many concurrent readers on the redirect
-/// path do not contend with the one tailing writer.
-#[derive(Default)]
+/// Locks are sharded, so the many concurrent readers on the redirect path do
+/// not contend with the one tailing writer.
 pub struct Registry {
-    by_code: DashMap<LinkCode, Arc<LinkRecord>>,
-    by_id: DashMap<LinkId, Arc<LinkRecord>>,
+    links: LinkTable,
+    /// Link id → code; `None` on the edge, which never looks a link up by id.
+    by_id: Option<DashMap<LinkId, LinkCode>>,
     clients: DashMap<ClientId, Arc<ClientRecord>>,
     /// Clicks counted so far for links with a click limit, fed back by the aggregator.
     counts: DashMap<LinkId, i64>,
@@ -22,26 +26,63 @@ pub struct Registry {
     api_keys: DashMap<String, Arc<ApiKeyRecord>>,
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Registry {
+    /// A registry that can also look links up by id (the API).
     pub fn new() -> Self {
-        Self::default()
+        Self::build(true)
+    }
+
+    /// A registry for the edge: by code only (~16 bytes less per link).
+    pub fn for_edge() -> Self {
+        Self::build(false)
+    }
+
+    fn build(by_id: bool) -> Self {
+        Registry {
+            links: LinkTable::new(),
+            by_id: by_id.then(DashMap::new),
+            clients: DashMap::new(),
+            counts: DashMap::new(),
+            api_keys: DashMap::new(),
+        }
     }
 
     /// Applies the newest state of a link. A link's code never changes, so the
-    /// record replaces the previous one under both keys.
+    /// record replaces the previous one.
     pub fn apply(&self, record: LinkRecord) {
-        let record = Arc::new(record);
-        self.by_code.insert(record.code.clone(), record.clone());
-        self.by_id.insert(record.link_id.clone(), record);
+        self.apply_ref(&record);
     }
 
-    /// The link behind a tracking-URL code.
-    pub fn resolve(&self, code: &str) -> Option<Arc<LinkRecord>> {
-        self.by_code.get(code).map(|r| r.value().clone())
+    /// [`apply`](Self::apply) without taking the record.
+    pub fn apply_ref(&self, record: &LinkRecord) {
+        self.links.apply(record);
+        if let Some(by_id) = &self.by_id {
+            by_id.insert(record.link_id.clone(), record.code.clone());
+        }
     }
 
+    /// The link behind a tracking-URL code, lent by reference (no allocation);
+    /// holds a read lock on its shard until dropped, so keep it only for the request.
+    pub fn resolve(&self, code: &str) -> Option<LinkRef<'_>> {
+        self.links.resolve(code)
+    }
+
+    /// The compact link table itself (snapshots).
+    pub fn links(&self) -> &LinkTable {
+        &self.links
+    }
+
+    /// A link by id, as an owned record. Always `None` on a registry made
+    /// [`for_edge`](Self::for_edge).
     pub fn get(&self, link_id: &str) -> Option<Arc<LinkRecord>> {
-        self.by_id.get(link_id).map(|r| r.value().clone())
+        let code = self.by_id.as_ref()?.get(link_id)?.value().clone();
+        self.links.resolve(code.as_str()).map(|l| Arc::new(l.to_record()))
     }
 
     /// Applies the newest state of a client.
@@ -68,17 +109,50 @@ impl Registry {
     /// Whether the link has a click limit and the fed-back count has reached it.
     /// Approximate by design: the count lags the clicks by the aggregator's flush
     /// and feedback intervals (see `docs/click-limits.md`).
-    pub fn limit_reached(&self, link: &LinkRecord) -> bool {
-        link.click_limit.is_some_and(|limit| self.counts.get(link.link_id.as_str()).is_some_and(|c| *c >= limit))
+    pub fn limit_reached(&self, link: &LinkRef<'_>) -> bool {
+        link.click_limit()
+            .is_some_and(|limit| link.link_id().with_str(|id| self.counts.get(id).is_some_and(|c| *c >= limit)))
     }
 
-    /// Active links that have a click limit: the ones whose counts are fed back.
+    /// Active links that have a click limit: the ones whose counts are fed back (a scan).
     pub fn limited_links(&self) -> Vec<Arc<LinkRecord>> {
-        self.by_id
-            .iter()
-            .filter(|r| r.click_limit.is_some() && r.status == LinkStatus::Active)
-            .map(|r| r.value().clone())
-            .collect()
+        self.scan(|l| l.click_limit().is_some() && l.status() == LinkStatus::Active)
+    }
+
+    fn scan(&self, mut keep: impl FnMut(&LinkRef<'_>) -> bool) -> Vec<Arc<LinkRecord>> {
+        let mut out = Vec::new();
+        self.links.for_each(|l| {
+            if keep(l) {
+                out.push(Arc::new(l.to_record()));
+            }
+        });
+        out
+    }
+
+    /// Every click count, for snapshots.
+    pub fn counts(&self) -> Vec<LinkCount> {
+        self.counts.iter().map(|c| LinkCount { link_id: c.key().clone(), clicks: *c.value(), as_of_ms: 0 }).collect()
+    }
+
+    /// Every client, for snapshots.
+    pub fn clients(&self) -> Vec<Arc<ClientRecord>> {
+        self.clients.iter().map(|c| c.value().clone()).collect()
+    }
+
+    /// Every API key, for snapshots.
+    pub fn api_keys(&self) -> Vec<Arc<ApiKeyRecord>> {
+        self.api_keys.iter().map(|c| c.value().clone()).collect()
+    }
+
+    /// Forgets everything (a snapshot found bad half-way through loading).
+    pub fn clear(&self) {
+        self.links.clear();
+        if let Some(by_id) = &self.by_id {
+            by_id.clear();
+        }
+        self.clients.clear();
+        self.counts.clear();
+        self.api_keys.clear();
     }
 
     pub fn apply_api_key(&self, key: ApiKeyRecord) {
@@ -92,18 +166,18 @@ impl Registry {
 
     /// The links of one client (for campaign listings); a scan, so callers cache.
     pub fn links_of(&self, client_id: &str) -> Vec<Arc<LinkRecord>> {
-        self.by_id.iter().filter(|r| r.client_id.as_str() == client_id).map(|r| r.value().clone()).collect()
+        self.scan(|l| l.client_id() == client_id)
     }
 
     pub fn contains_code(&self, code: &str) -> bool {
-        self.by_code.contains_key(code)
+        self.links.contains(code)
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.links.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.links.is_empty()
     }
 }

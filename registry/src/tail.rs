@@ -1,22 +1,34 @@
-//! Loading the registry topics (`links`, `clients`) into memory and following them.
+//! Loading the registry topics (`links`, `clients`, …) into memory and following them.
 //!
-//! The tail reads every partition from the beginning without a consumer group
-//! (each process needs all of it) and never commits. It reports ready once it
-//! has applied everything up to the end offsets it saw at start: an edge that
-//! answered before that could 404 a link that exists.
+//! The tail reads every partition without a consumer group (each process needs
+//! all of it) and never commits. It reports ready once it has applied
+//! everything up to the end offsets it saw at start: an edge that answered
+//! before that could 404 a link that exists, or serve one paused while it was
+//! down.
+//!
+//! It starts from the beginning of the topics, or, given a snapshot
+//! ([`crate::snapshot`]) that checks out against the broker, from the offsets
+//! the snapshot covers. It runs on its own thread with a `BaseConsumer`: a cold
+//! load is millions of small records, and an async stream's per-message wake-up
+//! and the generic Avro decoder were most of the minute 1,000,000 links took.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use ricochet_schemas::{ApiKeyRecord, ClientRecord, Codec, CodecError, LinkCount, LinkRecord};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::link_decode::LinkDecoder;
+use crate::snapshot::{self, Position, Snapshot};
 use crate::table::Registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +39,14 @@ pub enum TailError {
     NoTopic(String),
     #[error("metadata task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// Where the edge keeps its snapshot, and how often it rewrites it.
+#[derive(Clone, Debug)]
+pub struct SnapshotConfig {
+    pub path: PathBuf,
+    /// A new snapshot at most this often while records arrive; `None`: only at shutdown.
+    pub interval: Option<Duration>,
 }
 
 /// A handle on the running tail.
@@ -41,15 +61,14 @@ impl RegistryTail {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Starts following the links and clients topics into `table` until
-    /// `shutdown` is cancelled.
+    /// Starts following the registry topics into `table` until `shutdown` is cancelled.
     pub async fn start(
         brokers: &str,
         topics: &RegistryTopics,
         table: Arc<Registry>,
         shutdown: CancellationToken,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
-        Self::start_observed(brokers, topics, table, shutdown, None).await
+        Self::start_with(brokers, topics, table, shutdown, None, None).await
     }
 
     /// Like [`start`](Self::start), and also sends every applied record, with its
@@ -62,7 +81,31 @@ impl RegistryTail {
         shutdown: CancellationToken,
         changes: Option<mpsc::Sender<RegistryChange>>,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        Self::start_with(brokers, topics, table, shutdown, changes, None).await
+    }
+
+    /// Like [`start`](Self::start), resuming from the snapshot at `snapshot.path`
+    /// when it is sound and current, and keeping it up to date. The returned
+    /// task ends after writing a last snapshot once `shutdown` is cancelled.
+    pub async fn start_with_snapshot(
+        brokers: &str,
+        topics: &RegistryTopics,
+        table: Arc<Registry>,
+        shutdown: CancellationToken,
+        snapshot: SnapshotConfig,
+    ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
+        Self::start_with(brokers, topics, table, shutdown, None, Some(snapshot)).await
+    }
+
+    async fn start_with(
+        brokers: &str,
+        topics: &RegistryTopics,
+        table: Arc<Registry>,
+        shutdown: CancellationToken,
+        changes: Option<mpsc::Sender<RegistryChange>>,
+        snapshot: Option<SnapshotConfig>,
+    ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
+        let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             // librdkafka wants a group id; this one never joins or commits.
             .set("group.id", format!("ricochet-registry-tail-{}", uuid::Uuid::now_v7().simple()))
@@ -71,93 +114,289 @@ impl RegistryTail {
             // A pause must reach every edge within a second: do not let the broker
             // hold a fetch for long when there is nothing new.
             .set("fetch.wait.max.ms", "100")
+            // A cold load is the whole topic: large fetches, few round trips, but a
+            // bounded prefetch queue (it counts in the edge's RSS next to the table).
+            .set("fetch.max.bytes", "16777216")
+            .set("max.partition.fetch.bytes", "8388608")
+            .set("queued.max.messages.kbytes", "65536")
             .create()?;
-        let consumer = Arc::new(consumer);
+        let topics = topics.clone();
+        let ready = Arc::new(AtomicBool::new(false));
+        let tail = RegistryTail { ready: ready.clone() };
+        // Metadata, watermarks and reading a snapshot all block.
+        let setup = {
+            let (topics, table) = (topics.clone(), table.clone());
+            tokio::task::spawn_blocking(move || Setup::prepare(consumer, &topics, &table, snapshot)).await??
+        };
+        let task = tokio::task::spawn_blocking(move || setup.run(&topics, &table, &ready, &shutdown, changes));
+        Ok((tail, task))
+    }
+}
 
+/// The tail between start-up and its loop: what to read, from where, to when.
+struct Setup {
+    consumer: BaseConsumer,
+    cluster_id: String,
+    /// Per partition: (topic, partition, end offset at start).
+    targets: Vec<(String, i32, i64)>,
+    /// Per partition: the next offset to apply and a check of the last applied record.
+    positions: HashMap<(String, i32), Position>,
+    snapshot: Option<SnapshotConfig>,
+}
+
+impl Setup {
+    fn prepare(
+        consumer: BaseConsumer,
+        topics: &RegistryTopics,
+        table: &Registry,
+        snapshot: Option<SnapshotConfig>,
+    ) -> Result<Setup, TailError> {
+        let timeout = Duration::from_secs(10);
+        let cluster_id = consumer.client().fetch_cluster_id(timeout).unwrap_or_default();
         let mut targets = Vec::new();
-        for topic in [&topics.links, &topics.clients, &topics.counts, &topics.api_keys] {
-            let consumer = consumer.clone();
-            let topic = topic.clone();
-            // Metadata and watermark calls block on the network.
-            let ends = tokio::task::spawn_blocking(move || end_offsets(&consumer, &topic)).await??;
-            targets.extend(ends);
+        let mut watermarks = HashMap::new();
+        for topic in topics.all() {
+            for (partition, low, high) in partition_watermarks(&consumer, topic)? {
+                targets.push((topic.to_owned(), partition, high));
+                watermarks.insert((topic.to_owned(), partition), (low, high));
+            }
+        }
+        let mut positions = HashMap::new();
+        if let Some(config) = &snapshot {
+            let started = Instant::now();
+            match Snapshot::load(&config.path, &cluster_id, &watermarks, table, |p| verify_last_record(&consumer, p)) {
+                Ok(loaded) => {
+                    tracing::info!(
+                        path = %config.path.display(),
+                        links = table.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "registry snapshot loaded; applying what changed since"
+                    );
+                    metrics::counter!("ricochet_registry_snapshot_loads_total", "outcome" => "loaded").increment(1);
+                    positions = loaded.positions;
+                }
+                Err(snapshot::SnapshotError::Missing) => {
+                    tracing::info!(path = %config.path.display(), "no registry snapshot; loading the topics");
+                    metrics::counter!("ricochet_registry_snapshot_loads_total", "outcome" => "missing").increment(1);
+                }
+                Err(e) => {
+                    // Whatever was read is dropped: a full load never mixes with it.
+                    table.clear();
+                    tracing::warn!(error = %e, path = %config.path.display(), "registry snapshot refused; loading the topics");
+                    metrics::counter!("ricochet_registry_snapshot_loads_total", "outcome" => "refused").increment(1);
+                }
+            }
+        }
+        // A partition read from its start is, before its first record, at its
+        // log start: a snapshot taken then must still list it (an empty topic too).
+        for (key, (low, _)) in &watermarks {
+            positions.entry(key.clone()).or_insert(Position { next: *low, last_crc: 0 });
         }
         let mut assignment = TopicPartitionList::new();
         for (topic, partition, _) in &targets {
-            assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+            let offset =
+                positions.get(&(topic.clone(), *partition)).map_or(Offset::Beginning, |p| Offset::Offset(p.next));
+            assignment.add_partition_offset(topic, *partition, offset)?;
         }
         consumer.assign(&assignment)?;
+        Ok(Setup { consumer, cluster_id, targets, positions, snapshot })
+    }
 
-        let ready = Arc::new(AtomicBool::new(false));
-        let tail = RegistryTail { ready: ready.clone() };
+    fn run(
+        mut self,
+        topics: &RegistryTopics,
+        table: &Arc<Registry>,
+        ready: &AtomicBool,
+        shutdown: &CancellationToken,
+        changes: Option<mpsc::Sender<RegistryChange>>,
+    ) {
         let decoders = Decoders::new(topics);
-        let mut remaining: Vec<(String, i32, i64)> = targets.into_iter().filter(|(_, _, high)| *high > 0).collect();
+        let positions = &mut self.positions;
+        let mut remaining: Vec<(String, i32, i64)> = self
+            .targets
+            .iter()
+            .filter(|(t, p, high)| positions.get(&(t.clone(), *p)).map_or(0, |pos| pos.next) < *high)
+            .cloned()
+            .collect();
+        let started = Instant::now();
         if remaining.is_empty() {
             ready.store(true, Ordering::Release);
         }
-        let assigned: Vec<(String, i32)> =
-            assignment.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-        let task = tokio::spawn(async move {
-            // Next offset to read per (topic, partition), for the lag gauge.
-            let mut positions: std::collections::HashMap<(String, i32), i64> = std::collections::HashMap::new();
-            let mut lag_check = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                let message = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = lag_check.tick() => {
-                        let (consumer, assigned, positions) = (consumer.clone(), assigned.clone(), positions.clone());
-                        // Watermark requests block on the network.
-                        if let Ok(Some(lag)) = tokio::task::spawn_blocking(move || registry_lag(&consumer, &assigned, &positions)).await {
-                            metrics::gauge!("ricochet_registry_lag_records").set(lag as f64);
-                        }
-                        continue;
-                    }
-                    m = consumer.recv() => m,
-                };
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registry tail: consume error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                // Tombstones (no payload) are ignored: links and clients are retired by
-                // status, never deleted by key.
-                if let Some(payload) = message.payload() {
-                    match decoders.apply(&table, message.topic(), payload, message.offset()) {
-                        Ok(Some(change)) => {
-                            if let Some(tx) = &changes {
-                                let _ = tx.send(change).await;
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            metrics::counter!("ricochet_registry_undecodable_total").increment(1);
-                            tracing::error!(error = %e, topic = message.topic(), offset = message.offset(), "registry tail: undecodable record skipped");
-                        }
-                    }
+        let assigned: Vec<(String, i32)> = self.targets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let mut lag_check = Instant::now();
+        let mut snapshot_writer = SnapshotWriter::default();
+        let mut applied_since_snapshot = 0u64;
+        while !shutdown.is_cancelled() {
+            if lag_check.elapsed() >= Duration::from_secs(5) {
+                lag_check = Instant::now();
+                if let Some(lag) = registry_lag(&self.consumer, &assigned, positions) {
+                    metrics::gauge!("ricochet_registry_lag_records").set(lag as f64);
                 }
-                positions.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
                 metrics::gauge!("ricochet_registry_links").set(table.len() as f64);
-                if !remaining.is_empty() {
-                    let (topic, partition, next) = (message.topic(), message.partition(), message.offset() + 1);
-                    remaining.retain(|(t, p, high)| !(t == topic && *p == partition && next >= *high));
-                    if remaining.is_empty() {
-                        tracing::info!(links = table.len(), "registry loaded; ready");
-                        ready.store(true, Ordering::Release);
-                    }
+            }
+            if let Some(config) = &self.snapshot {
+                let due = config.interval.is_some_and(|every| snapshot_writer.last.elapsed() >= every);
+                if due && applied_since_snapshot > 0 && ready.load(Ordering::Acquire) && snapshot_writer.idle() {
+                    applied_since_snapshot = 0;
+                    snapshot_writer.spawn(
+                        config.path.clone(),
+                        table.clone(),
+                        self.cluster_id.clone(),
+                        positions.clone(),
+                    );
                 }
             }
-        });
-        Ok((tail, task))
+            let message = match self.consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "registry tail: consume error");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            applied_since_snapshot += 1;
+            apply_message(&decoders, table, &message, changes.as_ref());
+            let (topic, partition, next) = (message.topic(), message.partition(), message.offset() + 1);
+            let check = message.payload().map_or(0, crc32fast::hash);
+            match positions.get_mut(&(topic.to_owned(), partition)) {
+                Some(p) => *p = Position { next, last_crc: check },
+                None => {
+                    positions.insert((topic.to_owned(), partition), Position { next, last_crc: check });
+                }
+            }
+            if !remaining.is_empty() {
+                remaining.retain(|(t, p, high)| !(t == topic && *p == partition && next >= *high));
+                if remaining.is_empty() {
+                    tracing::info!(
+                        links = table.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "registry loaded; ready"
+                    );
+                    metrics::gauge!("ricochet_registry_links").set(table.len() as f64);
+                    ready.store(true, Ordering::Release);
+                }
+            }
+        }
+        snapshot_writer.wait();
+        if let Some(config) = &self.snapshot {
+            if ready.load(Ordering::Acquire) {
+                // On the way down, so that the next start reads little from the broker.
+                let written = snapshot::write(&config.path, table, &self.cluster_id, positions);
+                log_written(&config.path, written);
+            }
+        }
     }
+}
+
+/// At most one snapshot being written, off the tail's thread: the tail keeps
+/// applying records meanwhile (a pause still reaches the edge at once). What
+/// it applies during the write may or may not be in the file; either way the
+/// file's offsets were taken first, so a restart re-applies those records.
+struct SnapshotWriter {
+    running: Option<std::thread::JoinHandle<()>>,
+    last: Instant,
+}
+
+impl Default for SnapshotWriter {
+    fn default() -> Self {
+        SnapshotWriter { running: None, last: Instant::now() }
+    }
+}
+
+impl SnapshotWriter {
+    fn idle(&mut self) -> bool {
+        self.running.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    fn spawn(
+        &mut self,
+        path: PathBuf,
+        table: Arc<Registry>,
+        cluster_id: String,
+        positions: HashMap<(String, i32), Position>,
+    ) {
+        self.last = Instant::now();
+        self.running = Some(std::thread::spawn(move || {
+            let written = snapshot::write(&path, &table, &cluster_id, &positions);
+            log_written(&path, written);
+        }));
+    }
+
+    fn wait(&mut self) {
+        if let Some(h) = self.running.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn log_written(path: &std::path::Path, written: Result<snapshot::Written, snapshot::SnapshotError>) {
+    match written {
+        Ok(w) => {
+            metrics::counter!("ricochet_registry_snapshots_written_total").increment(1);
+            tracing::info!(path = %path.display(), links = w.links, bytes = w.bytes, ms = w.millis, "registry snapshot written");
+        }
+        Err(e) => {
+            metrics::counter!("ricochet_registry_snapshot_failures_total").increment(1);
+            tracing::warn!(error = %e, path = %path.display(), "registry snapshot not written");
+        }
+    }
+}
+
+fn apply_message(
+    decoders: &Decoders,
+    table: &Registry,
+    message: &BorrowedMessage<'_>,
+    changes: Option<&mpsc::Sender<RegistryChange>>,
+) {
+    // Tombstones (no payload) are ignored: links and clients are retired by
+    // status, never deleted by key.
+    let Some(payload) = message.payload() else { return };
+    match decoders.apply(table, message.topic(), payload, message.offset(), changes.is_some()) {
+        Ok(Some(change)) => {
+            if let Some(tx) = changes {
+                // This thread is not a runtime worker, so blocking here is fine.
+                let _ = tx.blocking_send(change);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            metrics::counter!("ricochet_registry_undecodable_total").increment(1);
+            tracing::error!(error = %e, topic = message.topic(), offset = message.offset(), "registry tail: undecodable record skipped");
+        }
+    }
+}
+
+/// Reads the record just before a snapshot's position and compares it with
+/// the check the snapshot recorded: the snapshot was taken from these very
+/// topics, not from ones of the same name on another broker or recreated since.
+/// `Ok(true)`: it matches, or it was compacted away (then a newer record of
+/// its key follows and will be applied).
+fn verify_last_record(consumer: &BaseConsumer, p: &snapshot::Check) -> Result<bool, KafkaError> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.position.next - 1))?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.topic() == p.topic && m.partition() == p.partition => {
+                let verified = m.offset() > p.position.next - 1
+                    || (m.offset() == p.position.next - 1
+                        && m.payload().map_or(0, crc32fast::hash) == p.position.last_crc);
+                return Ok(verified);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(false)
 }
 
 /// One decoder per registry topic.
 struct Decoders {
     topics: RegistryTopics,
-    links: Codec<LinkRecord>,
+    links: LinkDecoder,
     clients: Codec<ClientRecord>,
     counts: Codec<LinkCount>,
     api_keys: Codec<ApiKeyRecord>,
@@ -167,29 +406,31 @@ impl Decoders {
     fn new(topics: &RegistryTopics) -> Self {
         Decoders {
             topics: topics.clone(),
-            links: Codec::new(),
+            links: LinkDecoder::new(),
             clients: Codec::new(),
             counts: Codec::new(),
             api_keys: Codec::new(),
         }
     }
 
-    /// Decodes a record by its topic and applies it; returns what a mirror needs to see.
+    /// Decodes a record by its topic and applies it; returns what a mirror needs
+    /// to see, if one is `observed`.
     fn apply(
         &self,
         table: &Registry,
         topic: &str,
         payload: &[u8],
         version: i64,
+        observed: bool,
     ) -> Result<Option<RegistryChange>, CodecError> {
         if topic == self.topics.links {
             let link = self.links.decode(payload)?;
-            table.apply(link.clone());
-            Ok(Some(RegistryChange::Link(link, version)))
+            table.apply_ref(&link);
+            Ok(observed.then_some(RegistryChange::Link(link, version)))
         } else if topic == self.topics.clients {
             let client = self.clients.decode(payload)?;
             table.apply_client(client.clone());
-            Ok(Some(RegistryChange::Client(client, version)))
+            Ok(observed.then_some(RegistryChange::Client(client, version)))
         } else if topic == self.topics.counts {
             table.apply_count(self.counts.decode(payload)?);
             Ok(None)
@@ -222,30 +463,35 @@ impl RegistryTopics {
     /// What `topics::ensure` needs to create them: compacted, one partition each
     /// (the registry is small, and one partition keeps every key's records in order).
     pub fn specs(&self) -> Vec<crate::topics::TopicSpec> {
-        [&self.links, &self.clients, &self.counts, &self.api_keys]
+        self.all()
             .into_iter()
-            .map(|name| crate::topics::TopicSpec { name: name.clone(), partitions: 1, compacted: true })
+            .map(|name| crate::topics::TopicSpec { name: name.to_owned(), partitions: 1, compacted: true })
             .collect()
+    }
+
+    pub fn all(&self) -> [&str; 4] {
+        [&self.links, &self.clients, &self.counts, &self.api_keys]
     }
 }
 
 /// Records between what the tail applied and the topics' ends; `None` if the
 /// broker did not answer.
 fn registry_lag(
-    consumer: &StreamConsumer,
+    consumer: &BaseConsumer,
     assigned: &[(String, i32)],
-    positions: &std::collections::HashMap<(String, i32), i64>,
+    positions: &HashMap<(String, i32), Position>,
 ) -> Option<i64> {
     let mut lag = 0;
     for (topic, partition) in assigned {
         let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2)).ok()?;
-        let at = positions.get(&(topic.clone(), *partition)).copied().unwrap_or(low);
+        let at = positions.get(&(topic.clone(), *partition)).map_or(low, |p| p.next);
         lag += (high - at).max(0);
     }
     Some(lag)
 }
 
-fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(String, i32, i64)>, TailError> {
+/// Per partition of `topic`: (partition, log start offset, end offset).
+fn partition_watermarks(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64, i64)>, TailError> {
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata
@@ -257,5 +503,11 @@ fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<Vec<(String, i3
     if partitions.is_empty() {
         return Err(TailError::NoTopic(topic.to_owned()));
     }
-    partitions.into_iter().map(|p| Ok((topic.to_owned(), p, consumer.fetch_watermarks(topic, p, timeout)?.1))).collect()
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            Ok((p, low, high))
+        })
+        .collect()
 }

@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
     let ip: IpAddr = "203.0.113.77".parse()?;
     let codec = Codec::<ClickEvent>::new();
-    let link = registry.resolve(&codes[0]).expect("seeded");
+    let link = registry.resolve(&codes[0]).expect("seeded").to_record();
     let event = |link: &ricochet_schemas::LinkRecord| {
         click::event(
             link,
@@ -106,6 +106,10 @@ fn main() -> anyhow::Result<()> {
     let n = args.iterations;
     let codes_len = codes.len() as u64;
     step("registry_resolve", n, |i| registry.resolve(&codes[(i * 7919 % codes_len) as usize]));
+    // What the edge pays until the event is built from the view (lane hotpath).
+    step("registry_resolve_to_record", n, |i| {
+        registry.resolve(&codes[(i * 7919 % codes_len) as usize]).map(|l| l.to_record())
+    });
     step("registry_client", n, |_| registry.client(link.client_id.as_str()));
     step("click_event", n, |_| event(&link));
     let sample = event(&link);
@@ -154,6 +158,8 @@ fn main() -> anyhow::Result<()> {
     let links = Codec::<ricochet_schemas::LinkRecord>::new();
     let framed = links.encode(&link)?;
     step("link_decode", n, |_| links.decode(&framed).expect("decode"));
+    let fast = ricochet_registry::link_decode::LinkDecoder::new();
+    step("link_decode_fast", n, |_| fast.decode(&framed).expect("decode"));
     println!("event_bytes={} link_bytes={}", payload.len(), framed.len());
     Ok(())
 }
