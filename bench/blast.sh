@@ -4,8 +4,7 @@
 #
 #   bench/blast.sh
 #
-# 1. builds the edge, the aggregator (and ricochet-api, once it exists) and
-#    the bench helpers (dev profile unless BLAST_PROFILE=release: the load is
+# 1. builds the edge, the aggregator, the API and the bench helpers (dev profile unless BLAST_PROFILE=release: the load is
 #    hundreds of requests a second, not a throughput test);
 # 2. starts a private ClickHouse (infra/clickhouse/run.sh) and broker
 #    (infra/kafka/run.sh) on free ports under one temporary directory, then
@@ -118,12 +117,11 @@ busy_ticks() { # all CPUs, ticks not idle
 # ---- build -------------------------------------------------------------------
 
 if [[ "${BLAST_SKIP_BUILD:-0}" != 1 ]]; then
-    packages=(-p ricochet-redirect -p ricochet-aggregator -p ricochet-bench)
-    grep -q '"api"' "$ROOT/Cargo.toml" && packages+=(-p ricochet-api)
+    packages=(-p ricochet-redirect -p ricochet-aggregator -p ricochet-api -p ricochet-bench)
     log "cargo build --profile $PROFILE ${packages[*]} --bins"
     (cd "$ROOT" && cargo build --profile "$PROFILE" "${packages[@]}" --bins --quiet) || die "build failed"
 fi
-for b in ricochet-redirect ricochet-aggregator blast blast-score; do
+for b in ricochet-redirect ricochet-aggregator ricochet-api blast blast-score; do
     [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing (unset BLAST_SKIP_BUILD)"
 done
 
@@ -144,20 +142,17 @@ export RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export RICOCHET_CLICKHOUSE_URL="http://127.0.0.1:$CH_HTTP"
 export RICOCHET_TOKEN_KEYS="${RICOCHET_TOKEN_KEYS:-b1:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$EDGE_PORT"
+export RICOCHET_GROUP_ID="blast-$$"
 export RUST_LOG="${RUST_LOG:-info,librdkafka=warn,rdkafka=warn}"
 
-RICOCHET_LISTEN="127.0.0.1:$AGG_PORT" RICOCHET_GROUP_ID="blast-$$" \
-    "$BIN/ricochet-aggregator" >"$WORK/aggregator.log" 2>&1 &
+# The aggregator applies the migrations and creates the topics.
+RICOCHET_LISTEN="127.0.0.1:$AGG_PORT" "$BIN/ricochet-aggregator" >"$WORK/aggregator.log" 2>&1 &
 PID[aggregator]=$!
 wait_ready aggregator "http://127.0.0.1:$AGG_PORT/readyz"
-API="http://127.0.0.1:$AGG_PORT"
-if [[ -x "$BIN/ricochet-api" ]]; then
-    # After the split (lane api) the API is its own service.
-    RICOCHET_LISTEN="127.0.0.1:$API_PORT" "$BIN/ricochet-api" >"$WORK/api.log" 2>&1 &
-    PID[api]=$!
-    wait_ready api "http://127.0.0.1:$API_PORT/readyz"
-    API="http://127.0.0.1:$API_PORT"
-fi
+RICOCHET_LISTEN="127.0.0.1:$API_PORT" "$BIN/ricochet-api" >"$WORK/api.log" 2>&1 &
+PID[api]=$!
+wait_ready api "http://127.0.0.1:$API_PORT/readyz"
+API="http://127.0.0.1:$API_PORT"
 # The edge sits behind a proxy on loopback: the client address is the one
 # X-Forwarded-For entry each request carries. Both settings are given: the
 # old flag (first entry) and the trusted-proxy list (right-most untrusted hop).
