@@ -28,7 +28,6 @@ use anyhow::Context;
 use clap::Parser;
 use http_body_util::Empty;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use ricochet_bench::blast::model::{self, Actor, Campaign, Params};
 use ricochet_bench::blast::truth::{self, Header, Sent};
 use ricochet_bench::clicks::now_ms;
@@ -161,28 +160,40 @@ async fn client_key(http: &reqwest::Client, args: &Args, client: &str) -> anyhow
     Ok((kid, key))
 }
 
-/// One HTTP/1 request on a fresh connection, as a separate client would
-/// make it; only the headers given (hyper adds none). Returns the status.
-async fn send(edge: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<u16> {
-    let stream = tokio::net::TcpStream::connect(edge).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder().method(method).uri(path).header("host", edge.to_string());
+/// Keep-alive HTTP/1 connections to the edge, shared by all simulated
+/// clients: the edge tells them apart by `X-Forwarded-For`, not by
+/// connection, and a fresh connection per request would leave tens of
+/// thousands of sockets in TIME_WAIT.
+type Http = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+fn http_client() -> Http {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// One request with only the headers given (hyper adds `Host` and nothing
+/// else, unlike reqwest, which always sends `Accept`). Returns the status.
+async fn send(
+    http: &Http,
+    edge: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<u16> {
+    let mut req = hyper::Request::builder().method(method).uri(format!("http://{edge}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let response = sender.send_request(req.body(Empty::<Bytes>::new())?).await?;
+    let response = http.request(req.body(Empty::<Bytes>::new())?).await?;
     Ok(response.status().as_u16())
 }
 
 /// Waits until the edge has loaded every link: its open pixel answers 200
 /// once the code is known (an open event, no recipient: not a click).
-async fn wait_for_links(edge: std::net::SocketAddr, links: &Links) -> anyhow::Result<()> {
+async fn wait_for_links(http: &Http, edge: std::net::SocketAddr, links: &Links) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     for (_, _, _, code, _) in &links.created {
         loop {
-            let status = send(edge, "GET", &format!("/o/{code}.gif"), &[("x-forwarded-for", "192.0.2.1")]).await;
+            let status = send(http, edge, "GET", &format!("/o/{code}.gif"), &[("x-forwarded-for", "192.0.2.1")]).await;
             if matches!(status, Ok(200)) {
                 break;
             }
@@ -221,7 +232,8 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let links = create_links(&http, &args, &client, &params).await?;
     let (kid, key) = client_key(&http, &args, &client).await?;
-    wait_for_links(args.edge, &links).await?;
+    let edge_http = http_client();
+    wait_for_links(&edge_http, args.edge, &links).await?;
 
     // In replay order.
     let mut order: Vec<usize> = (0..plan.requests.len()).collect();
@@ -241,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         lateness_ms.push(due.elapsed().as_millis() as i64);
         let (link_id, code) = links.get(q.campaign, q.link);
         let (link_id, code) = (link_id.to_owned(), code.to_owned());
-        let (kid, key, client, edge) = (kid.clone(), key.clone(), client.clone(), args.edge);
+        let (kid, key, client, edge, http) = (kid.clone(), key.clone(), client.clone(), args.edge, edge_http.clone());
         tasks.spawn(async move {
             let _permit = permit;
             let sent_ms = now_ms();
@@ -261,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
                     headers.push((name, v));
                 }
             }
-            let status = send(edge, q.method.as_str(), &format!("/{code}/{token}"), &headers).await.unwrap_or(0);
+            let status = send(&http, edge, q.method.as_str(), &format!("/{code}/{token}"), &headers).await.unwrap_or(0);
             Sent {
                 client_id: client,
                 campaign_id: q.campaign.as_str().to_owned(),
