@@ -13,7 +13,12 @@
 //!
 //! `bench/aggregator.sh`, the aggregator's benchmark, uses `preload-clicks`,
 //! `drain-topic`, `ch-wait` and `freshness`, built on [`clicks`].
+//!
+//! `bench/blast.sh`, issue 8's labelled blast, uses `blast` and `blast-score`,
+//! built on [`blast`]: scanner gateways and people, replayed against the edge,
+//! and the aggregator's verdicts scored against the truth.
 
+pub mod blast;
 pub mod clicks;
 
 use std::time::Duration;
