@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use ricochet_ingest::Publisher;
 use ricochet_registry::{Registry, RegistryTail, TokenKeys};
-use ricochet_schemas::{ClientRecord, ClientStatus, EventType, LinkRecord, LinkStatus, RecipientId, RecipientToken};
+use ricochet_schemas::{
+    ClientRecord, ClientStatus, EventType, LinkRecord, LinkStatus, RecipientId, RecipientToken, Signals,
+};
 
 use crate::{click, pages};
 
@@ -104,7 +106,9 @@ impl Edge {
     }
 
     /// Builds the event and hands it to the spool. Never waits; a failure is
-    /// counted, never shown to the recipient.
+    /// counted, never shown to the recipient. Allocation-free: the event
+    /// borrows from the link and the request, the key is formatted on the
+    /// stack, and the publisher encodes straight into the spool's buffer.
     fn record(
         &self,
         link: &LinkRecord,
@@ -115,17 +119,22 @@ impl Edge {
         now_ms: i64,
     ) {
         let ip = click::client_ip(req.peer.ip(), &req.headers, self.trust_forwarded_for);
+        let (recipient_id, recipient_token) = self.recipient(link, token);
+        // Until the edge's classifier lands: no evidence either way.
+        let signals = Signals::default();
         let seen = click::Seen {
             event_type,
             method: &req.method,
             headers: &req.headers,
             ip,
-            recipient: self.recipient(link, token),
+            recipient: (recipient_id.as_ref(), recipient_token),
             now_ms,
             edge_node: &self.node_id,
+            signals: &signals,
         };
         let event = click::event(link, seen);
-        if let Err(e) = self.publisher.publish(&partition_key(link, client), &event) {
+        let mut key = KeyBuf::default();
+        if let Err(e) = self.publisher.publish(partition_key(link, client, &mut key), &event) {
             metrics::counter!("ricochet_edge_events_dropped_total", "reason" => e.reason()).increment(1);
             tracing::warn!(error = %e, "click event dropped");
         }
@@ -153,11 +162,33 @@ impl Edge {
 /// Events are keyed by client, so one client's clicks share a partition; a
 /// client flagged hot spreads over `hot_spread` sub-keys so that one sender's
 /// blast is not capped by one partition. Rollups key on the event's fields,
-/// not the Kafka key, so they are the same either way.
-fn partition_key(link: &LinkRecord, client: Option<&ClientRecord>) -> String {
+/// not the Kafka key, so they are the same either way. A sub-key is written
+/// into `buf` on the stack.
+fn partition_key<'a>(link: &'a LinkRecord, client: Option<&ClientRecord>, buf: &'a mut KeyBuf) -> &'a str {
     match client.map(|c| c.hot_spread).filter(|spread| *spread > 1) {
-        Some(spread) => format!("{}#{}", link.client_id, rand::rng().random_range(0..spread)),
-        None => link.client_id.to_string(),
+        Some(spread) => {
+            use std::io::Write as _;
+            let mut rest = &mut buf.0[..];
+            let room = rest.len();
+            // A client id is at most 64 bytes and the suffix at most 6: this fits.
+            match write!(rest, "{}#{}", link.client_id, rand::rng().random_range(0..spread)) {
+                Ok(()) => {
+                    let len = room - rest.len();
+                    std::str::from_utf8(&buf.0[..len]).unwrap_or(link.client_id.as_str())
+                }
+                Err(_) => link.client_id.as_str(),
+            }
+        }
+        None => link.client_id.as_str(),
+    }
+}
+
+/// Room for `client id # sub-key` (64 + 1 + 5 bytes at most).
+struct KeyBuf([u8; 72]);
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        KeyBuf([0; 72])
     }
 }
 
@@ -207,5 +238,52 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestParts {
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         Ok(RequestParts(Request { method: parts.method.clone(), headers: std::mem::take(&mut parts.headers), peer }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ricochet_schemas::{CampaignId, ClientId, LinkCode, LinkId};
+
+    fn link() -> LinkRecord {
+        LinkRecord {
+            link_id: LinkId::parse("l1").unwrap(),
+            code: LinkCode::parse("Ab3dE5gH").unwrap(),
+            client_id: ClientId::parse("a".repeat(ClientId::MAX_LEN)).unwrap(),
+            campaign_id: CampaignId::parse("c").unwrap(),
+            destination_url: "https://example.com/".into(),
+            status: LinkStatus::Active,
+            created_at_ms: 0,
+            valid_from_ms: None,
+            valid_until_ms: None,
+            click_limit: None,
+            honeypot: false,
+        }
+    }
+
+    #[test]
+    fn partition_keys_are_the_client_or_a_stack_formatted_sub_key() {
+        let link = link();
+        let mut buf = KeyBuf::default();
+        assert_eq!(partition_key(&link, None, &mut buf), link.client_id.as_str());
+        let hot = ClientRecord {
+            client_id: link.client_id.clone(),
+            status: ClientStatus::Active,
+            fallback_url: None,
+            hot_spread: u16::MAX,
+            updated_at_ms: 0,
+            allowed_networks: vec![],
+        };
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut buf = KeyBuf::default();
+            let key = partition_key(&link, Some(&hot), &mut buf);
+            let (client, sub) = key.split_once('#').expect("a sub-key");
+            assert_eq!(client, link.client_id.as_str(), "the longest client id still fits");
+            assert!(sub.parse::<u16>().unwrap() < u16::MAX);
+            seen.insert(key.to_owned());
+        }
+        assert!(seen.len() > 100, "sub-keys spread: {} distinct of 200", seen.len());
     }
 }

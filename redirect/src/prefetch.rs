@@ -35,8 +35,8 @@ pub fn is_prefetch(method: &Method, headers: &HeaderMap) -> bool {
     let Some(ua) = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let ua = ua.to_ascii_lowercase();
-    PREVIEW_FETCHERS.iter().any(|f| ua.contains(f))
+    // Compared in place, case-insensitively: no lowercased copy per request.
+    PREVIEW_FETCHERS.iter().any(|f| ua.as_bytes().windows(f.len()).any(|w| w.eq_ignore_ascii_case(f.as_bytes())))
 }
 
 #[cfg(test)]
