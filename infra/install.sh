@@ -8,7 +8,8 @@
 #     plus its only native build dependency: a C/C++ compiler (build-essential), for the
 #     bundled SQLite (libsql-ffi), zstd, lz4 and aws-lc-sys. Checked: cmake and libclang are
 #     NOT needed (their crates use pre-generated bindings / the cc builder in this build).
-#   - wrk, only with --bench                   (apt)
+#   - wrk and nginx-light, only with --bench   (apt; nginx is bench/edge.sh's peer, never
+#                                               started as a service: policy-rc.d below)
 #   - chromium, only with --browser            (apt; Debian's package, for the dashboard's
 #                                               headless browser test: Playwright's own
 #                                               browser download is not used)
@@ -211,6 +212,21 @@ install_wrk() {
     say "wrk $(deb_version wrk): installed"
 }
 
+# ---------------------------------------------------------------- nginx
+# bench/edge.sh runs nginx (a `map` of the codes, access log to disk) beside the edge.
+install_nginx() {
+    if command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; then
+        say "nginx $(deb_version nginx-light): present"
+        return
+    fi
+    if [[ $want_bench -eq 0 ]]; then
+        say "nginx: missing (only needed for benchmarks; pass --bench to install)"
+        return
+    fi
+    apt_install nginx-light
+    say "nginx $(deb_version nginx-light): installed"
+}
+
 # ---------------------------------------------------------------- chromium
 # tests/tests/dashboard.rs runs /usr/bin/chromium headless against the dashboard page.
 install_chromium() {
@@ -230,4 +246,5 @@ install_chromium() {
 install_clickhouse
 install_nisshi
 install_wrk
+install_nginx
 install_chromium

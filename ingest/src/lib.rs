@@ -1,8 +1,10 @@
 //! Click-event publishing for the redirect edge.
 //!
 //! One [`Publisher`], shared by every request handler, takes an event, encodes
-//! it (Avro, Confluent framing) and hands it to a bounded queue; it never
-//! waits, so neither a slow disk nor an absent Kafka can slow a redirect.
+//! it (Avro, Confluent framing, by `ricochet_schemas::click_wire`) straight
+//! into a bounded shared buffer that the spool writer takes every 2 ms; it
+//! never waits on I/O and never wakes a thread per event, so neither a slow
+//! disk nor an absent Kafka can slow a redirect.
 //! Every event then passes through a disk [`spool`] (fsynced every 100 ms by
 //! default) before one idempotent, `acks=all` librdkafka producer sends it,
 //! so a broker outage, a graceful shutdown or a restart loses nothing and a

@@ -18,7 +18,7 @@
 //! or CRC check and ends that segment: nothing after it was ever fsynced.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Records larger than this are refused (a click event is a few hundred bytes).
@@ -74,17 +74,32 @@ pub fn disk_bytes(dir: &Path) -> Result<u64, SpoolError> {
 }
 
 pub fn encode_record(key: &[u8], value: &[u8], out: &mut Vec<u8>) -> Result<(), SpoolError> {
-    let body_len = 2 + key.len() + value.len();
-    if body_len > MAX_RECORD_BYTES || key.len() > u16::MAX as usize {
-        return Err(SpoolError::TooLarge(body_len));
+    encode_record_with(key, out, |out| out.extend_from_slice(value))
+}
+
+/// Appends one record to `out` whose value `write_value` appends in place, so
+/// an event is encoded straight into the spool's buffer without a copy. On
+/// error `out` is left as it was.
+pub fn encode_record_with(
+    key: &[u8],
+    out: &mut Vec<u8>,
+    write_value: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), SpoolError> {
+    if key.len() > u16::MAX as usize {
+        return Err(SpoolError::TooLarge(key.len()));
     }
     let start = out.len();
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0; HEADER_BYTES]);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
+    write_value(out);
+    let body_len = out.len() - start - HEADER_BYTES;
+    if body_len > MAX_RECORD_BYTES {
+        out.truncate(start);
+        return Err(SpoolError::TooLarge(body_len));
+    }
     let crc = crc32fast::hash(&out[start + HEADER_BYTES..]);
+    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
@@ -140,20 +155,33 @@ impl SegmentWriter {
     }
 }
 
-/// A record read back from a segment.
+/// A record read back from a segment: one buffer holding the key and the value.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Record {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    body: Vec<u8>,
+    key_len: usize,
     /// Where the next record starts: acknowledging this record moves the cursor here.
     pub end: Position,
+}
+
+impl Record {
+    pub fn key(&self) -> &[u8] {
+        &self.body[2..2 + self.key_len]
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.body[2 + self.key_len..]
+    }
 }
 
 /// Reads one segment from an offset.
 pub struct SegmentReader {
     segment: u64,
     offset: u64,
-    file: File,
+    /// Buffered: one `read` per 64 KiB, not two per record. Bytes past the
+    /// durable limit may sit in the buffer but are never returned: the file
+    /// is append-only, so they are the same bytes once the limit passes them.
+    file: BufReader<File>,
     path: PathBuf,
 }
 
@@ -162,7 +190,12 @@ impl SegmentReader {
         let path = segment_path(dir, at.segment);
         let mut file = File::open(&path).map_err(io_err(&path))?;
         file.seek(SeekFrom::Start(at.offset)).map_err(io_err(&path))?;
-        Ok(SegmentReader { segment: at.segment, offset: at.offset, file, path })
+        Ok(SegmentReader {
+            segment: at.segment,
+            offset: at.offset,
+            file: BufReader::with_capacity(64 * 1024, file),
+            path,
+        })
     }
 
     pub fn segment(&self) -> u64 {
@@ -201,9 +234,7 @@ impl SegmentReader {
             return self.torn("key length");
         }
         self.offset = end;
-        let value = body.split_off(2 + key_len);
-        let key = body[2..].to_vec();
-        Ok(Some(Record { key, value, end: Position { segment: self.segment, offset: end } }))
+        Ok(Some(Record { body, key_len, end: Position { segment: self.segment, offset: end } }))
     }
 
     fn torn(&mut self, what: &str) -> Result<Option<Record>, SpoolError> {
@@ -221,7 +252,7 @@ impl SegmentReader {
 }
 
 /// Fills `buf`, or returns `false` at a clean or partial end of file.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<bool> {
+fn read_full(file: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..])? {
@@ -266,9 +297,25 @@ mod tests {
         w.file.flush().unwrap();
         let mut r = SegmentReader::open(dir.path(), Position { segment: durable.segment, offset: 0 }).unwrap();
         let first = r.next(durable.offset).unwrap().unwrap();
-        assert_eq!((first.key.as_slice(), first.value.as_slice()), (&b"acme"[..], &b"one"[..]));
+        assert_eq!((first.key(), first.value()), (&b"acme"[..], &b"one"[..]));
         assert_eq!(first.end, durable);
         assert_eq!(r.next(durable.offset).unwrap(), None, "nothing past the durable end is read");
+        // The same reader, whose buffer may already hold "two", returns it once it is durable.
+        let durable = w.sync().unwrap();
+        let second = r.next(durable.offset).unwrap().unwrap();
+        assert_eq!((second.key(), second.value(), second.end), (&b"acme"[..], &b"two"[..], durable));
+    }
+
+    #[test]
+    fn a_record_too_large_is_refused_and_leaves_the_buffer_as_it_was() {
+        let mut out = b"earlier".to_vec();
+        let err = encode_record_with(b"k", &mut out, |o| o.resize(o.len() + MAX_RECORD_BYTES, b'x')).unwrap_err();
+        assert!(matches!(err, SpoolError::TooLarge(n) if n == MAX_RECORD_BYTES + 3), "{err}");
+        assert_eq!(out, b"earlier");
+        encode_record_with(b"k", &mut out, |o| o.extend_from_slice(b"v")).unwrap();
+        let mut direct = b"earlier".to_vec();
+        encode_record(b"k", b"v", &mut direct).unwrap();
+        assert_eq!(out, direct);
     }
 
     #[test]
@@ -284,7 +331,7 @@ mod tests {
         encode_record(b"k", b"lost", &mut buf).unwrap();
         OpenOptions::new().append(true).open(&path).unwrap().write_all(&buf[..buf.len() - 2]).unwrap();
         let mut r = SegmentReader::open(dir.path(), Position { segment: end.segment, offset: 0 }).unwrap();
-        assert_eq!(r.next(u64::MAX).unwrap().unwrap().value, b"good");
+        assert_eq!(r.next(u64::MAX).unwrap().unwrap().value(), b"good");
         assert_eq!(r.next(u64::MAX).unwrap(), None);
     }
 

@@ -1,9 +1,11 @@
-//! Turning a request into a `ClickEvent`.
+//! Turning a request into a click event: a [`ClickWire`] that borrows from
+//! the link and the request, for the publisher to encode straight into the
+//! spool's buffer. Nothing here allocates.
 
 use std::net::IpAddr;
 
 use axum::http::{header, HeaderMap, Method};
-use ricochet_schemas::{ClickEvent, EventId, EventType, LinkRecord, RecipientId, RecipientToken, Signals};
+use ricochet_schemas::{ClickWire, EventType, LinkRecord, RecipientId, RecipientToken, Signals};
 
 /// Header values kept in events are cut to this many bytes: a hostile
 /// user agent must not bloat every row downstream.
@@ -87,15 +89,16 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
     entry.parse().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    let value = headers.get(name)?;
-    let bytes = value.as_bytes();
+/// A header's bytes, cut to [`MAX_HEADER_BYTES`] without splitting a UTF-8
+/// sequence. Borrowed: the encoder writes them (invalid UTF-8 as U+FFFD).
+fn header_bytes(headers: &HeaderMap, name: header::HeaderName) -> Option<&[u8]> {
+    let bytes = headers.get(name)?.as_bytes();
     let mut cut = bytes.len().min(MAX_HEADER_BYTES);
     // Never split a UTF-8 sequence.
     while cut > 0 && cut < bytes.len() && (bytes[cut] & 0xC0) == 0x80 {
         cut -= 1;
     }
-    Some(String::from_utf8_lossy(&bytes[..cut]).into_owned())
+    Some(&bytes[..cut])
 }
 
 /// What the request was, beyond the link itself.
@@ -104,30 +107,31 @@ pub struct Seen<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
     pub ip: IpAddr,
-    pub recipient: (Option<RecipientId>, RecipientToken),
+    pub recipient: (Option<&'a RecipientId>, RecipientToken),
     pub now_ms: i64,
     pub edge_node: &'a str,
-    /// From `ricochet_signals::Classifier::observe`, computed on the full address.
-    pub signals: Signals,
+    pub signals: &'a Signals,
 }
 
-pub fn event(link: &LinkRecord, seen: Seen<'_>) -> ClickEvent {
+/// The event for one click: a fresh UUIDv7, the link's ids and destination,
+/// the request's headers (cut), and the anonymized address.
+pub fn event<'a>(link: &'a LinkRecord, seen: Seen<'a>) -> ClickWire<'a> {
     let Seen { event_type, method, headers, ip, recipient, now_ms, edge_node, signals } = seen;
-    ClickEvent {
-        event_id: EventId::mint(),
+    ClickWire {
+        event_id: uuid::Uuid::now_v7(),
         event_time_ms: now_ms,
-        client_id: link.client_id.clone(),
-        campaign_id: link.campaign_id.clone(),
-        link_id: link.link_id.clone(),
-        recipient_id: recipient.0,
-        destination_url: link.destination_url.clone(),
-        http_method: method.as_str().to_owned(),
-        user_agent: header_text(headers, header::USER_AGENT),
-        referer: header_text(headers, header::REFERER),
-        client_ip: Some(anonymize(ip).to_string()),
-        edge_node: edge_node.to_owned(),
+        client_id: link.client_id.as_str(),
+        campaign_id: link.campaign_id.as_str(),
+        link_id: link.link_id.as_str(),
+        recipient_id: recipient.0.map(RecipientId::as_str),
+        destination_url: &link.destination_url,
+        http_method: method.as_str(),
+        user_agent: header_bytes(headers, header::USER_AGENT),
+        referer: header_bytes(headers, header::REFERER),
+        client_ip: Some(anonymize(ip)),
+        edge_node,
         event_type,
-        is_prefetch: ricochet_signals::is_prefetch(method, &signals),
+        is_prefetch: ricochet_signals::is_prefetch(method, signals),
         recipient_token: recipient.1,
         signals,
     }
@@ -198,7 +202,10 @@ mod tests {
     fn long_headers_are_cut_on_a_char_boundary() {
         let mut h = HeaderMap::new();
         h.insert(header::USER_AGENT, format!("{}é", "a".repeat(MAX_HEADER_BYTES - 1)).parse().unwrap());
-        let ua = header_text(&h, header::USER_AGENT).unwrap();
+        let ua = header_bytes(&h, header::USER_AGENT).unwrap();
         assert_eq!(ua.len(), MAX_HEADER_BYTES - 1);
+        assert!(std::str::from_utf8(ua).is_ok());
+        h.insert(header::REFERER, "https://example.com/".parse().unwrap());
+        assert_eq!(header_bytes(&h, header::REFERER), Some(&b"https://example.com/"[..]), "short values are whole");
     }
 }

@@ -110,7 +110,9 @@ impl Edge {
     }
 
     /// Builds the event and hands it to the spool. Never waits; a failure is
-    /// counted, never shown to the recipient.
+    /// counted, never shown to the recipient. Allocation-free: the event
+    /// borrows from the link and the request, the key is formatted on the
+    /// stack, and the publisher encodes straight into the spool's buffer.
     fn record(
         &self,
         link: &LinkRecord,
@@ -126,19 +128,20 @@ impl Edge {
         // The full address is classified here; only the anonymized one goes into the event.
         let observed = Observed { method: &req.method, headers: &req.headers, ip, sent_at_ms };
         let signals = self.signals.observe(&observed, link, client);
-        let key = partition_key(link, client, sender_hash(recipient.as_ref(), token, ip));
+        let sender = sender_hash(recipient.as_ref(), token, ip);
         let seen = click::Seen {
             event_type,
             method: &req.method,
             headers: &req.headers,
             ip,
-            recipient: (recipient, recipient_token),
+            recipient: (recipient.as_ref(), recipient_token),
             now_ms,
             edge_node: &self.node_id,
-            signals,
+            signals: &signals,
         };
         let event = click::event(link, seen);
-        if let Err(e) = self.publisher.publish(&key, &event) {
+        let mut key = KeyBuf::default();
+        if let Err(e) = self.publisher.publish(partition_key(link, client, sender, &mut key), &event) {
             metrics::counter!("ricochet_edge_events_dropped_total", "reason" => e.reason()).increment(1);
             tracing::warn!(error = %e, "click event dropped");
         }
@@ -167,15 +170,42 @@ impl Edge {
 /// Events are keyed by client, so one client's clicks share a partition; a
 /// client flagged hot spreads over `hot_spread` sub-keys so that one sender's
 /// blast is not capped by one partition. Rollups key on the event's fields,
-/// not the Kafka key, so they are the same either way.
+/// not the Kafka key, so they are the same either way. A sub-key is written
+/// into `buf` on the stack.
 ///
 /// The sub-key is `sender_hash` (see [`sender_hash`]) modulo the spread, never
 /// random: all of one recipient's events reach one partition, so the
 /// aggregator sees a recipient's whole burst in one place to judge it.
-fn partition_key(link: &LinkRecord, client: Option<&ClientRecord>, sender_hash: u32) -> String {
+fn partition_key<'a>(
+    link: &'a LinkRecord,
+    client: Option<&ClientRecord>,
+    sender_hash: u32,
+    buf: &'a mut KeyBuf,
+) -> &'a str {
     match client.map(|c| c.hot_spread).filter(|spread| *spread > 1) {
-        Some(spread) => format!("{}#{}", link.client_id, sender_hash % u32::from(spread)),
-        None => link.client_id.to_string(),
+        Some(spread) => {
+            use std::io::Write as _;
+            let mut rest = &mut buf.0[..];
+            let room = rest.len();
+            // A client id is at most 64 bytes and the suffix at most 6: this fits.
+            match write!(rest, "{}#{}", link.client_id, sender_hash % u32::from(spread)) {
+                Ok(()) => {
+                    let len = room - rest.len();
+                    std::str::from_utf8(&buf.0[..len]).unwrap_or(link.client_id.as_str())
+                }
+                Err(_) => link.client_id.as_str(),
+            }
+        }
+        None => link.client_id.as_str(),
+    }
+}
+
+/// Room for `client id # sub-key` (64 + 1 + 5 bytes at most).
+struct KeyBuf([u8; 72]);
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        KeyBuf([0; 72])
     }
 }
 
@@ -279,6 +309,20 @@ mod tests {
         }
     }
 
+    fn key_of(l: &LinkRecord, c: Option<&ClientRecord>, hash: u32) -> String {
+        partition_key(l, c, hash, &mut KeyBuf::default()).to_owned()
+    }
+
+    #[test]
+    fn the_longest_client_id_and_sub_key_fit_the_stack_buffer() {
+        let long = LinkRecord { client_id: ClientId::parse("a".repeat(ClientId::MAX_LEN)).unwrap(), ..link() };
+        let hot = ClientRecord { hot_spread: u16::MAX, ..client(1) };
+        let key = key_of(&long, Some(&hot), u32::MAX);
+        let (client, sub) = key.split_once('#').expect("a sub-key");
+        assert_eq!(client, long.client_id.as_str());
+        assert_eq!(sub.parse::<u32>().unwrap(), u32::MAX % u32::from(u16::MAX));
+    }
+
     #[test]
     fn one_recipient_always_gets_one_key_and_recipients_spread() {
         let (l, hot) = (link(), client(16));
@@ -286,8 +330,8 @@ mod tests {
         let keys: std::collections::HashSet<String> = (0..200)
             .map(|i| {
                 let r = RecipientId::parse(format!("r-{i}")).unwrap();
-                let key = partition_key(&l, Some(&hot), sender_hash(Some(&r), Some("tok"), ip));
-                assert_eq!(key, partition_key(&l, Some(&hot), sender_hash(Some(&r), None, ip)), "stable for r-{i}");
+                let key = key_of(&l, Some(&hot), sender_hash(Some(&r), Some("tok"), ip));
+                assert_eq!(key, key_of(&l, Some(&hot), sender_hash(Some(&r), None, ip)), "stable for r-{i}");
                 key
             })
             .collect();
@@ -295,15 +339,15 @@ mod tests {
         assert!(keys.iter().all(|k| k.starts_with("acme#")));
         // The same recipient on any link, from any address, with any token text: one key.
         let r = RecipientId::parse("jane@example.com").unwrap();
-        let a = partition_key(&l, Some(&hot), sender_hash(Some(&r), Some("x"), ip));
-        let b = partition_key(&link(), Some(&hot), sender_hash(Some(&r), None, "198.51.100.1".parse().unwrap()));
+        let a = key_of(&l, Some(&hot), sender_hash(Some(&r), Some("x"), ip));
+        let b = key_of(&link(), Some(&hot), sender_hash(Some(&r), None, "198.51.100.1".parse().unwrap()));
         assert_eq!(a, b);
     }
 
     #[test]
     fn without_a_recipient_the_token_text_then_the_network_decides() {
         let (l, hot) = (link(), client(64));
-        let key = |token, ip: &str| partition_key(&l, Some(&hot), sender_hash(None, token, ip.parse().unwrap()));
+        let key = |token, ip: &str| key_of(&l, Some(&hot), sender_hash(None, token, ip.parse().unwrap()));
         assert_eq!(key(None, "203.0.113.7"), key(None, "203.0.113.200"), "one /24, one key");
         assert_eq!(key(Some("bad.token"), "203.0.113.7"), key(Some("bad.token"), "198.51.100.1"));
         let spread: std::collections::HashSet<_> = (0..=255).map(|n| key(None, &format!("198.51.{n}.1"))).collect();
@@ -314,8 +358,8 @@ mod tests {
     fn normal_clients_keep_the_plain_client_key() {
         let jane = RecipientId::parse("jane@example.com").unwrap();
         let hash = sender_hash(Some(&jane), None, "203.0.113.7".parse().unwrap());
-        assert_eq!(partition_key(&link(), Some(&client(1)), hash), "acme");
-        assert_eq!(partition_key(&link(), None, hash), "acme");
+        assert_eq!(key_of(&link(), Some(&client(1)), hash), "acme");
+        assert_eq!(key_of(&link(), None, hash), "acme");
         // Pinned: a change of hash would move recipients between partitions mid-campaign.
         assert_eq!(hash, crc32fast::hash(b"jane@example.com"));
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926, "CRC-32/IEEE check value");

@@ -145,6 +145,17 @@ fn click_event_v3_bytes_are_stable() {
     assert_eq!(codec.decode(&golden("click_event.v3.hex")).unwrap(), fixture_click_v3());
 }
 
+/// The edge writes with the hand encoder (`click_wire`), not `Codec`: it must
+/// put the same bytes on the wire, appended to whatever its buffer holds.
+#[test]
+fn the_hand_encoder_writes_the_golden_v3_vector() {
+    let event = fixture_click_v3();
+    let mut out = b"kept".to_vec();
+    ricochet_schemas::click_wire::encode(&ClickWire::of(&event), &mut out);
+    assert_eq!(&out[..4], b"kept");
+    assert_eq!(hex::encode(&out[4..]), hex::encode(golden("click_event.v3.hex")));
+}
+
 #[test]
 fn a_v2_reader_reads_v3_data() {
     let codec = Codec::<ClickEvent>::new();

@@ -1,10 +1,13 @@
 //! What each step of the edge's hot path costs on its own, in one thread with
 //! nothing else running: nanoseconds and heap allocations per call. The steps
 //! are the edge's own functions (`Registry::resolve`, `click::event`,
-//! `Codec<ClickEvent>::encode`, `spool::encode_record`, the bot signals'
-//! `Classifier::observe`), on links shaped like `seed-links`' and a request
-//! with a browser user agent; and, for the registry's load time,
-//! `Codec<LinkRecord>::decode`.
+//! `click_wire::encode` into the spool record as `Publisher::publish` does),
+//! on links shaped like `seed-links`' and a request with a browser user
+//! agent; beside them, side by side in the same run, what the previous path
+//! cost for the same event (`Codec<ClickEvent>::encode`, the generic Avro
+//! encoder, then a copy into a fresh spool record); and, for the registry's
+//! load time, `Codec<LinkRecord>::decode`;
+//! and the bot signals' `Classifier::observe`.
 //!
 //! The signals are measured three ways: `signals_observe` (one user agent, the
 //! address changing every call, so each call does a fresh network lookup),
@@ -24,7 +27,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use clap::Parser;
 use ricochet_redirect::click;
 use ricochet_registry::Registry;
-use ricochet_schemas::{ClickEvent, Codec, EventType, RecipientToken, Signals};
+use ricochet_schemas::{click_wire, ClickEvent, ClickWire, Codec, EventType, RecipientToken, Signals};
 use ricochet_signals::{Classifier, Observed};
 
 /// Counts allocations (and reallocations) so each step's can be reported.
@@ -73,6 +76,28 @@ fn step<R>(name: &str, iterations: u64, mut f: impl FnMut(u64) -> R) {
     println!("step={name} ns_per_call={ns:.0} allocs_per_call={allocs:.1}");
 }
 
+/// The edge's event for one click (`now_ms` fixed, so every event is the same size).
+fn wire_event<'a>(
+    link: &'a ricochet_schemas::LinkRecord,
+    headers: &'a HeaderMap,
+    ip: IpAddr,
+    signals: &'a Signals,
+) -> ClickWire<'a> {
+    click::event(
+        link,
+        click::Seen {
+            event_type: EventType::Click,
+            method: &Method::GET,
+            headers,
+            ip,
+            recipient: (None, RecipientToken::Absent),
+            now_ms: 1_800_000_000_000,
+            edge_node: "bench-edge",
+            signals,
+        },
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let registry = Registry::new();
@@ -87,22 +112,10 @@ fn main() -> anyhow::Result<()> {
     headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
     let ip: IpAddr = "203.0.113.77".parse()?;
     let codec = Codec::<ClickEvent>::new();
+    // The edge builds the event from an owned record until it takes `LinkRef`.
     let link = registry.resolve(&codes[0]).expect("seeded").to_record();
-    let event = |link: &ricochet_schemas::LinkRecord| {
-        click::event(
-            link,
-            click::Seen {
-                event_type: EventType::Click,
-                method: &Method::GET,
-                headers: &headers,
-                ip,
-                recipient: (None, RecipientToken::Absent),
-                now_ms: 1_800_000_000_000,
-                edge_node: "bench-edge",
-                signals: Signals::default(),
-            },
-        )
-    };
+    let signals = Signals::default();
+    let event = |link| wire_event(link, &headers, ip, &signals);
     let n = args.iterations;
     let codes_len = codes.len() as u64;
     step("registry_resolve", n, |i| registry.resolve(&codes[(i * 7919 % codes_len) as usize]));
@@ -113,10 +126,26 @@ fn main() -> anyhow::Result<()> {
     step("registry_client", n, |_| registry.client(link.client_id.as_str()));
     step("click_event", n, |_| event(&link));
     let sample = event(&link);
-    step("codec_encode", n, |_| codec.encode(&sample).expect("encode"));
-    let payload = codec.encode(&sample)?;
-    step("spool_encode_record", n, |_| {
-        let key = link.client_id.as_str().as_bytes();
+    let key = link.client_id.as_str().as_bytes();
+    // What `Publisher::publish` does under its lock: the record, encoded in
+    // place into the shared buffer (reused: the writer swaps it every tick).
+    let mut shared = Vec::with_capacity(1 << 20);
+    step("wire_encode_record", n, |_| {
+        if shared.len() > (1 << 20) - 4096 {
+            shared.clear();
+        }
+        ricochet_ingest::spool::encode_record_with(key, &mut shared, |out| click_wire::encode(&sample, out))
+            .expect("record")
+    });
+    // Before: the generic encoder on the same event, then a fresh record.
+    let owned = codec.decode(&{
+        let mut b = Vec::new();
+        click_wire::encode(&sample, &mut b);
+        b
+    })?;
+    step("before_codec_encode", n, |_| codec.encode(&owned).expect("encode"));
+    let payload = codec.encode(&owned)?;
+    step("before_spool_encode_record", n, |_| {
         let mut record = Vec::with_capacity(payload.len() + key.len() + 10);
         ricochet_ingest::spool::encode_record(key, &payload, &mut record).expect("record");
         record

@@ -3,7 +3,8 @@
 //! keyed by link id, acks=all, idempotent), but straight from a producer, so
 //! that a million links take seconds and no ClickHouse is needed. Creates the
 //! edge's topics first with the edge's own specs. Writes the codes, one a
-//! line, for the load generators.
+//! line, for the load generators, and optionally the same links as an nginx
+//! `map` (bench/edge.sh's nginx peer answers from it).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,9 @@ struct Args {
     /// Where the codes go, one a line; appended to, so several runs add up.
     #[arg(long)]
     codes_out: Option<std::path::PathBuf>,
+    /// Where the links go as nginx `map` entries (`/CODE "DESTINATION";`), appended to.
+    #[arg(long)]
+    nginx_map_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Default)]
@@ -89,12 +93,16 @@ async fn main() -> anyhow::Result<()> {
         .create_with_context(acks.clone())
         .context("producer")?;
     let codec = Codec::<LinkRecord>::new();
-    let mut out = match &args.codes_out {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(path).context("codes file")?,
-        )),
-        None => None,
+    let append = |path: &Option<std::path::PathBuf>| -> anyhow::Result<_> {
+        Ok(match path {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::OpenOptions::new().create(true).append(true).open(path).context("output file")?,
+            )),
+            None => None,
+        })
     };
+    let mut out = append(&args.codes_out)?;
+    let mut nginx_map = append(&args.nginx_map_out)?;
 
     let started = Instant::now();
     let mut seen = std::collections::HashSet::with_capacity(args.count as usize);
@@ -122,10 +130,14 @@ async fn main() -> anyhow::Result<()> {
         if let Some(out) = out.as_mut() {
             writeln!(out, "{}", record.code)?;
         }
+        if let Some(map) = nginx_map.as_mut() {
+            // Destinations were validated on registration: no quotes, no control characters.
+            writeln!(map, "/{} \"{}\";", record.code, record.destination_url)?;
+        }
         i += 1;
     }
-    if let Some(mut out) = out {
-        out.flush()?;
+    for mut file in [out, nginx_map].into_iter().flatten() {
+        file.flush()?;
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     while acks.ok.load(Ordering::Relaxed) + acks.failed.load(Ordering::Relaxed) < args.count {
