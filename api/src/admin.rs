@@ -154,9 +154,9 @@ pub struct PutClient {
     #[schema(schema_with = openapi::nullable_url_schema)]
     pub fallback_url: Option<String>,
     /// Kafka partitions a hot client's clicks are spread over. Default: 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::option_i64")]
     #[schema(minimum = 1, maximum = 64)]
-    pub hot_spread: Option<u16>,
+    pub hot_spread: Option<i64>,
     /// CIDRs whose clicks are never called bots for their network alone
     /// (the client's office behind a cloud proxy, say). At most 256.
     #[serde(default)]
@@ -213,6 +213,7 @@ pub async fn put_client(
     if !(1..=64).contains(&hot_spread) {
         return Err(ApiError::BadRequest("hot_spread must be between 1 and 64".into()));
     }
+    let hot_spread = hot_spread as u16;
     if put.allowed_networks.len() > 256 {
         return Err(ApiError::BadRequest("allowed_networks takes at most 256 CIDRs".into()));
     }

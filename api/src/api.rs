@@ -39,15 +39,15 @@ pub struct CreateLink {
     #[schema(schema_with = openapi::url_schema)]
     pub destination_url: String,
     /// Unix seconds; before it the link answers 410.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::option_i64")]
     #[schema(minimum = 0, maximum = 253402300799.0)]
     pub valid_from: Option<i64>,
     /// Unix seconds; from it on the link answers 410.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::option_i64")]
     #[schema(minimum = 0, maximum = 253402300799.0)]
     pub valid_until: Option<i64>,
     /// Clicks after which the edges close the link (approximately, see docs/click-limits.md).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::option_i64")]
     #[schema(minimum = 1)]
     pub click_limit: Option<i64>,
     /// A trap link to hide in the message (e.g. a 1×1 anchor no person sees):

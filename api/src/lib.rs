@@ -24,6 +24,7 @@ pub mod cache;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod numbers;
 pub mod openapi;
 pub mod router;
 pub mod state;

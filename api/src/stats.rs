@@ -72,6 +72,7 @@ pub struct StatsQuery {
     pub granularity: Option<String>,
     pub tz: Option<String>,
     pub human_only: Option<bool>,
+    #[serde(default, deserialize_with = "crate::numbers::option_u32_text")]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -87,7 +88,7 @@ pub struct Range {
 }
 
 fn parse_instant(name: &str, raw: &str) -> Result<i64, StatsError> {
-    if let Ok(secs) = raw.parse::<i64>() {
+    if let Some(secs) = crate::numbers::parse_seconds(raw) {
         if !(0..=crate::openapi::MAX_UNIX_SECONDS).contains(&secs) {
             return Err(StatsError::BadParam(format!(
                 "{name} in Unix seconds must be between 0 and {}, not {secs}",
