@@ -8,7 +8,7 @@
 # BENCH_LINKS links of one campaign, each clicked in BENCH_MINUTES minutes a day,
 # each such link-minute touched by BENCH_FLUSHES flushes (one click each), one
 # insert per simulated day:
-#   old: click_rollup_minute_v1 (the 0002 MergeTree: one delta row per
+#   old: click_rollup_minute_v1 (0002's MergeTree as it was: one delta row per
 #        link-minute per flush) and raw click_events for unique recipients;
 #   new: click_rollups (SummingMergeTree, the four grains of every delta, one
 #        position row per partition per flush) and click_recipients.
@@ -48,6 +48,10 @@ echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
 [[ -x target/debug/ricochet-aggregator || -x target/release/ricochet-aggregator ]] || cargo build -p ricochet-aggregator
 agg=$(ls target/release/ricochet-aggregator 2>/dev/null || ls target/debug/ricochet-aggregator)
 RICOCHET_CLICKHOUSE_URL="http://127.0.0.1:$port" "$agg" migrate >/dev/null 2>&1
+# The old layout: 0002's table as it was before issue 10.
+q "CREATE TABLE click_rollup_minute_v1 (client_id String, campaign_id String, link_id String, bucket_start DateTime,
+   clicks UInt64, human_clicks UInt64, bot_clicks UInt64, opens UInt64, source_topic String, source_partition Int32,
+   source_end_offset Int64) ENGINE = MergeTree() ORDER BY (client_id, campaign_id, link_id, bucket_start)"
 # Merges are what is measured: none in the background while loading.
 q "SYSTEM STOP MERGES"
 

@@ -43,6 +43,23 @@ struct Applied {
     applied_at: u32,
 }
 
+/// The migration that turns 0002's per-flush table into a view: its RENAME and
+/// copies run only where that table exists as a MergeTree (a database created
+/// when 0002 still made it); elsewhere only its `CREATE VIEW IF NOT EXISTS`
+/// runs, so running it twice, or beside another process, copies nothing twice.
+const CARRY_OVER: &str = "0006_click_rollup_minute_view";
+
+async fn legacy_rollups(client: &Client) -> Result<bool, clickhouse::error::Error> {
+    let n: u64 = client
+        .query(
+            "SELECT count() FROM system.tables \
+             WHERE database = currentDatabase() AND name = 'click_rollup_minute' AND engine = 'MergeTree'",
+        )
+        .fetch_one()
+        .await?;
+    Ok(n > 0)
+}
+
 /// Applies the migrations not yet recorded. Returns the versions it applied.
 pub async fn apply(client: &Client) -> Result<Vec<String>, MigrationError> {
     let err = |version: &str| {
@@ -64,7 +81,11 @@ pub async fn apply(client: &Client) -> Result<Vec<String>, MigrationError> {
         if done.iter().any(|d| d == version) {
             continue;
         }
+        let carry_over = *version == CARRY_OVER && legacy_rollups(client).await.map_err(err(version))?;
         for statement in statements(sql) {
+            if *version == CARRY_OVER && !carry_over && !statement.starts_with("CREATE VIEW") {
+                continue;
+            }
             match client.query(&statement).execute().await {
                 Ok(()) => {}
                 // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the columns are
