@@ -8,6 +8,8 @@
 #     plus its only native build dependency: a C/C++ compiler (build-essential), for the
 #     bundled SQLite (libsql-ffi), zstd, lz4 and aws-lc-sys. Checked: cmake and libclang are
 #     NOT needed (their crates use pre-generated bindings / the cc builder in this build).
+#   - zookeeper                                (apt; for the replicated-cluster test, tests/tests/cluster.rs,
+#                                               run by infra/zookeeper/run.sh; needs Java, which it pulls in)
 #   - wrk, only with --bench                   (apt)
 #   - chromium, only with --browser            (apt; Debian's package, for the dashboard's
 #                                               headless browser test: Playwright's own
@@ -26,7 +28,7 @@ for arg in "$@"; do
         --bench) want_bench=1 ;;
         --browser) want_browser=1 ;;
         -h|--help)
-            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -197,6 +199,20 @@ install_nisshi() {
     say "nisshi $NISSHI_VERSION: installed ($nisshi_bin) in $(( (SECONDS - start) / 60 )) min"
 }
 
+# ---------------------------------------------------------------- ZooKeeper
+# Only the jar is used (infra/zookeeper/run.sh runs private servers); the package's own
+# service is never started (policy-rc.d, as for ClickHouse).
+install_zookeeper() {
+    if [[ -r /usr/share/java/zookeeper.jar ]] && command -v java >/dev/null 2>&1; then
+        say "zookeeper $(deb_version zookeeper): present"
+        return
+    fi
+    say "zookeeper: missing, installing from apt"
+    apt_install zookeeper
+    [[ -r /usr/share/java/zookeeper.jar ]] || die "/usr/share/java/zookeeper.jar still missing after apt-get install zookeeper"
+    say "zookeeper $(deb_version zookeeper): installed"
+}
+
 # ---------------------------------------------------------------- wrk
 install_wrk() {
     if command -v wrk >/dev/null 2>&1; then
@@ -229,5 +245,6 @@ install_chromium() {
 
 install_clickhouse
 install_nisshi
+install_zookeeper
 install_wrk
 install_chromium
