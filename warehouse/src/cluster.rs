@@ -9,7 +9,12 @@
 //!   `cityHash64(client_id)` (or `rand()` for a table without `client_id`):
 //!   what the API and the data team read.
 //!
-//! `ALTER TABLE name …` runs `ON CLUSTER` on both.
+//! `ALTER TABLE name …` runs `ON CLUSTER` on both. `CREATE VIEW IF NOT EXISTS`
+//! runs `ON CLUSTER` over the `Distributed` tables. A data migration,
+//! `INSERT INTO a (…) SELECT … FROM b …`, copies `b_local` into `a_local` on
+//! the server the migration runs on (replication carries it to the other
+//! replicas; see `docs/cluster.md` for several shards). `RENAME TABLE a TO b`
+//! renames `a_local` and rebuilds the `Distributed` table over it.
 //!
 //! The migration files stay plain (one server needs nothing else); anything
 //! the rewriter does not recognise is an error, never passed through, so a
@@ -74,6 +79,44 @@ impl Cluster {
                 format!("ALTER TABLE {db}.{table} ON CLUSTER {c} {change}"),
             ]);
         }
+        if let Some(rest) = strip_prefix_ci(body.trim(), "CREATE VIEW IF NOT EXISTS ") {
+            let (view, query) = rest.split_once(char::is_whitespace).ok_or_else(unsupported)?;
+            let view = identifier("view", view).map_err(|_| unsupported())?;
+            return Ok(vec![format!("CREATE VIEW IF NOT EXISTS {db}.{view} ON CLUSTER {c} {}", query.trim())]);
+        }
+        if let Some(rest) = strip_prefix_ci(body.trim(), "RENAME TABLE ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let [from, to_kw, to] = words[..] else { return Err(unsupported()) };
+            if !to_kw.eq_ignore_ascii_case("TO") {
+                return Err(unsupported());
+            }
+            let (from, to) = (
+                identifier("table", from).map_err(|_| unsupported())?,
+                identifier("table", to).map_err(|_| unsupported())?,
+            );
+            return Ok(vec![
+                format!("RENAME TABLE {db}.{from}{LOCAL_SUFFIX} TO {db}.{to}{LOCAL_SUFFIX} ON CLUSTER {c}"),
+                format!("DROP TABLE IF EXISTS {db}.{from} ON CLUSTER {c}"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.{to} ON CLUSTER {c} AS {db}.{to}{LOCAL_SUFFIX} \
+                     ENGINE = Distributed({c}, {db}, {to}{LOCAL_SUFFIX}, rand())"
+                ),
+            ]);
+        }
+        if let Some(rest) = strip_prefix_ci(body.trim(), "INSERT INTO ") {
+            let name_end = rest.find(|c: char| c.is_whitespace() || c == '(').ok_or_else(unsupported)?;
+            let into = identifier("table", &rest[..name_end]).map_err(|_| unsupported())?;
+            let rest = &rest[name_end..];
+            let from_at = find_word_ci(rest, "FROM").ok_or_else(unsupported)?;
+            let after = rest[from_at + 4..].trim_start();
+            let source_end = after.find(char::is_whitespace).unwrap_or(after.len());
+            let source = identifier("table", &after[..source_end]).map_err(|_| unsupported())?;
+            return Ok(vec![format!(
+                "INSERT INTO {db}.{into}{LOCAL_SUFFIX}{}FROM {db}.{source}{LOCAL_SUFFIX}{}",
+                &rest[..from_at],
+                &after[source_end..]
+            )]);
+        }
         let rest = strip_prefix_ci(body.trim(), "CREATE TABLE IF NOT EXISTS ").ok_or_else(unsupported)?;
         let name_end = rest.find(|c: char| c.is_whitespace() || c == '(').ok_or_else(unsupported)?;
         let table = identifier("table", &rest[..name_end]).map_err(|_| unsupported())?;
@@ -126,6 +169,17 @@ fn find_ci(s: &str, needle: &str) -> Option<usize> {
     s.to_ascii_uppercase().find(&needle.to_ascii_uppercase())
 }
 
+/// `word` standing alone (not inside an identifier), case-insensitively.
+fn find_word_ci(s: &str, word: &str) -> Option<usize> {
+    let upper = s.to_ascii_uppercase();
+    upper.match_indices(&word.to_ascii_uppercase()).map(|(i, _)| i).find(|&i| {
+        let before = upper[..i].chars().next_back();
+        let after = upper[i + word.len()..].chars().next();
+        before.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+            && after.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+    })
+}
+
 fn has_column(columns: &str, name: &str) -> bool {
     columns.trim_start_matches('(').split(',').any(|c| c.split_whitespace().next() == Some(name))
 }
@@ -140,6 +194,9 @@ mod tests {
         for (version, sql) in crate::migrations::MIGRATIONS {
             for statement in crate::migrations::statements(sql) {
                 let out = cluster.rewrite(&statement).unwrap_or_else(|e| panic!("{version}: {e}"));
+                if !strip_comments(&statement).trim_start().starts_with("CREATE TABLE") {
+                    continue;
+                }
                 assert_eq!(out.len(), 2, "{version}");
                 assert!(out[0].contains("ON CLUSTER ricochet") && out[0].contains("ENGINE = Replicated"), "{}", out[0]);
                 assert!(out[0].contains("'/clickhouse/tables/{shard}/default."), "{}", out[0]);
@@ -182,6 +239,25 @@ mod tests {
     }
 
     #[test]
+    fn views_data_migrations_and_renames() {
+        let cluster = Cluster::new("c1", "db").unwrap();
+        assert_eq!(
+            cluster.rewrite("CREATE VIEW IF NOT EXISTS v AS\nSELECT a FROM t\nWHERE g = 60").unwrap(),
+            vec!["CREATE VIEW IF NOT EXISTS db.v ON CLUSTER c1 AS\nSELECT a FROM t\nWHERE g = 60"]
+        );
+        assert_eq!(
+            cluster
+                .rewrite("INSERT INTO new (a, b)\nSELECT a, toDateTime(b) FROM old_v1\nARRAY JOIN [1] AS g\nWHERE a != ''")
+                .unwrap(),
+            vec!["INSERT INTO db.new_local (a, b)\nSELECT a, toDateTime(b) FROM db.old_v1_local\nARRAY JOIN [1] AS g\nWHERE a != ''"]
+        );
+        let out = cluster.rewrite("RENAME TABLE old TO old_v1").unwrap();
+        assert_eq!(out[0], "RENAME TABLE db.old_local TO db.old_v1_local ON CLUSTER c1");
+        assert_eq!(out[1], "DROP TABLE IF EXISTS db.old ON CLUSTER c1");
+        assert!(out[2].starts_with("CREATE TABLE IF NOT EXISTS db.old_v1 ON CLUSTER c1 AS db.old_v1_local ENGINE = Distributed(c1, db, old_v1_local"));
+    }
+
+    #[test]
     fn what_it_cannot_rewrite_is_an_error() {
         let cluster = Cluster::new("c1", "db").unwrap();
         for s in [
@@ -192,6 +268,8 @@ mod tests {
             assert!(matches!(cluster.rewrite(s), Err(ClusterError::Unsupported(_))), "{s}");
         }
         assert!(Cluster::new("c1; DROP", "db").is_err());
+        assert!(cluster.rewrite("RENAME TABLE a TO b, c TO d").is_err());
+        assert!(cluster.rewrite("INSERT INTO a VALUES (1)").is_err());
         assert!(Cluster::new("c1", "").is_err());
     }
 }
