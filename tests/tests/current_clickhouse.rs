@@ -55,7 +55,7 @@ fn the_source_scan_finds_the_products_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
     let python = python();
-    let servers = Servers::start().await;
+    let mut servers = Servers::start().await;
     let aggregator = services::aggregator(&servers, "aggregator", &[]).await;
     let api = services::api(&servers, "api", &[]).await;
     let base = api.url();
@@ -79,6 +79,19 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
     let mut tally = Tally::default();
     Feed::new(&servers.kafka.brokers()).send_all(&clicks, &mut tally).await;
     eventually("clicks counted", Duration::from_secs(60), || async {
+        let n = servers.clickhouse.number("SELECT sum(clicks) FROM click_rollup_minute").await;
+        (n == tally.total()).then_some(())
+    })
+    .await;
+
+    // An outage mid-flush: the failed insert is settled (KILL QUERY, positions
+    // read back) once ClickHouse is back.
+    servers.clickhouse.stop();
+    let more: Vec<_> = (0..5).map(|i| target.click(now + i)).collect();
+    Feed::new(&servers.kafka.brokers()).send_all(&more, &mut tally).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    servers.clickhouse.restart().await;
+    eventually("clicks counted after the outage", Duration::from_secs(60), || async {
         let n = servers.clickhouse.number("SELECT sum(clicks) FROM click_rollup_minute").await;
         (n == tally.total()).then_some(())
     })
