@@ -9,7 +9,7 @@
 //!   `cityHash64(client_id)` (or `rand()` for a table without `client_id`):
 //!   what the API and the data team read.
 //!
-//! `ALTER TABLE name …` runs `ON CLUSTER` on both. `CREATE VIEW IF NOT EXISTS`
+//! `ALTER TABLE name …` runs `ON CLUSTER` on `name_local`, and `name` is rebuilt over it. `CREATE VIEW IF NOT EXISTS`
 //! runs `ON CLUSTER` over the `Distributed` tables. A data migration,
 //! `INSERT INTO a (…) SELECT … FROM b …`, copies `b_local` into `a_local` on
 //! the server the migration runs on (replication carries it to the other
@@ -74,9 +74,16 @@ impl Cluster {
             let name_end = rest.find(char::is_whitespace).ok_or_else(unsupported)?;
             let table = identifier("table", &rest[..name_end]).map_err(|_| unsupported())?;
             let change = rest[name_end..].trim();
+            // 18.16 refuses `ALTER … ON CLUSTER` on a Distributed table of a
+            // replicated shard (code 371), so that one is rebuilt over the altered
+            // table. Every table a migration alters has `client_id`.
             return Ok(vec![
                 format!("ALTER TABLE {db}.{table}{LOCAL_SUFFIX} ON CLUSTER {c} {change}"),
-                format!("ALTER TABLE {db}.{table} ON CLUSTER {c} {change}"),
+                format!("DROP TABLE IF EXISTS {db}.{table} ON CLUSTER {c}"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {c} AS {db}.{table}{LOCAL_SUFFIX} \
+                     ENGINE = Distributed({c}, {db}, {table}{LOCAL_SUFFIX}, cityHash64(client_id))"
+                ),
             ]);
         }
         if let Some(rest) = strip_prefix_ci(body.trim(), "CREATE VIEW IF NOT EXISTS ") {
@@ -235,7 +242,8 @@ mod tests {
             out[0],
             "ALTER TABLE db.click_events_local ON CLUSTER c1 ADD COLUMN IF NOT EXISTS x UInt8 DEFAULT 0"
         );
-        assert_eq!(out[1], "ALTER TABLE db.click_events ON CLUSTER c1 ADD COLUMN IF NOT EXISTS x UInt8 DEFAULT 0");
+        assert_eq!(out[1], "DROP TABLE IF EXISTS db.click_events ON CLUSTER c1");
+        assert!(out[2].ends_with("Distributed(c1, db, click_events_local, cityHash64(client_id))"), "{}", out[2]);
     }
 
     #[test]
