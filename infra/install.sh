@@ -8,6 +8,11 @@
 #     plus its only native build dependency: a C/C++ compiler (build-essential), for the
 #     bundled SQLite (libsql-ffi), zstd, lz4 and aws-lc-sys. Checked: cmake and libclang are
 #     NOT needed (their crates use pre-generated bindings / the cc builder in this build).
+#   - zookeeper                                (apt; for the replicated-cluster test, tests/tests/cluster.rs,
+#                                               run by infra/zookeeper/run.sh; needs Java, which it pulls in)
+#   - a Python venv with infra/requirements-test.txt (pip, PyPI), in
+#     ${XDG_CACHE_HOME:-$HOME/.cache}/ricochet/venv; redone when that file changes
+#     (chdb for tests/tests/current_clickhouse.rs). Needs python3 with venv (apt python3-venv).
 #   - wrk and nginx-light, only with --bench   (apt; nginx is bench/edge.sh's peer, never
 #                                               started as a service: policy-rc.d below)
 #   - chromium, only with --browser            (apt; Debian's package, for the dashboard's
@@ -27,7 +32,7 @@ for arg in "$@"; do
         --bench) want_bench=1 ;;
         --browser) want_browser=1 ;;
         -h|--help)
-            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -198,6 +203,46 @@ install_nisshi() {
     say "nisshi $NISSHI_VERSION: installed ($nisshi_bin) in $(( (SECONDS - start) / 60 )) min"
 }
 
+# ---------------------------------------------------------------- ZooKeeper
+# Only the jar is used (infra/zookeeper/run.sh runs private servers); the package's own
+# service is never started (policy-rc.d, as for ClickHouse).
+install_zookeeper() {
+    if [[ -r /usr/share/java/zookeeper.jar ]] && command -v java >/dev/null 2>&1; then
+        say "zookeeper $(deb_version zookeeper): present"
+        return
+    fi
+    say "zookeeper: missing, installing from apt"
+    apt_install zookeeper
+    [[ -r /usr/share/java/zookeeper.jar ]] || die "/usr/share/java/zookeeper.jar still missing after apt-get install zookeeper"
+    say "zookeeper $(deb_version zookeeper): installed"
+}
+
+# ---------------------------------------------------------------- test venv
+# One venv for every Python tool the tests use, pinned in infra/requirements-test.txt. A stamp
+# (the file's sha256) makes a second run a no-op and a changed file a reinstall.
+install_test_venv() {
+    local here requirements venv stamp want
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    requirements="$here/requirements-test.txt"
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/ricochet/venv"
+    stamp="$venv/.requirements.sha256"
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [[ -x $venv/bin/python && -r $stamp && "$(cat "$stamp")" == "$want" ]]; then
+        say "test venv: present ($venv)"
+        return
+    fi
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    say "test venv: installing $requirements into $venv"
+    mkdir -p "$(dirname "$venv")"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" ||
+        die "pip install -r $requirements failed"
+    printf '%s\n' "$want" > "$stamp"
+    say "test venv: installed ($venv)"
+}
+
 # ---------------------------------------------------------------- wrk
 install_wrk() {
     if command -v wrk >/dev/null 2>&1; then
@@ -245,6 +290,8 @@ install_chromium() {
 
 install_clickhouse
 install_nisshi
+install_zookeeper
+install_test_venv
 install_wrk
 install_nginx
 install_chromium

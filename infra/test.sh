@@ -15,18 +15,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-# schemathesis, for the contract test (tests/tests/contract.rs): pinned, in a
-# venv of its own, installed once and reused.
-SCHEMATHESIS_VERSION=4.32.5
+# schemathesis, for the contract test (tests/tests/contract.rs): pinned in
+# infra/requirements-test.txt, in the test venv that install.sh keeps.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/ricochet/venv"
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
-    echo "test.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
-    if ! python3 -c 'import ensurepip' 2>/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
-    fi
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-fi
 export RICOCHET_SCHEMATHESIS="$venv/bin/schemathesis"
 
 # The integration tests spawn these binaries as real processes.

@@ -59,6 +59,13 @@ pub struct AggregatorConfig {
     #[command(flatten)]
     pub clickhouse: ClickHouseConfig,
 
+    /// `insert_quorum` of the rollup + positions insert in cluster mode: it
+    /// succeeds only once this many replicas of the shard hold it, and
+    /// positions are then read with `select_sequential_consistency=1`. Use the
+    /// number of replicas per shard; 0 turns quorum writes off.
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_INSERT_QUORUM", default_value_t = 2, global = true)]
+    pub clickhouse_insert_quorum: u64,
+
     /// A batch is flushed this often at the latest (milliseconds)...
     #[arg(long, env = "RICOCHET_FLUSH_INTERVAL_MS", default_value_t = 1000, global = true)]
     pub flush_interval_ms: u64,

@@ -21,13 +21,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let clickhouse = config.clickhouse.client();
-    let sink = ClickHouseSink::new(clickhouse.clone(), Duration::from_secs(config.insert_timeout_secs));
+    let cluster = config.clickhouse.cluster().context("RICOCHET_CLICKHOUSE_CLUSTER")?;
+    let mut sink = ClickHouseSink::new(clickhouse.clone(), Duration::from_secs(config.insert_timeout_secs));
+    if cluster.is_some() {
+        sink = sink.replicated(config.clickhouse_insert_quorum);
+    }
     let version = sink
         .server_version()
         .await
         .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse.clickhouse_url))?;
     tracing::info!(%version, "clickhouse reachable");
-    let applied = migrations::apply(&clickhouse).await.context("applying ClickHouse migrations")?;
+    let applied = migrations::apply(&clickhouse, cluster.as_ref()).await.context("applying ClickHouse migrations")?;
     tracing::info!(?applied, "migrations up to date");
     if matches!(config.command, Some(Command::Migrate)) {
         return Ok(());

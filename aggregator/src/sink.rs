@@ -5,6 +5,27 @@
 //! Works on ClickHouse 18.16 and current releases: plain `RowBinary` (row
 //! validation off, 18.16 lacks the typed header format) and values bound on
 //! the client (18.16 has no server-side query parameters).
+//!
+//! **On a replicated cluster** ([`ClickHouseSink::replicated`]) the inserts go
+//! to the `_local` ReplicatedMergeTree tables of the server this sink talks to
+//! (never through `Distributed`, whose inserts are forwarded later and so are
+//! neither atomic nor settleable). A replicated insert of one block is still
+//! one part, fetched whole by the other replicas, so rollups and positions
+//! still land together. What changes is *where* a position can be read from:
+//!
+//! - the rollup insert carries `insert_quorum = N`: it is acknowledged only
+//!   once N replicas hold the part (a replica that is down makes it fail at
+//!   once: "too few live replicas"; the pipeline then pauses and retries);
+//! - positions are read with `select_sequential_consistency = 1`: a replica
+//!   that lacks a part already written with quorum refuses the read instead
+//!   of answering with an older position;
+//! - a quorum insert that failed *after* its part was written (a replica died
+//!   mid-insert) stays pending in ZooKeeper (`…/quorum/status`) and lands once
+//!   the replica is back. Sequential consistency hides such a part, so while
+//!   one is pending, reading positions is an error (retried by the pipeline's
+//!   fence and settle): a position is never read from before a part that can
+//!   still land. Only one quorum insert per table can be pending at a time
+//!   (the next one is refused), so this wait ends when that one lands.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +43,8 @@ pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABL
 pub enum SinkError {
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    #[error("a quorum insert into {table} is still pending (a replica is behind); positions cannot be read yet")]
+    QuorumPending { table: String },
 }
 
 /// One row of `click_events`.
@@ -236,11 +259,33 @@ pub enum Settled {
 pub struct ClickHouseSink {
     client: Client,
     insert_timeout: Duration,
+    events_table: String,
+    recipients_table: String,
+    rollup_table: String,
+    /// `insert_quorum` of the rollup insert; 0: none (one server).
+    quorum: u64,
 }
 
 impl ClickHouseSink {
     pub fn new(client: Client, insert_timeout: Duration) -> Self {
-        ClickHouseSink { client, insert_timeout }
+        ClickHouseSink {
+            client,
+            insert_timeout,
+            events_table: EVENTS_TABLE.to_owned(),
+            recipients_table: RECIPIENTS_TABLE.to_owned(),
+            rollup_table: ROLLUP_TABLE.to_owned(),
+            quorum: 0,
+        }
+    }
+
+    /// Cluster mode: write to the replicated `_local` tables, with
+    /// `insert_quorum = quorum` (0: off) on the rollup insert. See the module doc.
+    pub fn replicated(mut self, quorum: u64) -> Self {
+        self.events_table = format!("{EVENTS_TABLE}{}", ricochet_warehouse::cluster::LOCAL_SUFFIX);
+        self.recipients_table = format!("{RECIPIENTS_TABLE}{}", ricochet_warehouse::cluster::LOCAL_SUFFIX);
+        self.rollup_table = format!("{ROLLUP_TABLE}{}", ricochet_warehouse::cluster::LOCAL_SUFFIX);
+        self.quorum = quorum;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -250,7 +295,7 @@ impl ClickHouseSink {
     /// Raw events. Idempotent: a retried write leaves duplicates that the
     /// table's engine collapses by event id.
     pub async fn write_events<'a>(&self, rows: impl Iterator<Item = &'a EventRow>) -> Result<(), SinkError> {
-        self.write_idempotent(EVENTS_TABLE, rows).await
+        self.write_idempotent(&self.events_table, rows).await
     }
 
     /// Recipient rows. Idempotent like raw events: the table keeps one copy of
@@ -262,7 +307,7 @@ impl ClickHouseSink {
         if rows.len() == 0 {
             return Ok(());
         }
-        self.write_idempotent(RECIPIENTS_TABLE, rows).await
+        self.write_idempotent(&self.recipients_table, rows).await
     }
 
     /// One plain insert of rows that may be written again.
@@ -284,10 +329,16 @@ impl ClickHouseSink {
     pub async fn write_rollups(&self, rows: &[RollupRow], query_id: &str) -> Result<(), SinkError> {
         let mut insert = self
             .client
-            .insert::<RollupRow>(ROLLUP_TABLE)
+            .insert::<RollupRow>(&self.rollup_table)
             .await?
             .with_option("query_id", query_id)
             .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        if self.quorum > 0 {
+            // The server gives up waiting for the quorum when the client does.
+            insert = insert
+                .with_option("insert_quorum", self.quorum.to_string())
+                .with_option("insert_quorum_timeout", self.insert_timeout.as_millis().to_string());
+        }
         for row in rows {
             insert.write(row).await?;
         }
@@ -296,8 +347,16 @@ impl ClickHouseSink {
     }
 
     /// The stored position (next offset to apply) of every partition of `topic`.
+    /// On a cluster with quorum writes: an error while a quorum insert is
+    /// pending, and never older than any insert acknowledged by the quorum.
     pub async fn read_positions(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
-        Ok(ricochet_warehouse::positions::read(&self.client, topic).await?)
+        let client = if self.quorum > 0 {
+            self.check_no_pending_quorum().await?;
+            self.client.clone().with_option("select_sequential_consistency", "1")
+        } else {
+            self.client.clone()
+        };
+        Ok(ricochet_warehouse::positions::read_in(&client, &self.rollup_table, topic).await?)
     }
 
     /// Finds out whether the rollup insert `query_id` landed: waits until the
@@ -321,6 +380,29 @@ impl ClickHouseSink {
             }
             Ok(Settled::NotApplied)
         }
+    }
+
+    /// `Err(QuorumPending)` while ZooKeeper holds `…/quorum/status` for the
+    /// rollup table: a quorum insert wrote its part but not yet to enough
+    /// replicas, and will land once they fetch it.
+    async fn check_no_pending_quorum(&self) -> Result<(), SinkError> {
+        // system.zookeeper needs a literal path, so the table's path is read first.
+        let zookeeper_path = self
+            .client
+            .query("SELECT zookeeper_path FROM system.replicas WHERE database = currentDatabase() AND table = ?")
+            .bind(self.rollup_table.as_str())
+            .fetch_one::<String>()
+            .await?;
+        let pending = self
+            .client
+            .query("SELECT count() FROM system.zookeeper WHERE path = ? AND name = 'status'")
+            .bind(format!("{zookeeper_path}/quorum"))
+            .fetch_one::<u64>()
+            .await?;
+        if pending > 0 {
+            return Err(SinkError::QuorumPending { table: self.rollup_table.clone() });
+        }
+        Ok(())
     }
 
     pub async fn server_version(&self) -> Result<String, SinkError> {

@@ -25,7 +25,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse.clickhouse_url))?;
     tracing::info!(%version, "clickhouse reachable");
     // Idempotent, so it does not matter whether the API or an aggregator starts first.
-    let applied = migrations::apply(&clickhouse).await.context("applying ClickHouse migrations")?;
+    let cluster = config.clickhouse.cluster().context("RICOCHET_CLICKHOUSE_CLUSTER")?;
+    let applied = migrations::apply(&clickhouse, cluster.as_ref()).await.context("applying ClickHouse migrations")?;
     tracing::info!(?applied, "migrations up to date");
     if matches!(config.command, Some(Command::Migrate)) {
         return Ok(());

@@ -4,8 +4,9 @@
 #
 #   infra/clickhouse/run.sh STATE_DIR HTTP_PORT TCP_PORT [INTERSERVER_PORT]
 #
-# All state (data, tmp, logs, rendered config) goes under STATE_DIR. INTERSERVER_PORT is
-# unused by Ricochet (no replication) but ClickHouse 18.16 binds it; it defaults to
+# All state (data, tmp, logs, rendered config) goes under STATE_DIR; extra config (a replica's
+# ZooKeeper, cluster and macros) can be dropped in STATE_DIR/config.d/ beforehand. INTERSERVER_PORT
+# is where replicas fetch parts from each other (a single server binds it too); it defaults to
 # TCP_PORT+1, so pass it explicitly when running several servers on adjacent ports.
 set -euo pipefail
 

@@ -198,8 +198,11 @@ pub async fn rollup_per_link(ch: &ClickHouse) -> BTreeMap<String, u64> {
 
 /// Clicks per link at one grain of `click_rollups` (seconds).
 pub async fn rollup_per_link_at(ch: &ClickHouse, grain: u32) -> BTreeMap<String, u64> {
-    let sql =
-        format!("SELECT link_id, sum(clicks) FROM click_rollups WHERE grain = {grain} GROUP BY link_id FORMAT TSV");
+    per_link_at(ch, "click_rollups", grain).await
+}
+
+async fn per_link_at(ch: &ClickHouse, table: &str, grain: u32) -> BTreeMap<String, u64> {
+    let sql = format!("SELECT link_id, sum(clicks) FROM {table} WHERE grain = {grain} GROUP BY link_id FORMAT TSV");
     per_link(ch, &sql).await
 }
 
@@ -218,9 +221,16 @@ async fn per_link(ch: &ClickHouse, sql: &str) -> BTreeMap<String, u64> {
 /// coarser grain holds the same per link, and that each stored position is
 /// where the raw events end. Panics with what differs.
 pub async fn assert_counted_exactly(ch: &ClickHouse, tally: &Tally, within: Duration) {
+    assert_counted_exactly_in(ch, "", tally, within).await
+}
+
+/// [`assert_counted_exactly`] on the tables named with `suffix` (`_local`: one
+/// replica's own copy on a cluster).
+pub async fn assert_counted_exactly_in(ch: &ClickHouse, suffix: &str, tally: &Tally, within: Duration) {
+    let (rollups, events) = (format!("click_rollups{suffix}"), format!("click_events{suffix}"));
     let deadline = std::time::Instant::now() + within;
     loop {
-        let seen = rollup_per_link(ch).await;
+        let seen = per_link_at(ch, &rollups, 60).await;
         if seen == tally.per_link {
             break;
         }
@@ -241,12 +251,11 @@ pub async fn assert_counted_exactly(ch: &ClickHouse, tally: &Tally, within: Dura
     }
     // Nothing counted twice by a late flush or a ghost insert.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rollup_per_link(ch).await, tally.per_link, "rollups moved after converging");
-    for grain in [900, 3600, 86_400] {
-        assert_eq!(rollup_per_link_at(ch, grain).await, tally.per_link, "rollups at grain {grain} s");
+    for grain in [60, 900, 3600, 86_400] {
+        assert_eq!(per_link_at(ch, &rollups, grain).await, tally.per_link, "rollups at grain {grain} s");
     }
     assert_eq!(
-        ch.number("SELECT count(DISTINCT event_id) FROM click_events").await,
+        ch.number(&format!("SELECT count(DISTINCT event_id) FROM {events}")).await,
         tally.total(),
         "distinct raw events"
     );
@@ -254,17 +263,17 @@ pub async fn assert_counted_exactly(ch: &ClickHouse, tally: &Tally, within: Dura
     // the partition's last event: a range stored twice would push it further,
     // a lost position row would leave it behind.
     assert_eq!(
-        ch.query(
-            "SELECT kafka_partition, max(kafka_offset) + 1 FROM click_events GROUP BY kafka_partition \
+        ch.query(&format!(
+            "SELECT kafka_partition, max(kafka_offset) + 1 FROM {events} GROUP BY kafka_partition \
              ORDER BY kafka_partition FORMAT TSV"
-        )
+        ))
         .await
         .expect("events per partition"),
-        ch.query(
-            "SELECT source_partition, sum(position_delta) FROM click_rollups WHERE grain = 0 \
-             AND source_partition IN (SELECT kafka_partition FROM click_events) \
+        ch.query(&format!(
+            "SELECT source_partition, sum(position_delta) FROM {rollups} WHERE grain = 0 \
+             AND source_partition IN (SELECT kafka_partition FROM {events}) \
              GROUP BY source_partition ORDER BY source_partition FORMAT TSV"
-        )
+        ))
         .await
         .expect("stored positions"),
         "stored positions (partition, next offset) against the raw events"

@@ -10,6 +10,7 @@
 //! - [`process`]: the child-process guard.
 //! - [`servers`]: ClickHouse and the Kafka broker.
 //! - [`services`]: the `ricochet-redirect`, `ricochet-aggregator` and `ricochet-api` binaries.
+//! - [`sql`]: the product's SQL, from ClickHouse's query log and from its sources.
 //! - [`feed`]: clicks straight into Kafka, and checking ClickHouse counted them exactly once.
 
 pub mod client;
@@ -18,6 +19,7 @@ pub mod load;
 pub mod process;
 pub mod servers;
 pub mod services;
+pub mod sql;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

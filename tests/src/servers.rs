@@ -1,4 +1,5 @@
-//! ClickHouse and the Kafka broker, each in its own state directory.
+//! ClickHouse and the Kafka broker, each in its own state directory; and a
+//! replicated ClickHouse cluster (ZooKeeper and two replicas of one shard).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,42 +8,68 @@ use std::time::Duration;
 use crate::process::Proc;
 use crate::{free_port, repo_root};
 
+/// Up to three tries of `start` (each on fresh ports): a port picked as free
+/// can be taken by another process before the server binds it.
+async fn start_retrying<T, F, Fut>(what: &str, mut start: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    for attempt in 1.. {
+        match start().await {
+            Ok(server) => return server,
+            Err(log) if attempt < 3 => eprintln!("{what} start-up failed, retrying on other ports:\n{log}"),
+            Err(log) => panic!("{what} did not start:\n{log}"),
+        }
+    }
+    unreachable!()
+}
+
 /// A private ClickHouse server.
 pub struct ClickHouse {
     proc: Proc,
     dir: PathBuf,
     pub http_port: u16,
-    tcp_port: u16,
+    pub tcp_port: u16,
+    interserver_port: u16,
     http: reqwest::Client,
 }
 
 impl ClickHouse {
-    /// Starts on fresh free ports, retrying when the server dies during start-up:
-    /// a port picked as free can be taken by another process before the server binds it.
+    /// Starts on fresh free ports, retrying when the server dies during start-up.
     pub async fn start(dir: &Path) -> ClickHouse {
-        for attempt in 1.. {
-            let (http_port, tcp_port) = (free_port(), free_port());
-            let mut ch = ClickHouse {
-                proc: Self::spawn(dir, http_port, tcp_port),
-                dir: dir.to_owned(),
-                http_port,
-                tcp_port,
-                http: reqwest::Client::new(),
-            };
-            match ch.try_wait_ready().await {
-                Ok(()) => return ch,
-                Err(log) if attempt < 3 => {
-                    eprintln!("clickhouse start-up failed, retrying on other ports:\n{log}")
-                }
-                Err(log) => panic!("clickhouse did not start:\n{log}"),
-            }
-        }
-        unreachable!()
+        start_retrying("clickhouse", || async {
+            let mut ch = Self::spawned(dir, [free_port(), free_port(), free_port()]);
+            ch.try_wait_ready().await.map(|()| ch)
+        })
+        .await
     }
 
-    fn spawn(dir: &Path, http_port: u16, tcp_port: u16) -> Proc {
+    /// Starts on the given ports, with `config_d` written to `dir/config.d/`
+    /// (the server merges it into its config): a replica, whose peers must
+    /// know its ports before it starts.
+    pub async fn start_on(dir: &Path, ports: [u16; 3], config_d: &str) -> ClickHouse {
+        std::fs::create_dir_all(dir.join("config.d")).expect("config.d");
+        std::fs::write(dir.join("config.d/ricochet.xml"), config_d).expect("config.d/ricochet.xml");
+        let mut ch = Self::spawned(dir, ports);
+        ch.wait_ready().await;
+        ch
+    }
+
+    fn spawned(dir: &Path, [http_port, tcp_port, interserver_port]: [u16; 3]) -> ClickHouse {
+        ClickHouse {
+            proc: Self::spawn(dir, http_port, tcp_port, interserver_port),
+            dir: dir.to_owned(),
+            http_port,
+            tcp_port,
+            interserver_port,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn spawn(dir: &Path, http_port: u16, tcp_port: u16, interserver_port: u16) -> Proc {
         let mut cmd = Command::new(repo_root().join("infra/clickhouse/run.sh"));
-        cmd.arg(dir).arg(http_port.to_string()).arg(tcp_port.to_string()).arg(free_port().to_string());
+        cmd.arg(dir).arg(http_port.to_string()).arg(tcp_port.to_string()).arg(interserver_port.to_string());
         std::fs::create_dir_all(dir).expect("clickhouse dir");
         Proc::spawn("clickhouse-server", cmd, &dir.join("run.log"))
     }
@@ -98,10 +125,105 @@ impl ClickHouse {
         self.proc.stop(Duration::from_secs(10));
     }
 
+    /// SIGKILL: a crash, nothing flushed.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
     /// Starts it again on the same ports and data.
     pub async fn restart(&mut self) {
-        self.proc = Self::spawn(&self.dir, self.http_port, self.tcp_port);
+        self.proc = Self::spawn(&self.dir, self.http_port, self.tcp_port, self.interserver_port);
         self.wait_ready().await;
+    }
+}
+
+/// A private standalone ZooKeeper (`infra/zookeeper/run.sh`).
+pub struct ZooKeeper {
+    proc: Proc,
+    pub port: u16,
+}
+
+impl ZooKeeper {
+    pub async fn start(dir: &Path) -> ZooKeeper {
+        std::fs::create_dir_all(dir).expect("zookeeper dir");
+        start_retrying("zookeeper", || async {
+            let port = free_port();
+            let mut cmd = Command::new(repo_root().join("infra/zookeeper/run.sh"));
+            cmd.arg(dir).arg(port.to_string());
+            let mut zk = ZooKeeper { proc: Proc::spawn("zookeeper", cmd, &dir.join("run.log")), port };
+            zk.try_wait_ready().await.map(|()| zk)
+        })
+        .await
+    }
+
+    /// Ready when it answers the `ruok` four-letter word with `imok`.
+    async fn try_wait_ready(&mut self) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = format!("127.0.0.1:{}", self.port);
+        for _ in 0..600 {
+            if let Ok(mut conn) = tokio::net::TcpStream::connect(&addr).await {
+                let mut answer = String::new();
+                if conn.write_all(b"ruok").await.is_ok()
+                    && conn.read_to_string(&mut answer).await.is_ok()
+                    && answer == "imok"
+                {
+                    return Ok(());
+                }
+            }
+            if !self.proc.is_running() {
+                return Err(self.proc.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("no imok within 60 s\n{}", self.proc.log_tail()))
+    }
+}
+
+/// The cluster's name in every replica's `<remote_servers>`.
+pub const CLUSTER: &str = "ricochet";
+
+/// ZooKeeper, two ClickHouse replicas of one shard, and the broker, in one
+/// temporary directory. `replicas[0]` is `r1`, `replicas[1]` is `r2`.
+pub struct ReplicatedServers {
+    pub replicas: Vec<ClickHouse>,
+    pub kafka: Kafka,
+    pub zookeeper: ZooKeeper,
+    // Dropped last: the servers above stop before their files go.
+    pub dir: tempfile::TempDir,
+}
+
+impl ReplicatedServers {
+    pub async fn start() -> ReplicatedServers {
+        let keep = std::env::var_os("RICOCHET_KEEP_TEST_DIRS").is_some();
+        let dir =
+            tempfile::Builder::new().prefix("ricochet-cluster-").disable_cleanup(keep).tempdir().expect("tempdir");
+        let (zk_dir, kafka_dir) = (dir.path().join("zookeeper"), dir.path().join("kafka"));
+        let (zookeeper, kafka) = tokio::join!(ZooKeeper::start(&zk_dir), Kafka::start(&kafka_dir));
+        let ports: Vec<[u16; 3]> = (0..2).map(|_| [free_port(), free_port(), free_port()]).collect();
+        let replicas_xml: String = ports
+            .iter()
+            .map(|[_, tcp, _]| format!("<replica><host>127.0.0.1</host><port>{tcp}</port></replica>"))
+            .collect();
+        let starts = ports.iter().enumerate().map(|(i, p)| {
+            let config = format!(
+                "<?xml version=\"1.0\"?>\n<yandex>\n\
+                 <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node>\
+                 <session_timeout_ms>6000</session_timeout_ms></zookeeper>\n\
+                 <remote_servers><{CLUSTER}><shard><internal_replication>true</internal_replication>{replicas_xml}</shard></{CLUSTER}></remote_servers>\n\
+                 <macros><shard>01</shard><replica>r{n}</replica></macros>\n\
+                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\n</yandex>\n",
+                zk = zookeeper.port,
+                n = i + 1
+            );
+            let dir = dir.path().join(format!("clickhouse-r{}", i + 1));
+            async move { ClickHouse::start_on(&dir, *p, &config).await }
+        });
+        let replicas = futures::future::join_all(starts).await;
+        ReplicatedServers { replicas, kafka, zookeeper, dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -114,18 +236,12 @@ pub struct Kafka {
 
 impl Kafka {
     pub async fn start(dir: &Path) -> Kafka {
-        for attempt in 1.. {
+        start_retrying("broker", || async {
             let port = free_port();
             let mut k = Kafka { proc: Self::spawn(dir, port), dir: dir.to_owned(), port };
-            match k.try_wait_ready().await {
-                Ok(()) => return k,
-                Err(log) if attempt < 3 => {
-                    eprintln!("broker start-up failed, retrying on another port:\n{log}")
-                }
-                Err(log) => panic!("broker did not start:\n{log}"),
-            }
-        }
-        unreachable!()
+            k.try_wait_ready().await.map(|()| k)
+        })
+        .await
     }
 
     fn spawn(dir: &Path, port: u16) -> Proc {

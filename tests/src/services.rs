@@ -46,11 +46,15 @@ impl Service {
 }
 
 fn command(name: &str, servers: &Servers, port: u16, env: &[(&str, String)]) -> Command {
+    command_for(name, &servers.kafka.brokers(), &servers.clickhouse.url(), port, env)
+}
+
+fn command_for(name: &str, brokers: &str, clickhouse_url: &str, port: u16, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(bin(name));
     cmd.current_dir(repo_root())
         .env("RICOCHET_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RICOCHET_KAFKA_BROKERS", servers.kafka.brokers())
-        .env("RICOCHET_CLICKHOUSE_URL", servers.clickhouse.url())
+        .env("RICOCHET_KAFKA_BROKERS", brokers)
+        .env("RICOCHET_CLICKHOUSE_URL", clickhouse_url)
         .env("RICOCHET_CLICKS_PARTITIONS", crate::PARTITIONS.to_string())
         .env("RICOCHET_ADMIN_KEY", crate::client::ADMIN_KEY)
         // The error, not a backtrace, is what a failing test should show.
@@ -101,6 +105,24 @@ pub async fn aggregator(servers: &Servers, name: &str, env: &[(&str, String)]) -
 pub async fn api(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
     let port = free_port();
     let cmd = command("ricochet-api", servers, port, env);
+    let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
+    let mut s = Service { proc, port };
+    s.wait_ready().await;
+    s
+}
+
+/// Starts `ricochet-aggregator` against one replica of a replicated cluster,
+/// in cluster mode (`RICOCHET_CLICKHOUSE_CLUSTER`), and waits until it is ready.
+pub async fn cluster_aggregator(
+    servers: &crate::servers::ReplicatedServers,
+    replica: usize,
+    name: &str,
+    env: &[(&str, String)],
+) -> Service {
+    let port = free_port();
+    let mut cmd =
+        command_for("ricochet-aggregator", &servers.kafka.brokers(), &servers.replicas[replica].url(), port, env);
+    cmd.env("RICOCHET_CLICKHOUSE_CLUSTER", crate::servers::CLUSTER);
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };
     s.wait_ready().await;

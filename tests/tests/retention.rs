@@ -22,9 +22,10 @@ async fn the_job_expires_old_data_and_keeps_positions_and_recent_rows() {
         clickhouse_user: "default".into(),
         clickhouse_password: String::new(),
         clickhouse_lz4: false,
+        clickhouse_cluster: None,
     }
     .client();
-    migrations::apply(&client).await.unwrap();
+    migrations::apply(&client, None).await.unwrap();
     let version = client.query("SELECT version()").fetch_one::<String>().await.unwrap();
     assert!(!ServerVersion::parse(&version).unwrap().has_ttl(), "this test is the job path: {version}");
 

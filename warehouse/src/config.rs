@@ -23,9 +23,25 @@ pub struct ClickHouseConfig {
     /// ClickHouse across a network.
     #[arg(long, env = "RICOCHET_CLICKHOUSE_LZ4", default_value_t = false, global = true)]
     pub clickhouse_lz4: bool,
+
+    /// Cluster mode: the cluster's name in the servers' `<remote_servers>`.
+    /// Migrations then create replicated `_local` tables `ON CLUSTER` and
+    /// `Distributed` tables over them; the aggregator writes to the `_local`
+    /// tables of the server at `RICOCHET_CLICKHOUSE_URL`, reads go through the
+    /// `Distributed` ones (see `docs/cluster.md`). Unset: one server, plain tables.
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_CLUSTER", global = true)]
+    pub clickhouse_cluster: Option<String>,
 }
 
 impl ClickHouseConfig {
+    /// Cluster mode, validated: the names are spliced into DDL.
+    pub fn cluster(&self) -> Result<Option<crate::cluster::Cluster>, crate::cluster::ClusterError> {
+        self.clickhouse_cluster
+            .as_deref()
+            .map(|name| crate::cluster::Cluster::new(name, &self.clickhouse_database))
+            .transpose()
+    }
+
     pub fn client(&self) -> clickhouse::Client {
         clickhouse::Client::default()
             .with_url(&self.clickhouse_url)

@@ -3,6 +3,10 @@
 //!
 //! Every file is idempotent (`IF NOT EXISTS`), so two aggregators starting at
 //! once cannot break each other; `schema_migrations` records what ran.
+//!
+//! On a cluster (`RICOCHET_CLICKHOUSE_CLUSTER`), each plain statement is
+//! rewritten by [`crate::cluster`] into replicated `_local` tables created
+//! `ON CLUSTER` and `Distributed` tables over them; see `docs/cluster.md`.
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
@@ -19,17 +23,39 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 /// ClickHouse's error code for "column with this name already exists".
 const DUPLICATE_COLUMN: &str = "Code: 44,";
 
+use crate::cluster::{Cluster, ClusterError};
+
+const SCHEMA_MIGRATIONS: &str =
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version";
+
 #[derive(Debug, thiserror::Error)]
 #[error("migration {version}: {source}")]
 pub struct MigrationError {
     pub version: String,
     #[source]
-    pub source: clickhouse::error::Error,
+    pub source: MigrationFailure,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationFailure {
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// The statements that run for one plain statement: itself on a single
+/// server, its cluster rewrite on a cluster.
+pub fn render(statement: &str, cluster: Option<&Cluster>) -> Result<Vec<String>, ClusterError> {
+    match cluster {
+        None => Ok(vec![statement.to_owned()]),
+        Some(c) => c.rewrite(statement),
+    }
 }
 
 /// The statements of a migration file: ClickHouse's HTTP interface takes one
 /// per request. A statement ends with `;` at the end of a line.
-fn statements(sql: &str) -> Vec<String> {
+pub fn statements(sql: &str) -> Vec<String> {
     sql.split(";\n")
         .map(|s| s.trim().trim_end_matches(';').trim())
         .filter(|s| s.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--")))
@@ -61,16 +87,20 @@ async fn legacy_rollups(client: &Client) -> Result<bool, clickhouse::error::Erro
 }
 
 /// Applies the migrations not yet recorded. Returns the versions it applied.
-pub async fn apply(client: &Client) -> Result<Vec<String>, MigrationError> {
+pub async fn apply(client: &Client, cluster: Option<&Cluster>) -> Result<Vec<String>, MigrationError> {
     let err = |version: &str| {
         let version = version.to_owned();
-        move |source| MigrationError { version, source }
+        move |source: clickhouse::error::Error| MigrationError { version, source: source.into() }
     };
-    client
-        .query("CREATE TABLE IF NOT EXISTS schema_migrations (version String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version")
-        .execute()
-        .await
-        .map_err(err("schema_migrations"))?;
+    let run = |version: &'static str, statement: &'static str| async move {
+        let rendered =
+            render(statement, cluster).map_err(|e| MigrationError { version: version.into(), source: e.into() })?;
+        for s in rendered {
+            client.query(&s).execute().await.map_err(err(version))?;
+        }
+        Ok::<(), MigrationError>(())
+    };
+    run("schema_migrations", SCHEMA_MIGRATIONS).await?;
     let done: Vec<String> = client
         .query("SELECT DISTINCT version FROM schema_migrations")
         .fetch_all::<String>()
@@ -86,15 +116,19 @@ pub async fn apply(client: &Client) -> Result<Vec<String>, MigrationError> {
             if *version == CARRY_OVER && !carry_over && !statement.starts_with("CREATE VIEW") {
                 continue;
             }
-            match client.query(&statement).execute().await {
-                Ok(()) => {}
-                // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the columns are
-                // there already when another aggregator ran this ALTER at the
-                // same moment (one ALTER adds them all or none).
-                Err(e) if is_add_column(&statement) && e.to_string().contains(DUPLICATE_COLUMN) => {
-                    tracing::info!(version, "columns already added by another aggregator");
+            for s in render(&statement, cluster)
+                .map_err(|e| MigrationError { version: (*version).into(), source: e.into() })?
+            {
+                match client.query(&s).execute().await {
+                    Ok(()) => {}
+                    // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the columns are
+                    // there already when another aggregator ran this ALTER at the
+                    // same moment (one ALTER adds them all or none).
+                    Err(e) if is_add_column(&s) && e.to_string().contains(DUPLICATE_COLUMN) => {
+                        tracing::info!(version, "columns already added by another aggregator");
+                    }
+                    Err(e) => return Err(err(version)(e)),
                 }
-                Err(e) => return Err(err(version)(e)),
             }
         }
         let mut insert = client.insert::<Applied>("schema_migrations").await.map_err(err(version))?;

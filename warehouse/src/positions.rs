@@ -20,10 +20,16 @@ struct PositionRow {
 /// of `topic` that has one: the sum of the deltas its flushes wrote, which
 /// SummingMergeTree collapses into one row per partition on merge.
 pub async fn read(client: &Client, topic: &str) -> Result<HashMap<i32, i64>, clickhouse::error::Error> {
+    read_in(client, ROLLUP_TABLE, topic).await
+}
+
+/// [`read`] from `table`: on a cluster, the aggregator reads its shard's
+/// replicated `_local` table (see the aggregator's `sink.rs`).
+pub async fn read_in(client: &Client, table: &str, topic: &str) -> Result<HashMap<i32, i64>, clickhouse::error::Error> {
     let rows = client
         .query(&format!(
             "SELECT source_partition AS partition, sum(position_delta) AS next_offset \
-             FROM {ROLLUP_TABLE} WHERE grain = 0 AND client_id = '' AND source_topic = ? GROUP BY source_partition"
+             FROM {table} WHERE grain = 0 AND client_id = '' AND source_topic = ? GROUP BY source_partition"
         ))
         .bind(topic)
         .fetch_all::<PositionRow>()

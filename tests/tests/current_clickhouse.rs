@@ -1,0 +1,183 @@
+//! Every statement the product issues also runs on a current ClickHouse
+//! engine (chDB, ClickHouse 26.x from PyPI, installed by `infra/install.sh`
+//! into the test venv), beside the real 18.16 server that every other test
+//! uses.
+//!
+//! How "every" is made checkable: the services run against 18.16 while this
+//! test drives each API route and query variant and the aggregator's whole
+//! cycle (migrations, raw-event and rollup inserts, position reads, the fence
+//! and settle queries, click-limit totals); 18.16's `system.query_log` then
+//! holds every statement they sent, with binds filled in. Each SQL string
+//! literal in the product's sources must show up in one of them (a new query
+//! that this test does not drive fails here, naming its file), and the lot,
+//! plus the migrations and the `docs/data-model.md` examples, goes to
+//! `infra/chdb/run.py`, which fails on any error.
+
+use std::time::Duration;
+
+use ricochet_tests::client::{self, http};
+use ricochet_tests::feed::{Feed, Tally, Target};
+use ricochet_tests::servers::Servers;
+use ricochet_tests::{eventually, repo_root, services, sql};
+use serde_json::json;
+
+/// The venv's Python (`infra/install.sh` makes it), or `RICOCHET_TEST_PYTHON`.
+fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("RICOCHET_TEST_PYTHON") {
+        return p.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let python = cache.join("ricochet/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run infra/install.sh (it installs chdb into the test venv)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn the_source_scan_finds_the_products_queries() {
+    let literals = sql::product_literals(&repo_root());
+    let files: std::collections::BTreeSet<&str> = literals.iter().map(|l| l.file.as_str()).collect();
+    for expected in
+        ["api/src/stats.rs", "aggregator/src/pipeline.rs", "aggregator/src/limits.rs", "warehouse/src/positions.rs"]
+    {
+        assert!(files.contains(expected), "no SQL found in {expected}; found {files:?}");
+    }
+    let fragments: Vec<String> = literals.iter().flat_map(|l| l.fragments()).collect();
+    assert!(fragments.iter().any(|f| f == "KILL QUERY WHERE query_id ="), "{fragments:?}");
+    assert!(fragments.iter().any(|f| f == "toUInt32(toStartOfHour(bucket_start,"), "{fragments:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
+    let python = python();
+    let mut servers = Servers::start().await;
+    let aggregator = services::aggregator(&servers, "aggregator", &[]).await;
+    let api = services::api(&servers, "api", &[]).await;
+    let base = api.url();
+
+    // Links (one with a click limit, so the aggregator reads limited totals), and clicks.
+    let link = client::create_link(&base, "acme", "bf", "https://acme.example/").await;
+    let r = http()
+        .post(format!("{base}/v1/links"))
+        .json(&json!({"client_id": "acme", "campaign_id": "bf", "destination_url": "https://acme.example/l", "click_limit": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let target = Target::new("acme", "bf", &link.link_id);
+    let now = client::now_millis();
+    let mut clicks: Vec<_> = (0..20).map(|i| target.click(now - i * 1000)).collect();
+    for (i, c) in clicks.iter_mut().enumerate() {
+        c.recipient_id = Some(ricochet_schemas::RecipientId::parse(format!("r{}", i % 5)).unwrap());
+        c.recipient_token = ricochet_schemas::RecipientToken::Valid;
+    }
+    let mut tally = Tally::default();
+    Feed::new(&servers.kafka.brokers()).send_all(&clicks, &mut tally).await;
+    eventually("clicks counted", Duration::from_secs(60), || async {
+        let n = servers.clickhouse.number("SELECT sum(clicks) FROM click_rollup_minute").await;
+        (n == tally.total()).then_some(())
+    })
+    .await;
+
+    // An outage mid-flush: the failed insert is settled (KILL QUERY, positions
+    // read back) once ClickHouse is back.
+    servers.clickhouse.stop();
+    let more: Vec<_> = (0..5).map(|i| target.click(now + i)).collect();
+    Feed::new(&servers.kafka.brokers()).send_all(&more, &mut tally).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    servers.clickhouse.restart().await;
+    eventually("clicks counted after the outage", Duration::from_secs(60), || async {
+        let n = servers.clickhouse.number("SELECT sum(clicks) FROM click_rollup_minute").await;
+        (n == tally.total()).then_some(())
+    })
+    .await;
+
+    // Every read the API can issue, in each variant its SQL has.
+    let (from, to) = (now / 1000 - 3 * 3600, now / 1000 + 60);
+    let range = format!("from={from}&to={to}");
+    let mut urls = vec![format!("{base}/v1/status"), format!("{base}/v1/clients/acme/campaigns")];
+    for scope in [format!("links/{}", link.link_id), "clients/acme".to_owned(), "clients/acme/campaigns/bf".to_owned()]
+    {
+        for granularity in ["minute", "hour", "day"] {
+            for human in ["false", "true"] {
+                urls.push(format!(
+                    "{base}/v1/{scope}/stats?{range}&granularity={granularity}&tz=Asia/Kathmandu&human_only={human}"
+                ));
+            }
+        }
+    }
+    for human in ["false", "true"] {
+        urls.push(format!("{base}/v1/clients/acme/campaigns/bf/top-links?{range}&human_only={human}&limit=5"));
+        urls.push(format!("{base}/v1/clients/acme/top-campaigns?{range}&human_only={human}"));
+        urls.push(format!("{base}/v1/clients/acme/campaigns/bf/recipients?{range}&human_only={human}&limit=2"));
+    }
+    for url in &urls {
+        let r = http().get(url).send().await.unwrap();
+        let status = r.status();
+        assert!(status.is_success(), "{url}: {status} {}", r.text().await.unwrap_or_default());
+    }
+    // The next page of recipients binds a cursor.
+    let page: serde_json::Value = http()
+        .get(format!("{base}/v1/clients/acme/campaigns/bf/recipients?{range}&limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        let url = format!("{base}/v1/clients/acme/campaigns/bf/recipients?{range}&limit=2&cursor={cursor}");
+        assert!(http().get(&url).send().await.unwrap().status().is_success(), "{url}");
+    }
+    // A restart makes the aggregator fence and read its positions again.
+    drop(aggregator);
+    let _aggregator = services::aggregator(&servers, "aggregator-2", &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let statements = sql::captured(&servers.clickhouse).await;
+    let collapsed: Vec<String> = statements.iter().map(|s| sql::collapse(s)).collect();
+    let mut uncovered = Vec::new();
+    for literal in sql::product_literals(&repo_root()) {
+        if sql::exempt(&literal).is_some() {
+            continue;
+        }
+        for fragment in literal.fragments() {
+            if !collapsed.iter().any(|s| s.contains(&fragment)) {
+                uncovered.push(format!("{}: {fragment:?}", literal.file));
+            }
+        }
+    }
+    assert!(
+        uncovered.is_empty(),
+        "SQL in the product's sources that this test never saw reach ClickHouse; drive it above \
+         (or list it in tests/src/sql.rs NOT_ON_ONE_SERVER with the test that runs it):\n{}\n\ncaptured:\n{}",
+        uncovered.join("\n"),
+        collapsed.join("\n")
+    );
+
+    let migrations: Vec<String> = ricochet_warehouse::migrations::MIGRATIONS
+        .iter()
+        .flat_map(|(_, file)| ricochet_warehouse::migrations::statements(file))
+        .flat_map(|s| ricochet_warehouse::migrations::render(&s, None).expect("render"))
+        .collect();
+    let doc = std::fs::read_to_string(repo_root().join("docs/data-model.md")).unwrap();
+    let docs: Vec<&str> = doc.split("```sql\n").skip(1).map(|block| block.split("```").next().unwrap()).collect();
+    let spec = json!({"migrations": migrations, "statements": statements, "docs": docs});
+    let path = servers.path().join("chdb-statements.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    let out = std::process::Command::new(&python)
+        .arg(repo_root().join("infra/chdb/run.py"))
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{report}");
+    assert!(out.status.success(), "statements fail on current ClickHouse (chdb):\n{report}");
+    assert!(report.contains(" 0 failed"), "{report}");
+    assert!(statements.len() >= 15, "too few statements captured to mean anything: {statements:?}");
+}
