@@ -154,10 +154,9 @@ PID[api]=$!
 wait_ready api "http://127.0.0.1:$API_PORT/readyz"
 API="http://127.0.0.1:$API_PORT"
 # The edge sits behind a proxy on loopback: the client address is the one
-# X-Forwarded-For entry each request carries. Both settings are given: the
-# old flag (first entry) and the trusted-proxy list (right-most untrusted hop).
+# X-Forwarded-For entry each request carries (right-most untrusted hop).
 RICOCHET_LISTEN="127.0.0.1:$EDGE_PORT" RICOCHET_SPOOL_DIR="$WORK/spool" \
-    RICOCHET_TRUST_FORWARDED_FOR=true RICOCHET_TRUSTED_PROXIES="${RICOCHET_TRUSTED_PROXIES:-127.0.0.0/8}" \
+    RICOCHET_TRUSTED_PROXIES="${RICOCHET_TRUSTED_PROXIES:-127.0.0.0/8}" \
     "$BIN/ricochet-redirect" >"$WORK/edge.log" 2>&1 &
 PID[edge]=$!
 wait_ready edge "http://127.0.0.1:$EDGE_PORT/readyz"

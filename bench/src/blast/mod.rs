@@ -34,12 +34,10 @@ pub fn bucket(since_send_ms: i64) -> &'static str {
     BUCKETS.iter().find(|(_, hi)| s < *hi).map_or(BUCKETS[BUCKETS.len() - 1].0, |(name, _)| name)
 }
 
-/// The recipient token a sender puts in the message: signed for the link's
-/// code and the recipient, carrying the send time `sent_at_ms`.
-///
-/// Until the signed send time lands in `ricochet_registry::token` (lane
-/// `signals`), this mints the v1 token, without the time: the edge then
-/// records no send time, and only the truth knows the seconds since send.
+/// The recipient token a sender puts in the message: a v2 token, signed for
+/// the link's code and the recipient, carrying the send time. Tokens carry
+/// whole seconds, so the send time is rounded down: the edge's seconds since
+/// send are at most 1 s above the blast's.
 pub fn mint_token(
     kid: &str,
     client_key: &[u8],
@@ -47,8 +45,8 @@ pub fn mint_token(
     recipient: &ricochet_schemas::RecipientId,
     sent_at_ms: i64,
 ) -> String {
-    let _ = sent_at_ms;
-    ricochet_registry::token::mint_with_client_key(kid, client_key, code, recipient)
+    let sent_at_secs = sent_at_ms.div_euclid(1000).max(0) as u64;
+    ricochet_registry::token::mint_sent_at_with_client_key(kid, client_key, code, recipient, sent_at_secs)
 }
 
 #[cfg(test)]
