@@ -16,7 +16,9 @@ async fn a_spool_replay_hours_late_lands_in_its_event_time_minutes() {
     let servers = Servers::start().await;
     let _aggregator =
         services::aggregator(&servers, "aggregator", &[("RICOCHET_FLUSH_INTERVAL_MS", "200".to_owned())]).await;
-    let api = services::api(&servers, "api", &[]).await.url();
+    // Keep the service: dropping it stops the process.
+    let api_service = services::api(&servers, "api", &[]).await;
+    let api = api_service.url();
     let link = client::create_link(&api, "acme", "replay", "https://acme.example/").await;
     let target = Target::new(&link.client_id, &link.campaign_id, &link.link_id);
     let feed = Feed::new(&servers.kafka.brokers());

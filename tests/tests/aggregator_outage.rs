@@ -42,7 +42,9 @@ async fn clickhouse_down_for_a_minute_pauses_the_aggregator_and_loses_nothing() 
     // The aggregator's own listener answers health and this member's status;
     // links and stats are the API's.
     let ops = aggregator.url();
-    let api = services::api(&servers, "api", &[]).await.url();
+    // Keep the service: dropping it stops the process.
+    let api_service = services::api(&servers, "api", &[]).await;
+    let api = api_service.url();
     let link = client::create_link(&api, "acme", "outage", "https://acme.example/").await;
     let url = format!("{}/{}", edge.url(), link.code);
     let warmup: u64 = eventually("the edge to know the link", Duration::from_secs(30), || {

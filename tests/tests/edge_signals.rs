@@ -49,10 +49,10 @@ async fn each_request_shape_is_recorded_with_its_signals() {
     let env = [
         ("RICOCHET_TOKEN_KEYS", TOKEN_KEYS.to_owned()),
         ("RICOCHET_TRUST_FORWARDED_FOR", "true".to_owned()),
-        // Lane `registry`'s replacement for the flag above; ignored until it lands.
+        // The trusted-proxy form; the flag above is its deprecated alias.
         ("RICOCHET_TRUSTED_PROXIES", "127.0.0.0/8".to_owned()),
     ];
-    let api = services::aggregator(&servers, "aggregator", &env).await;
+    let api = services::api(&servers, "api", &env).await;
     let put = http()
         .put(format!("{}/v1/clients/acme", api.url()))
         .json(&json!({"status": "active", "hot_spread": 8, "allowed_networks": ["198.51.100.0/24"]}))
@@ -129,7 +129,8 @@ async fn each_request_shape_is_recorded_with_its_signals() {
     let (head_key, e) = one(head);
     let s = &e.signals;
     assert_eq!(e.http_method, "HEAD");
-    assert!(e.is_prefetch && !s.has_accept && !s.has_accept_language && !s.network_allow_listed);
+    // reqwest always sends `Accept: */*`, so only Accept-Language is missing here.
+    assert!(e.is_prefetch && s.has_accept && !s.has_accept_language && !s.network_allow_listed, "{e:?}");
     assert_eq!(
         (s.network_class, s.asn, s.network_name.as_deref()),
         (NetworkClass::Scanner, 8075, Some("Microsoft EOP"))
