@@ -16,6 +16,8 @@
 //! replicas; see `docs/cluster.md` for several shards). `RENAME TABLE a TO b`
 //! renames `a_local` and rebuilds the `Distributed` table over it.
 //!
+//! A bare `SELECT` (a migration turned into a no-op) runs as it is.
+//!
 //! The migration files stay plain (one server needs nothing else); anything
 //! the rewriter does not recognise is an error, never passed through, so a
 //! new migration cannot silently create an unreplicated table on a cluster.
@@ -68,6 +70,11 @@ impl Cluster {
         let unsupported = || ClusterError::Unsupported(first_line(statement));
         let body = strip_comments(statement);
         let (c, db) = (&self.name, &self.database);
+        // A bare query (a migration that became a no-op, `SELECT 1`) creates
+        // and writes nothing, so it runs as it is on the one server.
+        if strip_prefix_ci(body.trim(), "SELECT").is_some_and(|rest| rest.starts_with(char::is_whitespace)) {
+            return Ok(vec![body.trim().to_owned()]);
+        }
         if let Some(rest) = strip_prefix_ci(body.trim(), "ALTER TABLE ") {
             // A column change applies to the data and to the Distributed table's
             // own column list alike.
@@ -263,6 +270,13 @@ mod tests {
         assert_eq!(out[0], "RENAME TABLE db.old_local TO db.old_v1_local ON CLUSTER c1");
         assert_eq!(out[1], "DROP TABLE IF EXISTS db.old ON CLUSTER c1");
         assert!(out[2].starts_with("CREATE TABLE IF NOT EXISTS db.old_v1 ON CLUSTER c1 AS db.old_v1_local ENGINE = Distributed(c1, db, old_v1_local"));
+    }
+
+    #[test]
+    fn a_bare_select_runs_as_it_is() {
+        let cluster = Cluster::new("c1", "db").unwrap();
+        assert_eq!(cluster.rewrite("-- a no-op now\nSELECT 1").unwrap(), vec!["SELECT 1"]);
+        assert!(cluster.rewrite("SELECTED things").is_err());
     }
 
     #[test]

@@ -75,12 +75,20 @@ struct Applied {
 /// runs, so running it twice, or beside another process, copies nothing twice.
 const CARRY_OVER: &str = "0006_click_rollup_minute_view";
 
-async fn legacy_rollups(client: &Client) -> Result<bool, clickhouse::error::Error> {
+/// On a cluster the old table's data is `click_rollup_minute_local`, a
+/// `ReplicatedMergeTree` (`click_rollup_minute` itself is `Distributed`).
+async fn legacy_rollups(client: &Client, cluster: Option<&Cluster>) -> Result<bool, clickhouse::error::Error> {
+    let (name, engine) = match cluster {
+        None => ("click_rollup_minute", "MergeTree"),
+        Some(_) => ("click_rollup_minute_local", "ReplicatedMergeTree"),
+    };
     let n: u64 = client
         .query(
             "SELECT count() FROM system.tables \
-             WHERE database = currentDatabase() AND name = 'click_rollup_minute' AND engine = 'MergeTree'",
+             WHERE database = currentDatabase() AND name = ? AND engine = ?",
         )
+        .bind(name)
+        .bind(engine)
         .fetch_one()
         .await?;
     Ok(n > 0)
@@ -111,7 +119,7 @@ pub async fn apply(client: &Client, cluster: Option<&Cluster>) -> Result<Vec<Str
         if done.iter().any(|d| d == version) {
             continue;
         }
-        let carry_over = *version == CARRY_OVER && legacy_rollups(client).await.map_err(err(version))?;
+        let carry_over = *version == CARRY_OVER && legacy_rollups(client, cluster).await.map_err(err(version))?;
         for statement in statements(sql) {
             if *version == CARRY_OVER && !carry_over && !statement.starts_with("CREATE VIEW") {
                 continue;
