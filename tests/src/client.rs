@@ -101,3 +101,8 @@ pub async fn metric(api: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .fold(0.0, |a, b| a + b)
 }
+
+/// A current desktop Chrome's user agent: what a person's click looks like.
+/// (A bare `Mozilla/5.0` is a known bot signature in isbot's list.)
+pub const BROWSER_UA: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";

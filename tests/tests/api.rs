@@ -157,15 +157,15 @@ async fn series_top_lists_recipients_and_polling() {
     for r in 0..5 {
         let token =
             mint_with_client_key("k1", &key, &links[0].code, &RecipientId::parse(format!("r{r}@x.example")).unwrap());
-        click(&edge, &format!("{}/{token}", links[0].code), "Mozilla/5.0").await;
+        click(&edge, &format!("{}/{token}", links[0].code), client::BROWSER_UA).await;
     }
     for _ in 0..3 {
-        click(&edge, &links[1].code, "Mozilla/5.0").await;
+        click(&edge, &links[1].code, client::BROWSER_UA).await;
     }
     for _ in 0..2 {
         click(&edge, &links[1].code, "Slackbot-LinkExpanding 1.0").await;
     }
-    click(&edge, &links[2].code, "Mozilla/5.0").await;
+    click(&edge, &links[2].code, client::BROWSER_UA).await;
 
     let base = api.url();
     let (from, to) = (client::now_secs() - 3 * 86_400, client::now_secs() + 86_400);
@@ -179,7 +179,7 @@ async fn series_top_lists_recipients_and_polling() {
         }
     })
     .await;
-    assert_eq!(stats["totals"]["human_clicks"], 9);
+    assert_eq!(stats["totals"]["human_clicks"], 9, "{stats}");
     assert_eq!(stats["totals"]["bot_clicks"], 2);
     assert_eq!(stats["totals"]["unique_recipients"], 5);
     assert_eq!(stats["tz"], "America/New_York");

@@ -116,12 +116,12 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
         requests.push((path, agent, 302));
     }
     for i in 0..37 {
-        requests.push((format!("/o/{}.gif", links[i % links.len()].code), "Mozilla/5.0", 200));
+        requests.push((format!("/o/{}.gif", links[i % links.len()].code), client::BROWSER_UA, 200));
         expected.opens += 1;
     }
     for code in [&other_campaign.code, &other_client.code] {
         for _ in 0..11 {
-            requests.push((format!("/{code}"), "Mozilla/5.0", 302));
+            requests.push((format!("/{code}"), client::BROWSER_UA, 302));
         }
     }
     assert!(expected.bot > 20 && expected.recipients.len() > 10, "the seed gives a useful mix: {expected:?}");
