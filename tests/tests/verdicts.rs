@@ -208,10 +208,7 @@ async fn each_per_message_rule_decides_as_documented() {
 
 /// Through the real edge: `curl` on a tracking link is redirected, and counted
 /// as a machine (`http_client`), in the raw events and in the stats API.
-/// Ignored until the edge records v3 signals (lane `signals`): before that, the
-/// edge leaves `ua_class` unknown and the click reads as human.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the edge's v3 signals (lane signals); run with --run-ignored all once merged"]
 async fn a_curl_click_through_the_edge_is_not_human() {
     let servers = Servers::start().await;
     let _aggregator = services::aggregator(&servers, "aggregator", &[]).await;
