@@ -156,16 +156,32 @@ impl ZooKeeper {
         .await
     }
 
-    /// Ready when it answers the `ruok` four-letter word with `imok`.
+    /// Ready when it opens a session. (`ruok` answers `imok` a few hundred ms
+    /// before the server takes sessions: meanwhile it closes every connection
+    /// at the handshake, and ClickHouse 18.16 then crashes, SIGSEGV in
+    /// `zkutil::ZooKeeper::createImpl`, at its first replicated DDL.)
     async fn try_wait_ready(&mut self) -> Result<(), String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = format!("127.0.0.1:{}", self.port);
+        // A ConnectRequest: protocol version, last zxid seen, timeout (ms),
+        // session id, password (length-prefixed, 16 zero bytes).
+        let mut request = Vec::new();
+        request.extend_from_slice(&0i32.to_be_bytes());
+        request.extend_from_slice(&0i64.to_be_bytes());
+        request.extend_from_slice(&2000i32.to_be_bytes());
+        request.extend_from_slice(&0i64.to_be_bytes());
+        request.extend_from_slice(&16i32.to_be_bytes());
+        request.extend_from_slice(&[0; 16]);
+        let mut framed = (request.len() as i32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&request);
         for _ in 0..600 {
             if let Ok(mut conn) = tokio::net::TcpStream::connect(&addr).await {
-                let mut answer = String::new();
-                if conn.write_all(b"ruok").await.is_ok()
-                    && conn.read_to_string(&mut answer).await.is_ok()
-                    && answer == "imok"
+                let mut length = [0u8; 4];
+                if conn.write_all(&framed).await.is_ok()
+                    && tokio::time::timeout(Duration::from_secs(2), conn.read_exact(&mut length))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                    && i32::from_be_bytes(length) > 0
                 {
                     return Ok(());
                 }
@@ -175,7 +191,7 @@ impl ZooKeeper {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(format!("no imok within 60 s\n{}", self.proc.log_tail()))
+        Err(format!("no session within 60 s\n{}", self.proc.log_tail()))
     }
 }
 

@@ -123,6 +123,9 @@ pub async fn cluster_aggregator(
     let mut cmd =
         command_for("ricochet-aggregator", &servers.kafka.brokers(), &servers.replicas[replica].url(), port, env);
     cmd.env("RICOCHET_CLICKHOUSE_CLUSTER", crate::servers::CLUSTER);
+    if !env.iter().any(|(k, _)| *k == "RICOCHET_VERDICT_DELAY_MS") {
+        cmd.env("RICOCHET_VERDICT_DELAY_MS", TEST_VERDICT_DELAY_MS.to_string());
+    }
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };
     s.wait_ready().await;
