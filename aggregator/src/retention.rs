@@ -87,19 +87,30 @@ fn days_after(column: &str, days: u32) -> String {
     }
 }
 
+/// A whole table's TTL. "Never" still names the column: current servers
+/// refuse a TTL that depends on no column (code 36, BAD_ARGUMENTS), and the
+/// statement must still run, to lift a limit set before.
+fn table_ttl(column: &str, days: u32) -> String {
+    if days == 0 {
+        format!("greatest({column}, {NEVER})")
+    } else {
+        days_after(column, days)
+    }
+}
+
 /// The `ALTER TABLE … MODIFY TTL` statements for a server with TTL. Run with
 /// `materialize_ttl_after_modify = 0`: existing parts expire as they merge,
 /// instead of all being rewritten at every start.
 pub fn ttl_statements(policy: &RetentionPolicy) -> Vec<String> {
     let fine = [Grain::Minute, Grain::QuarterHour].map(|g| g.secs().to_string()).join(", ");
     vec![
-        format!("ALTER TABLE {EVENTS_TABLE} MODIFY TTL {}", days_after("event_time", policy.raw_days)),
+        format!("ALTER TABLE {EVENTS_TABLE} MODIFY TTL {}", table_ttl("event_time", policy.raw_days)),
         format!(
             "ALTER TABLE {ROLLUP_TABLE} MODIFY TTL multiIf(grain = 0, {NEVER}, grain IN ({fine}), {}, {})",
             days_after("bucket_start", policy.fine_rollup_days),
             days_after("bucket_start", policy.rollup_days)
         ),
-        format!("ALTER TABLE {RECIPIENTS_TABLE} MODIFY TTL {}", days_after("bucket_start", policy.rollup_days)),
+        format!("ALTER TABLE {RECIPIENTS_TABLE} MODIFY TTL {}", table_ttl("bucket_start", policy.rollup_days)),
     ]
 }
 
@@ -233,6 +244,9 @@ mod tests {
             )
         );
         assert!(s[2].ends_with("bucket_start + toIntervalDay(400)"));
+        let forever = ttl_statements(&RetentionPolicy::default());
+        assert_eq!(forever[0], format!("ALTER TABLE click_events MODIFY TTL greatest(event_time, {NEVER})"));
+        assert!(forever[2].ends_with(&format!("greatest(bucket_start, {NEVER})")));
     }
 
     #[test]

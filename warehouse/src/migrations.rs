@@ -25,7 +25,8 @@ const DUPLICATE_COLUMN: &str = "Code: 44,";
 
 use crate::cluster::{Cluster, ClusterError};
 
-const SCHEMA_MIGRATIONS: &str =
+/// What records the applied migrations, created before any of them.
+pub const SCHEMA_MIGRATIONS: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version";
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,12 @@ const CARRY_OVER: &str = "0006_click_rollup_minute_view";
 
 /// On a cluster the old table's data is `click_rollup_minute_local`, a
 /// `ReplicatedMergeTree` (`click_rollup_minute` itself is `Distributed`).
+/// Whether `statement` of migration `version` runs on a database that never
+/// had 0002's old table (all but 0006's RENAME and copies).
+pub fn runs_on_fresh_database(version: &str, statement: &str) -> bool {
+    version != CARRY_OVER || statement.starts_with("CREATE VIEW")
+}
+
 async fn legacy_rollups(client: &Client, cluster: Option<&Cluster>) -> Result<bool, clickhouse::error::Error> {
     let (name, engine) = match cluster {
         None => ("click_rollup_minute", "MergeTree"),
@@ -121,7 +128,7 @@ pub async fn apply(client: &Client, cluster: Option<&Cluster>) -> Result<Vec<Str
         }
         let carry_over = *version == CARRY_OVER && legacy_rollups(client, cluster).await.map_err(err(version))?;
         for statement in statements(sql) {
-            if *version == CARRY_OVER && !carry_over && !statement.starts_with("CREATE VIEW") {
+            if !carry_over && !runs_on_fresh_database(version, &statement) {
                 continue;
             }
             for s in render(&statement, cluster)
