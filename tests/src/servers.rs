@@ -63,7 +63,12 @@ impl ClickHouse {
             http_port,
             tcp_port,
             interserver_port,
-            http: reqwest::Client::new(),
+            // ClickHouse closes a connection idle for `keep_alive_timeout`
+            // (3 s, infra/clickhouse/config.xml.tmpl); a pooled connection
+            // reused at that instant fails with "error sending request".
+            // Dropping idle connections sooner, as the clickhouse crate does
+            // (2 s), closes that race.
+            http: reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(1)).build().expect("http client"),
         }
     }
 
