@@ -147,7 +147,7 @@ Ricochet is running.
   API reference:             http://127.0.0.1:$api_port/v1/openapi.json
   Status (lag, freshness):   curl -H 'Authorization: Bearer $RICOCHET_ADMIN_KEY' http://127.0.0.1:$api_port/v1/status
   Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics
-  ClickHouse (raw events):   $clickhouse_url   (tables click_events, click_rollup_minute)
+  ClickHouse (raw events):   $clickhouse_url   (click_events, click_rollups, click_recipients: docs/data-model.md)
   Logs:                      $dir/logs/
   Stop everything:           infra/stack.sh down
 MSG
