@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 
 use axum::http::{header, HeaderMap, Method};
-use ricochet_schemas::{ClickWire, EventType, LinkRecord, RecipientId, RecipientToken, Signals};
+use ricochet_registry::LinkRef;
+use ricochet_schemas::{ClickWire, EventType, RecipientId, RecipientToken, Signals};
 
 /// Header values kept in events are cut to this many bytes: a hostile
 /// user agent must not bloat every row downstream.
@@ -114,17 +115,20 @@ pub struct Seen<'a> {
 }
 
 /// The event for one click: a fresh UUIDv7, the link's ids and destination,
-/// the request's headers (cut), and the anonymized address.
-pub fn event<'a>(link: &'a LinkRecord, seen: Seen<'a>) -> ClickWire<'a> {
+/// the request's headers (cut), and the anonymized address. It borrows the
+/// link where the registry stores it; `link_id` is its text (a stored UUID is
+/// 16 bytes, written out in hex on the caller's stack).
+pub fn event<'a>(link: &'a LinkRef<'_>, link_id: &'a str, seen: Seen<'a>) -> ClickWire<'a> {
     let Seen { event_type, method, headers, ip, recipient, now_ms, edge_node, signals } = seen;
+    let destination = link.destination_url();
     ClickWire {
         event_id: uuid::Uuid::now_v7(),
         event_time_ms: now_ms,
-        client_id: link.client_id.as_str(),
-        campaign_id: link.campaign_id.as_str(),
-        link_id: link.link_id.as_str(),
+        client_id: link.client_id(),
+        campaign_id: link.campaign_id(),
+        link_id,
         recipient_id: recipient.0.map(RecipientId::as_str),
-        destination_url: &link.destination_url,
+        destination_url: [destination.host, destination.rest],
         http_method: method.as_str(),
         user_agent: header_bytes(headers, header::USER_AGENT),
         referer: header_bytes(headers, header::REFERER),

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ricochet_ingest::Publisher;
 use ricochet_registry::{LinkRef, Registry, RegistryTail, TokenKeys, VerifiedToken};
-use ricochet_schemas::{ClientRecord, ClientStatus, EventType, LinkRecord, LinkStatus, RecipientId, RecipientToken};
+use ricochet_schemas::{ClientRecord, ClientStatus, EventType, LinkStatus, RecipientId, RecipientToken};
 use ricochet_signals::{Classifier, Observed};
 
 use crate::{click, pages};
@@ -83,8 +83,6 @@ fn click(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response
         return inactive(client.as_deref());
     }
     let response = found(&link.destination_url().parts());
-    // The event is still built from an owned record (lane hotpath: take `LinkRef`).
-    let link = link.to_record();
     // 3. Bookkeeping after the answer is decided; it only enqueues.
     edge.record(&link, client.as_deref(), EventType::Click, token, &req, now_ms);
     response
@@ -98,7 +96,6 @@ fn open(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response 
     let now_ms = now_ms();
     let client = edge.links.client(link.client_id());
     if is_live(&link, client.as_deref(), now_ms) {
-        let link = link.to_record();
         edge.record(&link, client.as_deref(), EventType::Open, token, &req, now_ms);
     }
     pages::pixel().into_response()
@@ -111,11 +108,12 @@ impl Edge {
 
     /// Builds the event and hands it to the spool. Never waits; a failure is
     /// counted, never shown to the recipient. Allocation-free: the event
-    /// borrows from the link and the request, the key is formatted on the
-    /// stack, and the publisher encodes straight into the spool's buffer.
+    /// borrows from the registry's copy of the link and from the request, the
+    /// key and the link id's text are formatted on the stack, and the
+    /// publisher encodes straight into the spool's buffer.
     fn record(
         &self,
-        link: &LinkRecord,
+        link: &LinkRef<'_>,
         client: Option<&ClientRecord>,
         event_type: EventType,
         token: Option<&str>,
@@ -127,7 +125,7 @@ impl Edge {
         let (recipient, sent_at_ms) = verified.map_or((None, None), |v| (Some(v.recipient), v.sent_at_ms));
         // The full address is classified here; only the anonymized one goes into the event.
         let observed = Observed { method: &req.method, headers: &req.headers, ip, sent_at_ms };
-        let signals = self.signals.observe(&observed, link, client);
+        let signals = self.signals.observe(&observed, link.honeypot(), client);
         let sender = sender_hash(recipient.as_ref(), token, ip);
         let seen = click::Seen {
             event_type,
@@ -139,28 +137,30 @@ impl Edge {
             edge_node: &self.node_id,
             signals: &signals,
         };
-        let event = click::event(link, seen);
-        let mut key = KeyBuf::default();
-        if let Err(e) = self.publisher.publish(partition_key(link, client, sender, &mut key), &event) {
-            metrics::counter!("ricochet_edge_events_dropped_total", "reason" => e.reason()).increment(1);
-            tracing::warn!(error = %e, "click event dropped");
-        }
+        link.link_id().with_str(|link_id| {
+            let event = click::event(link, link_id, seen);
+            let mut key = KeyBuf::default();
+            if let Err(e) = self.publisher.publish(partition_key(link.client_id(), client, sender, &mut key), &event) {
+                metrics::counter!("ricochet_edge_events_dropped_total", "reason" => e.reason()).increment(1);
+                tracing::warn!(error = %e, "click event dropped");
+            }
+        });
     }
 
     /// The token's recipient and send time, only when it verifies.
-    fn recipient(&self, link: &LinkRecord, token: Option<&str>) -> (Option<VerifiedToken>, RecipientToken) {
+    fn recipient(&self, link: &LinkRef<'_>, token: Option<&str>) -> (Option<VerifiedToken>, RecipientToken) {
         let Some(token) = token else {
             return (None, RecipientToken::Absent);
         };
         let verified = match &self.tokens {
-            Some(keys) => keys.verify_token(link.client_id.as_str(), link.code.as_str(), token),
+            Some(keys) => keys.verify_token(link.client_id(), link.code(), token),
             None => Err(ricochet_registry::TokenError::UnknownKey("(no keys configured)".into())),
         };
         match verified {
             Ok(verified) => (Some(verified), RecipientToken::Valid),
             Err(e) => {
                 metrics::counter!("ricochet_edge_invalid_tokens_total").increment(1);
-                tracing::debug!(error = %e, code = %link.code, "recipient token rejected; click kept unattributed");
+                tracing::debug!(error = %e, code = link.code(), "recipient token rejected; click kept unattributed");
                 (None, RecipientToken::Invalid)
             }
         }
@@ -177,7 +177,7 @@ impl Edge {
 /// random: all of one recipient's events reach one partition, so the
 /// aggregator sees a recipient's whole burst in one place to judge it.
 fn partition_key<'a>(
-    link: &'a LinkRecord,
+    client_id: &'a str,
     client: Option<&ClientRecord>,
     sender_hash: u32,
     buf: &'a mut KeyBuf,
@@ -188,15 +188,15 @@ fn partition_key<'a>(
             let mut rest = &mut buf.0[..];
             let room = rest.len();
             // A client id is at most 64 bytes and the suffix at most 6: this fits.
-            match write!(rest, "{}#{}", link.client_id, sender_hash % u32::from(spread)) {
+            match write!(rest, "{}#{}", client_id, sender_hash % u32::from(spread)) {
                 Ok(()) => {
                     let len = room - rest.len();
-                    std::str::from_utf8(&buf.0[..len]).unwrap_or(link.client_id.as_str())
+                    std::str::from_utf8(&buf.0[..len]).unwrap_or(client_id)
                 }
-                Err(_) => link.client_id.as_str(),
+                Err(_) => client_id,
             }
         }
-        None => link.client_id.as_str(),
+        None => client_id,
     }
 }
 
@@ -280,7 +280,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestParts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ricochet_schemas::{CampaignId, ClientId, LinkCode, LinkId};
+    use ricochet_schemas::{CampaignId, ClientId, LinkCode, LinkId, LinkRecord};
 
     fn link() -> LinkRecord {
         LinkRecord {
@@ -310,7 +310,7 @@ mod tests {
     }
 
     fn key_of(l: &LinkRecord, c: Option<&ClientRecord>, hash: u32) -> String {
-        partition_key(l, c, hash, &mut KeyBuf::default()).to_owned()
+        partition_key(l.client_id.as_str(), c, hash, &mut KeyBuf::default()).to_owned()
     }
 
     #[test]

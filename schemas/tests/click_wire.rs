@@ -149,10 +149,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(1_000))]
 
     #[test]
-    fn hand_bytes_equal_the_generic_encoder_and_decode_to_the_same_event(case in case()) {
+    fn hand_bytes_equal_the_generic_encoder_and_decode_to_the_same_event(case in case(), split in any::<prop::sample::Index>()) {
         let codec = Codec::<ClickEvent>::new();
-        // What the edge hands the encoder: raw header bytes and an address.
+        // What the edge hands the encoder: raw header bytes, an address, and
+        // the destination in two pieces, cut anywhere on a char boundary.
+        let url = case.event.destination_url.as_str();
+        let boundaries: Vec<usize> = url.char_indices().map(|(i, _)| i).chain([url.len()]).collect();
+        let (head, tail) = url.split_at(boundaries[split.index(boundaries.len())]);
         let wire = ClickWire {
+            destination_url: [head, tail],
             user_agent: case.user_agent.as_deref(),
             referer: case.referer.as_deref(),
             client_ip: case.ip,

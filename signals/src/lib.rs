@@ -26,7 +26,7 @@ pub mod user_agent;
 use std::net::IpAddr;
 
 use http::{HeaderMap, Method};
-use ricochet_schemas::{ClientRecord, LinkRecord, Signals, UaClass};
+use ricochet_schemas::{ClientRecord, Signals, UaClass};
 
 pub use allow_list::AllowLists;
 pub use network::{NetworkVerdict, Networks};
@@ -73,9 +73,10 @@ impl Classifier {
         })
     }
 
-    /// The signals of one click or open on `link`. Never fails and never panics:
-    /// whatever the request carries, the worst outcome is "no evidence".
-    pub fn observe(&self, req: &Observed<'_>, link: &LinkRecord, client: Option<&ClientRecord>) -> Signals {
+    /// The signals of one click or open on a link (a `honeypot` one or not).
+    /// Never fails and never panics: whatever the request carries, the worst
+    /// outcome is "no evidence".
+    pub fn observe(&self, req: &Observed<'_>, honeypot: bool, client: Option<&ClientRecord>) -> Signals {
         let network = self.networks.classify(req.ip);
         Signals {
             prefetch_header: headers::prefetch_header(req.headers),
@@ -88,7 +89,7 @@ impl Classifier {
             asn: network.asn,
             network_allow_listed: client.is_some_and(|c| self.allow_lists.contains(c, req.ip)),
             sent_at_ms: req.sent_at_ms,
-            honeypot: link.honeypot,
+            honeypot,
         }
     }
 }
@@ -103,28 +104,12 @@ pub fn is_prefetch(method: &Method, signals: &Signals) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use ricochet_schemas::{CampaignId, ClientId, ClientStatus, LinkCode, LinkId, LinkStatus, NetworkClass};
+    use ricochet_schemas::{ClientId, ClientStatus, NetworkClass};
     use std::sync::OnceLock;
 
     fn classifier() -> &'static Classifier {
         static C: OnceLock<Classifier> = OnceLock::new();
         C.get_or_init(|| Classifier::load().unwrap())
-    }
-
-    fn link(honeypot: bool) -> LinkRecord {
-        LinkRecord {
-            link_id: LinkId::mint(),
-            code: LinkCode::parse("Ab3dE5gH").unwrap(),
-            client_id: ClientId::parse("acme").unwrap(),
-            campaign_id: CampaignId::parse("bf").unwrap(),
-            destination_url: "https://shop.example/".into(),
-            status: LinkStatus::Active,
-            created_at_ms: 0,
-            valid_from_ms: None,
-            valid_until_ms: None,
-            click_limit: None,
-            honeypot,
-        }
     }
 
     fn client(nets: &[&str]) -> ClientRecord {
@@ -155,7 +140,7 @@ mod tests {
             ip: "79.192.0.1".parse().unwrap(),
             sent_at_ms: Some(42),
         };
-        let s = classifier().observe(&home, &link(false), Some(&client(&[])));
+        let s = classifier().observe(&home, false, Some(&client(&[])));
         assert_eq!(s.ua_class, UaClass::Browser);
         assert!(s.has_accept && s.has_accept_language && !s.prefetch_header && !s.scanner_referer && !s.honeypot);
         assert_eq!((s.network_class, s.asn, s.sent_at_ms), (NetworkClass::Other, 3320, Some(42)));
@@ -165,7 +150,7 @@ mod tests {
             headers(&[("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0.0.0 Safari/537.36")]);
         let eop =
             Observed { method: &Method::HEAD, headers: &scanner, ip: "40.92.3.4".parse().unwrap(), sent_at_ms: None };
-        let s = classifier().observe(&eop, &link(true), Some(&client(&["40.92.0.0/15"])));
+        let s = classifier().observe(&eop, true, Some(&client(&["40.92.0.0/15"])));
         assert!(!s.has_accept && !s.has_accept_language && s.honeypot && s.network_allow_listed);
         assert_eq!((s.network_class, s.network_name.as_deref()), (NetworkClass::Scanner, Some("Microsoft EOP")));
         assert!(is_prefetch(&Method::HEAD, &s));
@@ -175,7 +160,7 @@ mod tests {
     fn curl_is_an_http_client() {
         let h = headers(&[("user-agent", "curl/8.5.0"), ("accept", "*/*")]);
         let req = Observed { method: &Method::GET, headers: &h, ip: "127.0.0.1".parse().unwrap(), sent_at_ms: None };
-        let s = classifier().observe(&req, &link(false), None);
+        let s = classifier().observe(&req, false, None);
         assert_eq!(s.ua_class, UaClass::HttpClient);
         assert!(!s.has_accept_language && !s.network_allow_listed);
     }
@@ -200,7 +185,7 @@ mod tests {
             let method = if head { Method::HEAD } else { Method::GET };
             let c = ClientRecord { allowed_networks: nets, ..client(&[]) };
             for ip in [IpAddr::from(v4.to_be_bytes()), IpAddr::from(v6.to_be_bytes())] {
-                let s = classifier().observe(&Observed { method: &method, headers: &h, ip, sent_at_ms: None }, &link(false), Some(&c));
+                let s = classifier().observe(&Observed { method: &method, headers: &h, ip, sent_at_ms: None }, false, Some(&c));
                 prop_assert_ne!(s.ua_class, UaClass::Unknown);
                 prop_assert_ne!(s.network_class, NetworkClass::Unknown);
             }
