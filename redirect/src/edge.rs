@@ -71,7 +71,7 @@ pub async fn open_pixel_for_recipient(
 }
 
 /// The product in one function.
-fn click(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response {
+pub(crate) fn click(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response {
     // 1. Look the code up in memory. Unknown codes are never redirected.
     let Some(link) = edge.links.resolve(code) else {
         return pages::not_found();
@@ -89,7 +89,7 @@ fn click(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response
 }
 
 /// Opens are served the pixel whatever happens: a broken image helps nobody.
-fn open(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response {
+pub(crate) fn open(edge: &Edge, code: &str, token: Option<&str>, req: Request) -> Response {
     let Some(link) = edge.links.resolve(code) else {
         return (StatusCode::NOT_FOUND, pages::pixel()).into_response();
     };

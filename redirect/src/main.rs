@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use ricochet_ingest::Publisher;
-use ricochet_redirect::{router, run, Edge, RedirectConfig};
+use ricochet_redirect::{run, Edge, RedirectConfig};
 use ricochet_registry::topics::{self, TopicSpec};
 use ricochet_registry::{Registry, RegistryTail, TokenKeys};
 use tokio_util::sync::CancellationToken;
@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, node = %edge.node_id, "redirect edge serving");
     let stop = shutdown.clone();
-    run(listener, router(edge, Some(metrics)), async move {
+    run(listener, edge, Some(metrics), async move {
         wait_for_signal().await;
         stop.cancel();
     })
