@@ -31,6 +31,11 @@ pub struct Networks {
     cidrs: Vec<(IpNet, &'static str)>,
     /// Inclusive `(start, end, asn)`, sorted by start, not overlapping.
     v4: Vec<(u32, u32, u32)>,
+    /// `v4_first[p]`: the index of the first v4 range starting at or after
+    /// `p << 16`, for every /16 prefix `p` (and one past the last). A lookup
+    /// searches only its prefix's few ranges, a cache line or two, instead of
+    /// binary-searching 5 MB with a cache miss at every step.
+    v4_first: Vec<u32>,
     v6: Vec<(u128, u128, u32)>,
     named: HashMap<u32, (NetworkClass, &'static str)>,
 }
@@ -70,7 +75,8 @@ impl Networks {
             }
         }
         let (v4, v6) = load_ranges()?;
-        Ok(Networks { cidrs, v4, v6, named })
+        let v4_first = (0..=1u64 << 16).map(|p| v4.partition_point(|r| u64::from(r.0) < p << 16) as u32).collect();
+        Ok(Networks { cidrs, v4, v4_first, v6, named })
     }
 
     /// Classifies the full address. Cheap: a scan of a few dozen CIDRs and one
@@ -100,7 +106,13 @@ impl Networks {
             }
         }
         match ip {
-            IpAddr::V4(v4) => find(&self.v4, u32::from(v4)),
+            IpAddr::V4(v4) => {
+                let x = u32::from(v4);
+                let prefix = (x >> 16) as usize;
+                let (from, to) = (self.v4_first[prefix] as usize, self.v4_first[prefix + 1] as usize);
+                // The range holding x starts inside its /16, or is the last one before it.
+                find(&self.v4[from.saturating_sub(1)..to], x)
+            }
             IpAddr::V6(v6) => find(&self.v6, u128::from(v6)),
         }
     }
@@ -225,6 +237,22 @@ mod tests {
     #[test]
     fn mapped_ipv6_reads_as_ipv4() {
         assert_eq!(class("::ffff:40.92.3.4"), class("40.92.3.4"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_prefix_index_answers_what_a_binary_search_of_everything_does(x in proptest::prelude::any::<u32>(), near in 0usize..420_000) {
+            let n = nets();
+            let whole = |x: u32| {
+                let i = n.v4.partition_point(|r| r.0 <= x);
+                i.checked_sub(1).map(|i| n.v4[i]).filter(|r| x <= r.1).map_or(0, |r| r.2)
+            };
+            // Anywhere, and at the edges of real ranges (where an off-by-one would show).
+            let (start, end, _) = n.v4[near % n.v4.len()];
+            for x in [x, start, end, start.wrapping_sub(1), end.wrapping_add(1)] {
+                proptest::prop_assert_eq!(n.asn(IpAddr::V4(x.into())), whole(x), "{}", std::net::Ipv4Addr::from(x));
+            }
+        }
     }
 
     #[test]
