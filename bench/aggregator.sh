@@ -34,8 +34,15 @@
 # 4. freshness, between (b) and (c), with the caught-up aggregator still
 #    running: `freshness` produces BENCH_FRESH_RATE clicks/s stamped "now" for
 #    BENCH_FRESH_SECS and polls the rollups every 100 ms: p50/p95 of
-#    (visible - event time); then 20 s of the idle aggregator, for what it
-#    costs the broker with nothing to do.
+#    (visible - event time);
+# 5. the steady run, still with the same aggregator: `steady-clicks` sends
+#    BENCH_STEADY_RATE clicks/s over BENCH_STEADY_LINKS links of one sender for
+#    BENCH_STEADY_SECS; once all are counted, the rows of that sender in
+#    click_rollups per distinct bucket (grain, link, bucket, partition), and
+#    the table's parts in system.parts, before and after OPTIMIZE ... FINAL;
+#    the aggregator's CPU per event at that steady rate;
+#    then 20 s of the idle aggregator, for what it costs the broker with
+#    nothing to do.
 #
 # Everything runs on 127.0.0.1, on free ports, under one temporary directory;
 # every process it starts is stopped on exit, failure or Ctrl-C (a SIGKILL of
@@ -47,6 +54,8 @@
 #   BENCH_CLIENTS=1000            senders; the first sends BENCH_HOT_SHARE of the clicks
 #   BENCH_HOT_SHARE=0.5
 #   BENCH_FRESH_RATE=5000 BENCH_FRESH_SECS=60   the freshness load (0 seconds: skip)
+#   BENCH_STEADY_SECS=600 BENCH_STEADY_RATE=200 BENCH_STEADY_LINKS=2000   the steady run
+#                                 (5.): rollup rows per bucket before and after merges (0: skip)
 #   BENCH_VERDICT_DELAY_MS=10000  the aggregator's RICOCHET_VERDICT_DELAY_MS (freshness goal: p95 <= it + 2 s)
 #   BENCH_KAFKA_ENGINE_CONSUMERS=1   kafka_num_consumers of (c) (the aggregator has one)
 #   BENCH_FLUSH_MS=1000           (c)'s stream_flush_interval_ms, matched to the
@@ -70,6 +79,9 @@ CLIENTS="${BENCH_CLIENTS:-1000}"
 HOT_SHARE="${BENCH_HOT_SHARE:-0.5}"
 FRESH_RATE="${BENCH_FRESH_RATE:-5000}"
 FRESH_SECS="${BENCH_FRESH_SECS:-60}"
+STEADY_SECS="${BENCH_STEADY_SECS:-600}"
+STEADY_RATE="${BENCH_STEADY_RATE:-200}"
+STEADY_LINKS="${BENCH_STEADY_LINKS:-2000}"
 VERDICT_DELAY_MS="${BENCH_VERDICT_DELAY_MS:-10000}"
 ENGINE_CONSUMERS="${BENCH_KAFKA_ENGINE_CONSUMERS:-1}"
 FLUSH_MS="${BENCH_FLUSH_MS:-1000}"
@@ -336,7 +348,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
 fi
 # A copy, so that a build in the shared tree during the run cannot swap a binary between phases.
 mkdir -p "$WORK/bin"
-for b in ricochet-aggregator preload-clicks drain-topic ch-wait freshness; do
+for b in ricochet-aggregator preload-clicks drain-topic ch-wait freshness steady-clicks; do
     [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
     cp -p "$BIN/$b" "$WORK/bin/"
 done
@@ -449,7 +461,7 @@ if ! skipped b; then
     R[b.flushes]="$(metric "$AGG_PORT" ricochet_aggregator_flush_duration_seconds_count)"
     R[b.rollup_rows]="$(metric "$AGG_PORT" ricochet_aggregator_flush_rows_sum)"
     ch "${CH_PORT[ch_b]}" "SYSTEM FLUSH LOGS" >/dev/null
-    ch "${CH_PORT[ch_b]}" "SELECT multiIf(query LIKE '%click_events%', 'click_events', query LIKE '%click_rollup_minute%', 'click_rollup_minute', 'other') AS t,
+    ch "${CH_PORT[ch_b]}" "SELECT multiIf(query LIKE '%click_events%', 'click_events', query LIKE '%click_recipients%', 'click_recipients', query LIKE '%click_rollups%', 'click_rollups', 'other') AS t,
         count(), sum(query_duration_ms), sum(written_rows), sum(written_bytes), max(memory_usage)
         FROM system.query_log WHERE type = 2 AND query LIKE 'INSERT%' GROUP BY t ORDER BY t FORMAT TSV" \
         >"$WORK/b-inserts.tsv"
@@ -482,6 +494,38 @@ if ! skipped b; then
         R[fresh.rss_mb]="$(mem_mb "$agg" VmRSS)"
         log "freshness p50 ${R[fresh.p50_ms]} ms, p95 ${R[fresh.p95_ms]} ms at ${R[fresh.achieved_rate]} clicks/s"
     fi
+    # ---- 5. steady run: rollup rows per bucket, before and after merges ------
+
+    if ((STEADY_SECS > 0)); then
+        log "steady: $STEADY_RATE clicks/s over $STEADY_LINKS links for $STEADY_SECS s"
+        cpu_begin steady clickhouse="${PID[ch_b]}" broker="${PID[kafka]}" aggregator="$agg"
+        capture line $((STEADY_SECS + 120)) "$BIN/steady-clicks" --brokers "127.0.0.1:$KAFKA_PORT" \
+            --rate "$STEADY_RATE" --duration-secs "$STEADY_SECS" --links "$STEADY_LINKS" || die "steady-clicks failed: $line"
+        R[steady.sent]="$(kv "$line" sent)"
+        R[steady.rate]="$(kv "$line" achieved_rate)"
+        steady_client="$(kv "$line" client)"
+        minute_sum="SELECT sum(clicks) FROM click_rollups WHERE grain = 60 AND client_id = '$steady_client'"
+        steady_counted() { test "$(ch "${CH_PORT[ch_b]}" "$minute_sum")" -ge "${R[steady.sent]}"; }
+        wait_until 180 "the steady clicks in the rollups" steady_counted
+        cpu_end steady clickhouse="${PID[ch_b]}" broker="${PID[kafka]}" aggregator="$agg"
+        # Rows of this sender as stored (no FINAL: what a query reads), per
+        # distinct key, i.e. per row a fully merged table would keep.
+        steady_layout() { # -> "rows buckets minute_rows minute_buckets parts table_rows table_bytes"
+            local port="${CH_PORT[ch_b]}" f="client_id = '$steady_client'"
+            echo "$(ch "$port" "SELECT count() FROM click_rollups WHERE $f") $(ch "$port" "SELECT count() FROM (SELECT DISTINCT grain, link_id, bucket_start, source_topic, source_partition FROM click_rollups WHERE $f)") $(ch "$port" "SELECT count() FROM click_rollups WHERE $f AND grain = 60") $(ch "$port" "SELECT count() FROM (SELECT DISTINCT link_id, bucket_start FROM click_rollups WHERE $f AND grain = 60)") $(ch "$port" "SELECT count(), sum(rows), sum(bytes_on_disk) FROM system.parts WHERE active AND database = currentDatabase() AND table = 'click_rollups' FORMAT TSV")"
+        }
+        read -r 'R[steady.rows0]' 'R[steady.buckets]' 'R[steady.min_rows0]' 'R[steady.min_buckets]' \
+            'R[steady.parts0]' 'R[steady.table_rows0]' 'R[steady.table_bytes0]' <<<"$(steady_layout)"
+        R[steady.sum0]="$(ch "${CH_PORT[ch_b]}" "$minute_sum")"
+        log "steady: ${R[steady.sent]} clicks; ${R[steady.rows0]} rows for ${R[steady.buckets]} buckets before merges; OPTIMIZE FINAL"
+        ch "${CH_PORT[ch_b]}" "OPTIMIZE TABLE click_rollups FINAL" >/dev/null || log "OPTIMIZE failed (see the ClickHouse log)"
+        read -r 'R[steady.rows1]' _ 'R[steady.min_rows1]' _ 'R[steady.parts1]' 'R[steady.table_rows1]' \
+            'R[steady.table_bytes1]' <<<"$(steady_layout)"
+        R[steady.sum1]="$(ch "${CH_PORT[ch_b]}" "$minute_sum")"
+        [[ "${R[steady.sum0]}" == "${R[steady.sent]}" && "${R[steady.sum1]}" == "${R[steady.sent]}" ]] || WRONG=1
+        R[steady.flushes]="$(metric "$AGG_PORT" ricochet_aggregator_flush_duration_seconds_count)"
+    fi
+
     # What the aggregator costs when there is nothing to do: its registry tail,
     # status refresher and idle consumer keep the broker busy all the same.
     sleep 3
@@ -641,6 +685,16 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
         sed 's/^/  /' "$WORK/freshness-windows.txt"
         echo "  cores busy over the run: aggregator $(cores fresh aggregator), ClickHouse $(cores fresh clickhouse), broker $(cores fresh broker); aggregator RSS at the end ${R[fresh.rss_mb]} MB"
     fi
+    if [[ -n "${R[steady.sent]:-}" ]]; then
+        steady_per() { calcf %.2f "$1 / ${R[steady.buckets]}"; }
+        echo
+        echo "steady run: ${R[steady.sent]} clicks at ${R[steady.rate]} clicks/s over $STEADY_LINKS links of one sender, $STEADY_SECS s (aggregator flushing every RICOCHET_FLUSH_INTERVAL_MS, default 1 s)"
+        echo "  distinct buckets of that sender in click_rollups (grain, link, bucket, source partition): ${R[steady.buckets]}; at the minute grain: ${R[steady.min_buckets]} link-minutes"
+        echo "  rows per bucket, before merges: $(steady_per "${R[steady.rows0]}") (minute grain $(calcf %.2f "${R[steady.min_rows0]} / ${R[steady.min_buckets]}")); after OPTIMIZE FINAL: $(steady_per "${R[steady.rows1]}") (minute grain $(calcf %.2f "${R[steady.min_rows1]} / ${R[steady.min_buckets]}"))"
+        echo "  whole click_rollups table in system.parts (with the drain's and the freshness run's rows): before ${R[steady.parts0]} parts, ${R[steady.table_rows0]} rows, ${R[steady.table_bytes0]} bytes; after ${R[steady.parts1]} parts, ${R[steady.table_rows1]} rows, ${R[steady.table_bytes1]} bytes ($(calcf %.1f "${R[steady.table_bytes1]} / ${R[steady.table_rows1]}") bytes a row)"
+        echo "  minute-grain sum(clicks) before and after the merge: ${R[steady.sum0]} / ${R[steady.sum1]} (sent ${R[steady.sent]})"
+        echo "  CPU µs/event at this rate: aggregator $(calcf %.1f "${R[steady.cpu.aggregator]} * 1000000 / ${R[steady.sent]}"), ClickHouse $(calcf %.1f "${R[steady.cpu.clickhouse]} * 1000000 / ${R[steady.sent]}"), broker $(calcf %.1f "${R[steady.cpu.broker]} * 1000000 / ${R[steady.sent]}") (includes the idle cost of each process over ${R[steady.cpu_wall_s]} s)"
+    fi
     if [[ -n "${R[idle.cpu_wall_s]:-}" ]]; then
         echo "idle aggregator (caught up, no clicks, ${R[idle.cpu_wall_s]} s): cores busy: broker $(cores idle broker), aggregator $(cores idle aggregator), ClickHouse $(cores idle clickhouse)"
     fi
@@ -652,6 +706,8 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
     [[ "$RBC" != - ]] && echo "  (b) faster than (c): $RBC -> $(yes_no "$RBC > 1")"
     [[ -n "${R[b.rss_mb]:-}" ]] && echo "  aggregator memory bounded: peak ${R[b.rss_mb]} MB; RSS by quarter ${R[b.rss_q1]} ${R[b.rss_q2]} ${R[b.rss_q3]} ${R[b.rss_q4]} MB (flat = bounded by the batch, not the backlog)"
     [[ -n "${R[fresh.p95_ms]:-}" ]] && echo "  freshness p95 <= verdict delay ${R[fresh.verdict_delay_ms]} ms + 2 s at $FRESH_RATE clicks/s: ${R[fresh.p95_ms]} ms (${R[fresh.beyond_delay_p95_ms]} ms beyond the delay) -> $(yes_no "${R[fresh.p95_ms]} <= ${R[fresh.goal_p95_ms]}")"
+    [[ -n "${R[steady.sent]:-}" ]] && echo "  <= 1.1 rows per bucket after merges (steady run): $(calcf %.2f "${R[steady.rows1]} / ${R[steady.buckets]}") -> $(yes_no "${R[steady.rows1]} <= 1.1 * ${R[steady.buckets]}")"
+    [[ -n "${R[b.cpu.aggregator]:-}" ]] && echo "  aggregator CPU <= 5 us/event (drain (b)): $(per_event_us b.cpu.aggregator) -> $(yes_no "$(per_event_us b.cpu.aggregator) <= 5")"
     true
 } >"$SUMMARY"
 mkdir -p "$OUT_DIR"

@@ -191,6 +191,35 @@ pub fn send(producer: &BaseProducer<Delivered>, topic: &str, key: &str, payload:
     }
 }
 
+/// Open-loop pacing: calls `send_one` until `total` clicks went out, click `i`
+/// due at `start + i / rate` (late ones go at once, none is skipped), then
+/// waits for every acknowledgement. Returns the rate achieved (clicks/s).
+pub fn paced(
+    producer: &BaseProducer<Delivered>,
+    rate: f64,
+    total: u64,
+    mut send_one: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    use rdkafka::producer::Producer as _;
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
+        while sent < due {
+            send_one()?;
+            sent += 1;
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let achieved = sent as f64 / started.elapsed().as_secs_f64();
+    producer.flush(Duration::from_secs(30))?;
+    let delivered = producer.context();
+    let failed = delivered.failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0 && delivered.settled() == sent, "{failed} of {sent} clicks were not acknowledged");
+    Ok(achieved)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

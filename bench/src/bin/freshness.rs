@@ -29,7 +29,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rdkafka::producer::Producer;
 use ricochet_bench::clicks::{self, Traffic};
 use ricochet_schemas::{ClickEvent, Codec};
 
@@ -102,27 +101,15 @@ fn produce(args: &Args, traffic: &Traffic) -> anyhow::Result<(BTreeMap<i64, Vec<
     let mut rng = rand::rng();
     let mut slices: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let total = (args.rate * args.duration_secs as f64) as u64;
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let due = ((started.elapsed().as_secs_f64() * args.rate) as u64).min(total);
-        while sent < due {
-            let now = clicks::now_ms();
-            let slice = now.div_euclid(args.slice_ms);
-            let pick = traffic.pick(&mut rng);
-            let event = traffic.click(pick, &format!("s{slice}"), now, &mut rng);
-            clicks::send(&producer, &args.kafka.topic, event.client_id.as_str(), &codec.encode(&event)?)?;
-            slices.entry(slice).or_default().push(now);
-            sent += 1;
-        }
-        producer.poll(Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let achieved = sent as f64 / started.elapsed().as_secs_f64();
-    producer.flush(Duration::from_secs(30))?;
-    let delivered = producer.context();
-    let failed = delivered.failed.load(Ordering::Relaxed);
-    anyhow::ensure!(failed == 0 && delivered.settled() == sent, "{failed} of {sent} clicks were not acknowledged");
+    let achieved = clicks::paced(&producer, args.rate, total, || {
+        let now = clicks::now_ms();
+        let slice = now.div_euclid(args.slice_ms);
+        let pick = traffic.pick(&mut rng);
+        let event = traffic.click(pick, &format!("s{slice}"), now, &mut rng);
+        clicks::send(&producer, &args.kafka.topic, event.client_id.as_str(), &codec.encode(&event)?)?;
+        slices.entry(slice).or_default().push(now);
+        Ok(())
+    })?;
     Ok((slices, achieved))
 }
 
