@@ -14,7 +14,8 @@
 #    processes like the edge's 2 tokio workers) and the edge
 #    (target/release/ricochet-redirect), and waits for /readyz;
 # 3. drives the three with wrk over random valid codes (bench/random-codes.lua),
-#    same threads, connections and duration, alternating, ROUNDS times each;
+#    same threads, connections and duration, alternating, ROUNDS times each,
+#    each run once the broker is idle (it catches up after an edge run);
 # 4. prints CPU µs per request, req/s, p50/p99 and the ratios edge/nginx and
 #    edge/bare (medians);
 # 5. p99 at half the edge's max throughput with the open-loop rate-load,
@@ -207,10 +208,26 @@ median() { # values... -> median
         if (NR % 2) printf "%s", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# The broker catches up after an edge run (producing, then sqlite checkpoints)
+# for up to a minute: a peer run started meanwhile would share the cores with
+# it. Wait (at most 90 s) until it uses under 5% of a core over a second.
+wait_broker_idle() {
+    local pid="${PID[kafka]:-}" a b i
+    [[ -n "$pid" ]] || return 0
+    for ((i = 0; i < 90; i++)); do
+        a="$(proc_ticks "/proc/$pid")"
+        sleep 1
+        b="$(proc_ticks "/proc/$pid")"
+        (((b - a) * 100 < 5 * TCK)) && return 0
+    done
+    log "the broker is still busy after 90 s; measuring anyway"
+}
+
 # run_wrk LABEL SERVER_NAME PORT: one wrk run; results in R[LABEL.*]
 run_wrk() {
     local label="$1" server="$2" port="$3" pid="${PID[$2]}"
     local broker_pid="${PID[kafka]:-}" out line
+    wait_broker_idle
     local m0 s0 b0 c0 t0 w0 served0=0 served1=0
     if [[ "$server" == edge* ]]; then served0="$(edge_served "$port")"; fi
     t0="$(thread_stats "$pid")"
@@ -268,6 +285,7 @@ run_wrk() {
 # run_rate LABEL PORT RATE: one fixed-rate run; results in R[LABEL.*]
 run_rate() {
     local label="$1" port="$2" rate="$3" line key
+    wait_broker_idle
     line="$(timeout $((RATE_DURATION + 90)) "$BIN/rate-load" --addr "127.0.0.1:$port" --codes "$WORK/codes.txt" \
         --rate "$rate" --duration-secs "$RATE_DURATION" --warmup-secs 2)" || die "rate-load failed: $line"
     echo "$line" >"$WORK/rate-$label.txt"

@@ -12,6 +12,7 @@
 #    /readyz (the cold-load rate) and the edge's VmRSS when ready;
 # 3. SIGTERM: the edge writes its snapshot on the way down (seconds, bytes);
 # 4. the edge is started again on that snapshot: seconds to /readyz and VmRSS.
+# Each start also reports the CPU per link the broker and the edge spent to get ready.
 #
 # Every process it starts is stopped on exit; all state is under one temporary
 # directory. A summary goes to stdout and bench/out/registry-<time>.txt.
@@ -64,6 +65,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 rss_mb() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+TCK="$(getconf CLK_TCK)"
+ticks() { # PID -> utime+stime in clock ticks (0 once gone)
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || { echo 0; return; }
+    stat="${stat##*) }"
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+us_per() { awk -v t="$1" -v n="$2" -v tck="$TCK" 'BEGIN { printf "%.1f", t * 1000000 / tck / n }'; } # TICKS N
 
 wait_ready() { # URL TIMEOUT_SECS PID
     local i
@@ -109,12 +120,17 @@ for n in $SIZES; do
     }
     for phase in cold snapshot; do
         started=$(now)
+        broker0=$(ticks "${PID[kafka]}")
         start_edge
         wait_ready "http://127.0.0.1:$edge_port/readyz" 1800 "${PID[edge]}" || die "edge not ready: $(tail -5 "$WORK/edge-$n.log")"
         ready=$(secs "$started" "$(now)")
+        # CPU spent to get ready, per link: what the broker spent serving the
+        # topics, and the edge's own (decoding, applying, or reading the snapshot).
+        broker_us=$(us_per $(($(ticks "${PID[kafka]}") - broker0)) "$n")
+        edge_us=$(us_per "$(ticks "${PID[edge]}")" "$n")
         rss=$(rss_mb "${PID[edge]}")
         rate=$(awk -v n="$n" -v s="$ready" 'BEGIN { printf "%.0f", n / s }')
-        note "edge links=$n start=$phase ready_secs=$ready links_per_sec=$rate rss_mb=$rss"
+        note "edge links=$n start=$phase ready_secs=$ready links_per_sec=$rate rss_mb=$rss cpu_us_per_link_broker=$broker_us cpu_us_per_link_edge=$edge_us"
         stopping=$(now)
         stop edge 600
         snap="$spool/registry.snapshot"
