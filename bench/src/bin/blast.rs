@@ -244,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
     let kid = Arc::new(kid);
     let key = Arc::new(key);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut sent = Vec::with_capacity(plan.requests.len());
     let mut lateness_ms = Vec::with_capacity(order.len());
     for i in order {
         let q = plan.requests[i].clone();
@@ -285,15 +286,16 @@ async fn main() -> anyhow::Result<()> {
                 status,
             }
         });
+        // Reap finished requests as we go (the set stays small), keeping each one's record.
         while let Some(done) = tasks.try_join_next() {
-            done?;
+            sent.push(done?);
         }
     }
-    let mut sent = Vec::with_capacity(plan.requests.len());
     while let Some(done) = tasks.join_next().await {
         sent.push(done?);
     }
     let finished_ms = now_ms();
+    anyhow::ensure!(sent.len() == plan.requests.len(), "{} of {} requests recorded", sent.len(), plan.requests.len());
     let non_302 = sent.iter().filter(|s| s.status != 302).count();
     lateness_ms.sort_unstable();
     let late_p99 = lateness_ms.get(lateness_ms.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0);
