@@ -194,7 +194,7 @@ busy1=$(busy_ticks)
 read -r load_after _ </proc/loadavg
 cores=$(nproc)
 busy_share=$(awk -v b=$((busy1 - busy0)) -v s=$((t1 - t0)) -v c="$cores" -v t="$(getconf CLK_TCK)" \
-    'BEGIN { printf "%.0f", s > 0 ? 100 * b / (s * c * t) : 0 }')
+    'BEGIN { printf "%.0f", (s > 0 ? 100 * b / (s * c * t) : 0) }')
 log "replays done in $((t1 - t0)) s; the machine was ${busy_share}% busy (load ${load_before} -> ${load_after})"
 
 # ---- scores ------------------------------------------------------------------

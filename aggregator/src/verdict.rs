@@ -16,7 +16,8 @@
 //! 1. a per-request machine verdict (honeypot hit, HEAD, prefetch header,
 //!    preview/bot/HTTP-client user agent, scanner referer, scanner network);
 //! 2. **honeypot**: the recipient hit a honeypot link of the campaign within
-//!    [`Rules::honeypot_window`] of this click;
+//!    [`Rules::honeypot_window`] of this click from the same network (the
+//!    ASN), or within [`Rules::burst_window`] from any network;
 //! 3. **burst**: the recipient's clicks from one network cover at least
 //!    [`Rules::burst_min_links`] distinct links within [`Rules::burst_window`];
 //! 4. **rescan**: the same network was already judged a machine for this
@@ -94,7 +95,8 @@ pub struct Rules {
     pub burst_window: Duration,
     /// …this many links at least, is a burst.
     pub burst_min_links: usize,
-    /// A honeypot hit voids the recipient's clicks on the campaign this close
+    /// A honeypot hit voids the recipient's clicks on the campaign from its
+    /// own network this close (from any network: within `burst_window`)
     /// to it, before (as far as they are still undecided) and after.
     pub honeypot_window: Duration,
     /// A network judged a machine for a message stays suspect this long.
@@ -375,11 +377,18 @@ impl<T> PartitionState<T> {
         let allow_listed = e.signals.network_allow_listed;
         if let Some(m) = message_key(e) {
             let clicks = self.messages.get(&m).map(Vec::as_slice).unwrap_or_default();
-            let hw = ms(rules.honeypot_window);
-            if clicks.iter().any(|s| s.honeypot && (s.time_ms - t).abs() <= hw) {
+            // The hit voids its sweep: clicks from the trap's network within
+            // the window, and from any network within the burst window (a
+            // sweep with an address per link). A person's own click from the
+            // office or a phone, seconds after the gateway's sweep, survives.
+            let net = sweep_key(e);
+            let (hw, bw) = (ms(rules.honeypot_window), ms(rules.burst_window));
+            if clicks.iter().any(|s| {
+                let apart = (s.time_ms - t).abs();
+                s.honeypot && (apart <= bw || (apart <= hw && net.is_some() && s.network == net))
+            }) {
                 return Some(Reason::Honeypot);
             }
-            let net = sweep_key(e);
             if let Some(net) = net {
                 let same_net: Vec<&Seen> = clicks.iter().filter(|s| s.network == Some(net)).collect();
                 if in_burst(&same_net, t, ms(rules.burst_window), rules.burst_min_links) {
@@ -680,9 +689,24 @@ mod tests {
             // network it would be a rescan).
             on(click("r1", "l2", t + 600_000), "203.0.113.0", 64_999),
             click("r2", "l1", t + 1_000), // another recipient: untouched
+            // The person, from their own network, 15 s after the sweep: counted;
+            // within the burst window of the hit, from anywhere: voided.
+            on(click("r1", "l3", t + 15_000), "198.51.100.0", 64_998),
+            on(click("r1", "l4", t + 1_500), "192.0.2.0", 64_997),
         ];
         let reasons = decide(rules(), events);
-        assert_eq!(reasons, vec![Reason::Honeypot, Reason::Honeypot, Reason::Honeypot, Reason::Human, Reason::Human]);
+        assert_eq!(
+            reasons,
+            vec![
+                Reason::Honeypot,
+                Reason::Honeypot,
+                Reason::Honeypot,
+                Reason::Human,
+                Reason::Human,
+                Reason::Human,
+                Reason::Honeypot
+            ]
+        );
     }
 
     #[test]
