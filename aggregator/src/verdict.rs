@@ -404,7 +404,11 @@ impl<T> PartitionState<T> {
                 }
             }
         }
-        if let (Some(_), Some(net), false) = (&e.recipient_id, network_key(e), allow_listed) {
+        // Fan-out is a sandbox farm's mark: a residential, mobile or office
+        // network (class `Other`) with many readers clicking at once is a
+        // company reading its mail, which the blasts showed this rule convicting.
+        let farm = e.signals.network_class != NetworkClass::Other;
+        if let (Some(_), Some(net), false, true) = (&e.recipient_id, network_key(e), allow_listed, farm) {
             if let Some(q) = self.networks.get(&(campaign_key(e), net)) {
                 let fw = ms(rules.fanout_window);
                 // Stops at the threshold: a scanner's network can hold
@@ -423,9 +427,10 @@ impl<T> PartitionState<T> {
         if let Some(sent) = e.signals.sent_at_ms {
             let since = t - sent;
             let s = &e.signals;
-            let weak = (s.ua_class == UaClass::Browser && !s.has_accept_language)
-                || !s.has_accept
-                || (s.network_class == NetworkClass::Cloud && !allow_listed);
+            // What the request itself lacks; a cloud network is not enough:
+            // the blasts' people on VPNs clicking in the first minute were
+            // convicted by it, and scanners there were caught by other rules.
+            let weak = (s.ua_class == UaClass::Browser && !s.has_accept_language) || !s.has_accept;
             if (0..ms(rules.too_fast)).contains(&since) && weak {
                 return Some(Reason::TooFastAfterSend);
             }
@@ -660,8 +665,11 @@ mod tests {
         let mut e = click("r1", "l1", SEND + 120_000);
         e.signals.network_class = NetworkClass::Cloud;
         assert_eq!(decide(rules(), vec![e.clone()]), vec![Reason::Human]);
-        // Within the first minute on a cloud network: weak evidence plus time.
+        // Within the first minute too (a VPN user reading at once): still a person.
         e.event_time_ms = SEND + 30_000;
+        assert_eq!(decide(rules(), vec![e.clone()]), vec![Reason::Human]);
+        // What convicts is what the request lacks, with the time.
+        e.signals.has_accept_language = false;
         assert_eq!(decide(rules(), vec![e]), vec![Reason::TooFastAfterSend]);
     }
 
@@ -728,7 +736,13 @@ mod tests {
     #[test]
     fn one_network_clicking_for_many_recipients_is_a_fanout_unless_allow_listed() {
         let t = SEND + 43_000;
-        let events: Vec<ClickEvent> = (0..6).map(|i| click(&format!("r{i}"), "l1", t + i * 100)).collect();
+        let cloud = |mut e: ClickEvent| {
+            e.signals.network_class = NetworkClass::Cloud;
+            e
+        };
+        let office: Vec<ClickEvent> = (0..6).map(|i| click(&format!("r{i}"), "l1", t + i * 100)).collect();
+        assert_eq!(decide(rules(), office.clone()), vec![Reason::Human; 6], "an office reading its mail at once");
+        let events: Vec<ClickEvent> = office.into_iter().map(cloud).collect();
         assert_eq!(decide(rules(), events.clone()), vec![Reason::NetworkFanout; 6]);
         let allowed: Vec<ClickEvent> = events
             .into_iter()
@@ -739,7 +753,7 @@ mod tests {
             .collect();
         assert_eq!(decide(rules(), allowed), vec![Reason::AllowListed; 6]);
         // The same recipients spread over minutes: people.
-        let spread: Vec<ClickEvent> = (0..6).map(|i| click(&format!("r{i}"), "l1", t + i * 60_000)).collect();
+        let spread: Vec<ClickEvent> = (0..6).map(|i| cloud(click(&format!("r{i}"), "l1", t + i * 60_000))).collect();
         assert_eq!(decide(rules(), spread), vec![Reason::Human; 6]);
     }
 
@@ -749,13 +763,21 @@ mod tests {
         let proxied: Vec<ClickEvent> = (0..6)
             .map(|i| {
                 let mut e = on(click(&format!("r{i}"), &format!("l{i}"), t + i * 100), "127.0.0.0", 0);
+                // A cloud class, so that only the address keeps fan-out away.
+                e.signals.network_class = NetworkClass::Cloud;
                 e.recipient_id = Some(RecipientId::parse(if i < 3 { "r0" } else { "r1" }).unwrap());
                 e
             })
             .collect();
         assert_eq!(decide(rules(), proxied), vec![Reason::Human; 6], "no burst, no fan-out behind a proxy");
         for ip in ["10.1.2.0", "192.168.1.0", "fd00:1::", "::1"] {
-            let many: Vec<ClickEvent> = (0..6).map(|i| on(click(&format!("r{i}"), "l1", t + i * 100), ip, 0)).collect();
+            let many: Vec<ClickEvent> = (0..6)
+                .map(|i| {
+                    let mut e = on(click(&format!("r{i}"), "l1", t + i * 100), ip, 0);
+                    e.signals.network_class = NetworkClass::Cloud;
+                    e
+                })
+                .collect();
             assert_eq!(decide(rules(), many), vec![Reason::Human; 6], "{ip}");
         }
     }
