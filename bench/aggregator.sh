@@ -518,7 +518,18 @@ if ! skipped b; then
             'R[steady.parts0]' 'R[steady.table_rows0]' 'R[steady.table_bytes0]' <<<"$(steady_layout)"
         R[steady.sum0]="$(ch "${CH_PORT[ch_b]}" "$minute_sum")"
         log "steady: ${R[steady.sent]} clicks; ${R[steady.rows0]} rows for ${R[steady.buckets]} buckets before merges; OPTIMIZE FINAL"
-        ch "${CH_PORT[ch_b]}" "OPTIMIZE TABLE click_rollups FINAL" >/dev/null || log "OPTIMIZE failed (see the ClickHouse log)"
+        # OPTIMIZE is a silent no-op while background merges hold some parts:
+        # ask it to say so (optimize_throw_if_noop) and retry until it merged.
+        optimized=0
+        for ((i = 0; i < 60; i++)); do
+            if curl -sS --fail "http://127.0.0.1:${CH_PORT[ch_b]}/?optimize_throw_if_noop=1" \
+                --data-binary "OPTIMIZE TABLE click_rollups FINAL" >/dev/null 2>&1; then
+                optimized=1
+                break
+            fi
+            sleep 2
+        done
+        ((optimized)) || log "OPTIMIZE FINAL did not run within 120 s (background merges); 'after' is as it stands"
         read -r 'R[steady.rows1]' _ 'R[steady.min_rows1]' _ 'R[steady.parts1]' 'R[steady.table_rows1]' \
             'R[steady.table_bytes1]' <<<"$(steady_layout)"
         R[steady.sum1]="$(ch "${CH_PORT[ch_b]}" "$minute_sum")"
