@@ -110,6 +110,20 @@ impl ClickHouse {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// The product's own ClickHouse client for this server (database `default`,
+    /// user `default`, no compression), for tests that call warehouse code.
+    pub fn warehouse_client(&self) -> clickhouse::Client {
+        ricochet_warehouse::ClickHouseConfig {
+            clickhouse_url: self.url(),
+            clickhouse_database: "default".into(),
+            clickhouse_user: "default".into(),
+            clickhouse_password: String::new(),
+            clickhouse_lz4: false,
+            clickhouse_cluster: None,
+        }
+        .client()
+    }
+
     /// Runs SQL over HTTP and returns the body; errors carry ClickHouse's message.
     pub async fn query(&self, sql: &str) -> anyhow::Result<String> {
         let r = self.http.post(self.url()).body(sql.to_owned()).send().await?;

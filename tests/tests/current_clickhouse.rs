@@ -142,15 +142,7 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
 
     // A pass of the retention job (18.16 has no TTL), as seen from a year on:
     // it drops this month's raw events and deletes every grain's rows.
-    let client = ricochet_warehouse::ClickHouseConfig {
-        clickhouse_url: servers.clickhouse.url(),
-        clickhouse_database: "default".into(),
-        clickhouse_user: "default".into(),
-        clickhouse_password: String::new(),
-        clickhouse_lz4: false,
-        clickhouse_cluster: None,
-    }
-    .client();
+    let client = servers.clickhouse.warehouse_client();
     let policy = RetentionPolicy { raw_days: 1, fine_rollup_days: 1, rollup_days: 1, ..Default::default() };
     let pass = retention::run_once(&client, &policy, chrono::Utc::now() + chrono::Duration::days(400)).await.unwrap();
     assert!(!pass.months_dropped.is_empty() && pass.deletes.len() == 3, "{pass:?}");

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use ricochet_aggregator::retention::{self, RetentionPolicy, ServerVersion};
 use ricochet_tests::eventually;
 use ricochet_tests::servers::ClickHouse;
-use ricochet_warehouse::{migrations, ClickHouseConfig};
+use ricochet_warehouse::migrations;
 
 const DAY: i64 = 86_400;
 
@@ -16,15 +16,7 @@ const DAY: i64 = 86_400;
 async fn the_job_expires_old_data_and_keeps_positions_and_recent_rows() {
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(dir.path()).await;
-    let client = ClickHouseConfig {
-        clickhouse_url: ch.url(),
-        clickhouse_database: "default".into(),
-        clickhouse_user: "default".into(),
-        clickhouse_password: String::new(),
-        clickhouse_lz4: false,
-        clickhouse_cluster: None,
-    }
-    .client();
+    let client = ch.warehouse_client();
     migrations::apply(&client, None).await.unwrap();
     let version = client.query("SELECT version()").fetch_one::<String>().await.unwrap();
     assert!(!ServerVersion::parse(&version).unwrap().has_ttl(), "this test is the job path: {version}");
