@@ -1,25 +1,31 @@
-//! The edge's hand encoder for `ClickEvent` v3: a click straight into framed
-//! Avro bytes, appended to a caller's buffer.
+//! `ClickEvent` v3 by hand, both ways: the edge's encoder, a click straight
+//! into framed Avro bytes appended to a caller's buffer, and the aggregator's
+//! decoder, a v3 datum straight into a [`ClickEvent`].
 //!
 //! The generic path ([`crate::Codec`]) builds an `apache_avro::Value` tree,
 //! validates it and resolves the schema on every call: ~120 allocations per
-//! event, a sixth of the edge's CPU per redirect (`docs/benchmarks.md`). This
-//! writes the same bytes with none: every string is borrowed from the link or
-//! the request, the event id and the address are formatted on the stack, and
-//! the output goes into a buffer the caller reuses.
+//! event, a sixth of the edge's CPU per redirect, and over a third of the
+//! aggregator's per event (`docs/benchmarks.md`). The encoder writes the same
+//! bytes with none: every string is borrowed from the link or the request, the
+//! event id and the address are formatted on the stack, and the output goes
+//! into a buffer the caller reuses. The decoder reads the fields in order and
+//! allocates only the event's own strings.
 //!
 //! It lives beside `click_event.v3.avsc` because it *is* that schema, written
 //! out by hand: the field order below is the schema's, and
 //! `tests/click_wire.rs` proves, for random events covering every field, that
 //! the bytes equal the generic encoder's and decode with `apache-avro` into
-//! the same event; `tests/golden.rs` pins them to `golden/click_event.v3.hex`.
-//! A new schema version must change both together.
+//! the same event, and that the decoder accepts and refuses exactly what
+//! `apache-avro` does on damaged bytes; `tests/golden.rs` pins them to
+//! `golden/click_event.v3.hex`. A new schema version must change both together.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
-use crate::click::{ClickEvent, EventType, RecipientToken, Signals, CLICK_EVENT_V3};
+use crate::click::{ClickEvent, EventType, NetworkClass, RecipientToken, Signals, UaClass, CLICK_EVENT_V3};
+use crate::codec::CodecError;
 use crate::framing;
+use crate::ids::{CampaignId, ClientId, EventId, IdError, LinkId, RecipientId};
 
 /// One click as the edge sees it, borrowed: what [`encode`] writes.
 /// Field docs are in `schemas/avro/click_event.v3.avsc`.
@@ -195,6 +201,166 @@ impl fmt::Write for StackText {
         dest.copy_from_slice(s.as_bytes());
         self.len = end;
         Ok(())
+    }
+}
+
+/// Decodes a `ClickEvent` v3 datum (the bytes after the Confluent header).
+///
+/// Accepts and refuses what `apache-avro` with [`crate::Codec`] does for the
+/// same bytes, including its quirks (a 16-byte `event_id` string is read as
+/// the UUID's raw bytes), so that which messages are poison does not depend
+/// on the decoder. Trailing bytes after the record are an error.
+pub fn decode(datum: &[u8]) -> Result<ClickEvent, CodecError> {
+    let mut r = Reader { rest: datum };
+    let event = ClickEvent {
+        event_id: EventId(r.uuid("event_id")?),
+        event_time_ms: r.long("event_time")?,
+        client_id: r.id("client_id", ClientId::parse)?,
+        campaign_id: r.id("campaign_id", CampaignId::parse)?,
+        link_id: r.id("link_id", LinkId::parse)?,
+        recipient_id: match r.optional("recipient_id")? {
+            false => None,
+            true => Some(r.id("recipient_id", RecipientId::parse)?),
+        },
+        destination_url: r.string("destination_url")?,
+        http_method: r.string("http_method")?,
+        user_agent: r.opt_string("user_agent")?,
+        referer: r.opt_string("referer")?,
+        client_ip: r.opt_string("client_ip")?,
+        edge_node: r.string("edge_node")?,
+        event_type: [EventType::Click, EventType::Open][r.symbol("event_type", 2)?],
+        is_prefetch: r.boolean("is_prefetch")?,
+        recipient_token: [RecipientToken::Absent, RecipientToken::Valid, RecipientToken::Invalid]
+            [r.symbol("recipient_token", 3)?],
+        signals: Signals {
+            prefetch_header: r.boolean("prefetch_header")?,
+            ua_class: [
+                UaClass::Unknown,
+                UaClass::Browser,
+                UaClass::Bot,
+                UaClass::Preview,
+                UaClass::HttpClient,
+                UaClass::Absent,
+            ][r.symbol("ua_class", 6)?],
+            has_accept: r.boolean("has_accept")?,
+            has_accept_language: r.boolean("has_accept_language")?,
+            scanner_referer: r.boolean("scanner_referer")?,
+            network_class: [NetworkClass::Unknown, NetworkClass::Scanner, NetworkClass::Cloud, NetworkClass::Other]
+                [r.symbol("network_class", 4)?],
+            network_name: r.opt_string("network_name")?,
+            asn: {
+                let asn = r.long("asn")?;
+                u32::try_from(asn).map_err(|e| shape("asn", e.to_string()))?
+            },
+            network_allow_listed: r.boolean("network_allow_listed")?,
+            sent_at_ms: match r.optional("sent_at")? {
+                false => None,
+                true => Some(r.long("sent_at")?),
+            },
+            honeypot: r.boolean("honeypot")?,
+        },
+    };
+    if !r.rest.is_empty() {
+        return Err(shape("<datum>", format!("{} trailing bytes after the record", r.rest.len())));
+    }
+    Ok(event)
+}
+
+fn shape(field: &'static str, problem: impl Into<String>) -> CodecError {
+    CodecError::Shape { contract: "ClickEvent", field, problem: problem.into() }
+}
+
+/// The unread rest of a datum; every read names the field it is for.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self, field: &'static str) -> Result<u8, CodecError> {
+        let (&b, rest) = self.rest.split_first().ok_or_else(|| shape(field, "the datum ends early"))?;
+        self.rest = rest;
+        Ok(b)
+    }
+
+    /// Zig-zag varint, as `apache-avro` reads it: at most 10 bytes, bits past
+    /// the 64th dropped.
+    fn long(&mut self, field: &'static str) -> Result<i64, CodecError> {
+        let mut z = 0u64;
+        for shift in (0..10).map(|j| j * 7) {
+            let b = self.byte(field)?;
+            z |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+            }
+        }
+        Err(shape(field, "a variable-length integer longer than 10 bytes"))
+    }
+
+    fn boolean(&mut self, field: &'static str) -> Result<bool, CodecError> {
+        match self.byte(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(shape(field, format!("a boolean byte must be 0 or 1, found {b}"))),
+        }
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], CodecError> {
+        let len = self.long(field)?;
+        let len = usize::try_from(len).map_err(|_| shape(field, format!("negative length {len}")))?;
+        if len > self.rest.len() {
+            return Err(shape(field, format!("length {len} runs past the datum's end")));
+        }
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(bytes)
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<&'a str, CodecError> {
+        std::str::from_utf8(self.bytes(field)?).map_err(|e| shape(field, e.to_string()))
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<String, CodecError> {
+        self.str(field).map(str::to_owned)
+    }
+
+    fn id<T>(&mut self, field: &'static str, parse: fn(String) -> Result<T, IdError>) -> Result<T, CodecError> {
+        parse(self.string(field)?).map_err(|e| shape(field, e.to_string()))
+    }
+
+    /// The branch of a `["null", T]` union: `true` when a value follows.
+    fn optional(&mut self, field: &'static str) -> Result<bool, CodecError> {
+        match self.long(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            i => Err(shape(field, format!("union branch {i} of 2"))),
+        }
+    }
+
+    fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, CodecError> {
+        if self.optional(field)? {
+            self.string(field).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// An enum's symbol index, checked against its `count` symbols.
+    fn symbol(&mut self, field: &'static str, count: usize) -> Result<usize, CodecError> {
+        let i = self.long(field)?;
+        usize::try_from(i)
+            .ok()
+            .filter(|i| *i < count)
+            .ok_or_else(|| shape(field, format!("symbol {i} of an enum with {count} symbols")))
+    }
+
+    /// A `uuid` string; like `apache-avro`, exactly 16 bytes are the raw UUID.
+    fn uuid(&mut self, field: &'static str) -> Result<uuid::Uuid, CodecError> {
+        let bytes = self.bytes(field)?;
+        let parsed = match bytes.len() {
+            16 => uuid::Uuid::from_slice(bytes),
+            _ => uuid::Uuid::try_parse_ascii(bytes),
+        };
+        parsed.map_err(|e| shape(field, e.to_string()))
     }
 }
 

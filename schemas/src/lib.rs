@@ -13,7 +13,7 @@
 //! - [`framing`]: the Confluent header.
 //! - [`codec`]: the schema table and the generic encode/decode with schema resolution.
 //! - [`click`]: `ClickEvent` (v1, v2, v3), published by the edge to the `clicks` topic.
-//! - [`click_wire`]: the edge's allocation-free hand encoder of `ClickEvent` v3 (same bytes as [`codec`]).
+//! - [`click_wire`]: `ClickEvent` v3 by hand: the edge's allocation-free encoder and the aggregator's decoder (same bytes and errors as [`codec`]).
 //! - [`link`]: `LinkRecord`, the registry's record on the compacted `links` topic.
 //! - [`api_key`]: `ApiKeyRecord`, a client's hashed API key on the compacted `api_keys` topic.
 //! - [`client`]: `ClientRecord`, a sender's state on the compacted `clients` topic.
