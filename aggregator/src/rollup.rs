@@ -11,9 +11,19 @@
 //! the pending batch. Outside that window a duplicate is counted in the
 //! rollups; `click_events` still collapses it by event id.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+// Every event goes through these maps and sets, keyed by ids the edge minted
+// or the registry holds, not by anything a client chooses: a fast hasher.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use hashbrown::Equivalent;
+
+/// hashbrown's maps find an owned key by a borrowed one (`entry_ref`,
+/// `get_or_insert_with`): an event adds to its bucket without copying the
+/// bucket's strings, which happens once per bucket and flush instead.
+type ByRef<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+type SetByRef<T> = hashbrown::HashSet<T, foldhash::fast::RandomState>;
 use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Reason};
 
 use crate::checkpoint::PartitionRange;
@@ -73,6 +83,81 @@ pub struct RollupKey {
     pub bucket: BucketStart,
 }
 
+/// A [`RollupKey`] borrowed: coarser buckets are folded from the minute keys
+/// without copying their strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RollupKeyRef<'a> {
+    pub client_id: &'a ClientId,
+    pub campaign_id: &'a CampaignId,
+    pub link_id: &'a LinkId,
+    pub bucket: BucketStart,
+}
+
+impl RollupKey {
+    pub fn borrowed(&self) -> RollupKeyRef<'_> {
+        RollupKeyRef {
+            client_id: &self.client_id,
+            campaign_id: &self.campaign_id,
+            link_id: &self.link_id,
+            bucket: self.bucket,
+        }
+    }
+}
+
+// Both derive `Hash` over the same fields in the same order, and a reference
+// hashes as what it points to: equal keys hash alike, as hashbrown requires.
+impl Equivalent<RollupKey> for RollupKeyRef<'_> {
+    fn equivalent(&self, key: &RollupKey) -> bool {
+        *self == key.borrowed()
+    }
+}
+
+impl From<&RollupKeyRef<'_>> for RollupKey {
+    fn from(r: &RollupKeyRef<'_>) -> Self {
+        RollupKey {
+            client_id: r.client_id.clone(),
+            campaign_id: r.campaign_id.clone(),
+            link_id: r.link_id.clone(),
+            bucket: r.bucket,
+        }
+    }
+}
+
+/// A [`RecipientRow`] borrowed from the event, hashed alike (same fields, same order).
+#[derive(Hash, PartialEq, Eq)]
+struct RecipientRef<'a> {
+    client_id: &'a str,
+    campaign_id: &'a str,
+    link_id: &'a str,
+    bucket_start: u32,
+    human: u8,
+    recipient_id: &'a str,
+}
+
+impl Equivalent<RecipientRow> for RecipientRef<'_> {
+    fn equivalent(&self, row: &RecipientRow) -> bool {
+        self.bucket_start == row.bucket_start
+            && self.human == row.human
+            && self.recipient_id == row.recipient_id
+            && self.link_id == row.link_id
+            && self.campaign_id == row.campaign_id
+            && self.client_id == row.client_id
+    }
+}
+
+impl RecipientRef<'_> {
+    fn to_row(&self) -> RecipientRow {
+        RecipientRow {
+            client_id: self.client_id.to_owned(),
+            campaign_id: self.campaign_id.to_owned(),
+            link_id: self.link_id.to_owned(),
+            bucket_start: self.bucket_start,
+            human: self.human,
+            recipient_id: self.recipient_id.to_owned(),
+        }
+    }
+}
+
 /// What one rollup row counts. `clicks = human_clicks + bot_clicks`, and
 /// `by_reason` splits the clicks by the verdict's reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,10 +215,10 @@ pub const DEDUP_WINDOW: usize = 50_000;
 #[derive(Debug)]
 struct PartitionBatch {
     range: PartitionRange,
-    rollups: HashMap<RollupKey, Counts>,
+    rollups: ByRef<RollupKey, Counts>,
     events: Vec<EventRow>,
     ids: HashSet<u128>,
-    recipients: HashSet<RecipientRow>,
+    recipients: SetByRef<RecipientRow>,
 }
 
 /// The ids of the last stored events of one partition, oldest first.
@@ -181,10 +266,10 @@ impl Batch {
         self.opened_at.get_or_insert_with(Instant::now);
         let pb = self.partitions.entry(partition).or_insert_with(|| PartitionBatch {
             range: PartitionRange { partition, first: offset, next: offset + 1 },
-            rollups: HashMap::new(),
+            rollups: ByRef::default(),
             events: Vec::new(),
             ids: HashSet::new(),
-            recipients: HashSet::new(),
+            recipients: SetByRef::default(),
         });
         pb.range.next = offset + 1;
         let Some((event, bucket, reason)) = event else { return };
@@ -194,23 +279,24 @@ impl Batch {
             metrics::counter!("ricochet_aggregator_duplicates_dropped_total").increment(1);
             return;
         }
-        let key = RollupKey {
-            client_id: event.client_id.clone(),
-            campaign_id: event.campaign_id.clone(),
-            link_id: event.link_id.clone(),
+        let key = RollupKeyRef {
+            client_id: &event.client_id,
+            campaign_id: &event.campaign_id,
+            link_id: &event.link_id,
             bucket,
         };
         if let (EventType::Click, Some(recipient)) = (event.event_type, &event.recipient_id) {
-            pb.recipients.insert(RecipientRow {
-                client_id: key.client_id.to_string(),
-                campaign_id: key.campaign_id.to_string(),
-                link_id: key.link_id.to_string(),
+            let r = RecipientRef {
+                client_id: key.client_id.as_str(),
+                campaign_id: key.campaign_id.as_str(),
+                link_id: key.link_id.as_str(),
                 bucket_start: Grain::QuarterHour.floor(bucket.0),
                 human: reason.is_human() as u8,
-                recipient_id: recipient.to_string(),
-            });
+                recipient_id: recipient.as_str(),
+            };
+            pb.recipients.get_or_insert_with(&r, RecipientRef::to_row);
         }
-        pb.rollups.entry(key).or_default().count(&event, reason);
+        pb.rollups.entry_ref(&key).or_default().count(&event, reason);
         pb.events.push(EventRow::new(event, reason, partition, offset, ingested_at));
         self.num_events += 1;
     }
@@ -268,13 +354,14 @@ impl Batch {
         let mut rows = Vec::with_capacity(self.num_rollup_rows());
         for pb in self.partitions.values() {
             rows.push(RollupRow::position(topic, pb.range, stored(pb.range.partition)));
-            for grain in Grain::ALL {
-                let mut folded: HashMap<RollupKey, Counts> = HashMap::with_capacity(pb.rollups.len());
+            rows.extend(pb.rollups.iter().map(|(key, counts)| RollupRow::delta(key.borrowed(), Grain::Minute, counts)));
+            for grain in &Grain::ALL[1..] {
+                let mut folded: HashMap<RollupKeyRef<'_>, Counts> = HashMap::with_capacity(pb.rollups.len());
                 for (key, counts) in &pb.rollups {
                     let bucket = BucketStart(grain.floor(key.bucket.0));
-                    folded.entry(RollupKey { bucket, ..key.clone() }).or_default().add(counts);
+                    folded.entry(RollupKeyRef { bucket, ..key.borrowed() }).or_default().add(counts);
                 }
-                rows.extend(folded.iter().map(|(key, counts)| RollupRow::delta(key, grain, counts)));
+                rows.extend(folded.iter().map(|(key, counts)| RollupRow::delta(*key, *grain, counts)));
             }
         }
         rows
@@ -390,6 +477,40 @@ mod tests {
         let mut rows: Vec<_> = b.recipient_rows().map(|r| (r.bucket_start, r.human)).collect();
         rows.sort();
         assert_eq!(rows, vec![(0, 0), (0, 1), (900, 1)]);
+    }
+
+    #[test]
+    fn borrowed_keys_hash_and_compare_as_their_owned_rows() {
+        use std::hash::BuildHasher;
+        let state = foldhash::fast::RandomState::default();
+        let (e, bucket, _) = click("acme", "l1", 60_000);
+        let owned = RollupKey {
+            client_id: e.client_id.clone(),
+            campaign_id: e.campaign_id.clone(),
+            link_id: e.link_id.clone(),
+            bucket,
+        };
+        let borrowed = owned.borrowed();
+        assert_eq!(state.hash_one(&owned), state.hash_one(borrowed));
+        assert!(borrowed.equivalent(&owned) && RollupKey::from(&borrowed) == owned);
+        let r = RecipientRef {
+            client_id: "acme",
+            campaign_id: "c",
+            link_id: "l1",
+            bucket_start: 900,
+            human: 1,
+            recipient_id: "r",
+        };
+        let row = r.to_row();
+        assert_eq!(state.hash_one(&row), state.hash_one(&r));
+        assert!(r.equivalent(&row));
+        let other = RecipientRef { human: 0, ..r };
+        assert!(!other.equivalent(&row));
+        // Adding twice through the borrowed keys keeps one entry each.
+        let mut b = Batch::default();
+        b.add(0, 1, Some(click("acme", "l1", 60_000)), 0);
+        b.add(0, 2, Some(click("acme", "l1", 61_000)), 0);
+        assert_eq!(b.partitions[&0].rollups.len(), 1);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use ricochet_schemas::{ClickEvent, EventType, Reason, RecipientToken};
 use serde::Serialize;
 
 use crate::checkpoint::PartitionRange;
-use crate::rollup::{Counts, Grain, RollupKey};
+use crate::rollup::{Counts, Grain, RollupKeyRef};
 
 pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
 
@@ -190,13 +190,13 @@ pub fn reason_columns() -> impl Iterator<Item = (Reason, String)> {
 
 impl RollupRow {
     /// The counts of `key`'s minute folded into its bucket at `grain`.
-    pub fn delta(key: &RollupKey, grain: Grain, counts: &Counts) -> Self {
+    pub fn delta(key: RollupKeyRef<'_>, grain: Grain, counts: &Counts) -> Self {
         let r = |reason| counts.reason(reason);
         RollupRow {
             grain: grain.secs(),
-            client_id: key.client_id.to_string(),
-            campaign_id: key.campaign_id.to_string(),
-            link_id: key.link_id.to_string(),
+            client_id: key.client_id.as_str().to_owned(),
+            campaign_id: key.campaign_id.as_str().to_owned(),
+            link_id: key.link_id.as_str().to_owned(),
             bucket_start: grain.floor(key.bucket.0),
             source_topic: String::new(),
             source_partition: 0,

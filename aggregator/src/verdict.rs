@@ -44,9 +44,11 @@
 //! the first seconds may miss earlier evidence (a bounded loss of verdict
 //! quality, never of counts).
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::VecDeque;
+
+// Keys here are hashes already (`hash_of`) or partition numbers.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -165,6 +167,24 @@ struct Held<T> {
     /// later (a late event waits for what comes *after* it, not before).
     effective_ms: i64,
     item: Option<(ClickEvent, T)>,
+    keys: Keys,
+}
+
+/// An event's identities in this engine, hashed once when it arrives and
+/// used again when it is judged.
+#[derive(Clone, Copy, Debug, Default)]
+struct Keys {
+    message: Option<u64>,
+    campaign: u64,
+    network: Option<u64>,
+    sweep: Option<u64>,
+}
+
+impl Keys {
+    fn of(e: &ClickEvent) -> Self {
+        let network = network_key(e);
+        Keys { message: message_key(e), campaign: campaign_key(e), network, sweep: sweep_key(e, network) }
+    }
 }
 
 /// One click of a campaign from one network: (event time, recipient, offset).
@@ -209,10 +229,12 @@ impl<T> Default for PartitionState<T> {
     }
 }
 
-fn hash_of(parts: &[&str]) -> u64 {
-    let mut h = DefaultHasher::new();
-    parts.hash(&mut h);
-    h.finish()
+/// The identity of a message, link, recipient or network in this engine's
+/// memory: a 64-bit hash, so that state per click is a few words, not
+/// strings. foldhash's quality variant: several per event, and a collision
+/// (about one in 2^64 per pair) would only merge two keys' evidence.
+fn hash_of<H: Hash + ?Sized>(value: &H) -> u64 {
+    foldhash::quality::FixedState::with_seed(0x5ca1ab1e).hash_one(value)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -222,11 +244,11 @@ fn ms(d: Duration) -> i64 {
 /// The message a click belongs to: (client, campaign, recipient).
 fn message_key(e: &ClickEvent) -> Option<u64> {
     let r = e.recipient_id.as_ref()?;
-    Some(hash_of(&[e.client_id.as_str(), e.campaign_id.as_str(), r.as_str()]))
+    Some(hash_of(&(e.client_id.as_str(), e.campaign_id.as_str(), r.as_str())))
 }
 
 fn campaign_key(e: &ClickEvent) -> u64 {
-    hash_of(&[e.client_id.as_str(), e.campaign_id.as_str()])
+    hash_of(&(e.client_id.as_str(), e.campaign_id.as_str()))
 }
 
 /// The network a click came from: the anonymized address (/24 or /48) when
@@ -238,9 +260,9 @@ fn network_key(e: &ClickEvent) -> Option<u64> {
         if ip.parse::<IpAddr>().is_ok_and(|a| !is_public(a)) {
             return None;
         }
-        return Some(hash_of(&["ip", ip]));
+        return Some(hash_of(&("ip", ip)));
     }
-    (e.signals.asn != 0).then(|| hash_of(&["asn", &e.signals.asn.to_string()]))
+    (e.signals.asn != 0).then(|| hash_of(&("asn", e.signals.asn)))
 }
 
 fn is_public(a: IpAddr) -> bool {
@@ -256,10 +278,10 @@ fn is_public(a: IpAddr) -> bool {
 
 /// The network a sweep over one message comes from: scanners rotate
 /// addresses inside their own ASN, so the ASN when known.
-fn sweep_key(e: &ClickEvent) -> Option<u64> {
-    let known = network_key(e)?;
+fn sweep_key(e: &ClickEvent, network: Option<u64>) -> Option<u64> {
+    let known = network?;
     if e.signals.asn != 0 {
-        return Some(hash_of(&["asn", &e.signals.asn.to_string()]));
+        return Some(hash_of(&("asn", e.signals.asn)));
     }
     Some(known)
 }
@@ -282,18 +304,19 @@ impl<T> Verdicts<T> {
     /// `None` for one set aside. `now_ms`: wall-clock time of arrival.
     pub fn push(&mut self, partition: i32, offset: i64, item: Option<(ClickEvent, T)>, now_ms: i64) {
         let p = self.partitions.entry(partition).or_default();
-        let effective_ms = match &item {
+        let (effective_ms, keys) = match &item {
             Some((e, _)) => {
                 let eff = e.event_time_ms.max(p.watermark_ms);
                 p.watermark_ms = p.watermark_ms.max(e.event_time_ms);
+                let keys = Keys::of(e);
                 if e.event_type == EventType::Click {
-                    p.remember(e, offset);
+                    p.remember(e, &keys, offset);
                 }
-                eff
+                (eff, keys)
             }
-            None => i64::MIN,
+            None => (i64::MIN, Keys::default()),
         };
-        p.held.push_back(Held { offset, arrived_ms: now_ms, effective_ms, item });
+        p.held.push_back(Held { offset, arrived_ms: now_ms, effective_ms, item, keys });
     }
 
     /// The events whose verdict is final at `now_ms`, oldest first per partition.
@@ -310,7 +333,7 @@ impl<T> Verdicts<T> {
                 }
                 let Some(held) = p.held.pop_front() else { break };
                 let event = held.item.map(|(e, t)| {
-                    let reason = p.judge(&self.rules, &e, held.offset);
+                    let reason = p.judge(&self.rules, &e, &held.keys, held.offset);
                     (e, t, reason)
                 });
                 out.push(Decided { partition, offset: held.offset, event });
@@ -340,48 +363,48 @@ impl<T> Verdicts<T> {
 }
 
 impl<T> PartitionState<T> {
-    fn remember(&mut self, e: &ClickEvent, offset: i64) {
+    fn remember(&mut self, e: &ClickEvent, keys: &Keys, offset: i64) {
         let seen = Seen {
             offset,
             time_ms: e.event_time_ms,
-            link: hash_of(&[e.link_id.as_str()]),
-            network: sweep_key(e),
+            link: hash_of(e.link_id.as_str()),
+            network: keys.sweep,
             honeypot: e.signals.honeypot,
         };
-        if let Some(m) = message_key(e) {
+        if let Some(m) = keys.message {
             self.messages.entry(m).or_default().push(seen);
         }
-        if let (Some(r), Some(net)) = (&e.recipient_id, network_key(e)) {
-            let q = self.networks.entry((campaign_key(e), net)).or_default();
-            q.push_back((e.event_time_ms, hash_of(&[r.as_str()]), offset));
+        if let (Some(r), Some(net)) = (&e.recipient_id, keys.network) {
+            let q = self.networks.entry((keys.campaign, net)).or_default();
+            q.push_back((e.event_time_ms, hash_of(r.as_str()), offset));
         }
     }
 
     /// The verdict on `e`, from its own signals and what this partition saw.
-    fn judge(&mut self, rules: &Rules, e: &ClickEvent, offset: i64) -> Reason {
+    fn judge(&mut self, rules: &Rules, e: &ClickEvent, keys: &Keys, offset: i64) -> Reason {
         let own = per_request(e);
         if e.event_type == EventType::Open {
             return own;
         }
-        let reason = if own.is_human() { self.per_message(rules, e, offset).unwrap_or(own) } else { own };
+        let reason = if own.is_human() { self.per_message(rules, e, keys, offset).unwrap_or(own) } else { own };
         if !reason.is_human() {
-            if let (Some(m), Some(net)) = (message_key(e), sweep_key(e)) {
+            if let (Some(m), Some(net)) = (keys.message, keys.sweep) {
                 self.mark_rescan(rules, (m, net), e.event_time_ms, offset);
             }
         }
         reason
     }
 
-    fn per_message(&self, rules: &Rules, e: &ClickEvent, offset: i64) -> Option<Reason> {
+    fn per_message(&self, rules: &Rules, e: &ClickEvent, keys: &Keys, offset: i64) -> Option<Reason> {
         let t = e.event_time_ms;
         let allow_listed = e.signals.network_allow_listed;
-        if let Some(m) = message_key(e) {
+        if let Some(m) = keys.message {
             let clicks = self.messages.get(&m).map(Vec::as_slice).unwrap_or_default();
             // The hit voids its sweep: clicks from the trap's network within
             // the window, and from any network within the burst window (a
             // sweep with an address per link). A person's own click from the
             // office or a phone, seconds after the gateway's sweep, survives.
-            let net = sweep_key(e);
+            let net = keys.sweep;
             let (hw, bw) = (ms(rules.honeypot_window), ms(rules.burst_window));
             if clicks.iter().any(|s| {
                 let apart = (s.time_ms - t).abs();
@@ -408,8 +431,8 @@ impl<T> PartitionState<T> {
         // network (class `Other`) with many readers clicking at once is a
         // company reading its mail, which the blasts showed this rule convicting.
         let farm = e.signals.network_class != NetworkClass::Other;
-        if let (Some(_), Some(net), false, true) = (&e.recipient_id, network_key(e), allow_listed, farm) {
-            if let Some(q) = self.networks.get(&(campaign_key(e), net)) {
+        if let (Some(_), Some(net), false, true) = (&e.recipient_id, keys.network, allow_listed, farm) {
+            if let Some(q) = self.networks.get(&(keys.campaign, net)) {
                 let fw = ms(rules.fanout_window);
                 // Stops at the threshold: a scanner's network can hold
                 // thousands of clicks in the window.
