@@ -6,6 +6,7 @@
 //! acknowledgement before it records a position past the message, and a copy
 //! the broker refused is sent again before that flush is retried.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -14,7 +15,11 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 pub struct DeadLetters {
-    producer: FutureProducer,
+    config: ClientConfig,
+    /// Made for the first poison message: an rdkafka producer's polling
+    /// thread costs about 1% of a core even idle, and most runs never set a
+    /// message aside.
+    producer: OnceLock<FutureProducer>,
     topic: String,
 }
 
@@ -37,13 +42,21 @@ pub struct Pending {
 
 impl DeadLetters {
     pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .create()?;
-        Ok(DeadLetters { producer, topic: topic.to_owned() })
+            .set("message.timeout.ms", "30000");
+        Ok(DeadLetters { config, producer: OnceLock::new(), topic: topic.to_owned() })
+    }
+
+    fn producer(&self) -> Result<&FutureProducer, KafkaError> {
+        if let Some(p) = self.producer.get() {
+            return Ok(p);
+        }
+        let made: FutureProducer = self.config.create()?;
+        Ok(self.producer.get_or_init(|| made))
     }
 
     /// Enqueues a copy of the message; [`DeadLetters::confirm`] waits for the broker.
@@ -88,6 +101,13 @@ impl DeadLetters {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "ricochet.reason", value: Some(&letter.reason) })
             .insert(Header { key: "ricochet.source", value: Some(&format!("{topic}/{partition}/{offset}")) });
+        let producer = match self.producer() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(partition, offset, error = %e, "dead-letter producer cannot be created");
+                return None;
+            }
+        };
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers.clone());
             if let Some(k) = &letter.key {
@@ -96,10 +116,10 @@ impl DeadLetters {
             if let Some(p) = &letter.payload {
                 record = record.payload(p);
             }
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => return Some(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    self.producer.poll(Duration::from_millis(100));
+                    producer.poll(Duration::from_millis(100));
                 }
                 Err((e, _)) => {
                     tracing::error!(partition, offset, error = %e, "dead letter cannot be enqueued");
@@ -110,6 +130,8 @@ impl DeadLetters {
     }
 
     pub fn flush(&self, timeout: Duration) {
-        let _ = Producer::flush(&self.producer, timeout);
+        if let Some(p) = self.producer.get() {
+            let _ = Producer::flush(p, timeout);
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! compacted topics and each call returns only once the broker acknowledged
 //! the record (acks=all, idempotent).
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::error::KafkaError;
@@ -39,7 +40,13 @@ pub struct NewLink {
 }
 
 pub struct RegistryWriter {
-    producer: FutureProducer,
+    config: ClientConfig,
+    /// Made by the first write. Every rdkafka producer keeps a thread polling
+    /// its queue, which costs about 1% of a core even when idle (it spins
+    /// through the last millisecond of each 100 ms poll): a process that
+    /// writes rarely, like the aggregator's click-limit feedback, should not
+    /// pay that from its start.
+    producer: OnceLock<FutureProducer>,
     topics: RegistryTopics,
     links: Codec<LinkRecord>,
     clients: Codec<ClientRecord>,
@@ -50,15 +57,15 @@ pub struct RegistryWriter {
 
 impl RegistryWriter {
     pub fn new(brokers: &str, topics: &RegistryTopics) -> Result<Self, RegistryError> {
-        let producer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
-            .create()
-            .map_err(RegistryError::Create)?;
+            .set("linger.ms", "1");
         Ok(RegistryWriter {
-            producer,
+            config,
+            producer: OnceLock::new(),
             topics: topics.clone(),
             links: Codec::new(),
             clients: Codec::new(),
@@ -131,11 +138,22 @@ impl RegistryWriter {
 
     async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), RegistryError> {
         let message = FutureRecord::to(topic).key(key).payload(payload);
-        self.producer
+        self.producer()?
             .send(message, self.ack_timeout)
             .await
             .map(|_| ())
             .map_err(|(e, _)| RegistryError::NotAcknowledged(e))
+    }
+}
+
+impl RegistryWriter {
+    fn producer(&self) -> Result<&FutureProducer, RegistryError> {
+        if let Some(p) = self.producer.get() {
+            return Ok(p);
+        }
+        let made: FutureProducer = self.config.create().map_err(RegistryError::Create)?;
+        // Two first writers at once: one producer is kept, the other dropped.
+        Ok(self.producer.get_or_init(|| made))
     }
 }
 
