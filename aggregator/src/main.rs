@@ -13,6 +13,12 @@ use ricochet_registry::{Registry, RegistryTail, RegistryWriter};
 use ricochet_warehouse::migrations;
 use tokio_util::sync::CancellationToken;
 
+/// Every event is a dozen short strings that live for one flush: glibc's
+/// malloc spent a quarter of the pipeline's CPU freeing and consolidating
+/// them (`docs/benchmarks.md`, issue 10).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = AggregatorConfig::parse();
