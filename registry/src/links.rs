@@ -133,7 +133,15 @@ impl LinkTable {
     /// Every entry is checked (its fields parse, its names exist, its strings are
     /// UTF-8, its code belongs to this shard) before anything is replaced.
     pub(crate) fn import_shard(&self, i: usize, names: Vec<Box<str>>, entries: Vec<u8>) -> Result<(), ImportError> {
-        let mut index = HashTable::with_capacity(0);
+        // Counted first so the index is sized once: growing it from empty
+        // rehashed every code about twice (each rehash hashes it again).
+        let mut entries_in = 0usize;
+        let mut at = 0usize;
+        while at < entries.len() {
+            at = Layout::parse(&entries, at).ok_or(ImportError("entry does not parse"))?.end as usize;
+            entries_in += 1;
+        }
+        let mut index = HashTable::with_capacity(entries_in);
         let mut at = 0usize;
         let mut count = 0usize;
         while at < entries.len() {
