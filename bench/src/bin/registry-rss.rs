@@ -26,6 +26,10 @@ struct Args {
     /// Keep the lookup by link id, as the API process does.
     #[arg(long)]
     by_id: bool,
+    /// Also write the table's snapshot into this directory and time loading
+    /// it back into an empty table (the edge's restart without the broker).
+    #[arg(long)]
+    snapshot: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,5 +61,33 @@ fn main() -> anyhow::Result<()> {
         std::mem::size_of::<LinkRecord>(),
         args.count as f64 / secs,
     );
+    if let Some(dir) = &args.snapshot {
+        snapshot_round_trip(&registry, dir, args.by_id)?;
+    }
+    Ok(())
+}
+
+/// Writes the snapshot and loads it back, timing both (one partition,
+/// nothing read from it: no broker is needed to check it).
+fn snapshot_round_trip(registry: &Registry, dir: &std::path::Path, by_id: bool) -> anyhow::Result<()> {
+    use ricochet_registry::snapshot::{self, Position, Snapshot};
+    let path = dir.join("registry.snapshot");
+    let positions = [(("links".to_owned(), 0), Position { next: 0, last_crc: 0 })].into_iter().collect();
+    let watermarks = [(("links".to_owned(), 0), (0, 0))].into_iter().collect();
+    let started = std::time::Instant::now();
+    snapshot::write(&path, registry, "bench", &positions)?;
+    let write_ms = started.elapsed().as_millis();
+    let loaded = if by_id { Registry::new() } else { Registry::for_edge() };
+    let started = std::time::Instant::now();
+    Snapshot::load(&path, "bench", &watermarks, &loaded, |_| Ok(true))?;
+    let load_ms = started.elapsed().as_millis();
+    anyhow::ensure!(loaded.len() == registry.len(), "loaded {} of {} links", loaded.len(), registry.len());
+    println!(
+        "registry_snapshot links={} snapshot_mb={:.0} write_ms={write_ms} load_ms={load_ms} load_links_per_sec={:.0}",
+        loaded.len(),
+        std::fs::metadata(&path)?.len() as f64 / 1e6,
+        loaded.len() as f64 / (load_ms.max(1) as f64 / 1000.0),
+    );
+    std::fs::remove_file(&path)?;
     Ok(())
 }
