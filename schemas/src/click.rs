@@ -29,6 +29,8 @@ pub enum RecipientToken {
 
 impl EventType {
     const SYMBOLS: [&'static str; 2] = ["click", "open"];
+    /// Every value, in the schema's symbol order (the Avro enum index).
+    pub const ALL: [Self; 2] = [Self::Click, Self::Open];
     pub fn as_str(self) -> &'static str {
         Self::SYMBOLS[self as usize]
     }
@@ -36,6 +38,8 @@ impl EventType {
 
 impl RecipientToken {
     const SYMBOLS: [&'static str; 3] = ["absent", "valid", "invalid"];
+    /// Every value, in the schema's symbol order (the Avro enum index).
+    pub const ALL: [Self; 3] = [Self::Absent, Self::Valid, Self::Invalid];
     pub fn as_str(self) -> &'static str {
         Self::SYMBOLS[self as usize]
     }
@@ -60,6 +64,8 @@ pub enum UaClass {
 
 impl UaClass {
     const SYMBOLS: [&'static str; 6] = ["unknown", "browser", "bot", "preview", "http_client", "absent"];
+    /// Every value, in the schema's symbol order (the Avro enum index).
+    pub const ALL: [Self; 6] = [Self::Unknown, Self::Browser, Self::Bot, Self::Preview, Self::HttpClient, Self::Absent];
     pub fn as_str(self) -> &'static str {
         Self::SYMBOLS[self as usize]
     }
@@ -91,6 +97,8 @@ pub enum NetworkClass {
 
 impl NetworkClass {
     const SYMBOLS: [&'static str; 4] = ["unknown", "scanner", "cloud", "other"];
+    /// Every value, in the schema's symbol order (the Avro enum index).
+    pub const ALL: [Self; 4] = [Self::Unknown, Self::Scanner, Self::Cloud, Self::Other];
     pub fn as_str(self) -> &'static str {
         Self::SYMBOLS[self as usize]
     }
@@ -274,5 +282,28 @@ impl Contract for ClickEvent {
                 honeypot: f.boolean("honeypot")?,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL[i]` is the value the Avro enum index `i` stands for (the hand
+    /// decoder reads enums by index): each value's discriminant and symbol.
+    #[test]
+    fn every_enums_values_are_listed_in_symbol_order() {
+        let orders: [Vec<(usize, &str)>; 4] = [
+            EventType::ALL.iter().map(|v| (*v as usize, v.as_str())).collect(),
+            RecipientToken::ALL.iter().map(|v| (*v as usize, v.as_str())).collect(),
+            UaClass::ALL.iter().map(|v| (*v as usize, v.as_str())).collect(),
+            NetworkClass::ALL.iter().map(|v| (*v as usize, v.as_str())).collect(),
+        ];
+        let symbols: [&[&str]; 4] =
+            [&EventType::SYMBOLS, &RecipientToken::SYMBOLS, &UaClass::SYMBOLS, &NetworkClass::SYMBOLS];
+        for (order, symbols) in orders.iter().zip(symbols) {
+            let expected: Vec<(usize, &str)> = symbols.iter().copied().enumerate().collect();
+            assert_eq!(order, &expected);
+        }
     }
 }

@@ -228,25 +228,16 @@ pub fn decode(datum: &[u8]) -> Result<ClickEvent, CodecError> {
         referer: r.opt_string("referer")?,
         client_ip: r.opt_string("client_ip")?,
         edge_node: r.string("edge_node")?,
-        event_type: [EventType::Click, EventType::Open][r.symbol("event_type", 2)?],
+        event_type: r.symbol("event_type", &EventType::ALL)?,
         is_prefetch: r.boolean("is_prefetch")?,
-        recipient_token: [RecipientToken::Absent, RecipientToken::Valid, RecipientToken::Invalid]
-            [r.symbol("recipient_token", 3)?],
+        recipient_token: r.symbol("recipient_token", &RecipientToken::ALL)?,
         signals: Signals {
             prefetch_header: r.boolean("prefetch_header")?,
-            ua_class: [
-                UaClass::Unknown,
-                UaClass::Browser,
-                UaClass::Bot,
-                UaClass::Preview,
-                UaClass::HttpClient,
-                UaClass::Absent,
-            ][r.symbol("ua_class", 6)?],
+            ua_class: r.symbol("ua_class", &UaClass::ALL)?,
             has_accept: r.boolean("has_accept")?,
             has_accept_language: r.boolean("has_accept_language")?,
             scanner_referer: r.boolean("scanner_referer")?,
-            network_class: [NetworkClass::Unknown, NetworkClass::Scanner, NetworkClass::Cloud, NetworkClass::Other]
-                [r.symbol("network_class", 4)?],
+            network_class: r.symbol("network_class", &NetworkClass::ALL)?,
             network_name: r.opt_string("network_name")?,
             asn: {
                 let asn = r.long("asn")?;
@@ -344,13 +335,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An enum's symbol index, checked against its `count` symbols.
-    fn symbol(&mut self, field: &'static str, count: usize) -> Result<usize, CodecError> {
+    /// An enum by its symbol index; `all` lists the values in symbol order.
+    fn symbol<T: Copy>(&mut self, field: &'static str, all: &[T]) -> Result<T, CodecError> {
         let i = self.long(field)?;
         usize::try_from(i)
             .ok()
-            .filter(|i| *i < count)
-            .ok_or_else(|| shape(field, format!("symbol {i} of an enum with {count} symbols")))
+            .and_then(|i| all.get(i).copied())
+            .ok_or_else(|| shape(field, format!("symbol {i} of an enum with {} symbols", all.len())))
     }
 
     /// A `uuid` string; like `apache-avro`, exactly 16 bytes are the raw UUID.
