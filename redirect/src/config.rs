@@ -70,6 +70,14 @@ pub struct RedirectConfig {
     #[arg(long, env = "RICOCHET_REGISTRY_SNAPSHOT_SECS", default_value_t = 300)]
     pub registry_snapshot_secs: u64,
 
+    /// Seconds a connection may take to send a whole request head. On a
+    /// kept-alive connection the clock starts when the previous response is
+    /// sent, so this also closes idle connections: it is longer than the usual
+    /// load-balancer idle timeout (60 s), so that the balancer, not the edge,
+    /// closes a pooled connection. 0: no limit.
+    #[arg(long, env = "RICOCHET_HEADER_READ_TIMEOUT_SECS", default_value_t = 75)]
+    pub header_read_timeout_secs: u64,
+
     /// Seconds a graceful shutdown keeps forwarding the spool to the broker. What is
     /// still unacknowledged then stays in the spool and is sent at the next start.
     #[arg(long, env = "RICOCHET_SHUTDOWN_FLUSH_SECS", default_value_t = 30)]
@@ -103,6 +111,10 @@ impl RedirectConfig {
             path: self.registry_snapshot.clone().unwrap_or_else(|| self.kafka.spool.dir.join("registry.snapshot")),
             interval: (self.registry_snapshot_secs > 0).then(|| Duration::from_secs(self.registry_snapshot_secs)),
         }
+    }
+
+    pub fn header_read_timeout(&self) -> Option<Duration> {
+        (self.header_read_timeout_secs > 0).then(|| Duration::from_secs(self.header_read_timeout_secs))
     }
 
     pub fn node_id(&self) -> String {

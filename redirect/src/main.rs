@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, node = %edge.node_id, "redirect edge serving");
     let stop = shutdown.clone();
-    run(listener, edge, Some(metrics), async move {
+    run(listener, edge, Some(metrics), config.header_read_timeout(), async move {
         wait_for_signal().await;
         stop.cancel();
     })

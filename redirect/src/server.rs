@@ -8,25 +8,34 @@
 //! short path exists for cost alone: the router's matching, path extraction,
 //! middleware and per-request connection-info extension cost about as much
 //! as the whole click's bookkeeping (`docs/benchmarks.md`).
+//!
+//! The edge speaks HTTP/1.1 only, on hyper's own connection builder rather
+//! than `axum::serve`: what sits in front of it (a TLS terminator, a load
+//! balancer) speaks HTTP/1.1 to it, and detecting HTTP/2 on every connection
+//! costs every read of every request a rewind buffer. A connection that
+//! sends no complete request head within the configured timeout is closed,
+//! so a client trickling its headers (slowloris) cannot hold one for ever.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::IncomingStream;
 use axum::Router;
 use futures::future::Either;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tower::Service;
+use tower::Service as _;
 
 use crate::edge::{self, Edge};
 
@@ -75,18 +84,62 @@ fn status_label(status: StatusCode) -> std::borrow::Cow<'static, str> {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish:
+/// idle keep-alive connections are closed at once, the others after their
+/// current response.
 pub async fn run(
     listener: TcpListener,
     edge: Arc<Edge>,
     metrics: Option<PrometheusHandle>,
+    header_read_timeout: Option<Duration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shared = Arc::new(Shared { router: router(edge.clone(), metrics), edge, latency: Latency::new() });
-    let make_service = move |stream: IncomingStream<'_, TcpListener>| {
-        std::future::ready(Ok::<_, Infallible>(EdgeService { shared: shared.clone(), peer: *stream.remote_addr() }))
-    };
-    axum::serve(listener, tower::service_fn(make_service)).with_graceful_shutdown(shutdown).await
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+        };
+        // A response is one small write; Nagle's algorithm would hold the
+        // next one back until the client acknowledged the last.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "TCP_NODELAY not set");
+        }
+        let service = EdgeService { shared: shared.clone(), peer };
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A failed `accept`: a connection that died in the queue is the client's
+/// business; anything else (out of file descriptors, most often) is logged
+/// and waited out, so the loop does not spin on it.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    metrics::counter!("ricochet_edge_accept_errors_total").increment(1);
+    tracing::error!(%error, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// What every connection's service shares.
@@ -104,20 +157,16 @@ pub struct EdgeService {
     peer: SocketAddr,
 }
 
-impl Service<Request> for EdgeService {
+impl hyper::service::Service<hyper::Request<Incoming>> for EdgeService {
     type Response = Response;
     type Error = Infallible;
     type Future = Either<Ready<Result<Response, Infallible>>, axum::routing::future::RouteFuture<Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let start = Instant::now();
         let (mut parts, body) = request.into_parts();
         let Some(route) = Route::of(&parts.method, parts.uri.path()) else {
-            let mut request = Request::from_parts(parts, body);
+            let mut request = hyper::Request::from_parts(parts, body);
             request.extensions_mut().insert(ConnectInfo(self.peer));
             return Either::Right(self.shared.router.clone().call(request));
         };
