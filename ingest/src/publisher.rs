@@ -16,6 +16,9 @@
 //! - the **forwarder** thread reads fsynced records in order and produces them;
 //!   librdkafka acknowledges each. The contiguous acknowledged position is
 //!   persisted as the spool's cursor and fully acknowledged segments are deleted.
+//!   A record the broker failed to take is read again from the spool and
+//!   resent; only one the broker refuses for what it is (too large, invalid)
+//!   is given up, and counted.
 //!
 //! After a crash, the forwarder resends from the cursor: records between the
 //! cursor and what the broker had acknowledged arrive twice, with the same
@@ -42,6 +45,11 @@ use crate::spool::{self, Position, Record, SegmentReader, SegmentWriter, SpoolEr
 /// enough that at load every tick carries many events: ~500 wake-ups a
 /// second instead of one per event.
 pub const WRITER_TICK: Duration = Duration::from_millis(2);
+
+/// How long a record the broker failed to take waits before it is resent:
+/// a broker that fails every record (restarting, its storage busy) is asked
+/// again at this pace, not in a tight loop.
+const RESEND_AFTER: Duration = Duration::from_millis(200);
 
 /// Idle ticks after which the writer parks until the next event.
 const IDLE_TICKS_BEFORE_PARKING: u32 = 50;
@@ -81,7 +89,10 @@ impl PublishError {
 pub struct PublishStats {
     pub accepted: AtomicU64,
     pub delivered: AtomicU64,
+    /// Given up: the broker refused the record itself (see [`refuses_the_record`]).
     pub failed: AtomicU64,
+    /// Deliveries that failed and were resent from the spool.
+    pub resent: AtomicU64,
     pub spool_bytes: AtomicU64,
     pub in_flight: AtomicU64,
 }
@@ -95,10 +106,30 @@ struct Durable {
 
 struct Acks {
     stats: Arc<PublishStats>,
+    /// Sequence numbers settled: delivered, or given up.
     done: Arc<Mutex<Vec<u64>>>,
+    /// Sequence numbers to send again, with the error that failed them.
+    failed_deliveries: Arc<Mutex<Vec<(u64, KafkaError)>>>,
     // Handles taken once: `counter!` looks the metric up by name on every call.
     delivered: metrics::Counter,
     failed: metrics::Counter,
+}
+
+/// Whether a failed delivery can never succeed, however often it is resent:
+/// the broker refuses the record itself. Any other failure (the broker
+/// restarting, its storage failing, a timeout, an error it does not name)
+/// says nothing about the record, and the record is resent: dropping it
+/// would lose a click that a broker back to health takes.
+pub fn refuses_the_record(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::BadMessage
+        )
+    )
 }
 
 impl ClientContext for Acks {}
@@ -113,12 +144,16 @@ impl ProducerContext for Acks {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 self.delivered.increment(1);
             }
-            Err((e, _)) => {
-                // With an infinite message timeout only permanent errors end up
-                // here (e.g. a record the broker refuses): retrying cannot help.
+            Err((e, _)) if refuses_the_record(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.failed.increment(1);
-                tracing::error!(error = %e, "click event rejected by the broker");
+                tracing::error!(error = %e, "click event refused by the broker; given up");
+            }
+            Err((e, _)) => {
+                // librdkafka gave up on it (its retries are spent, or the broker's
+                // error is one it does not retry): the forwarder resends it.
+                self.failed_deliveries.lock().unwrap().push((seq as u64, e.clone()));
+                return;
             }
         }
         self.done.lock().unwrap().push(seq as u64);
@@ -171,9 +206,11 @@ impl Publisher {
             writer_done: AtomicBool::new(false),
         });
         let done = Arc::new(Mutex::new(Vec::new()));
+        let failed_deliveries = Arc::new(Mutex::new(Vec::new()));
         let acks = Acks {
             stats: stats.clone(),
             done: done.clone(),
+            failed_deliveries: failed_deliveries.clone(),
             delivered: metrics::counter!("ricochet_ingest_events_delivered_total"),
             failed: metrics::counter!("ricochet_ingest_events_failed_total"),
         };
@@ -200,6 +237,8 @@ impl Publisher {
             producer,
             durable,
             done,
+            failed_deliveries,
+            resent: metrics::counter!("ricochet_ingest_events_resent_total"),
             stats: stats.clone(),
             stop: stop.clone(),
         };
@@ -359,8 +398,18 @@ struct Forwarder {
     producer: ThreadedProducer<Acks>,
     durable: Arc<Durable>,
     done: Arc<Mutex<Vec<u64>>>,
+    failed_deliveries: Arc<Mutex<Vec<(u64, KafkaError)>>>,
+    resent: metrics::Counter,
     stats: Arc<PublishStats>,
     stop: Arc<AtomicBool>,
+}
+
+/// A produced record not yet settled: its sequence number and where it lies in the spool.
+#[derive(Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    start: Position,
+    end: Position,
 }
 
 impl Forwarder {
@@ -374,9 +423,11 @@ impl Forwarder {
         let mut read_at = acked;
         let mut reader: Option<SegmentReader> = None;
         let mut pending: Option<Record> = None;
-        // Produced records in log order: (sequence number, end position).
-        let mut inflight: VecDeque<(u64, Position)> = VecDeque::new();
+        // Produced records in log order (so in sequence-number order).
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut completed: HashSet<u64> = HashSet::new();
+        // Failed deliveries to send again, oldest first: (record, due).
+        let mut resend: VecDeque<(InFlight, Instant)> = VecDeque::new();
         let mut next_seq = 0u64;
         let mut cursor_written = acked;
         let mut last_cursor_write = Instant::now();
@@ -386,13 +437,14 @@ impl Forwarder {
         loop {
             // 1. Advance the acknowledged position over the contiguous prefix.
             completed.extend(self.done.lock().unwrap().drain(..));
-            while let Some((seq, end)) = inflight.front().copied() {
-                if !completed.remove(&seq) {
+            while let Some(front) = inflight.front().copied() {
+                if !completed.remove(&front.seq) {
                     break;
                 }
                 inflight.pop_front();
-                acked = end;
+                acked = front.end;
             }
+            self.schedule_resends(&inflight, &mut resend);
             self.stats.in_flight.store(inflight.len() as u64, Ordering::Relaxed);
             if acked != cursor_written && last_cursor_write.elapsed() >= Duration::from_millis(100) {
                 self.checkpoint(acked);
@@ -405,7 +457,19 @@ impl Forwarder {
             let writer_done = self.durable.writer_done.load(Ordering::Acquire);
             let mut produced = 0;
             let mut blocked = false;
-            while produced < 4096 {
+            while let Some((record, _)) = resend.front().filter(|(_, due)| *due <= Instant::now()) {
+                match self.send_again(*record) {
+                    Ok(()) => {
+                        resend.pop_front();
+                        produced += 1;
+                    }
+                    Err(()) => {
+                        blocked = true;
+                        break;
+                    }
+                }
+            }
+            while produced < 4096 && !blocked {
                 let record = match pending.take() {
                     Some(r) => r,
                     None => {
@@ -431,7 +495,7 @@ impl Forwarder {
                                 // Segment finished: a marker that is "acknowledged" at once
                                 // moves the cursor past it once everything before is.
                                 let next = Position { segment: r.segment() + 1, offset: 0 };
-                                inflight.push_back((next_seq, next));
+                                inflight.push_back(InFlight { seq: next_seq, start: read_at, end: next });
                                 completed.insert(next_seq);
                                 next_seq += 1;
                                 read_at = next;
@@ -451,7 +515,7 @@ impl Forwarder {
                     BaseRecord::with_opaque_to(&self.topic, seq as usize).key(record.key()).payload(record.value());
                 match self.producer.send(out) {
                     Ok(()) => {
-                        inflight.push_back((seq, record.end));
+                        inflight.push_back(InFlight { seq, start: read_at, end: record.end });
                         next_seq += 1;
                         read_at = record.end;
                         produced += 1;
@@ -472,7 +536,7 @@ impl Forwarder {
             }
 
             // 3. Done when shutting down and everything durable is acknowledged.
-            let drained = pending.is_none() && inflight.is_empty() && read_at >= durable;
+            let drained = pending.is_none() && inflight.is_empty() && resend.is_empty() && read_at >= durable;
             // (The durable end is re-read: the writer may have synced more meanwhile.)
             if self.stop.load(Ordering::Acquire)
                 && writer_done
@@ -483,12 +547,54 @@ impl Forwarder {
                 let _ = self.producer.flush(Duration::from_secs(1));
                 return;
             }
-            if blocked {
+            // Blocked, or only resends that are not due yet: poll again shortly.
+            if blocked || (produced == 0 && !resend.is_empty()) {
                 std::thread::sleep(Duration::from_millis(5));
             } else if produced == 0 {
                 let guard = self.durable.position.lock().unwrap();
                 let _ = self.durable.changed.wait_timeout(guard, Duration::from_millis(10));
             }
+        }
+    }
+
+    /// Queues the failed deliveries for a resend after [`RESEND_AFTER`]. They
+    /// stay in `inflight`, so the cursor cannot pass them until delivered.
+    fn schedule_resends(&self, inflight: &VecDeque<InFlight>, resend: &mut VecDeque<(InFlight, Instant)>) {
+        let failed: Vec<(u64, KafkaError)> = std::mem::take(&mut *self.failed_deliveries.lock().unwrap());
+        let Some((_, last_error)) = failed.last() else {
+            return;
+        };
+        tracing::warn!(events = failed.len(), error = %last_error, "deliveries failed; resending them from the spool");
+        let due = Instant::now() + RESEND_AFTER;
+        for (seq, _) in &failed {
+            match inflight.binary_search_by_key(seq, |r| r.seq) {
+                Ok(i) => resend.push_back((inflight[i], due)),
+                Err(_) => tracing::error!(seq, "a failed delivery is not in flight; cannot resend it"),
+            }
+        }
+    }
+
+    /// Reads one record again from the spool and produces it under its old
+    /// sequence number. `Err` when the producer's queue is full: try later.
+    fn send_again(&self, record: InFlight) -> Result<(), ()> {
+        let read = SegmentReader::open(&self.dir, record.start).and_then(|mut r| r.next(u64::MAX));
+        let spooled = match read {
+            Ok(Some(spooled)) if spooled.end == record.end => spooled,
+            other => {
+                // Cannot happen while the cursor is held before it; never skip silently.
+                tracing::error!(?other, "a record to resend is not where it was in the spool; retrying");
+                return Err(());
+            }
+        };
+        let out =
+            BaseRecord::with_opaque_to(&self.topic, record.seq as usize).key(spooled.key()).payload(spooled.value());
+        match self.producer.send(out) {
+            Ok(()) => {
+                self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                self.resent.increment(1);
+                Ok(())
+            }
+            Err(_) => Err(()),
         }
     }
 

@@ -7,40 +7,13 @@ use std::time::Duration;
 use ricochet_ingest::spool::{self, Position, SegmentReader};
 use ricochet_ingest::{PublishError, Publisher, PublisherConfig};
 use ricochet_schemas::{click_wire, ClickEvent, ClickWire, Codec};
-use ricochet_schemas::{CampaignId, ClientId, EventId, EventType, LinkId, RecipientToken, Signals};
+
+mod common;
+use common::event;
 
 fn config(dir: &std::path::Path) -> PublisherConfig {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        publisher: PublisherConfig,
-    }
     // Nothing listens on port 1: the forwarder never gets an acknowledgement.
-    let mut c = Cli::parse_from(["test", "--kafka-brokers", "127.0.0.1:1"]).publisher;
-    c.spool.dir = dir.to_owned();
-    c
-}
-
-fn event(n: u64) -> ClickEvent {
-    ClickEvent {
-        event_id: EventId(uuid::Uuid::now_v7()),
-        event_time_ms: n as i64,
-        client_id: ClientId::parse("acme").unwrap(),
-        campaign_id: CampaignId::parse("bf").unwrap(),
-        link_id: LinkId::parse(format!("l{n}")).unwrap(),
-        recipient_id: None,
-        destination_url: format!("https://shop.example/{n}"),
-        http_method: "GET".into(),
-        user_agent: Some("Mozilla/5.0 é".into()),
-        referer: None,
-        client_ip: Some("203.0.113.0".into()),
-        edge_node: "edge-1".into(),
-        event_type: EventType::Click,
-        is_prefetch: false,
-        recipient_token: RecipientToken::Absent,
-        signals: Signals::default(),
-    }
+    common::config(dir, &["--kafka-brokers", "127.0.0.1:1"])
 }
 
 /// Every record in the spool, oldest first, as (key, value).
