@@ -38,6 +38,7 @@
 #   BENCH_BIG_LINKS=1000000      links loaded for the RSS measurement (0: skip)
 #   BENCH_RATE_DURATION=15       seconds of each fixed-rate run (after 2 s of warm-up)
 #   BENCH_DRAIN_TIMEOUT=300      seconds to wait for the topic to hold every click
+#   BENCH_SPOOL_MAX_BYTES=4GiB   the edge's spool cap (RICOCHET_SPOOL_MAX_BYTES) for the outage phase
 #   BENCH_SKIP_BUILD=1           use the binaries already in target/release
 #   BENCH_KEEP=1                 keep the temporary directory (logs, spool, broker data)
 #
@@ -54,6 +55,10 @@ LINKS="${BENCH_LINKS:-100000}"
 BIG_LINKS="${BENCH_BIG_LINKS:-1000000}"
 RATE_DURATION="${BENCH_RATE_DURATION:-15}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-300}"
+# The outage phase spools ~45 s of the edge's full rate (~3M events, ~1 GB at
+# 67,000 req/s): above the edge's default 1 GiB cap, which would count drops
+# instead of measuring delivery.
+SPOOL_MAX_BYTES="${BENCH_SPOOL_MAX_BYTES:-$((4 << 30))}"
 BIN="$ROOT/target/release"
 LUA="$ROOT/bench/random-codes.lua"
 TCK="$(getconf CLK_TCK)"
@@ -331,6 +336,7 @@ start_edge() { # NAME PORT: RSS and load time in R[NAME.*]
     t0="$(date +%s.%N)"
     RICOCHET_LISTEN="127.0.0.1:$port" RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
         RICOCHET_SPOOL_DIR="$WORK/$name-spool" RICOCHET_NODE_ID="bench-$name" \
+        RICOCHET_SPOOL_MAX_BYTES="$SPOOL_MAX_BYTES" \
         RUST_LOG="info,librdkafka=warn,rdkafka=warn" \
         "$BIN/ricochet-redirect" >"$WORK/$name.log" 2>&1 &
     PID[$name]=$!
