@@ -19,24 +19,27 @@
 #                                               headless browser test: Playwright's own
 #                                               browser download is not used)
 #
-# Usage: infra/install.sh [--bench] [--browser]
+# Usage: infra/install.sh [--stack] [--bench] [--browser]
+#   --stack: only what infra/stack.sh runs (ClickHouse and the broker): no zookeeper, no test venv
 # Env:   RICOCHET_INSTALL_LOG_DIR  where the nisshi build log goes (default ${TMPDIR:-/tmp})
 set -euo pipefail
 
 NISSHI_VERSION=0.8.1
 want_bench=0
 want_browser=0
+want_tests=1
 
 for arg in "$@"; do
     case "$arg" in
+        --stack) want_tests=0 ;;
         --bench) want_bench=1 ;;
         --browser) want_browser=1 ;;
         -h|--help)
-            sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "install.sh: unknown argument: $arg (accepted: --bench, --browser)" >&2
+            echo "install.sh: unknown argument: $arg (accepted: --stack, --bench, --browser)" >&2
             exit 2
             ;;
     esac
@@ -290,8 +293,10 @@ install_chromium() {
 
 install_clickhouse
 install_nisshi
-install_zookeeper
-install_test_venv
+if [[ $want_tests == 1 ]]; then
+    install_zookeeper
+    install_test_venv
+fi
 install_wrk
 install_nginx
 install_chromium

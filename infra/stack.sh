@@ -60,9 +60,24 @@ wait_for() {
 }
 
 up() {
-    infra/install.sh
-    say "building the services (release; the first build takes a few minutes)"
-    cargo build --release --bins -q
+    # The services build needs none of the servers, so it runs beside the
+    # installer: on a first run the broker's build is most of the wait, and
+    # the two together keep both cores busy through each one's serial steps
+    # (downloads, build scripts, links). Only the three services, not bench/.
+    mkdir -p "$dir/logs"
+    say "building the services (release) beside the installer; log: $dir/logs/build.log"
+    cargo build --release --bins -p ricochet-redirect -p ricochet-aggregator -p ricochet-api \
+        >"$dir/logs/build.log" 2>&1 &
+    local build=$!
+    if ! infra/install.sh --stack; then
+        kill "$build" 2>/dev/null || true
+        die "installing the servers failed (output above)"
+    fi
+    if ! wait "$build"; then
+        tail -n 40 "$dir/logs/build.log" >&2 || true
+        die "building the services failed (log: $dir/logs/build.log)"
+    fi
+    say "services built"
     local bin="$repo/target/release"
 
     if [[ -z $external_ch ]]; then
