@@ -118,6 +118,13 @@ impl Positions {
         }
     }
 
+    /// Forgets what the pending batch took from one partition.
+    pub fn rewind_partition(&mut self, partition: i32) {
+        if let Some(owned) = self.owned.get_mut(&partition) {
+            owned.next = owned.stored;
+        }
+    }
+
     /// Refuses a batch that overlaps what is already applied.
     pub fn verify(&self, ranges: &[PartitionRange]) -> Result<(), CheckpointError> {
         for r in ranges {

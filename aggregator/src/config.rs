@@ -66,14 +66,24 @@ pub struct AggregatorConfig {
     #[arg(long, env = "RICOCHET_CLICKHOUSE_INSERT_QUORUM", default_value_t = 2, global = true)]
     pub clickhouse_insert_quorum: u64,
 
+    /// Sharded cluster: one HTTP URL per shard (a replica of it, or a balancer
+    /// over its replicas), comma-separated, in shard order. Partition `p`'s
+    /// rollups, positions and raw events live on shard `p % shards`, whichever
+    /// aggregator writes them. Unset: one shard, `RICOCHET_CLICKHOUSE_URL`'s.
+    /// Needs `RICOCHET_CLICKHOUSE_CLUSTER`.
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_SHARD_URLS", value_delimiter = ',', global = true)]
+    pub clickhouse_shard_urls: Vec<String>,
+
     /// A batch is flushed this often at the latest (milliseconds)...
     #[arg(long, env = "RICOCHET_FLUSH_INTERVAL_MS", default_value_t = 1000, global = true)]
     pub flush_interval_ms: u64,
 
-    /// ...or as soon as it holds this many events. Kept far below ClickHouse's
-    /// max_insert_block_size (1,048,576) so every rollup insert stays one part.
-    #[arg(long, env = "RICOCHET_MAX_BATCH_EVENTS", default_value_t = 50_000, global = true)]
-    pub max_batch_events: usize,
+    /// ...or as soon as it holds this many events (at most 200,000: an event
+    /// makes up to four rollup rows, and one insert must stay one block of at
+    /// most 1,048,576 rows, `max_insert_block_size`, which the insert pins).
+    #[arg(long, env = "RICOCHET_MAX_BATCH_EVENTS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=200_000), global = true)]
+    pub max_batch_events: u64,
 
     /// `partition.assignment.strategy`: `cooperative-sticky` moves only the
     /// partitions that change owner; `range` or `roundrobin` (eager) for a
@@ -126,6 +136,15 @@ pub enum Command {
 }
 
 impl AggregatorConfig {
+    /// One ClickHouse client per shard, in shard order (the main server alone
+    /// when no shard URLs are set).
+    pub fn shard_clients(&self) -> Vec<clickhouse::Client> {
+        if self.clickhouse_shard_urls.is_empty() {
+            return vec![self.clickhouse.client()];
+        }
+        self.clickhouse_shard_urls.iter().map(|url| self.clickhouse.client_for(url)).collect()
+    }
+
     pub fn registry_topics(&self) -> ricochet_registry::RegistryTopics {
         ricochet_registry::RegistryTopics {
             links: self.links_topic.clone(),
@@ -151,12 +170,11 @@ impl AggregatorConfig {
             topic: self.clicks_topic.clone(),
             dead_letter_topic: self.dead_letter_topic.clone(),
             flush_interval: Duration::from_millis(self.flush_interval_ms),
-            max_batch_events: self.max_batch_events,
+            max_batch_events: self.max_batch_events as usize,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             assignment_strategy: self.assignment_strategy.clone(),
             group_instance_id: self.group_instance_id.clone(),
-            fence_timeout: Duration::from_secs(self.insert_timeout_secs),
             verdict_delay: Duration::from_millis(self.verdict_delay_ms),
         }
     }

@@ -5,16 +5,20 @@
 //! and the tables both share are in `ricochet-warehouse`.
 //!
 //! Exactly once without Kafka transactions: each flush writes the rollups and
-//! the Kafka positions they cover in one atomic ClickHouse insert, and a
-//! member resumes from the positions stored there. See [`pipeline`] for the
-//! protocol and `docs/data-model.md` for the tables.
+//! the Kafka positions they cover in one atomic ClickHouse insert, through a
+//! fence that drops the rows of a member that lost the partition; a member
+//! resumes from the positions stored there. [`protocol`] holds every state
+//! change and the argument; `docs/data-model.md` describes the tables.
 //!
+//! - [`service`]: `run(config, listener, shutdown)`, wiring everything below.
 //! - [`config`]: every setting, from flags and environment.
-//! - [`pipeline`]: the consumer loop, rebalances, flushing and retries.
+//! - [`protocol`]: the exactly-once state machine (pure) and its argument.
+//! - [`pipeline`]: the consumer loop, rebalances, flushing and retries (I/O).
+//! - [`sink`]: ClickHouse rows, the writes, acquiring partitions, the retry rule.
+//! - [`sql`]: every SQL statement the aggregator sends.
 //! - [`rollup`]: the in-memory batch (`BucketStart`, `RollupKey`).
 //! - [`verdict`]: human or bot, and why (`Reason`), from an event's signals.
-//! - [`checkpoint`]: stored positions and the guard against applying twice.
-//! - [`sink`]: ClickHouse rows, inserts, reading positions, settling unknown outcomes.
+//! - [`checkpoint`]: positions and the guard against applying twice.
 //! - [`dead_letter`]: poison messages to `clicks-dlq`.
 //! - [`limits`]: click counts fed back to the edges for links with a click limit.
 //! - [`mirror`]: the link registry and client states mirrored into ClickHouse.
@@ -29,10 +33,14 @@ pub mod limits;
 pub mod mirror;
 pub mod ops;
 pub mod pipeline;
+pub mod protocol;
 pub mod retention;
 pub mod rollup;
+pub mod service;
 pub mod sink;
+pub mod sql;
 pub mod status;
 pub mod verdict;
 
 pub use config::AggregatorConfig;
+pub use service::{migrate, run};

@@ -18,9 +18,6 @@ use ricochet_schemas::{LinkCount, LinkId};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::rollup::Grain;
-use crate::sink::ROLLUP_TABLE;
-
 #[derive(Row, Deserialize)]
 struct Total {
     link_id: String,
@@ -47,16 +44,8 @@ pub async fn run(
         let clients: Vec<String> = limited.iter().map(|l| l.client_id.to_string()).collect();
         let ids: Vec<String> = limited.iter().map(|l| l.link_id.to_string()).collect();
         // client_id narrows the read to the key prefix; link ids are bound, never spliced.
-        let totals = clickhouse
-            .query(&format!(
-                "SELECT link_id, sum(clicks) AS clicks FROM {ROLLUP_TABLE} \
-                 WHERE grain = {day} AND has(?, client_id) AND has(?, link_id) GROUP BY link_id",
-                day = Grain::Day.secs()
-            ))
-            .bind(clients)
-            .bind(ids)
-            .fetch_all::<Total>()
-            .await;
+        let totals =
+            clickhouse.query(&crate::sql::limited_link_totals()).bind(clients).bind(ids).fetch_all::<Total>().await;
         let totals = match totals {
             Ok(t) => t,
             Err(e) => {

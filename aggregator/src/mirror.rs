@@ -105,14 +105,14 @@ pub async fn run(client: Client, mut changes: mpsc::Receiver<RegistryChange>, sh
 
 async fn write(client: &Client, links: &[LinkRow], clients: &[ClientRow]) -> clickhouse::error::Result<()> {
     if !links.is_empty() {
-        let mut insert = client.insert::<LinkRow>("links").await?;
+        let mut insert = client.insert::<LinkRow>(crate::sql::LINKS_TABLE).await?;
         for row in links {
             insert.write(row).await?;
         }
         insert.end().await?;
     }
     if !clients.is_empty() {
-        let mut insert = client.insert::<ClientRow>("clients").await?;
+        let mut insert = client.insert::<ClientRow>(crate::sql::CLIENTS_TABLE).await?;
         for row in clients {
             insert.write(row).await?;
         }

@@ -1,42 +1,28 @@
-//! The consumer loop: Kafka → batch → ClickHouse, exactly once.
+//! The consumer loop: Kafka in, ClickHouse out, and [`Protocol`] deciding
+//! in between. This file is I/O only: every state change of exactly-once, and
+//! the argument for it, is in [`crate::protocol`]; every statement is in
+//! [`crate::sql`].
 //!
 //! Everything runs on one OS thread that owns the consumer: polling, batching,
 //! flushing and the rebalance callback (librdkafka calls it from inside
-//! `poll`). So a flush and a rebalance can never interleave, and a revoked
-//! partition can never be written after its new owner read its position:
+//! `poll`). So a flush and a rebalance never interleave:
 //!
-//! - **assign**: wait until no rollup insert is running any more (one from a
-//!   member that was killed may still be), then read the partitions' stored
-//!   positions from ClickHouse and start consuming exactly there (Kafka's
-//!   committed offsets are ignored).
-//! - **revoke**: settle any insert whose outcome is unknown, then drop what the
-//!   revoked partitions contributed to the pending batch.
-//! - **verdict**: a click waits in [`Verdicts`] until its verdict is final
-//!   (`verdict_delay` after it arrived, or once the partition has read events
-//!   that much newer), then joins the pending batch. Only a decided prefix of
-//!   each partition ever joins it, so the stored position of a partition is
-//!   always the first offset not yet counted: a crash or a revocation re-reads
-//!   the undecided events, like the pending batch. A rewind (after a failed or
-//!   refused flush) forgets them too, and the context read past the stored
+//! - **assign**: acquire the partitions (owner rows with fresh tokens under
+//!   the group's generation, the fence, the stored positions) and start
+//!   consuming exactly there (Kafka's committed offsets are ignored);
+//! - **revoke**: settle an insert whose outcome is unknown, then drop what
+//!   the revoked partitions held;
+//! - **verdict**: a click waits in the protocol until its verdict is final,
+//!   then joins the pending batch;
+//! - **flush** (every `flush_interval`, or at `max_batch_events`, or before
+//!   the rollup rows could outgrow one block): dead letters confirmed (a
+//!   refused one blocks only its partition), raw events and recipients
+//!   (idempotent), then per shard one rollup + positions insert through the
+//!   fence, then the positions read back. On failure the assignment is paused
+//!   (Kafka keeps the backlog, memory stays one batch), an unknown outcome is
+//!   settled before anything is written again, and the loop keeps polling so
+//!   rebalances are served; then every partition is sought back to its stored
 //!   position.
-//! - **flush** (every `flush_interval` or `max_batch_events`, whichever first):
-//!   raw events and recipients (idempotent), then rollups at every grain +
-//!   position deltas in one atomic insert.
-//!   On failure the assignment is paused, so Kafka keeps the backlog while
-//!   ClickHouse is down and memory stays bounded by one batch; the attempt is
-//!   settled (did it land?) before anything is written again, and the loop
-//!   keeps polling meanwhile so rebalances are served. When the pause ends,
-//!   every owned partition is sought back to its stored position: whatever was
-//!   delivered and dropped in between is read again, never skipped.
-//!
-//! What an unclean exit can cost: nothing stored is lost and nothing is
-//! counted twice; the pending batch (at most one flush interval) and the
-//! events awaiting their verdict (at most one verdict delay) are read again by
-//! the next owner. One window remains that no ClickHouse insert can close:
-//! a member cut off from the group (kicked out while still able to reach
-//! ClickHouse) whose insert *starts* after the new owner has fenced and read
-//! the positions. The member polls, and so learns it lost the partitions,
-//! before every write, which keeps that window to a single insert.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,25 +36,30 @@ use ricochet_schemas::{ClickEvent, Codec};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Admit, PartitionRange, Positions};
+use crate::checkpoint::{Admit, PartitionRange};
 use crate::dead_letter::{self, DeadLetter, DeadLetters};
-use crate::rollup::{Batch, BucketStart};
-use crate::sink::{ClickHouseSink, Settled, SinkError};
+use crate::protocol::{Acquired, Attempt, Protocol, ProtocolError, Verdict};
+use crate::rollup::BucketStart;
+use crate::sink::{ClickHouseSink, WriteError};
+use crate::sql::MAX_INSERT_BLOCK_ROWS;
 use crate::status::{self, PipelineStatus};
-use crate::verdict::{Rules, Verdicts};
-
-/// Every rollup insert's `query_id` starts with this, so that an assignment can
-/// find inserts still running (from a member that just died) and wait for them.
-pub const QUERY_ID_PREFIX: &str = "ricochet-";
-
-/// A request can sit in the server's socket for a moment before ClickHouse
-/// registers it as a query. An attempt that looks unapplied is checked again
-/// after this, so that an insert starting late is killed or seen, not retried
-/// beside.
-const SETTLE_GRACE: Duration = Duration::from_millis(300);
+use crate::verdict::Rules;
 
 /// How often held events are checked for a final verdict.
 const RELEASE_EVERY: Duration = Duration::from_millis(10);
+
+/// The consumer's `session.timeout.ms`: a member silent this long is out of
+/// the group, and a member fenced out of a partition waits this long before
+/// it acquires the partition again (a true zombie learns from Kafka first).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a flush waits for the broker to acknowledge dead letters before
+/// it blocks their partitions and flushes the others.
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(2);
+
+/// A flush starts before the batch could make more rollup rows than half of
+/// one insert block.
+const MAX_ROLLUP_ROWS: usize = MAX_INSERT_BLOCK_ROWS / 2;
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -82,17 +73,11 @@ pub struct PipelineConfig {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     /// `partition.assignment.strategy`. `cooperative-sticky` moves only the
-    /// partitions that change owner (verified on nisshi 0.8.1 and Kafka); an
-    /// eager one (`range`, `roundrobin`) revokes everything on each rebalance.
-    /// The pipeline handles both.
+    /// partitions that change owner; an eager one (`range`, `roundrobin`)
+    /// revokes everything on each rebalance. The pipeline handles both.
     pub assignment_strategy: String,
-    /// `group.instance.id` (static membership): a restarted member with the same
-    /// id takes its partitions back at once instead of after the session timeout.
-    /// `None`: dynamic membership.
+    /// `group.instance.id` (static membership). `None`: dynamic membership.
     pub group_instance_id: Option<String>,
-    /// How long an assignment waits for rollup inserts still running before it
-    /// kills them.
-    pub fence_timeout: Duration,
     /// How long a click waits for the clicks that may change its verdict
     /// before it is counted.
     pub verdict_delay: Duration,
@@ -104,75 +89,26 @@ pub enum PipelineError {
     Kafka(#[from] KafkaError),
 }
 
-/// State shared between the loop and the rebalance callback. Only the consumer
-/// thread ever touches it; the mutex exists because the callback gets `&self`.
-struct State {
-    batch: Batch,
-    /// Events read but not decided yet: not in the batch, not covered by a
-    /// stored position.
-    verdicts: Verdicts<BucketStart>,
-    positions: Positions,
-    /// Dead letters the pending batch depends on.
-    dead_letters: Vec<dead_letter::Pending>,
-    /// An insert attempt whose outcome is not known yet.
-    unsettled: Option<Attempt>,
-    /// Newest event time (ms) per partition in the pending batch.
-    newest_event_ms: HashMap<i32, i64>,
+/// What the loop does to partitions beside consuming them.
+#[derive(Default)]
+struct Held {
+    /// Fenced out by another member's token: acquired again at the instant,
+    /// if Kafka still assigns them to us.
+    fenced: HashMap<i32, Instant>,
+    /// A dead letter was refused: resumed (and read again) at the instant.
+    blocked: HashMap<i32, (Instant, Duration)>,
 }
 
-impl State {
-    fn new(rules: Rules) -> Self {
-        State {
-            batch: Batch::default(),
-            verdicts: Verdicts::new(rules),
-            positions: Positions::default(),
-            dead_letters: Vec::new(),
-            unsettled: None,
-            newest_event_ms: HashMap::new(),
-        }
-    }
-
-    /// Moves the events decided by `now_ms` into the pending batch.
-    fn release(&mut self, now_ms: i64) {
-        let ingested_at = unix_now();
-        for d in self.verdicts.release(now_ms) {
-            let event = d.event.map(|(e, bucket, reason)| {
-                let newest = self.newest_event_ms.entry(d.partition).or_insert(i64::MIN);
-                *newest = (*newest).max(e.event_time_ms);
-                (e, bucket, reason)
-            });
-            self.batch.add(d.partition, d.offset, event, ingested_at);
-        }
-    }
-
-    /// Events read and not stored yet: the batch's and those awaiting a verdict.
-    fn num_unstored(&self) -> usize {
-        self.batch.num_events() + self.verdicts.num_held()
-    }
-
-    /// The batch covering `ranges` is stored: move the positions past it.
-    fn stored(&mut self, ranges: &[PartitionRange], status: &PipelineStatus) {
-        self.positions.advance(ranges);
-        status.stored(ranges, self.newest_event_ms.values().max().copied());
-        self.batch.clear();
-        self.newest_event_ms.clear();
-        self.dead_letters.clear();
-        self.unsettled = None;
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Attempt {
-    query_id: String,
-    ranges: Vec<PartitionRange>,
-}
-
+/// Shared between the loop and the rebalance callback. Only the consumer
+/// thread touches it; the mutexes exist because the callback gets `&self`.
 struct Ctx {
     rt: Handle,
     sink: ClickHouseSink,
     topic: String,
-    fence_timeout: Duration,
-    state: Mutex<State>,
+    protocol: Mutex<Protocol>,
+    held: Mutex<Held>,
+    /// Dead-letter deliveries in flight, per partition.
+    dead_letters: Mutex<HashMap<i32, Vec<dead_letter::Pending>>>,
     status: Arc<PipelineStatus>,
     shutdown: CancellationToken,
 }
@@ -185,25 +121,19 @@ impl ConsumerContext for Ctx {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = if partitions.is_empty() {
-                    HashMap::new()
-                } else {
-                    let Some(stored) = self.fenced_positions_blocking() else {
-                        return;
-                    };
-                    stored
+                let generation = generation(consumer);
+                let Some(acquired) = self.acquire_blocking(&partitions, generation) else {
+                    return;
                 };
-                let mut state = self.state();
-                for p in &partitions {
-                    let pos = stored.get(p).copied();
-                    let offset = pos.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
-                        tracing::error!(partition = p, error = %e, "cannot set start offset");
+                for a in &acquired {
+                    let offset = a.stored.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = tpl.set_partition_offset(&self.topic, a.partition, offset) {
+                        tracing::error!(partition = a.partition, error = %e, "cannot set start offset");
                     }
-                    state.positions.assign(*p, pos);
-                    self.status.assigned(*p, pos);
+                    self.protocol().assign(*a);
+                    self.status.assigned(a.partition, a.stored);
                 }
-                tracing::info!(?partitions, ?stored, "partitions assigned; resuming from stored positions");
+                tracing::info!(?partitions, generation, "partitions acquired; resuming from stored positions");
                 let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "assign failed");
@@ -211,16 +141,7 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.settle_blocking();
-                let mut state = self.state();
-                let before = state.num_unstored();
-                state.batch.revoke(&partitions);
-                for p in &partitions {
-                    state.verdicts.revoke(*p);
-                    state.positions.revoke(*p);
-                    state.newest_event_ms.remove(p);
-                    self.status.revoked(*p);
-                }
-                let dropped = before - state.num_unstored();
+                let dropped: usize = partitions.iter().map(|p| self.forget(*p)).sum();
                 metrics::counter!("ricochet_aggregator_revoked_pending_events_total").increment(dropped as u64);
                 tracing::info!(
                     ?partitions,
@@ -236,10 +157,10 @@ impl ConsumerContext for Ctx {
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 self.settle_blocking();
-                let mut state = self.state();
-                let rules = state.verdicts.rules().clone();
-                *state = State::new(rules);
-                drop(state);
+                let owned: Vec<i32> = self.protocol().owned().into_iter().map(|(p, _)| p).collect();
+                for p in owned {
+                    self.forget(p);
+                }
                 self.status.revoked_all();
                 let _ = consumer.unassign();
             }
@@ -247,25 +168,56 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// The consumer group's current generation (librdkafka's view): the fence's
+/// epoch. -1 outside a group.
+fn generation(consumer: &BaseConsumer<Ctx>) -> i32 {
+    // SAFETY: the metadata is created and destroyed here, and the handle
+    // outlives the call.
+    unsafe {
+        let md = rdkafka::bindings::rd_kafka_consumer_group_metadata(consumer.client().native_ptr());
+        if md.is_null() {
+            return -1;
+        }
+        let generation = rdkafka::bindings::rd_kafka_consumer_group_metadata_generation_id(md);
+        rdkafka::bindings::rd_kafka_consumer_group_metadata_destroy(md);
+        generation
+    }
+}
+
 impl Ctx {
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+    fn protocol(&self) -> MutexGuard<'_, Protocol> {
+        self.protocol.lock().unwrap()
     }
 
-    /// Waits out rollup inserts still running, then reads the stored positions,
-    /// retrying while ClickHouse is unreachable: consuming from anywhere else
-    /// could count twice or skip. `None` only on shutdown.
-    fn fenced_positions_blocking(&self) -> Option<HashMap<i32, i64>> {
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap()
+    }
+
+    /// Drops a partition everywhere: protocol, held, dead letters, status.
+    fn forget(&self, partition: i32) -> usize {
+        let dropped = self.protocol().revoke(partition);
+        let mut held = self.held();
+        held.fenced.remove(&partition);
+        held.blocked.remove(&partition);
+        drop(held);
+        self.dead_letters.lock().unwrap().remove(&partition);
+        self.status.revoked(partition);
+        dropped
+    }
+
+    /// Acquires `partitions`, retrying while ClickHouse is unreachable:
+    /// consuming from anywhere else could count twice or skip. `None` only
+    /// on shutdown.
+    fn acquire_blocking(&self, partitions: &[i32], generation: i32) -> Option<Vec<Acquired>> {
+        if partitions.is_empty() {
+            return Some(Vec::new());
+        }
         let mut backoff = Duration::from_millis(200);
         loop {
-            let read = self.rt.block_on(async {
-                self.fence().await?;
-                self.sink.read_positions(&self.topic).await
-            });
-            match read {
-                Ok(p) => return Some(p),
+            match self.rt.block_on(self.sink.acquire(partitions, generation)) {
+                Ok(acquired) => return Some(acquired),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read stored positions; retrying");
+                    tracing::warn!(error = %e, "cannot acquire partitions; retrying");
                     if self.shutdown.is_cancelled() {
                         return None;
                     }
@@ -276,77 +228,49 @@ impl Ctx {
         }
     }
 
-    /// Waits until the rollup inserts running now have ended, killing them
-    /// after `fence_timeout`. A member killed mid-insert leaves its insert
-    /// running on the server; reading the positions before it ends would
-    /// start the new owner behind a batch that then lands: counted twice.
-    async fn fence(&self) -> Result<(), SinkError> {
-        let running = || async {
-            self.sink
-                .client()
-                .query("SELECT query_id FROM system.processes WHERE query_id LIKE ?")
-                .bind(format!("{QUERY_ID_PREFIX}%"))
-                .fetch_all::<String>()
-                .await
+    /// One try at settling the insert whose outcome is unknown: its
+    /// partitions are acquired again (so a late copy of it lands nowhere) and
+    /// their positions say whether it landed. Returns the partitions to seek.
+    fn try_settle(&self, generation: i32) -> Result<Vec<(i32, Option<i64>)>, WriteError> {
+        let Some(attempt) = self.protocol().unsettled().cloned() else {
+            return Ok(Vec::new());
         };
-        let fenced = running().await?;
-        if fenced.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(?fenced, "waiting for rollup inserts still running");
-        let deadline = Instant::now() + self.fence_timeout;
-        loop {
-            let still: Vec<String> = running().await?.into_iter().filter(|q| fenced.contains(q)).collect();
-            if still.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                for query_id in &still {
-                    tracing::warn!(query_id, "killing a rollup insert that outlived the fence");
-                    self.sink.client().query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute().await?;
+        let acquired = self.rt.block_on(self.sink.acquire(&attempt.partitions(), generation))?;
+        let verdicts = self.protocol().settled(&acquired).unwrap_or_default();
+        let mut seeks = Vec::new();
+        for (p, verdict) in verdicts {
+            let label = match verdict {
+                Verdict::Stored => "applied",
+                Verdict::Retry { stored } => {
+                    seeks.push((p, stored));
+                    "not_applied"
                 }
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+                Verdict::Fenced => "fenced",
+            };
+            metrics::counter!("ricochet_aggregator_settled_total", "outcome" => label).increment(1);
+            tracing::info!(partition = p, outcome = label, "insert settled");
         }
+        let stored: Vec<PartitionRange> = attempt
+            .parts
+            .iter()
+            .filter(|part| {
+                acquired.iter().any(|a| a.partition == part.range.partition && a.stored == Some(part.range.next))
+            })
+            .map(|part| part.range)
+            .collect();
+        self.status.stored(&stored, None);
+        Ok(seeks)
     }
 
-    /// One try at finding out whether the unsettled attempt landed. `Ok` once
-    /// nothing is unsettled any more.
-    fn try_settle(&self) -> Result<(), SinkError> {
-        let Some(attempt) = self.state().unsettled.clone() else {
-            return Ok(());
-        };
-        let outcome = self.rt.block_on(async {
-            let first = self.sink.settle(&attempt.query_id, &self.topic, &attempt.ranges).await?;
-            if first == Settled::Applied {
-                return Ok(first);
-            }
-            tokio::time::sleep(SETTLE_GRACE).await;
-            self.sink.settle(&attempt.query_id, &self.topic, &attempt.ranges).await
-        })?;
-        let mut state = self.state();
-        let label = match outcome {
-            Settled::Applied => {
-                state.stored(&attempt.ranges, &self.status);
-                "applied"
-            }
-            Settled::NotApplied => {
-                state.unsettled = None;
-                "not_applied"
-            }
-        };
-        metrics::counter!("ricochet_aggregator_settled_total", "outcome" => label).increment(1);
-        tracing::info!(query_id = %attempt.query_id, ?outcome, "insert settled");
-        Ok(())
-    }
-
-    /// Settles, however long ClickHouse takes to answer (the rebalance waits:
-    /// the partitions must not move while an insert for them may still land),
-    /// unless the process is shutting down; the next owner's fence then waits.
+    /// Settles, however long ClickHouse takes (the rebalance waits: the
+    /// partitions must not move while an insert for them may still land),
+    /// unless the process is shutting down; the next owner's fence then holds.
     fn settle_blocking(&self) {
         let mut backoff = Duration::from_millis(200);
-        while let Err(e) = self.try_settle() {
+        // The generation the attempt was written under: a revocation settles
+        // before the partitions move on.
+        let generation = self.protocol().unsettled().and_then(|a| a.parts.first()).map_or(-1, |p| p.fence.generation);
+        while let Err(e) = self.try_settle(generation) {
             if self.shutdown.is_cancelled() {
                 tracing::warn!(error = %e, "shutting down with an insert unsettled");
                 return;
@@ -358,14 +282,14 @@ impl Ctx {
     }
 }
 
-/// What one write of the pending batch came to.
-enum Written {
-    /// Stored, or nothing to store.
-    Done,
-    /// Refused by the position check and dropped: consumption must rewind.
-    Refused,
-    /// Failed; the attempt may be unsettled.
-    Failed(String),
+/// How one write of an attempt ended.
+enum Outcome {
+    /// The rollup inserts were acknowledged; the positions read back.
+    Written(HashMap<i32, i64>),
+    /// Nothing of the rollups can have landed.
+    NotApplied(WriteError),
+    /// Some rollup insert may have landed: settle.
+    Unknown(WriteError),
 }
 
 pub struct Pipeline {
@@ -386,8 +310,9 @@ impl Pipeline {
             rt,
             sink,
             topic: config.topic.clone(),
-            fence_timeout: config.fence_timeout,
-            state: Mutex::new(State::new(Rules::with_delay(config.verdict_delay))),
+            protocol: Mutex::new(Protocol::new(Rules::with_delay(config.verdict_delay))),
+            held: Mutex::new(Held::default()),
+            dead_letters: Mutex::new(HashMap::new()),
             status: PipelineStatus::new(&config.topic),
             shutdown,
         };
@@ -402,7 +327,7 @@ impl Pipeline {
             .set("partition.assignment.strategy", &config.assignment_strategy)
             // A ClickHouse outage pauses consumption, and the loop keeps polling
             // through it, so the default poll interval is safe.
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
             .set("heartbeat.interval.ms", "1000");
         if let Some(id) = &config.group_instance_id {
             client.set("group.instance.id", id);
@@ -443,11 +368,12 @@ impl Pipeline {
                 None => {}
             }
             if due {
-                self.ctx().state().release(now_ms);
+                self.ctx().protocol().release(now_ms, unix_now());
                 released_at = Instant::now();
+                self.resume_held();
             }
             if self.time_to_flush() == Some(Duration::ZERO) {
-                self.ctx().state().release(unix_now_ms());
+                self.ctx().protocol().release(unix_now_ms(), unix_now());
                 self.flush();
             }
         }
@@ -462,21 +388,21 @@ impl Pipeline {
 
     /// `Some(0)` when the batch must be flushed now, `Some(d)` when it must be in `d`.
     fn time_to_flush(&self) -> Option<Duration> {
-        let state = self.ctx().state();
-        let opened = state.batch.opened_at()?;
-        if state.batch.num_events() >= self.config.max_batch_events {
+        let protocol = self.ctx().protocol();
+        let batch = protocol.batch();
+        let opened = batch.opened_at()?;
+        if batch.num_events() >= self.config.max_batch_events || batch.num_rollup_rows() >= MAX_ROLLUP_ROWS {
             return Some(Duration::ZERO);
         }
         Some(self.config.flush_interval.saturating_sub(opened.elapsed()))
     }
 
-    /// `now_ms`: the wall clock read at most [`RELEASE_EVERY`] ago (an
-    /// arrival time needs no finer grain than the release cadence).
+    /// `now_ms`: the wall clock read at most [`RELEASE_EVERY`] ago.
     fn accept(&self, message: &rdkafka::message::BorrowedMessage<'_>, now_ms: i64) {
         let (partition, offset) = (message.partition(), message.offset());
         let ctx = self.ctx();
-        let mut state = ctx.state();
-        match state.positions.admit(partition, offset) {
+        let mut protocol = ctx.protocol();
+        match protocol.admit(partition, offset) {
             Admit::Apply => {}
             Admit::AlreadyApplied => {
                 metrics::counter!("ricochet_aggregator_replayed_skipped_total").increment(1);
@@ -490,11 +416,8 @@ impl Pipeline {
             Admit::Gap { expected } => {
                 metrics::counter!("ricochet_aggregator_offset_gaps_total").increment(1);
                 tracing::warn!(partition, offset, expected, "offsets skipped; reading again from the expected offset");
-                if let Err(e) =
-                    self.consumer.seek(&ctx.topic, partition, Offset::Offset(expected), Duration::from_secs(5))
-                {
-                    tracing::warn!(partition, error = %e, "seek back failed; the next message retries");
-                }
+                drop(protocol);
+                self.seek(partition, Some(expected));
                 return;
             }
             Admit::ApplyAfterGap { missing } => {
@@ -511,6 +434,7 @@ impl Pipeline {
                 }
             }),
         };
+        let poison = decoded.is_err();
         let event = match decoded {
             Ok(ok) => Some(ok),
             Err(reason) => {
@@ -522,121 +446,306 @@ impl Pipeline {
                     reason,
                     source: (ctx.topic.clone(), partition, offset),
                 });
-                state.dead_letters.push(pending);
+                ctx.dead_letters.lock().unwrap().entry(partition).or_default().push(pending);
+                protocol.dead_letter(partition, offset);
                 None
             }
         };
-        state.verdicts.push(partition, offset, event, now_ms);
+        protocol.hold(partition, offset, event, now_ms);
+        if poison {
+            let unconfirmed = protocol.num_dead_letters_unconfirmed();
+            drop(protocol);
+            self.report_dead_letters(unconfirmed);
+        }
     }
 
-    /// Writes the pending batch, retrying (paused) until it is stored or
-    /// revoked, or the process shuts down.
+    fn report_dead_letters(&self, unconfirmed: usize) {
+        metrics::gauge!("ricochet_aggregator_dead_letters_unconfirmed").set(unconfirmed as f64);
+        self.ctx().status.dead_letters_unconfirmed(unconfirmed);
+    }
+
+    /// Waits (at most [`DEAD_LETTER_WAIT`]) for the broker to acknowledge the
+    /// dead letters the batch depends on. A partition whose letter was refused
+    /// or is still unanswered goes back to its stored position and pauses for
+    /// a backoff; the other partitions flush on.
+    fn confirm_dead_letters(&self) {
+        let ctx = self.ctx();
+        let waiting = ctx.protocol().awaiting_dead_letters();
+        if waiting.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + DEAD_LETTER_WAIT;
+        for p in waiting {
+            let mut pending = ctx.dead_letters.lock().unwrap().remove(&p).unwrap_or_default();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let confirmed = ctx.rt.block_on(async {
+                tokio::time::timeout(left, self.dead_letters.confirm(&mut pending))
+                    .await
+                    .unwrap_or_else(|_| Err("the broker did not acknowledge in time".to_owned()))
+            });
+            match confirmed {
+                Ok(()) => ctx.protocol().dead_letters_confirmed(p),
+                Err(e) => {
+                    metrics::counter!("ricochet_aggregator_dead_letter_failures_total").increment(1);
+                    let Some(stored) = ctx.protocol().block(p) else { continue };
+                    let backoff = {
+                        let mut held = ctx.held();
+                        let next = held
+                            .blocked
+                            .get(&p)
+                            .map_or(self.config.min_backoff, |(_, b)| (*b * 2).min(self.config.max_backoff));
+                        held.blocked.insert(p, (Instant::now() + next, next));
+                        next
+                    };
+                    tracing::warn!(
+                        partition = p,
+                        error = %e,
+                        backoff_ms = backoff.as_millis() as u64,
+                        "a dead letter was not acknowledged; this partition is read again later, the others go on"
+                    );
+                    self.pause(p, true);
+                    self.seek(p, stored);
+                }
+            }
+        }
+        let unconfirmed = ctx.protocol().num_dead_letters_unconfirmed();
+        let blocked = ctx.held().blocked.len();
+        self.report_dead_letters(unconfirmed.max(blocked));
+    }
+
+    /// Resumes blocked partitions whose backoff is over, and acquires again
+    /// fenced ones that Kafka still assigns to this member.
+    fn resume_held(&self) {
+        let ctx = self.ctx();
+        let now = Instant::now();
+        let (unblock, refence): (Vec<i32>, Vec<i32>) = {
+            let mut held = ctx.held();
+            let unblock: Vec<i32> = held.blocked.iter().filter(|(_, (at, _))| *at <= now).map(|(p, _)| *p).collect();
+            for p in &unblock {
+                // Keep the backoff (doubled on the next refusal) until a flush stores the partition.
+                if let Some(entry) = held.blocked.get_mut(p) {
+                    entry.0 = Instant::now() + Duration::from_secs(3600);
+                }
+            }
+            let refence: Vec<i32> = held.fenced.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
+            for p in &refence {
+                held.fenced.remove(p);
+            }
+            (unblock, refence)
+        };
+        for p in unblock {
+            self.pause(p, false);
+        }
+        if refence.is_empty() {
+            return;
+        }
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let still: Vec<i32> = refence.into_iter().filter(|p| assigned.contains(p)).collect();
+        if still.is_empty() {
+            return;
+        }
+        let generation = generation(&self.consumer);
+        let Ok(acquired) = ctx.rt.block_on(ctx.sink.acquire(&still, generation)) else {
+            let mut held = ctx.held();
+            for p in still {
+                held.fenced.insert(p, Instant::now() + SESSION_TIMEOUT);
+            }
+            return;
+        };
+        for a in acquired {
+            tracing::warn!(partition = a.partition, generation, "fenced partition still assigned here; acquired again");
+            ctx.protocol().assign(a);
+            ctx.status.assigned(a.partition, a.stored);
+            self.seek(a.partition, a.stored);
+            self.pause(a.partition, false);
+        }
+    }
+
+    /// Writes the pending batch, retrying (paused) until it is stored, gone
+    /// with its partitions, or the process shuts down.
     fn flush(&mut self) {
         let mut backoff = self.config.min_backoff;
         let mut paused = false;
-        let mut rewind = false;
         loop {
-            match self.write_batch(paused) {
-                Written::Done => break,
-                Written::Refused => {
-                    rewind = true;
+            self.confirm_dead_letters();
+            let attempt = match self.ctx().protocol().begin() {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(ProtocolError::MustSettle) => {
+                    if !self.settle_paused(&mut paused, &mut backoff) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot begin a write");
                     break;
                 }
-                Written::Failed(e) => {
-                    metrics::counter!("ricochet_aggregator_flush_failures_total").increment(1);
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "flush failed; pausing consumption and retrying");
-                    if !paused {
-                        paused = self.set_paused(true);
+            };
+            self.ctx().status.pending(self.ctx().protocol().num_unstored(), paused);
+            let started = Instant::now();
+            match self.write(&attempt) {
+                Outcome::Written(stored) => {
+                    let (verdicts, newest) = {
+                        let mut protocol = self.ctx().protocol();
+                        let newest = protocol.newest_event_ms();
+                        (protocol.written(&stored).unwrap_or_default(), newest)
+                    };
+                    self.apply(&attempt, verdicts, newest, started);
+                    self.commit_hint(&attempt.ranges());
+                    break;
+                }
+                Outcome::NotApplied(e) => {
+                    let _ = self.ctx().protocol().failed();
+                    self.failed(&e, &mut paused, &mut backoff);
+                    if self.ctx().shutdown.is_cancelled() {
+                        return;
                     }
-                    rewind = true;
-                    // Nothing is written again before the failed attempt is
-                    // settled; rebalances are served meanwhile.
-                    loop {
-                        if self.ctx().shutdown.is_cancelled() {
-                            tracing::warn!(
-                                "shutting down with the batch unstored; its partitions' next owner reads it again"
-                            );
-                            return;
-                        }
-                        self.idle(backoff);
-                        backoff = (backoff * 2).min(self.config.max_backoff);
-                        match self.ctx().try_settle() {
-                            Ok(()) => break,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot settle the failed insert yet")
-                            }
-                        }
+                }
+                Outcome::Unknown(e) => {
+                    let _ = self.ctx().protocol().unknown();
+                    metrics::counter!("ricochet_aggregator_flush_failures_total").increment(1);
+                    tracing::warn!(error = %e, "a rollup insert's outcome is unknown; settling it");
+                    if !self.settle_paused(&mut paused, &mut backoff) {
+                        return;
                     }
                 }
             }
         }
         if paused {
             self.set_paused(false);
+            // Messages polled while paused were dropped: read them again.
+            let seeks = self.ctx().protocol().rewind();
+            for (p, stored) in seeks {
+                self.seek(p, stored);
+            }
         }
-        if rewind {
-            self.rewind();
-        }
-        let pending = self.ctx().state().num_unstored();
+        let pending = self.ctx().protocol().num_unstored();
         self.ctx().status.pending(pending, false);
     }
 
-    /// One attempt at storing the pending batch.
-    fn write_batch(&self, paused: bool) -> Written {
+    /// A failed write: pause consumption and wait out the backoff, serving rebalances.
+    fn failed(&self, e: &WriteError, paused: &mut bool, backoff: &mut Duration) {
+        metrics::counter!("ricochet_aggregator_flush_failures_total").increment(1);
+        match e {
+            WriteError::Refused(_) => {
+                tracing::error!(error = %e, "clickhouse refuses the batch as it is; retrying (a schema out of step?)")
+            }
+            _ => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "flush failed; pausing and retrying")
+            }
+        }
+        if !*paused {
+            *paused = self.set_paused(true);
+        }
+        self.idle(*backoff);
+        *backoff = (*backoff * 2).min(self.config.max_backoff);
+    }
+
+    /// Settles the unknown insert, paused, until done or shutdown (`false`).
+    fn settle_paused(&self, paused: &mut bool, backoff: &mut Duration) -> bool {
+        if !*paused {
+            *paused = self.set_paused(true);
+        }
+        loop {
+            let generation = generation(&self.consumer);
+            match self.ctx().try_settle(generation) {
+                Ok(seeks) => {
+                    for (p, stored) in seeks {
+                        self.seek(p, stored);
+                    }
+                    return true;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot settle the failed insert yet"),
+            }
+            if self.ctx().shutdown.is_cancelled() {
+                tracing::warn!("shutting down with an insert unsettled; the partitions' next owner fences it");
+                return false;
+            }
+            self.idle(*backoff);
+            *backoff = (*backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// One write of an attempt: raw events and recipients of every shard,
+    /// then each shard's rollups through the fence, then the positions.
+    fn write(&self, attempt: &Attempt) -> Outcome {
         let ctx = self.ctx();
-        let mut state = ctx.state();
-        if state.batch.is_empty() {
-            state.dead_letters.clear();
-            return Written::Done;
+        let protocol = ctx.protocol();
+        let batch = protocol.batch();
+        let shards = ctx.sink.by_shard(&attempt.parts);
+        ctx.rt.block_on(async {
+            for w in &shards {
+                let partitions: Vec<i32> = w.parts.iter().map(|p| p.range.partition).collect();
+                let idempotent = async {
+                    ctx.sink.write_events(w.shard, batch.event_rows_of(&partitions)).await?;
+                    ctx.sink.write_recipients(w.shard, batch.recipient_rows_of(&partitions)).await
+                };
+                if let Err(e) = idempotent.await {
+                    return Outcome::NotApplied(e);
+                }
+            }
+            let mut any_sent = false;
+            for w in &shards {
+                let rows = batch.rollup_rows(&ctx.topic, &w.parts);
+                match ctx.sink.write_rollups(w.shard, &rows).await {
+                    Ok(()) => any_sent = true,
+                    Err(e @ WriteError::Retry(_)) | Err(e @ WriteError::Refused(_)) if !any_sent => {
+                        return Outcome::NotApplied(e)
+                    }
+                    Err(e) => return Outcome::Unknown(e),
+                }
+                metrics::histogram!("ricochet_aggregator_flush_rows").record(rows.len() as f64);
+            }
+            match ctx.sink.read_positions_of(&attempt.partitions()).await {
+                Ok(stored) => Outcome::Written(stored),
+                // Acknowledged but not read back: settling finds out.
+                Err(e) => Outcome::Unknown(e),
+            }
+        })
+    }
+
+    /// What became of each partition of a written attempt.
+    fn apply(&self, attempt: &Attempt, verdicts: Vec<(i32, Verdict)>, newest: Option<i64>, started: Instant) {
+        let ctx = self.ctx();
+        let mut stored = Vec::new();
+        let mut events = 0;
+        for (p, verdict) in verdicts {
+            match verdict {
+                Verdict::Stored => {
+                    if let Some(part) = attempt.parts.iter().find(|part| part.range.partition == p) {
+                        stored.push(part.range);
+                    }
+                    ctx.held().blocked.remove(&p);
+                }
+                Verdict::Retry { stored } => self.seek(p, stored),
+                Verdict::Fenced => {
+                    metrics::counter!("ricochet_aggregator_fenced_total").increment(1);
+                    tracing::warn!(
+                        partition = p,
+                        "another member holds this partition: its rows were dropped by the fence; pausing it"
+                    );
+                    ctx.status.revoked(p);
+                    ctx.held().fenced.insert(p, Instant::now() + SESSION_TIMEOUT);
+                    self.pause(p, true);
+                }
+            }
         }
-        // Learn about a lost assignment (the next poll revokes it) before
-        // writing for partitions that may belong to another member by now.
-        // (Checked after the emptiness test: librdkafka keeps the flag set
-        // until the next assignment, and an empty batch has nothing to lose.)
-        if self.consumer.assignment_lost() {
-            return Written::Failed("the assignment was lost".to_owned());
+        for r in &stored {
+            events += (r.next - r.first) as u64;
         }
-        let ranges = state.batch.ranges();
-        if let Err(e) = state.positions.verify(&ranges) {
-            // Never applied twice: drop the batch, the stored position decides.
-            // (`revoke`, not `clear`: `clear` marks the events as stored, and
-            // they are to be read again.)
-            tracing::error!(error = %e, "refusing batch");
-            let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
-            state.batch.revoke(&partitions);
-            state.newest_event_ms.clear();
-            return Written::Refused;
-        }
-        ctx.status.pending(state.num_unstored(), paused);
-        let started = Instant::now();
-        let state = &mut *state;
-        let written = ctx.rt.block_on(async {
-            self.dead_letters.confirm(&mut state.dead_letters).await?;
-            ctx.sink.write_events(state.batch.event_rows()).await.map_err(|e| e.to_string())?;
-            ctx.sink.write_recipients(state.batch.recipient_rows()).await.map_err(|e| e.to_string())
-        });
-        if let Err(e) = written {
-            return Written::Failed(e);
-        }
-        let attempt = Attempt { query_id: format!("{QUERY_ID_PREFIX}{}", uuid::Uuid::now_v7().simple()), ranges };
-        // From here until it is answered or settled, the outcome is unknown.
-        state.unsettled = Some(attempt.clone());
-        let rows = state.batch.rollup_rows(&ctx.topic, |p| state.positions.stored(p));
-        let result = ctx.rt.block_on(ctx.sink.write_rollups(&rows, &attempt.query_id));
-        if let Err(e) = result {
-            return Written::Failed(e.to_string());
-        }
+        ctx.status.stored(&stored, newest);
         metrics::histogram!("ricochet_aggregator_flush_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("ricochet_aggregator_events_total").increment(state.batch.num_events() as u64);
+        metrics::counter!("ricochet_aggregator_events_total").increment(events);
         metrics::counter!("ricochet_aggregator_flushes_total").increment(1);
-        metrics::histogram!("ricochet_aggregator_flush_rows").record(rows.len() as f64);
-        state.stored(&attempt.ranges, &ctx.status);
-        self.commit_hint(&attempt.ranges);
-        Written::Done
     }
 
     /// Polls while paused so rebalances are served. A message delivered now
-    /// (from a partition assigned during the pause) is dropped: `rewind` makes
-    /// it come again.
+    /// is dropped: the rewind after the pause makes it come again.
     fn idle(&self, duration: Duration) {
         let until = Instant::now() + duration;
         while Instant::now() < until {
@@ -648,7 +757,7 @@ impl Pipeline {
         let Ok(assignment) = self.consumer.assignment() else {
             return false;
         };
-        let pending = self.ctx().state().num_unstored();
+        let pending = self.ctx().protocol().num_unstored();
         self.ctx().status.pending(pending, pause);
         if pause {
             return self.consumer.pause(&assignment).is_ok();
@@ -656,28 +765,21 @@ impl Pipeline {
         self.consumer.resume(&assignment).is_ok()
     }
 
-    /// Moves every owned partition back to its stored position. Called after a
-    /// pause or a dropped batch: whatever was delivered and not stored since
-    /// (a dropped batch, messages polled while paused) comes again.
-    fn rewind(&self) {
-        let owned: Vec<(i32, Option<i64>)> = {
-            let mut state = self.ctx().state();
-            state.positions.rewind();
-            let owned: Vec<(i32, Option<i64>)> = state.positions.owned().collect();
-            // What awaited its verdict comes again too.
-            for (partition, stored) in &owned {
-                state.verdicts.rewind(*partition, *stored);
-            }
-            owned
-        };
-        for (partition, stored) in owned {
-            let offset = stored.map_or(Offset::Beginning, Offset::Offset);
-            if let Err(e) = self.consumer.seek(&self.config.topic, partition, offset, Duration::from_secs(5)) {
-                // Fetching has not started on a partition just assigned: it
-                // delivered nothing and starts at the offset its assignment
-                // set, the stored position.
-                tracing::warn!(partition, error = %e, "seek to the stored position failed");
-            }
+    fn pause(&self, partition: i32, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.config.topic, partition);
+        let result = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        if let Err(e) = result {
+            tracing::warn!(partition, pause, error = %e, "cannot pause or resume a partition");
+        }
+    }
+
+    fn seek(&self, partition: i32, stored: Option<i64>) {
+        let offset = stored.map_or(Offset::Beginning, Offset::Offset);
+        if let Err(e) = self.consumer.seek(&self.config.topic, partition, offset, Duration::from_secs(5)) {
+            // Fetching has not started on a partition just assigned: it
+            // delivered nothing and starts at the offset its assignment set.
+            tracing::warn!(partition, error = %e, "seek failed");
         }
     }
 

@@ -23,15 +23,12 @@ use chrono::{DateTime, Months, NaiveDate, Utc};
 use clickhouse::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::rollup::Grain;
-use crate::sink::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
+use crate::sql;
+pub use crate::sql::{expired_rows, ttl_statements};
 
 /// The first release with table TTL and `materialize_ttl_after_modify`,
 /// rounded up to a long-term-support release to stay on tested ground.
 pub const TTL_SINCE: ServerVersion = ServerVersion { major: 20, minor: 8 };
-
-/// Far enough in the future to mean never, and inside `DateTime` (…2106).
-const NEVER: &str = "toDateTime('2105-12-31 00:00:00')";
 
 /// `SELECT version()`, reduced to what gates features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,60 +76,6 @@ impl RetentionPolicy {
     }
 }
 
-fn days_after(column: &str, days: u32) -> String {
-    if days == 0 {
-        NEVER.to_owned()
-    } else {
-        format!("{column} + toIntervalDay({days})")
-    }
-}
-
-/// A whole table's TTL. "Never" still names the column: current servers
-/// refuse a TTL that depends on no column (code 36, BAD_ARGUMENTS), and the
-/// statement must still run, to lift a limit set before.
-fn table_ttl(column: &str, days: u32) -> String {
-    if days == 0 {
-        format!("greatest({column}, {NEVER})")
-    } else {
-        days_after(column, days)
-    }
-}
-
-/// The `ALTER TABLE … MODIFY TTL` statements for a server with TTL. Run with
-/// `materialize_ttl_after_modify = 0`: existing parts expire as they merge,
-/// instead of all being rewritten at every start.
-pub fn ttl_statements(policy: &RetentionPolicy) -> Vec<String> {
-    let fine = [Grain::Minute, Grain::QuarterHour].map(|g| g.secs().to_string()).join(", ");
-    vec![
-        format!("ALTER TABLE {EVENTS_TABLE} MODIFY TTL {}", table_ttl("event_time", policy.raw_days)),
-        format!(
-            "ALTER TABLE {ROLLUP_TABLE} MODIFY TTL multiIf(grain = 0, {NEVER}, grain IN ({fine}), {}, {})",
-            days_after("bucket_start", policy.fine_rollup_days),
-            days_after("bucket_start", policy.rollup_days)
-        ),
-        format!("ALTER TABLE {RECIPIENTS_TABLE} MODIFY TTL {}", table_ttl("bucket_start", policy.rollup_days)),
-    ]
-}
-
-/// The `WHERE` clauses of the rows the job deletes at `now` (rollups first,
-/// then recipients), each with the table it applies to. Never matches a
-/// position row.
-pub fn expired_rows(policy: &RetentionPolicy, now: DateTime<Utc>) -> Vec<(&'static str, String)> {
-    let cutoff = |days: u32| now.timestamp() - i64::from(days) * 86_400;
-    let fine = [Grain::Minute, Grain::QuarterHour].map(|g| g.secs().to_string()).join(", ");
-    let coarse = [Grain::Hour, Grain::Day].map(|g| g.secs().to_string()).join(", ");
-    let mut out = Vec::new();
-    for (days, grains) in [(policy.fine_rollup_days, fine), (policy.rollup_days, coarse)] {
-        if days > 0 {
-            out.push((ROLLUP_TABLE, format!("grain IN ({grains}) AND bucket_start < toDateTime({})", cutoff(days))));
-        }
-    }
-    if policy.rollup_days > 0 {
-        out.push((RECIPIENTS_TABLE, format!("bucket_start < toDateTime({})", cutoff(policy.rollup_days))));
-    }
-    out
-}
-
 /// Whether the raw-event month `partition` (`toYYYYMM`, e.g. `202611`) lies
 /// wholly before the limit at `now`.
 pub fn month_expired(partition: &str, raw_days: u32, now: DateTime<Utc>) -> bool {
@@ -160,24 +103,17 @@ pub struct Pass {
 pub async fn run_once(ch: &Client, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<Pass, RetentionError> {
     let mut pass = Pass::default();
     if policy.raw_days > 0 {
-        let partitions: Vec<String> = ch
-            .query(
-                "SELECT DISTINCT partition FROM system.parts \
-                 WHERE database = currentDatabase() AND table = ? AND active",
-            )
-            .bind(EVENTS_TABLE)
-            .fetch_all()
-            .await?;
+        let partitions: Vec<String> = ch.query(sql::ACTIVE_PARTITIONS).bind(sql::EVENTS_TABLE).fetch_all().await?;
         for p in partitions.into_iter().filter(|p| month_expired(p, policy.raw_days, now)) {
             // The partition id comes from the server and is checked to be digits.
-            ch.query(&format!("ALTER TABLE {EVENTS_TABLE} DROP PARTITION {}", p.trim_matches('\''))).execute().await?;
+            ch.query(&sql::drop_events_partition(p.trim_matches('\''))).execute().await?;
             pass.months_dropped.push(p);
         }
     }
     for (table, condition) in expired_rows(policy, now) {
-        let n: u64 = ch.query(&format!("SELECT count() FROM {table} WHERE {condition}")).fetch_one().await?;
+        let n: u64 = ch.query(&sql::count_where(table, &condition)).fetch_one().await?;
         if n > 0 {
-            ch.query(&format!("ALTER TABLE {table} DELETE WHERE {condition}")).execute().await?;
+            ch.query(&sql::delete_where(table, &condition)).execute().await?;
             pass.deletes.push((table, condition));
         }
     }
@@ -217,6 +153,7 @@ pub async fn run(ch: Client, version: ServerVersion, policy: RetentionPolicy, sh
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::NEVER;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

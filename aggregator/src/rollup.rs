@@ -27,6 +27,7 @@ type SetByRef<T> = hashbrown::HashSet<T, foldhash::fast::RandomState>;
 use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Reason};
 
 use crate::checkpoint::PartitionRange;
+use crate::protocol::Part;
 use crate::sink::{EventRow, RecipientRow, RollupRow};
 
 /// The start of a UTC minute, in seconds since the epoch (ClickHouse `DateTime`).
@@ -338,6 +339,28 @@ impl Batch {
         }
     }
 
+    /// Drops one partition's pending share but keeps its dedup window: the
+    /// same member reads the share again (a rewind, a refused dead letter).
+    pub fn revoke_share(&mut self, partition: i32) {
+        if let Some(pb) = self.partitions.remove(&partition) {
+            self.num_events -= pb.events.len();
+        }
+        if self.partitions.is_empty() {
+            self.opened_at = None;
+        }
+    }
+
+    /// One partition's share is stored: its event ids join the dedup window.
+    pub fn clear_partition(&mut self, partition: i32) {
+        if let Some(pb) = self.partitions.remove(&partition) {
+            self.num_events -= pb.events.len();
+            self.recent.entry(partition).or_default().remember(pb.ids);
+        }
+        if self.partitions.is_empty() {
+            self.opened_at = None;
+        }
+    }
+
     pub fn event_rows(&self) -> impl Iterator<Item = &EventRow> {
         self.partitions.values().flat_map(|p| p.events.iter())
     }
@@ -347,21 +370,36 @@ impl Batch {
         self.partitions.values().flat_map(|p| p.recipients.iter()).collect::<Vec<_>>().into_iter()
     }
 
-    /// Everything the single atomic insert carries: the deltas at every grain
-    /// (minutes folded into their coarser buckets), plus one position row per
-    /// partition moving it from `stored(partition)` to the batch's end.
-    pub fn rollup_rows(&self, topic: &str, stored: impl Fn(i32) -> Option<i64>) -> Vec<RollupRow> {
+    /// Raw events of the given partitions.
+    pub fn event_rows_of<'a>(&'a self, partitions: &'a [i32]) -> impl Iterator<Item = &'a EventRow> + 'a {
+        partitions.iter().filter_map(|p| self.partitions.get(p)).flat_map(|p| p.events.iter())
+    }
+
+    /// Recipients of the given partitions.
+    pub fn recipient_rows_of<'a>(&'a self, partitions: &'a [i32]) -> impl Iterator<Item = &'a RecipientRow> + 'a {
+        partitions.iter().filter_map(|p| self.partitions.get(p)).flat_map(|p| p.recipients.iter())
+    }
+
+    /// What one atomic insert carries for `parts` (partitions of this batch):
+    /// the deltas at every grain (minutes folded into their coarser buckets),
+    /// plus one position row per partition moving it from the part's previous
+    /// position to its end, each row tagged with its partition's fence.
+    pub fn rollup_rows(&self, topic: &str, parts: &[&Part]) -> Vec<RollupRow> {
         let mut rows = Vec::with_capacity(self.num_rollup_rows());
-        for pb in self.partitions.values() {
-            rows.push(RollupRow::position(topic, pb.range, stored(pb.range.partition)));
-            rows.extend(pb.rollups.iter().map(|(key, counts)| RollupRow::delta(key.borrowed(), Grain::Minute, counts)));
+        for part in parts {
+            let Some(pb) = self.partitions.get(&part.range.partition) else { continue };
+            rows.push(RollupRow::position(topic, part));
+            let fenced = |row: RollupRow| row.fenced(topic, part);
+            rows.extend(
+                pb.rollups.iter().map(|(key, counts)| fenced(RollupRow::delta(key.borrowed(), Grain::Minute, counts))),
+            );
             for grain in &Grain::ALL[1..] {
                 let mut folded: HashMap<RollupKeyRef<'_>, Counts> = HashMap::with_capacity(pb.rollups.len());
                 for (key, counts) in &pb.rollups {
                     let bucket = BucketStart(grain.floor(key.bucket.0));
                     folded.entry(RollupKeyRef { bucket, ..key.borrowed() }).or_default().add(counts);
                 }
-                rows.extend(folded.iter().map(|(key, counts)| RollupRow::delta(*key, *grain, counts)));
+                rows.extend(folded.iter().map(|(key, counts)| fenced(RollupRow::delta(*key, *grain, counts))));
             }
         }
         rows
@@ -406,6 +444,18 @@ mod tests {
         (e, b, Reason::Human)
     }
 
+    /// The batch's parts, each partition fenced with token 100 + partition.
+    fn parts(b: &Batch, previous: impl Fn(i32) -> Option<i64>) -> Vec<Part> {
+        b.ranges()
+            .into_iter()
+            .map(|range| Part {
+                range,
+                previous: previous(range.partition),
+                fence: crate::protocol::Fence { generation: 1, token: 100 + range.partition as u64 },
+            })
+            .collect()
+    }
+
     #[test]
     fn buckets_are_utc_minutes_and_bounded() {
         assert_eq!(BucketStart::of_millis(119_999), Some(BucketStart(60)));
@@ -424,7 +474,8 @@ mod tests {
         b.add(1, 6, None, 0); // poison: moves the position, counts nothing
         assert_eq!(b.num_events(), 4);
         // Partition 0 had 10 stored, partition 1 nothing yet.
-        let rows = b.rollup_rows("clicks", |p| (p == 0).then_some(10));
+        let parts = parts(&b, |p| (p == 0).then_some(10));
+        let rows = b.rollup_rows("clicks", &parts.iter().collect::<Vec<_>>());
         for grain in Grain::ALL {
             let total: u64 = rows.iter().filter(|r| r.grain == grain.secs()).map(|r| r.clicks).sum();
             assert_eq!(total, 4, "{grain:?}");
@@ -433,6 +484,9 @@ mod tests {
             rows.iter().filter(|r| r.grain == 0).map(|r| (r.source_partition, r.position_delta)).collect();
         assert_eq!(positions, vec![(0, 3), (1, 7)], "deltas from the stored position to the next offset");
         assert!(rows.iter().filter(|r| r.grain != 0).all(|r| r.position_delta == 0 && r.source_topic.is_empty()));
+        // Every row carries its partition's fence.
+        assert!(rows.iter().all(|r| r.fence_topic == "clicks" && r.fence_token == 100 + r.fence_partition as u64));
+        assert_eq!(rows.iter().filter(|r| r.fence_partition == 1).count(), 5, "l2's minute at 4 grains + a position");
         let minute = |start| rows.iter().find(|r| r.grain == 60 && r.link_id == "l1" && r.bucket_start == start);
         assert_eq!((minute(60).unwrap().clicks, minute(120).unwrap().clicks), (2, 1));
         // Both minutes of l1 fold into one row at every coarser grain.
@@ -522,7 +576,12 @@ mod tests {
         open.event_type = EventType::Open;
         b.add(0, 2, Some((open, bucket, Reason::Human)), 0);
         b.add(0, 3, Some(click("a", "l1", 60_000)), 0);
-        let row = b.rollup_rows("clicks", |_| None).into_iter().find(|r| r.grain == 60 && r.link_id == "l1").unwrap();
+        let parts = parts(&b, |_| None);
+        let row = b
+            .rollup_rows("clicks", &parts.iter().collect::<Vec<_>>())
+            .into_iter()
+            .find(|r| r.grain == 60 && r.link_id == "l1")
+            .unwrap();
         assert_eq!((row.clicks, row.human_clicks, row.bot_clicks, row.opens), (2, 1, 1, 1));
         assert_eq!((row.bot_head, row.human_allow_listed), (1, 0));
         let counts = b.partitions[&0].rollups.values().next().unwrap();

@@ -1,50 +1,129 @@
-//! Writing to ClickHouse: row types, the two inserts of a flush, reading the
-//! stored positions back, and settling an insert whose outcome is unknown.
+//! Writing to ClickHouse: row types, the writes of a flush, acquiring
+//! partitions (owner rows, the fence, the stored positions), and reading
+//! positions back. Mechanism only: *what* to write and *when* is decided by
+//! [`crate::protocol`] and the pipeline; the statements are in [`crate::sql`].
 //!
-//! Mechanism only: *what* to write and *when* is decided by the pipeline.
 //! Works on ClickHouse 18.16 and current releases: plain `RowBinary` (row
 //! validation off, 18.16 lacks the typed header format) and values bound on
 //! the client (18.16 has no server-side query parameters).
 //!
-//! **On a replicated cluster** ([`ClickHouseSink::replicated`]) the inserts go
-//! to the `_local` ReplicatedMergeTree tables of the server this sink talks to
-//! (never through `Distributed`, whose inserts are forwarded later and so are
-//! neither atomic nor settleable). A replicated insert of one block is still
-//! one part, fetched whole by the other replicas, so rollups and positions
-//! still land together. What changes is *where* a position can be read from:
+//! **Shards.** A partition's writes (raw events, recipients, rollups,
+//! positions, owner rows) all go to one shard, `partition % shards` in the
+//! order of `RICOCHET_CLICKHOUSE_SHARD_URLS` (one shard, the server of
+//! `RICOCHET_CLICKHOUSE_URL`, by default), whichever member writes them: so a
+//! partition that moves between members on different shards resumes from the
+//! position stored with its rollups.
 //!
-//! - the rollup insert carries `insert_quorum = N`: it is acknowledged only
-//!   once N replicas hold the part (a replica that is down makes it fail at
-//!   once: "too few live replicas"; the pipeline then pauses and retries);
+//! **Replicas** ([`ClickHouseSink::replicated`]): inserts go to the shard's
+//! `_local` ReplicatedMergeTree tables (never through `Distributed`, whose
+//! inserts are forwarded later and so are neither atomic nor settleable). A
+//! replicated insert of one block is still one part, fetched whole by the
+//! other replicas, so rollups and positions still land together:
+//!
+//! - the rollup insert and the owner rows carry `insert_quorum = N` (use the
+//!   number of replicas per shard): acknowledged only once N replicas hold
+//!   the part, so an owner row is on every replica before the fence starts;
 //! - positions are read with `select_sequential_consistency = 1`: a replica
-//!   that lacks a part already written with quorum refuses the read instead
-//!   of answering with an older position;
-//! - a quorum insert that failed *after* its part was written (a replica died
-//!   mid-insert) stays pending in ZooKeeper (`…/quorum/status`) and lands once
-//!   the replica is back. Sequential consistency hides such a part, so while
-//!   one is pending, reading positions is an error (retried by the pipeline's
-//!   fence and settle): a position is never read from before a part that can
-//!   still land. Only one quorum insert per table can be pending at a time
-//!   (the next one is refused), so this wait ends when that one lands.
+//!   that lacks a part already written with quorum refuses the read;
+//! - a quorum insert that failed *after* its part was written stays pending in
+//!   ZooKeeper (`…/quorum/status`) and lands once the replica is back; while
+//!   one is pending, reading positions is an error (retried), so a position is
+//!   never read from before a part that can still land.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
 use ricochet_schemas::{ClickEvent, EventType, Reason, RecipientToken};
 use serde::Serialize;
 
-use crate::checkpoint::PartitionRange;
+use crate::protocol::{Acquired, Fence, Part};
 use crate::rollup::{Counts, Grain, RollupKeyRef};
+use crate::sql;
 
-pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
+pub use crate::sql::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
 
+/// What a failed write means for the caller: the retry rule, in one type.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("clickhouse: {0}")]
-    ClickHouse(#[from] clickhouse::error::Error),
+pub enum WriteError {
+    /// Nothing was applied (the server could not be reached, or answered an
+    /// error before applying anything): pause and retry later.
+    #[error("clickhouse unavailable: {0}")]
+    Retry(#[source] clickhouse::error::Error),
+    /// The request reached the server and its answer was lost: it may have
+    /// been applied. Settle it before writing again.
+    #[error("outcome unknown: {0}")]
+    Unknown(#[source] clickhouse::error::Error),
+    /// Refused for what it is (a type mismatch, a row the table cannot take):
+    /// the same rows fail the same way. A bug or a schema out of step; the
+    /// pipeline keeps retrying, loudly, rather than lose the counts.
+    #[error("refused by clickhouse: {0}")]
+    Refused(#[source] clickhouse::error::Error),
+    /// A quorum insert into this table is still pending (a replica is behind):
+    /// positions cannot be read yet. Retry.
     #[error("a quorum insert into {table} is still pending (a replica is behind); positions cannot be read yet")]
     QuorumPending { table: String },
+}
+
+/// ClickHouse error codes that mean "these rows can never be written as they are".
+const REFUSED_CODES: [u32; 8] = [
+    6,   // CANNOT_PARSE_TEXT
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    33,  // CANNOT_READ_ALL_DATA
+    53,  // TYPE_MISMATCH
+    60,  // UNKNOWN_TABLE
+    62,  // SYNTAX_ERROR
+    117, // INCORRECT_DATA
+];
+/// ClickHouse error codes after which an insert may still land: 319
+/// UNKNOWN_STATUS_OF_INSERT (the quorum's outcome is unknown), 159
+/// TIMEOUT_EXCEEDED (on a quorum wait), 394 QUERY_WAS_CANCELLED (killed late).
+const UNKNOWN_CODES: [u32; 3] = [319, 159, 394];
+
+impl WriteError {
+    /// Classifies an insert's error by what the caller must do.
+    pub fn of_insert(e: clickhouse::error::Error) -> Self {
+        use clickhouse::error::Error as E;
+        match &e {
+            E::BadResponse(text) => match error_code(text) {
+                Some(code) if REFUSED_CODES.contains(&code) => WriteError::Refused(e),
+                Some(code) if UNKNOWN_CODES.contains(&code) => WriteError::Unknown(e),
+                _ => WriteError::Retry(e),
+            },
+            E::Network(_) if refused_connection(&e) => WriteError::Retry(e),
+            E::Network(_) | E::TimedOut => WriteError::Unknown(e),
+            _ => WriteError::Refused(e),
+        }
+    }
+
+    /// Classifies a read's error: nothing a read does can half-apply.
+    pub fn of_read(e: clickhouse::error::Error) -> Self {
+        WriteError::Retry(e)
+    }
+}
+
+/// `Code: 53, e.displayText() = …` → 53.
+fn error_code(text: &str) -> Option<u32> {
+    let at = text.find("Code: ")? + "Code: ".len();
+    text[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The connection was refused: the request never left.
+fn refused_connection(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        if err.to_string().contains("Connection refused") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// One row of `click_events`.
@@ -146,8 +225,9 @@ impl EventRow {
     }
 }
 
-/// One row of `click_rollups`: the counts of one bucket at one grain, or the
-/// position delta of one partition (`grain` 0). Field order is the table's;
+/// One row of `click_rollups_in` (= `click_rollups` + the fence): the counts
+/// of one bucket at one grain, or the position delta of one partition
+/// (`grain` 0). Field order is the table's;
 /// the reason fields follow [`Reason::ALL`] without `Human` (see
 /// [`reason_columns`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize)]
@@ -177,6 +257,11 @@ pub struct RollupRow {
     pub bot_too_fast_after_send: u64,
     pub bot_rescan: u64,
     pub position_delta: i64,
+    /// The fence the row is written under (`click_rollups_in` only): its
+    /// partition and the writer's token for it.
+    pub fence_topic: String,
+    pub fence_partition: i32,
+    pub fence_token: u64,
 }
 
 /// The rollup column of each reason but `Human` (plain humans are
@@ -218,6 +303,7 @@ impl RollupRow {
             bot_too_fast_after_send: r(Reason::TooFastAfterSend),
             bot_rescan: r(Reason::Rescan),
             position_delta: 0,
+            ..RollupRow::default()
         }
     }
 
@@ -225,14 +311,23 @@ impl RollupRow {
     /// (`None`: nothing stored yet, i.e. 0) to `range.next`. Positive for every
     /// batch (a batch holds at least one offset at or past the stored
     /// position), so neither this row nor the sum it merges into is all-zero.
-    pub fn position(topic: &str, range: PartitionRange, previous: Option<i64>) -> Self {
+    pub fn position(topic: &str, part: &Part) -> Self {
         RollupRow {
             grain: 0,
             source_topic: topic.to_owned(),
-            source_partition: range.partition,
-            position_delta: range.next - previous.unwrap_or(0),
+            source_partition: part.range.partition,
+            position_delta: part.range.next - part.previous.unwrap_or(0),
             ..RollupRow::default()
         }
+        .fenced(topic, part)
+    }
+
+    /// Tags the row with the fence of the partition it counts.
+    pub fn fenced(mut self, topic: &str, part: &Part) -> Self {
+        self.fence_topic = topic.to_owned();
+        self.fence_partition = part.range.partition;
+        self.fence_token = part.fence.token;
+        self
     }
 }
 
@@ -248,165 +343,353 @@ pub struct RecipientRow {
     pub recipient_id: String,
 }
 
-/// The outcome of an insert that did not answer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Settled {
-    Applied,
-    NotApplied,
+/// One row of `click_owners`: an acquisition of a partition.
+#[derive(Debug, Clone, Row, Serialize)]
+struct OwnerRow {
+    topic: String,
+    partition: i32,
+    generation: i32,
+    fenced_at_ms: u64,
+    token: u64,
+}
+
+/// The tables of one shard, on one of its servers.
+#[derive(Clone)]
+struct Shard {
+    client: Client,
+    events: String,
+    recipients: String,
+    rollups_in: String,
+    rollups: String,
+    owners: String,
 }
 
 #[derive(Clone)]
 pub struct ClickHouseSink {
-    client: Client,
+    shards: Vec<Shard>,
+    topic: String,
     insert_timeout: Duration,
-    events_table: String,
-    recipients_table: String,
-    rollup_table: String,
-    /// `insert_quorum` of the rollup insert; 0: none (one server).
+    fence_timeout: Duration,
+    /// `insert_quorum` of the rollup insert and owner rows; 0: none.
     quorum: u64,
+    /// Every insert's `query_id` starts with it: this deployment's (database
+    /// and topic), so the fence waits for and kills nothing else's.
+    query_prefix: String,
+    /// Acquisition times are strictly increasing within the process, so a
+    /// member's own re-acquisition always wins over its earlier one.
+    last_fenced_at_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Rows of one write, per shard.
+pub struct ShardWrite<'a> {
+    pub shard: usize,
+    pub parts: Vec<&'a Part>,
 }
 
 impl ClickHouseSink {
-    pub fn new(client: Client, insert_timeout: Duration) -> Self {
+    /// One server (`clients` has one client) or one client per shard, in
+    /// shard order. `database` names this deployment in query ids.
+    pub fn new(clients: Vec<Client>, topic: &str, database: &str, insert_timeout: Duration) -> Self {
+        let shards = clients
+            .into_iter()
+            .map(|client| Shard {
+                client,
+                events: EVENTS_TABLE.to_owned(),
+                recipients: RECIPIENTS_TABLE.to_owned(),
+                rollups_in: sql::ROLLUP_INPUT_TABLE.to_owned(),
+                rollups: ROLLUP_TABLE.to_owned(),
+                owners: sql::OWNERS_TABLE.to_owned(),
+            })
+            .collect();
+        let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>();
         ClickHouseSink {
-            client,
+            shards,
+            topic: topic.to_owned(),
             insert_timeout,
-            events_table: EVENTS_TABLE.to_owned(),
-            recipients_table: RECIPIENTS_TABLE.to_owned(),
-            rollup_table: ROLLUP_TABLE.to_owned(),
+            fence_timeout: insert_timeout,
             quorum: 0,
+            query_prefix: format!("ricochet-{}-{}-", clean(database), clean(topic)),
+            last_fenced_at_ms: Default::default(),
         }
     }
 
-    /// Cluster mode: write to the replicated `_local` tables, with
-    /// `insert_quorum = quorum` (0: off) on the rollup insert. See the module doc.
+    /// Cluster mode: the replicated `_local` tables, with `insert_quorum =
+    /// quorum` (0: off) on the rollup insert and the owner rows.
     pub fn replicated(mut self, quorum: u64) -> Self {
-        self.events_table = format!("{EVENTS_TABLE}{}", ricochet_warehouse::cluster::LOCAL_SUFFIX);
-        self.recipients_table = format!("{RECIPIENTS_TABLE}{}", ricochet_warehouse::cluster::LOCAL_SUFFIX);
-        self.rollup_table = format!("{ROLLUP_TABLE}{}", ricochet_warehouse::cluster::LOCAL_SUFFIX);
+        let local = ricochet_warehouse::cluster::LOCAL_SUFFIX;
+        for s in &mut self.shards {
+            s.events = format!("{EVENTS_TABLE}{local}");
+            s.recipients = format!("{RECIPIENTS_TABLE}{local}");
+            s.rollups = format!("{ROLLUP_TABLE}{local}");
+            s.owners = format!("{}{local}", sql::OWNERS_TABLE);
+        }
         self.quorum = quorum;
         self
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub fn with_fence_timeout(mut self, timeout: Duration) -> Self {
+        self.fence_timeout = timeout;
+        self
     }
 
-    /// Raw events. Idempotent: a retried write leaves duplicates that the
-    /// table's engine collapses by event id.
-    pub async fn write_events<'a>(&self, rows: impl Iterator<Item = &'a EventRow>) -> Result<(), SinkError> {
-        self.write_idempotent(&self.events_table, rows).await
+    pub fn num_shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that holds `partition`'s rows.
+    pub fn shard_of(&self, partition: i32) -> usize {
+        partition.rem_euclid(self.shards.len() as i32) as usize
+    }
+
+    pub fn query_prefix(&self) -> &str {
+        &self.query_prefix
+    }
+
+    /// The parts of an attempt grouped by shard.
+    pub fn by_shard<'a>(&self, parts: &'a [Part]) -> Vec<ShardWrite<'a>> {
+        let mut out: Vec<ShardWrite<'a>> =
+            (0..self.shards.len()).map(|shard| ShardWrite { shard, parts: Vec::new() }).collect();
+        for part in parts {
+            out[self.shard_of(part.range.partition)].parts.push(part);
+        }
+        out.retain(|w| !w.parts.is_empty());
+        out
+    }
+
+    /// Raw events of one shard's partitions. Idempotent: a retried write
+    /// leaves duplicates that the table's engine collapses by event id.
+    pub async fn write_events<'a>(
+        &self,
+        shard: usize,
+        rows: impl Iterator<Item = &'a EventRow>,
+    ) -> Result<(), WriteError> {
+        let table = &self.shards[shard].events;
+        self.write_idempotent(shard, table, rows).await
     }
 
     /// Recipient rows. Idempotent like raw events: the table keeps one copy of
-    /// a row on merge and is read with `uniqExact`. An empty batch writes nothing.
+    /// a row on merge and is read with `uniqExact`.
     pub async fn write_recipients<'a>(
         &self,
-        rows: impl ExactSizeIterator<Item = &'a RecipientRow>,
-    ) -> Result<(), SinkError> {
-        if rows.len() == 0 {
-            return Ok(());
-        }
-        self.write_idempotent(&self.recipients_table, rows).await
+        shard: usize,
+        rows: impl Iterator<Item = &'a RecipientRow>,
+    ) -> Result<(), WriteError> {
+        let table = &self.shards[shard].recipients;
+        self.write_idempotent(shard, table, rows).await
     }
 
-    /// One plain insert of rows that may be written again.
-    async fn write_idempotent<'a, R>(&self, table: &str, rows: impl Iterator<Item = &'a R>) -> Result<(), SinkError>
+    async fn write_idempotent<'a, R>(
+        &self,
+        shard: usize,
+        table: &str,
+        rows: impl Iterator<Item = &'a R>,
+    ) -> Result<(), WriteError>
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite + 'a,
     {
-        let mut insert =
-            self.client.insert::<R>(table).await?.with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-        for row in rows {
-            insert.write(row).await?;
+        let mut rows = rows.peekable();
+        if rows.peek().is_none() {
+            return Ok(());
         }
-        insert.end().await?;
-        Ok(())
-    }
-
-    /// Rollup deltas and positions in ONE insert, tagged with `query_id` so an
-    /// unanswered attempt can be found and settled.
-    pub async fn write_rollups(&self, rows: &[RollupRow], query_id: &str) -> Result<(), SinkError> {
-        let mut insert = self
-            .client
-            .insert::<RollupRow>(&self.rollup_table)
-            .await?
-            .with_option("query_id", query_id)
-            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-        if self.quorum > 0 {
-            // The server gives up waiting for the quorum when the client does.
-            insert = insert
-                .with_option("insert_quorum", self.quorum.to_string())
-                .with_option("insert_quorum_timeout", self.insert_timeout.as_millis().to_string());
-        }
-        for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-        Ok(())
-    }
-
-    /// The stored position (next offset to apply) of every partition of `topic`.
-    /// On a cluster with quorum writes: an error while a quorum insert is
-    /// pending, and never older than any insert acknowledged by the quorum.
-    pub async fn read_positions(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
-        let client = if self.quorum > 0 {
-            self.check_no_pending_quorum().await?;
-            self.client.clone().with_option("select_sequential_consistency", "1")
-        } else {
-            self.client.clone()
-        };
-        Ok(ricochet_warehouse::positions::read_in(&client, &self.rollup_table, topic).await?)
-    }
-
-    /// Finds out whether the rollup insert `query_id` landed: waits until the
-    /// server no longer runs it (killing it if it still does), then compares the
-    /// stored positions with what the batch would have written. The insert is a
-    /// single part, so it landed whole or not at all.
-    pub async fn settle(&self, query_id: &str, topic: &str, ranges: &[PartitionRange]) -> Result<Settled, SinkError> {
-        self.client.query("KILL QUERY WHERE query_id = ? SYNC").bind(query_id).execute().await?;
-        let stored = self.read_positions(topic).await?;
-        let applied = ranges.iter().filter(|r| stored.get(&r.partition).is_some_and(|s| *s >= r.next)).count();
-        if applied == ranges.len() {
-            Ok(Settled::Applied)
-        } else {
-            if applied > 0 {
-                tracing::error!(
-                    query_id,
-                    applied,
-                    of = ranges.len(),
-                    "partially applied rollup insert: the table is not single-part"
-                );
+        let client = &self.shards[shard].client;
+        let run = async {
+            let mut insert =
+                client.insert::<R>(table).await?.with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            for row in rows {
+                insert.write(row).await?;
             }
-            Ok(Settled::NotApplied)
+            insert.end().await
+        };
+        run.await.map_err(WriteError::of_insert)
+    }
+
+    /// One shard's rollup deltas and positions in ONE insert through the
+    /// fence, tagged with a fresh query id of this deployment.
+    pub async fn write_rollups(&self, shard: usize, rows: &[RollupRow]) -> Result<(), WriteError> {
+        let s = &self.shards[shard];
+        let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
+        let run = async {
+            let mut insert = s
+                .client
+                .insert::<RollupRow>(&s.rollups_in)
+                .await?
+                .with_option("query_id", query_id.as_str())
+                .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            for (name, value) in sql::ROLLUP_INSERT_SETTINGS {
+                insert = insert.with_option(name, value);
+            }
+            insert = self.with_quorum(insert);
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        };
+        run.await.map_err(WriteError::of_insert)
+    }
+
+    fn with_quorum<T>(&self, insert: clickhouse::insert::Insert<T>) -> clickhouse::insert::Insert<T> {
+        if self.quorum == 0 {
+            return insert;
         }
+        // The server gives up waiting for the quorum when the client does.
+        insert
+            .with_option("insert_quorum", self.quorum.to_string())
+            .with_option("insert_quorum_timeout", self.insert_timeout.as_millis().to_string())
+    }
+
+    /// Acquires `partitions` under `generation` (the module doc of
+    /// [`crate::protocol`]): owner rows with fresh tokens, then the fence,
+    /// then the stored positions. Every partition or none.
+    pub async fn acquire(&self, partitions: &[i32], generation: i32) -> Result<Vec<Acquired>, WriteError> {
+        let mut acquired = Vec::with_capacity(partitions.len());
+        for shard in 0..self.shards.len() {
+            let mine: Vec<i32> = partitions.iter().copied().filter(|p| self.shard_of(*p) == shard).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let fences: Vec<(i32, Fence)> =
+                mine.iter().map(|p| (*p, Fence { generation, token: rand::random::<u64>() | 1 })).collect();
+            self.write_owners(shard, &fences).await?;
+            self.fence(shard).await?;
+            let stored = self.read_positions(shard).await?;
+            acquired.extend(fences.into_iter().map(|(partition, fence)| Acquired {
+                partition,
+                stored: stored.get(&partition).copied(),
+                fence,
+            }));
+        }
+        Ok(acquired)
+    }
+
+    async fn write_owners(&self, shard: usize, fences: &[(i32, Fence)]) -> Result<(), WriteError> {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let prev = self.last_fenced_at_ms.fetch_max(now, Ordering::SeqCst);
+        let fenced_at_ms = if prev >= now { self.last_fenced_at_ms.fetch_add(1, Ordering::SeqCst) + 1 } else { now };
+        let s = &self.shards[shard];
+        let run = async {
+            let mut insert = s
+                .client
+                .insert::<OwnerRow>(&s.owners)
+                .await?
+                .with_option("insert_deduplicate", "0")
+                .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            insert = self.with_quorum(insert);
+            for (partition, fence) in fences {
+                let row = OwnerRow {
+                    topic: self.topic.clone(),
+                    partition: *partition,
+                    generation: fence.generation,
+                    fenced_at_ms,
+                    token: fence.token,
+                };
+                insert.write(&row).await?;
+            }
+            insert.end().await
+        };
+        // An owner row whose answer was lost may or may not be there: either
+        // way a fresh acquisition follows, so it is a plain retry.
+        run.await.map_err(|e| match WriteError::of_insert(e) {
+            WriteError::Unknown(e) => WriteError::Retry(e),
+            other => other,
+        })
+    }
+
+    /// Waits until this deployment's inserts running on the shard's server
+    /// have ended. One still running after the fence timeout is killed: it is
+    /// stuck receiving its rows (a frozen writer), and a killed insert that
+    /// receives them later is cancelled before it writes; its rows would meet
+    /// the new token anyway.
+    async fn fence(&self, shard: usize) -> Result<(), WriteError> {
+        let client = &self.shards[shard].client;
+        let pattern = format!("{}%", self.query_prefix);
+        let running = || async {
+            client
+                .query(sql::RUNNING_INSERTS)
+                .bind(pattern.as_str())
+                .fetch_all::<String>()
+                .await
+                .map_err(WriteError::of_read)
+        };
+        let fenced = running().await?;
+        if fenced.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(?fenced, "waiting for inserts still running");
+        let deadline = Instant::now() + self.fence_timeout;
+        loop {
+            let still: Vec<String> = running().await?.into_iter().filter(|q| fenced.contains(q)).collect();
+            if still.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                for query_id in &still {
+                    tracing::warn!(query_id, "killing an insert that outlived the fence");
+                    client
+                        .query(sql::KILL_QUERY_ASYNC)
+                        .bind(query_id.as_str())
+                        .execute()
+                        .await
+                        .map_err(WriteError::of_read)?;
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The stored position (next offset to apply) of every partition on one
+    /// shard. With quorum writes: an error while a quorum insert is pending,
+    /// and never older than any insert acknowledged by the quorum.
+    pub async fn read_positions(&self, shard: usize) -> Result<HashMap<i32, i64>, WriteError> {
+        let s = &self.shards[shard];
+        let client = if self.quorum > 0 {
+            self.check_no_pending_quorum(shard).await?;
+            s.client.clone().with_option("select_sequential_consistency", "1")
+        } else {
+            s.client.clone()
+        };
+        ricochet_warehouse::positions::read_in(&client, &s.rollups, &self.topic).await.map_err(WriteError::of_read)
+    }
+
+    /// The stored positions of the shards holding `partitions`.
+    pub async fn read_positions_of(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, WriteError> {
+        let mut shards: Vec<usize> = partitions.iter().map(|p| self.shard_of(*p)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut out = HashMap::new();
+        for shard in shards {
+            out.extend(self.read_positions(shard).await?.into_iter().filter(|(p, _)| self.shard_of(*p) == shard));
+        }
+        Ok(out)
     }
 
     /// `Err(QuorumPending)` while ZooKeeper holds `…/quorum/status` for the
-    /// rollup table: a quorum insert wrote its part but not yet to enough
-    /// replicas, and will land once they fetch it.
-    async fn check_no_pending_quorum(&self) -> Result<(), SinkError> {
+    /// shard's rollup table.
+    async fn check_no_pending_quorum(&self, shard: usize) -> Result<(), WriteError> {
+        let s = &self.shards[shard];
         // system.zookeeper needs a literal path, so the table's path is read first.
-        let zookeeper_path = self
+        let zookeeper_path = s
             .client
-            .query("SELECT zookeeper_path FROM system.replicas WHERE database = currentDatabase() AND table = ?")
-            .bind(self.rollup_table.as_str())
+            .query(sql::REPLICA_ZOOKEEPER_PATH)
+            .bind(s.rollups.as_str())
             .fetch_one::<String>()
-            .await?;
-        let pending = self
+            .await
+            .map_err(WriteError::of_read)?;
+        let pending = s
             .client
-            .query("SELECT count() FROM system.zookeeper WHERE path = ? AND name = 'status'")
+            .query(sql::PENDING_QUORUM)
             .bind(format!("{zookeeper_path}/quorum"))
             .fetch_one::<u64>()
-            .await?;
+            .await
+            .map_err(WriteError::of_read)?;
         if pending > 0 {
-            return Err(SinkError::QuorumPending { table: self.rollup_table.clone() });
+            return Err(WriteError::QuorumPending { table: s.rollups.clone() });
         }
         Ok(())
-    }
-
-    pub async fn server_version(&self) -> Result<String, SinkError> {
-        Ok(ricochet_warehouse::config::server_version(&self.client).await?)
     }
 }
 
@@ -427,8 +710,28 @@ mod tests {
 
     #[test]
     fn rows_match_their_tables_column_for_column() {
-        assert_eq!(<RollupRow as Row>::COLUMN_NAMES, table_columns(ROLLUP_TABLE));
+        assert_eq!(<RollupRow as Row>::COLUMN_NAMES, table_columns(sql::ROLLUP_INPUT_TABLE));
+        let counted: Vec<String> =
+            table_columns(sql::ROLLUP_INPUT_TABLE).into_iter().filter(|c| !c.starts_with("fence_")).collect();
+        assert_eq!(counted, table_columns(ROLLUP_TABLE), "the input table is the rollups' columns and the fence");
         assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(RECIPIENTS_TABLE));
+    }
+
+    #[test]
+    fn errors_say_what_the_caller_must_do() {
+        use clickhouse::error::Error as E;
+        let refused = E::BadResponse("Code: 53, e.displayText() = DB::Exception: Type mismatch".into());
+        assert!(matches!(WriteError::of_insert(refused), WriteError::Refused(_)));
+        let quorum =
+            E::BadResponse("Code: 319, e.displayText() = DB::Exception: Unknown status, client must retry".into());
+        assert!(matches!(WriteError::of_insert(quorum), WriteError::Unknown(_)));
+        let down = E::BadResponse("Code: 242, e.displayText() = DB::Exception: Table is in readonly mode".into());
+        assert!(matches!(WriteError::of_insert(down), WriteError::Retry(_)));
+        assert!(matches!(WriteError::of_insert(E::TimedOut), WriteError::Unknown(_)));
+        let refused_conn = E::Network(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
+        assert!(matches!(WriteError::of_insert(refused_conn), WriteError::Retry(_)));
+        let reset = E::Network(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert!(matches!(WriteError::of_insert(reset), WriteError::Unknown(_)));
     }
 
     #[test]

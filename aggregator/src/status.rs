@@ -49,6 +49,7 @@ struct Inner {
     last_flush_ms: Option<i64>,
     paused: bool,
     pending_events: usize,
+    dead_letters_unconfirmed: usize,
 }
 
 /// Shared between the pipeline thread (writer), the watermark thread and the API.
@@ -83,6 +84,10 @@ pub struct StatusReport {
     pub paused: bool,
     /// Events held in memory, waiting to be stored.
     pub pending_events: usize,
+    /// Poison messages the dead-letter topic has not acknowledged: their
+    /// partitions wait (and are read again after a backoff) while the others
+    /// are counted.
+    pub dead_letters_unconfirmed: usize,
 }
 
 impl PipelineStatus {
@@ -126,6 +131,10 @@ impl PipelineStatus {
         inner.paused = paused;
     }
 
+    pub(crate) fn dead_letters_unconfirmed(&self, n: usize) {
+        self.lock().dead_letters_unconfirmed = n;
+    }
+
     fn owned(&self) -> Vec<i32> {
         self.lock().partitions.keys().copied().collect()
     }
@@ -158,6 +167,7 @@ impl PipelineStatus {
             last_flush: inner.last_flush_ms.map(rfc3339),
             paused: inner.paused,
             pending_events: inner.pending_events,
+            dead_letters_unconfirmed: inner.dead_letters_unconfirmed,
         }
     }
 }

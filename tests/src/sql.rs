@@ -18,21 +18,16 @@ pub const PRODUCT_CRATES: &[&str] = &["aggregator", "api", "warehouse", "registr
 pub const NOT_ON_ONE_SERVER: &[(&str, &str)] = &[
     ("warehouse/src/cluster.rs", "cluster-mode DDL: run on 18.16 replicas by tests/tests/cluster.rs"),
     (
-        "aggregator/src/sink.rs#system.replicas",
+        "aggregator/src/sql.rs#system.replicas",
         "cluster mode's pending-quorum check (system.replicas, system.zookeeper): tests/tests/cluster.rs",
     ),
     (
-        "aggregator/src/sink.rs#KILL QUERY",
-        "settling a rollup insert whose answer was lost: on 18.16 by tests/tests/aggregator_unknown_outcome.rs \
-         (a proxy loses the answer) and tests/tests/cluster.rs (a quorum lost); on chdb by current_clickhouse.rs",
+        "aggregator/src/sql.rs#KILL QUERY",
+        "the fence killing an insert that outlived it (a writer frozen mid-insert): on 18.16 by \
+         tests/tests/aggregator_frozen_member.rs; on chdb by current_clickhouse.rs",
     ),
     (
-        "aggregator/src/pipeline.rs#KILL QUERY",
-        "the fence killing an insert that outlived it (a member killed mid-insert): the same statement as \
-         sink.rs's settle; on chdb by current_clickhouse.rs",
-    ),
-    (
-        "aggregator/src/retention.rs#MODIFY TTL",
+        "aggregator/src/sql.rs#MODIFY TTL",
         "TTL, only on servers >= 20.8 (18.16 runs the job: tests/tests/retention.rs); \
          on chdb by current_clickhouse.rs (retention::ttl_statements)",
     ),

@@ -189,11 +189,10 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
     ] {
         current_only.extend(retention::ttl_statements(&policy));
     }
-    current_only.push(format!(
-        "KILL QUERY WHERE query_id = '{}{}' SYNC",
-        ricochet_aggregator::pipeline::QUERY_ID_PREFIX,
-        "0190b7e4c1d27a3e8f5b6c7d8e9f0a1b"
-    ));
+    current_only.push(
+        ricochet_aggregator::sql::KILL_QUERY_ASYNC
+            .replace('?', "'ricochet-default-clicks-0190b7e4c1d27a3e8f5b6c7d8e9f0a1b'"),
+    );
     let doc = std::fs::read_to_string(repo_root().join("docs/data-model.md")).unwrap();
     let docs: Vec<&str> = doc.split("```sql\n").skip(1).map(|block| block.split("```").next().unwrap()).collect();
     let spec = json!({"migrations": migrations, "statements": statements, "current_only": current_only, "docs": docs});

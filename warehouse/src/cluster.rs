@@ -131,6 +131,47 @@ impl Cluster {
                 &after[source_end..]
             )]);
         }
+        if let Some(rest) = strip_prefix_ci(body.trim(), "CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
+            // The view fires on inserts into its source, a per-server table
+            // (`ENGINE = Null`, below), and writes to the shard's replicated
+            // table; every other table it reads is the shard's `_local` one, so
+            // it sees what this shard holds, never a Distributed read.
+            let words: Vec<&str> = rest.splitn(4, char::is_whitespace).collect();
+            let [view, to_kw, target, query] = words[..] else { return Err(unsupported()) };
+            if !to_kw.eq_ignore_ascii_case("TO") {
+                return Err(unsupported());
+            }
+            let view = identifier("view", view).map_err(|_| unsupported())?;
+            let target = identifier("table", target).map_err(|_| unsupported())?;
+            let query = strip_prefix_ci(query.trim(), "AS").ok_or_else(unsupported)?;
+            let mut rewritten = String::new();
+            let mut rest = query;
+            let mut source_seen = false;
+            while let Some(at) = find_word_ci(rest, "FROM") {
+                let after = rest[at + 4..].trim_start();
+                let skipped = rest.len() - (at + 4) - after.len();
+                rewritten.push_str(&rest[..at + 4 + skipped]);
+                let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+                let name = &after[..end];
+                if name.is_empty() {
+                    // `FROM (subquery)`: its own FROMs come next.
+                } else if !source_seen {
+                    source_seen = true;
+                    rewritten.push_str(&format!("{db}.{}", identifier("table", name).map_err(|_| unsupported())?));
+                } else {
+                    rewritten.push_str(&format!(
+                        "{db}.{}{LOCAL_SUFFIX}",
+                        identifier("table", name).map_err(|_| unsupported())?
+                    ));
+                }
+                rest = &after[end..];
+            }
+            rewritten.push_str(rest);
+            return Ok(vec![format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view} ON CLUSTER {c} TO {db}.{target}{LOCAL_SUFFIX} AS {}",
+                rewritten.trim()
+            )]);
+        }
         let rest = strip_prefix_ci(body.trim(), "CREATE TABLE IF NOT EXISTS ").ok_or_else(unsupported)?;
         let name_end = rest.find(|c: char| c.is_whitespace() || c == '(').ok_or_else(unsupported)?;
         let table = identifier("table", &rest[..name_end]).map_err(|_| unsupported())?;
@@ -141,6 +182,13 @@ impl Cluster {
             return Err(unsupported());
         }
         let engine = &rest[engine_at + "ENGINE = ".len()..];
+        if engine.trim().eq_ignore_ascii_case("Null") {
+            // An input table that keeps nothing: the same on every server, for
+            // the materialized view that reads its inserts there.
+            return Ok(vec![format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {c}\n{columns}\nENGINE = Null"
+            )]);
+        }
         let open = engine.find('(').ok_or_else(unsupported)?;
         let kind = engine[..open].trim();
         if !kind.ends_with("MergeTree") || kind.starts_with("Replicated") {
@@ -203,12 +251,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fenced_view_reads_its_per_server_source_and_the_shard_s_local_tables() {
+        let c = Cluster::new("ricochet", "default").unwrap();
+        let null = c.rewrite("CREATE TABLE IF NOT EXISTS t_in\n(\n    a UInt32\n)\nENGINE = Null").unwrap();
+        assert_eq!(
+            null,
+            vec!["CREATE TABLE IF NOT EXISTS default.t_in ON CLUSTER ricochet\n(\n    a UInt32\n)\nENGINE = Null"]
+        );
+        let view = c
+            .rewrite(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS v TO t AS\nSELECT a FROM t_in ANY INNER JOIN \
+                 (SELECT a FROM owners WHERE (a) IN (SELECT a FROM owners)) USING (a)",
+            )
+            .unwrap();
+        assert_eq!(
+            view,
+            vec![
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS default.v ON CLUSTER ricochet TO default.t_local AS \
+                 SELECT a FROM default.t_in ANY INNER JOIN (SELECT a FROM default.owners_local WHERE (a) IN \
+                 (SELECT a FROM default.owners_local)) USING (a)"
+            ]
+        );
+    }
+
+    #[test]
     fn every_migration_is_rewritten_to_a_replicated_table_and_a_distributed_one() {
         let cluster = Cluster::new("ricochet", "default").unwrap();
         for (version, sql) in crate::migrations::MIGRATIONS {
             for statement in crate::migrations::statements(sql) {
                 let out = cluster.rewrite(&statement).unwrap_or_else(|e| panic!("{version}: {e}"));
                 if !strip_comments(&statement).trim_start().starts_with("CREATE TABLE") {
+                    continue;
+                }
+                if statement.trim_end().ends_with("ENGINE = Null") {
+                    // An input table: the same on every server, nothing to replicate.
+                    assert_eq!(out.len(), 1, "{version}");
+                    assert!(out[0].contains("ON CLUSTER ricochet"), "{}", out[0]);
                     continue;
                 }
                 assert_eq!(out.len(), 2, "{version}");

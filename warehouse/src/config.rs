@@ -43,8 +43,13 @@ impl ClickHouseConfig {
     }
 
     pub fn client(&self) -> clickhouse::Client {
+        self.client_for(&self.clickhouse_url)
+    }
+
+    /// A client of another server of the same deployment (a shard).
+    pub fn client_for(&self, url: &str) -> clickhouse::Client {
         clickhouse::Client::default()
-            .with_url(&self.clickhouse_url)
+            .with_url(url)
             .with_database(&self.clickhouse_database)
             .with_user(&self.clickhouse_user)
             .with_password(&self.clickhouse_password)

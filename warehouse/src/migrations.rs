@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_click_events_verdicts", include_str!("../../infra/migrations/0004_click_events_verdicts.sql")),
     ("0005_click_rollups", include_str!("../../infra/migrations/0005_click_rollups.sql")),
     ("0006_click_rollup_minute_view", include_str!("../../infra/migrations/0006_click_rollup_minute_view.sql")),
+    ("0007_fenced_rollups", include_str!("../../infra/migrations/0007_fenced_rollups.sql")),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".

@@ -26,13 +26,14 @@ pub async fn read(client: &Client, topic: &str) -> Result<HashMap<i32, i64>, cli
 /// [`read`] from `table`: on a cluster, the aggregator reads its shard's
 /// replicated `_local` table (see the aggregator's `sink.rs`).
 pub async fn read_in(client: &Client, table: &str, topic: &str) -> Result<HashMap<i32, i64>, clickhouse::error::Error> {
-    let rows = client
-        .query(&format!(
-            "SELECT source_partition AS partition, sum(position_delta) AS next_offset \
-             FROM {table} WHERE grain = 0 AND client_id = '' AND source_topic = ? GROUP BY source_partition"
-        ))
-        .bind(topic)
-        .fetch_all::<PositionRow>()
-        .await?;
+    let rows = client.query(&select(table)).bind(topic).fetch_all::<PositionRow>().await?;
     Ok(rows.into_iter().map(|r| (r.partition, r.next_offset)).collect())
+}
+
+/// The query behind [`read_in`]; the topic is bound.
+pub fn select(table: &str) -> String {
+    format!(
+        "SELECT source_partition AS partition, sum(position_delta) AS next_offset \
+         FROM {table} WHERE grain = 0 AND client_id = '' AND source_topic = ? GROUP BY source_partition"
+    )
 }

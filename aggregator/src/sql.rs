@@ -1,0 +1,154 @@
+//! Every SQL statement the aggregator sends, in one place (the rows it
+//! inserts are typed structs in [`crate::sink`] and [`crate::mirror`]; the
+//! insert statement around them is the `clickhouse` crate's
+//! `INSERT INTO table (columns) FORMAT RowBinary`).
+//!
+//! Values are bound (`?`), never spliced; what is spliced is a table name from
+//! [`ricochet_warehouse::tables`] or a number this crate computed. Each
+//! statement runs on ClickHouse 18.16 and on current releases: the
+//! `current_clickhouse` integration test runs the literals of this file on
+//! chDB too.
+
+use chrono::{DateTime, Utc};
+
+use crate::rollup::Grain;
+pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
+
+/// What the rollup insert goes into: `click_rollups` rows tagged with their
+/// partition's fence; its materialized view passes on only rows under the
+/// current token (`infra/migrations/0007_fenced_rollups.sql`).
+pub const ROLLUP_INPUT_TABLE: &str = "click_rollups_in";
+/// Who holds each partition: one row per acquisition.
+pub const OWNERS_TABLE: &str = "click_owners";
+/// The registry mirror's tables (`crate::mirror`).
+pub const LINKS_TABLE: &str = "links";
+pub const CLIENTS_TABLE: &str = "clients";
+
+// ------------------------------------------------------------------ inserts
+
+/// Settings pinned on the rollup insert, whatever the server's profile says,
+/// because exactly-once rests on them:
+/// - `max_insert_block_size`: the whole insert is one block, hence one part
+///   (the batch is capped far below it, see `AggregatorConfig::max_batch_events`);
+/// - `insert_deduplicate = 0`: a replicated table must not drop a flush whose
+///   block happens to equal a recent one (two quiet flushes of one click on
+///   the same link and minute are byte-identical). Retries never rely on it:
+///   a settled retry carries a new fence token.
+pub const ROLLUP_INSERT_SETTINGS: [(&str, &str); 2] =
+    [("max_insert_block_size", MAX_INSERT_BLOCK_ROWS_STR), ("insert_deduplicate", "0")];
+
+/// Rows of one rollup insert at most (ClickHouse's default block size).
+pub const MAX_INSERT_BLOCK_ROWS: usize = 1_048_576;
+const MAX_INSERT_BLOCK_ROWS_STR: &str = "1048576";
+
+// ------------------------------------------------------------------ fencing and settling
+
+/// Inserts of this deployment still running: `query_id LIKE 'prefix%'`.
+pub const RUNNING_INSERTS: &str = "SELECT query_id FROM system.processes WHERE query_id LIKE ?";
+
+/// Marks one query cancelled without waiting for it (an insert stuck
+/// receiving its rows from a frozen writer ends when it next reads, before
+/// it writes anything).
+pub const KILL_QUERY_ASYNC: &str = "KILL QUERY WHERE query_id = ? ASYNC";
+
+/// The stored positions of a topic's partitions in `table` (see
+/// `ricochet_warehouse::positions`, which the API shares).
+pub fn positions(table: &str) -> String {
+    ricochet_warehouse::positions::select(table)
+}
+
+/// The ZooKeeper path of a replicated table, to look for a pending quorum insert.
+pub const REPLICA_ZOOKEEPER_PATH: &str =
+    "SELECT zookeeper_path FROM system.replicas WHERE database = currentDatabase() AND table = ?";
+
+/// Whether a quorum insert into that table is still pending.
+pub const PENDING_QUORUM: &str = "SELECT count() FROM system.zookeeper WHERE path = ? AND name = 'status'";
+
+// ------------------------------------------------------------------ click limits
+
+/// Clicks so far of the limited links (day grain): client ids narrow the read
+/// to the key prefix; both lists are bound.
+pub fn limited_link_totals() -> String {
+    format!(
+        "SELECT link_id, sum(clicks) AS clicks FROM {ROLLUP_TABLE} \
+         WHERE grain = {day} AND has(?, client_id) AND has(?, link_id) GROUP BY link_id",
+        day = Grain::Day.secs()
+    )
+}
+
+// ------------------------------------------------------------------ retention
+
+/// Far enough in the future to mean never, and inside `DateTime` (…2106).
+pub const NEVER: &str = "toDateTime('2105-12-31 00:00:00')";
+
+/// The active partitions (months) of a table.
+pub const ACTIVE_PARTITIONS: &str =
+    "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = ? AND active";
+
+/// Drops one month of raw events; `partition` is the server's own id, checked
+/// to be digits by the caller.
+pub fn drop_events_partition(partition: &str) -> String {
+    format!("ALTER TABLE {EVENTS_TABLE} DROP PARTITION {partition}")
+}
+
+pub fn count_where(table: &str, condition: &str) -> String {
+    format!("SELECT count() FROM {table} WHERE {condition}")
+}
+
+pub fn delete_where(table: &str, condition: &str) -> String {
+    format!("ALTER TABLE {table} DELETE WHERE {condition}")
+}
+
+fn days_after(column: &str, days: u32) -> String {
+    if days == 0 {
+        NEVER.to_owned()
+    } else {
+        format!("{column} + toIntervalDay({days})")
+    }
+}
+
+/// A whole table's TTL. "Never" still names the column: current servers
+/// refuse a TTL that depends on no column (code 36, BAD_ARGUMENTS), and the
+/// statement must still run, to lift a limit set before.
+fn table_ttl(column: &str, days: u32) -> String {
+    if days == 0 {
+        format!("greatest({column}, {NEVER})")
+    } else {
+        days_after(column, days)
+    }
+}
+
+/// The `ALTER TABLE … MODIFY TTL` statements for a server with TTL. Run with
+/// `materialize_ttl_after_modify = 0`: existing parts expire as they merge,
+/// instead of all being rewritten at every start.
+pub fn ttl_statements(policy: &crate::retention::RetentionPolicy) -> Vec<String> {
+    let fine = [Grain::Minute, Grain::QuarterHour].map(|g| g.secs().to_string()).join(", ");
+    vec![
+        format!("ALTER TABLE {EVENTS_TABLE} MODIFY TTL {}", table_ttl("event_time", policy.raw_days)),
+        format!(
+            "ALTER TABLE {ROLLUP_TABLE} MODIFY TTL multiIf(grain = 0, {NEVER}, grain IN ({fine}), {}, {})",
+            days_after("bucket_start", policy.fine_rollup_days),
+            days_after("bucket_start", policy.rollup_days)
+        ),
+        format!("ALTER TABLE {RECIPIENTS_TABLE} MODIFY TTL {}", table_ttl("bucket_start", policy.rollup_days)),
+    ]
+}
+
+/// The `WHERE` clauses of the rows the job deletes at `now` (rollups first,
+/// then recipients), each with the table it applies to. Never matches a
+/// position row.
+pub fn expired_rows(policy: &crate::retention::RetentionPolicy, now: DateTime<Utc>) -> Vec<(&'static str, String)> {
+    let cutoff = |days: u32| now.timestamp() - i64::from(days) * 86_400;
+    let fine = [Grain::Minute, Grain::QuarterHour].map(|g| g.secs().to_string()).join(", ");
+    let coarse = [Grain::Hour, Grain::Day].map(|g| g.secs().to_string()).join(", ");
+    let mut out = Vec::new();
+    for (days, grains) in [(policy.fine_rollup_days, fine), (policy.rollup_days, coarse)] {
+        if days > 0 {
+            out.push((ROLLUP_TABLE, format!("grain IN ({grains}) AND bucket_start < toDateTime({})", cutoff(days))));
+        }
+    }
+    if policy.rollup_days > 0 {
+        out.push((RECIPIENTS_TABLE, format!("bucket_start < toDateTime({})", cutoff(policy.rollup_days))));
+    }
+    out
+}
