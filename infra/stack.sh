@@ -5,6 +5,13 @@
 #                          the aggregator, the API and the edge, create a demo link
 #   infra/stack.sh down    stop everything `up` started
 #   infra/stack.sh status  show what is running
+#   infra/stack.sh secrets make the keys (admin key, recipient-token keys) if missing,
+#                          and print where they are; `up` does this first
+#   infra/stack.sh demo    create a demo link and client key on the running stack
+#
+# Keys stay off command lines (every process's arguments are readable by every local
+# user): they reach the services in environment variables and curl in header files,
+# `-H @FILE`. The state folder is 0700 and the files holding keys 0600.
 #
 # Already run Kafka or ClickHouse? Point the stack at them and the local one is
 # not started:  RICOCHET_KAFKA_BROKERS=host:9092  RICOCHET_CLICKHOUSE_URL=http://host:8123
@@ -30,6 +37,67 @@ clickhouse_url="${external_ch:-http://127.0.0.1:$ch_http_port}"
 say() { printf '\033[1mstack:\033[0m %s\n' "$*"; }
 die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
 
+# The state folder holds keys (and the servers' data): only its owner may enter it,
+# whatever the umask, and a folder made by an older stack.sh with 0755 is fixed.
+state_dir() {
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+}
+
+# write_secret FILE: stdin into FILE, 0600 from the first byte (mktemp makes it so)
+# and in place only once complete.
+write_secret() {
+    local tmp
+    tmp=$(mktemp "$1.XXXXXX")
+    cat >"$tmp"
+    mv -f "$tmp" "$1"
+}
+
+# header_file FILE KEY: FILE holds `Authorization: Bearer KEY`, for `curl -H @FILE`.
+header_file() {
+    printf 'Authorization: Bearer %s\n' "$2" | write_secret "$1"
+}
+
+# api KEY METHOD PATH [CURL ARGS...]: one call to the API, the key read by curl from a
+# pipe (`-H @/dev/fd/N`; printf is a builtin, so the key is in no process's arguments).
+api() {
+    local key=$1 method=$2 path=$3
+    shift 3
+    curl -fsS -X "$method" -H @<(printf 'Authorization: Bearer %s\n' "$key") "$@" "http://127.0.0.1:$api_port$path"
+}
+
+# secrets: the admin key and the recipient-token master key, made once and kept with
+# the stack's state (unless given in RICOCHET_ADMIN_KEY / RICOCHET_TOKEN_KEYS), then
+# exported for the services.
+secrets() {
+    state_dir
+    local file
+    # Files an older stack.sh made world-readable.
+    for file in admin-key token-keys admin.header demo.header; do
+        if [[ -e $dir/$file ]]; then chmod 600 "$dir/$file"; fi
+    done
+    admin_key_at=RICOCHET_ADMIN_KEY
+    if [[ -z ${RICOCHET_ADMIN_KEY:-} ]]; then
+        [[ -s $dir/admin-key ]] ||
+            python3 -c 'import secrets; print(secrets.token_hex(24))' | write_secret "$dir/admin-key"
+        RICOCHET_ADMIN_KEY=$(<"$dir/admin-key")
+        admin_key_at=$dir/admin-key
+    fi
+    export RICOCHET_ADMIN_KEY
+    # For the commands printed at the end: `curl -H @.stack/admin.header …`.
+    header_file "$dir/admin.header" "$RICOCHET_ADMIN_KEY"
+    # The edge verifies recipient tokens with it, the API derives each client's
+    # signing key from it.
+    token_keys_at=RICOCHET_TOKEN_KEYS
+    if [[ -z ${RICOCHET_TOKEN_KEYS:-} ]]; then
+        [[ -s $dir/token-keys ]] ||
+            python3 -c 'import secrets; print("k1:" + secrets.token_hex(32))' | write_secret "$dir/token-keys"
+        RICOCHET_TOKEN_KEYS=$(<"$dir/token-keys")
+        token_keys_at=$dir/token-keys
+    fi
+    export RICOCHET_TOKEN_KEYS
+}
+
 pidfile() { echo "$dir/pids/$1.pid"; }
 running() { [[ -f $(pidfile "$1") ]] && kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null; }
 
@@ -40,6 +108,7 @@ start() {
         say "$name already running (pid $(cat "$(pidfile "$name")"))"
         return
     fi
+    state_dir
     mkdir -p "$dir/pids" "$dir/logs"
     setsid nohup "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
     echo $! > "$(pidfile "$name")"
@@ -60,6 +129,8 @@ wait_for() {
 }
 
 up() {
+    # First, so that a stack that cannot get its keys starts nothing.
+    secrets
     # The services build needs none of the servers, so it runs beside the
     # installer: on a first run the broker's build is most of the wait, and
     # the two together keep both cores busy through each one's serial steps
@@ -97,19 +168,6 @@ up() {
         say "using Kafka at $external_kafka"
     fi
 
-    # The admin key is made once and kept with the stack's state.
-    if [[ -z ${RICOCHET_ADMIN_KEY:-} ]]; then
-        [[ -s $dir/admin-key ]] || python3 -c 'import secrets; print(secrets.token_hex(24))' > "$dir/admin-key"
-        RICOCHET_ADMIN_KEY=$(cat "$dir/admin-key")
-    fi
-    export RICOCHET_ADMIN_KEY
-    # So is the recipient-token master key: the edge verifies tokens with it, the
-    # API derives each client's signing key from it.
-    if [[ -z ${RICOCHET_TOKEN_KEYS:-} ]]; then
-        [[ -s $dir/token-keys ]] || python3 -c 'import secrets; print("k1:" + secrets.token_hex(32))' > "$dir/token-keys"
-        RICOCHET_TOKEN_KEYS=$(cat "$dir/token-keys")
-    fi
-    export RICOCHET_TOKEN_KEYS
     export RICOCHET_KAFKA_BROKERS="$brokers" RICOCHET_CLICKHOUSE_URL="$clickhouse_url"
     export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$edge_port"
     # Both apply the ClickHouse migrations (idempotent) and create the topics they use at start.
@@ -117,20 +175,43 @@ up() {
     RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
     wait_for aggregator "http://127.0.0.1:$aggregator_port/readyz" 60
     wait_for api "http://127.0.0.1:$api_port/readyz" 60
+    make_demo
+    # Started after the demo link exists: the edge reports ready only once it has
+    # loaded the registry up to that point, so the link works at the first click.
+    RICOCHET_LISTEN="127.0.0.1:$edge_port" RICOCHET_SPOOL_DIR="$dir/spool" start redirect "$bin/ricochet-redirect"
+    wait_for redirect "http://127.0.0.1:$edge_port/readyz" 60
+
+    printf '\nRicochet is running.\n\n'
+    print_demo
+    cat <<MSG
+  Admin key:                 in $admin_key_at   (for curl: -H @$dir/admin.header)
+  Recipient-token keys:      in $token_keys_at   (docs/recipient-tokens.md)
+  Create more links:         curl -X POST http://127.0.0.1:$api_port/v1/links -H @$dir/admin.header \\
+                               -H 'content-type: application/json' \\
+                               -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'
+  API reference:             http://127.0.0.1:$api_port/v1/openapi.json
+  Status (lag, freshness):   curl -H @$dir/admin.header http://127.0.0.1:$api_port/v1/status
+  Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics
+  ClickHouse (raw events):   $clickhouse_url   (click_events, click_rollups, click_recipients: docs/data-model.md)
+  Logs:                      $dir/logs/
+  Stop everything:           infra/stack.sh down
+MSG
+}
+
+# make_demo: a demo link, a client key for its dashboard and one URL signed for a
+# recipient, on the running API; sets tracking, link_id, demo_key and recipient_url.
+make_demo() {
     local link
-    local auth="Authorization: Bearer $RICOCHET_ADMIN_KEY"
-    link=$(curl -fsS -X POST "http://127.0.0.1:$api_port/v1/links" -H "$auth" -H 'content-type: application/json' \
+    link=$(api "$RICOCHET_ADMIN_KEY" POST /v1/links -H 'content-type: application/json' \
         -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}') ||
         die "could not create the demo link"
-    local tracking link_id
-    local demo_key
-    demo_key=$(curl -fsS -X POST "http://127.0.0.1:$api_port/v1/clients/demo/api-keys" -H "$auth" |
+    demo_key=$(api "$RICOCHET_ADMIN_KEY" POST /v1/clients/demo/api-keys |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') || die "could not create the demo API key"
+    header_file "$dir/demo.header" "$demo_key"
     tracking=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tracking_url"])')
     link_id=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["link_id"])')
     # One URL signed for a recipient, the way a sender mints them (docs/recipient-tokens.md).
-    local recipient_url
-    recipient_url=$(curl -fsS -H "Authorization: Bearer $demo_key" "http://127.0.0.1:$api_port/v1/clients/demo/token-keys" |
+    recipient_url=$(api "$demo_key" GET /v1/clients/demo/token-keys |
         TRACKING="$tracking" python3 -c '
 import base64, hashlib, hmac, json, os, sys
 key = json.load(sys.stdin)["keys"][0]
@@ -141,30 +222,14 @@ sig = hmac.new(bytes.fromhex(key["key"]), f"{code}.{recipient}".encode(), hashli
 kid = key["kid"]
 print(f"{tracking}/{kid}.{b64(recipient.encode())}.{b64(sig)}")') ||
         die "could not sign the demo recipient URL"
-    # Started after the demo link exists: the edge reports ready only once it has
-    # loaded the registry up to that point, so the link works at the first click.
-    RICOCHET_LISTEN="127.0.0.1:$edge_port" RICOCHET_SPOOL_DIR="$dir/spool" start redirect "$bin/ricochet-redirect"
-    wait_for redirect "http://127.0.0.1:$edge_port/readyz" 60
+}
 
+print_demo() {
     cat <<MSG
-
-Ricochet is running.
-
   Click this tracking link:  $tracking
   Or as recipient alice:     $recipient_url
   Watch it on the dashboard: http://127.0.0.1:$api_port/dashboard?client=demo&key=$demo_key
-  Or as JSON:                curl -H 'Authorization: Bearer $demo_key' http://127.0.0.1:$api_port/v1/links/$link_id/stats
-  Admin key:                 $RICOCHET_ADMIN_KEY   (also in $dir/admin-key)
-  Recipient-token keys:      $dir/token-keys   (RICOCHET_TOKEN_KEYS, docs/recipient-tokens.md)
-  Create more links:         curl -X POST http://127.0.0.1:$api_port/v1/links -H 'Authorization: Bearer $RICOCHET_ADMIN_KEY' \\
-                               -H 'content-type: application/json' \\
-                               -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'
-  API reference:             http://127.0.0.1:$api_port/v1/openapi.json
-  Status (lag, freshness):   curl -H 'Authorization: Bearer $RICOCHET_ADMIN_KEY' http://127.0.0.1:$api_port/v1/status
-  Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics
-  ClickHouse (raw events):   $clickhouse_url   (click_events, click_rollups, click_recipients: docs/data-model.md)
-  Logs:                      $dir/logs/
-  Stop everything:           infra/stack.sh down
+  Or as JSON:                curl -H @$dir/demo.header http://127.0.0.1:$api_port/v1/links/$link_id/stats
 MSG
 }
 
@@ -192,5 +257,14 @@ case "${1:-up}" in
     up) up ;;
     down) down ;;
     status) status ;;
-    *) die "usage: infra/stack.sh [up|down|status]" ;;
+    secrets)
+        secrets
+        say "admin key: in $admin_key_at (for curl: -H @$dir/admin.header); recipient-token keys: in $token_keys_at"
+        ;;
+    demo)
+        secrets
+        make_demo
+        print_demo
+        ;;
+    *) die "usage: infra/stack.sh [up|down|status|secrets|demo]" ;;
 esac
