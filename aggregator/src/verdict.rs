@@ -151,6 +151,10 @@ pub struct Decided<T> {
     pub event: Option<(ClickEvent, T, Reason)>,
 }
 
+/// How far ahead of the aggregator's clock an event time may be and still
+/// move the verdict clock (`docs/bot-detection.md`).
+pub const MAX_FUTURE_SKEW: Duration = Duration::from_secs(5);
+
 /// The per-message verdict engine. `T` rides along with each event (the
 /// pipeline's rollup bucket).
 #[derive(Debug)]
@@ -306,8 +310,13 @@ impl<T> Verdicts<T> {
         let p = self.partitions.entry(partition).or_default();
         let (effective_ms, keys) = match &item {
             Some((e, _)) => {
-                let eff = e.event_time_ms.max(p.watermark_ms);
-                p.watermark_ms = p.watermark_ms.max(e.event_time_ms);
+                // An edge's clock far ahead must not run this partition's
+                // verdict clock ahead: it would release held clicks early and
+                // prune their context. Past MAX_FUTURE_SKEW the event counts
+                // as arriving now (its own time still buckets and judges it).
+                let clock_ms = e.event_time_ms.min(now_ms.saturating_add(ms(MAX_FUTURE_SKEW)));
+                let eff = clock_ms.max(p.watermark_ms);
+                p.watermark_ms = p.watermark_ms.max(clock_ms);
                 let keys = Keys::of(e);
                 if e.event_type == EventType::Click {
                     p.remember(e, &keys, offset);
@@ -657,6 +666,19 @@ mod tests {
 
     fn rules() -> Rules {
         Rules::with_delay(Duration::from_secs(10))
+    }
+
+    #[test]
+    fn a_future_dated_event_does_not_run_the_verdict_clock_ahead() {
+        let now = SEND + 60_000;
+        let mut v = Verdicts::new(rules());
+        // An ordinary click, then one from an edge whose clock is a day ahead.
+        v.push(0, 0, Some((click("r2", "l1", now), ())), now);
+        v.push(0, 1, Some((click("r1", "l1", now + 86_400_000), ())), now);
+        // Half the delay later, the ordinary click is still waiting for its context.
+        let early: Vec<i64> = v.release(now + 5_000).iter().map(|d| d.offset).collect();
+        assert!(early.is_empty(), "released after 5 s of a 10 s delay: {early:?}");
+        assert_eq!(v.release(now + 10_000).len(), 2);
     }
 
     #[test]
