@@ -122,6 +122,11 @@ pub struct AggregatorConfig {
     #[arg(long, env = "RICOCHET_RETENTION_ROLLUP_DAYS", default_value_t = 0, global = true)]
     pub retention_rollup_days: u32,
 
+    /// What counts towards a link's click limit: `human` clicks (default:
+    /// scanners and scripts do not close a capped link) or `all` clicks.
+    #[arg(long, env = "RICOCHET_CLICK_LIMIT_COUNTS", value_enum, default_value = "human", global = true)]
+    pub click_limit_counts: crate::limits::LimitCounts,
+
     /// How often the retention job runs on servers without TTL (seconds).
     #[arg(long, env = "RICOCHET_RETENTION_INTERVAL_SECS", default_value_t = 3600, global = true)]
     pub retention_interval_secs: u64,

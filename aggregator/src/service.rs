@@ -120,6 +120,7 @@ pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: Canc
         links.clone(),
         writer,
         clickhouse.clone(),
+        config.click_limit_counts,
         Duration::from_secs(2),
         shutdown.clone(),
     ));

@@ -66,11 +66,12 @@ pub const PENDING_QUORUM: &str = "SELECT count() FROM system.zookeeper WHERE pat
 
 // ------------------------------------------------------------------ click limits
 
-/// Clicks so far of the limited links (day grain): client ids narrow the read
-/// to the key prefix; both lists are bound.
-pub fn limited_link_totals() -> String {
+/// Clicks so far of the limited links (day grain), summing `column`
+/// (`clicks` or `human_clicks`, from `crate::limits::LimitCounts`): client
+/// ids narrow the read to the key prefix; both lists are bound.
+pub fn limited_link_totals(column: &str) -> String {
     format!(
-        "SELECT link_id, sum(clicks) AS clicks FROM {ROLLUP_TABLE} \
+        "SELECT link_id, sum({column}) AS clicks FROM {ROLLUP_TABLE} \
          WHERE grain = {day} AND has(?, client_id) AND has(?, link_id) GROUP BY link_id",
         day = Grain::Day.secs()
     )

@@ -232,11 +232,28 @@ async fn click_limits_close_links_approximately_and_the_registry_is_mirrored() {
     let link: client::Link = r.json().await.unwrap();
     let edge = services::redirect(&servers, "edge", &[]).await;
 
-    // Click steadily until the edge closes the link.
+    // Scripts and scanners do not use up a link's limit (human clicks count by
+    // default): twice the limit from a client without a User-Agent, and the
+    // link stays open well past the feedback window.
+    for _ in 0..LIMIT * 2 {
+        assert_eq!(status_of(&edge, &link.code).await, 302);
+        tokio::time::sleep(Duration::from_millis(1000 / (RATE_PER_SEC * 4))).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(status_of(&edge, &link.code).await, 302, "bot clicks closed a capped link");
+
+    // People click steadily until the edge closes the link.
+    let person = ricochet_tests::client::http_as(None);
+    let as_person = || {
+        person
+            .get(format!("{}/{}", edge.url(), link.code))
+            .header("user-agent", client::BROWSER_UA)
+            .header("accept-language", "en-GB,en;q=0.9")
+    };
     let mut redirected = 0u64;
     let start = Instant::now();
     loop {
-        match status_of(&edge, &link.code).await {
+        match as_person().send().await.unwrap().status().as_u16() {
             302 => redirected += 1,
             410 => break,
             other => panic!("unexpected status {other}"),
