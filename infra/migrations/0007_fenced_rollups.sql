@@ -65,11 +65,11 @@ SELECT grain, client_id, campaign_id, link_id, bucket_start, source_topic, sourc
        bot_preview_fetcher, bot_bot_user_agent, bot_http_client, bot_scanner_referer, bot_scanner_network,
        bot_honeypot, bot_burst, bot_network_fanout, bot_too_fast_after_send, bot_rescan, position_delta
 FROM click_rollups_in
-ANY INNER JOIN
+WHERE (fence_topic, fence_partition, fence_token) IN
 (
-    SELECT topic AS fence_topic, partition AS fence_partition, argMax(token, fenced_at_ms) AS fence_token
+    SELECT topic, partition, argMax(token, fenced_at_ms)
     FROM click_owners
     WHERE (topic, partition, generation) IN
         (SELECT topic, partition, max(generation) FROM click_owners GROUP BY topic, partition)
     GROUP BY topic, partition
-) USING (fence_topic, fence_partition, fence_token)
+)

@@ -55,3 +55,21 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The test venv's Python, with chDB (`infra/install.sh` makes it), or
+/// `RICOCHET_TEST_PYTHON`.
+pub fn test_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("RICOCHET_TEST_PYTHON") {
+        return p.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let python = cache.join("ricochet/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run infra/install.sh (it installs chdb into the test venv)",
+        python.display()
+    );
+    python
+}

@@ -42,8 +42,9 @@ async fn a_replica_killed_under_load_ends_with_exact_counts_on_both_replicas() {
             .unwrap();
         assert_eq!(
             engines,
-            "click_rollups\tDistributed\nclick_rollups_local\tReplicatedSummingMergeTree\n",
-            "replica r{}",
+            "click_rollups\tDistributed\nclick_rollups_fence\tMaterializedView\nclick_rollups_in\tNull\n\
+             click_rollups_local\tReplicatedSummingMergeTree\n",
+            "replica r{}: the rollups, and the fence in front of them",
             i + 1
         );
     }

@@ -22,30 +22,15 @@ use ricochet_tests::servers::Servers;
 use ricochet_tests::{eventually, repo_root, services, sql};
 use serde_json::json;
 
-/// The venv's Python (`infra/install.sh` makes it), or `RICOCHET_TEST_PYTHON`.
 fn python() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("RICOCHET_TEST_PYTHON") {
-        return p.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    let python = cache.join("ricochet/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run infra/install.sh (it installs chdb into the test venv)",
-        python.display()
-    );
-    python
+    ricochet_tests::test_python()
 }
 
 #[test]
 fn the_source_scan_finds_the_products_queries() {
     let literals = sql::product_literals(&repo_root());
     let files: std::collections::BTreeSet<&str> = literals.iter().map(|l| l.file.as_str()).collect();
-    for expected in
-        ["api/src/stats.rs", "aggregator/src/pipeline.rs", "aggregator/src/limits.rs", "warehouse/src/positions.rs"]
-    {
+    for expected in ["api/src/stats.rs", "aggregator/src/sql.rs", "warehouse/src/positions.rs"] {
         assert!(files.contains(expected), "no SQL found in {expected}; found {files:?}");
     }
     let fragments: Vec<String> = literals.iter().flat_map(|l| l.fragments()).collect();
