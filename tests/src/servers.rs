@@ -149,11 +149,31 @@ impl ClickHouse {
         self.proc.kill();
     }
 
+    /// SIGSTOP: the server freezes (a stalled host, a VM pause). The kernel
+    /// still accepts connections and buffers requests; nothing is read or
+    /// answered until [`ClickHouse::thaw`], which runs them.
+    pub fn freeze(&self) {
+        signal(self.proc.pid(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`ClickHouse::freeze`].
+    pub fn thaw(&self) {
+        signal(self.proc.pid(), libc::SIGCONT);
+    }
+
     /// Starts it again on the same ports and data.
     pub async fn restart(&mut self) {
         self.proc = Self::spawn(&self.dir, self.http_port, self.tcp_port, self.interserver_port);
         self.wait_ready().await;
     }
+}
+
+/// Sends `sig` to `pid`; panics if the process is gone.
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
+    assert!(pid != 0, "no process to signal");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
 }
 
 /// A private standalone ZooKeeper (`infra/zookeeper/run.sh`).

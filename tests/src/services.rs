@@ -29,6 +29,18 @@ impl Service {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// SIGSTOP: every thread of the process stops at once (a VM pause, a
+    /// cgroup freeze, a long stall): no Kafka heartbeat, no write, until
+    /// [`Service::thaw`].
+    pub fn freeze(&self) {
+        crate::servers::signal(self.proc.pid(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Service::freeze`]: the process carries on where it stopped.
+    pub fn thaw(&self) {
+        crate::servers::signal(self.proc.pid(), libc::SIGCONT);
+    }
+
     async fn wait_ready(&mut self) {
         let http = reqwest::Client::new();
         let url = format!("{}/readyz", self.url());
