@@ -355,6 +355,7 @@ impl Pipeline {
         // over every partition per message.
         let mut released_at = Instant::now();
         let mut now_ms = unix_now_ms();
+        self.report_dead_letters(0);
         while !self.ctx().shutdown.is_cancelled() {
             let wait = self.time_to_flush().unwrap_or(Duration::from_millis(100)).min(Duration::from_millis(100));
             let polled = self.consumer.poll(wait);
@@ -508,9 +509,15 @@ impl Pipeline {
                 }
             }
         }
-        let unconfirmed = ctx.protocol().num_dead_letters_unconfirmed();
-        let blocked = ctx.held().blocked.len();
-        self.report_dead_letters(unconfirmed.max(blocked));
+        self.refresh_dead_letters();
+    }
+
+    /// Dead letters waiting for the broker, counting a blocked partition's
+    /// refused letters until the partition is stored past them.
+    fn refresh_dead_letters(&self) {
+        let unconfirmed = self.ctx().protocol().num_dead_letters_unconfirmed();
+        let blocked = self.ctx().held().blocked.len();
+        self.report_dead_letters(unconfirmed + blocked);
     }
 
     /// Resumes blocked partitions whose backoff is over, and acquires again
@@ -626,6 +633,7 @@ impl Pipeline {
         }
         let pending = self.ctx().protocol().num_unstored();
         self.ctx().status.pending(pending, false);
+        self.refresh_dead_letters();
     }
 
     /// A failed write: pause consumption and wait out the backoff, serving rebalances.
