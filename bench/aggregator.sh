@@ -66,6 +66,8 @@
 #   BENCH_PERF=1                  perf-record the aggregator during (b) (cpu-clock samples)
 #   BENCH_SKIP=c                  skip phases, any of "a b c" (b also skips freshness)
 #   BENCH_SKIP_BUILD=1            use the binaries already in target/release
+#   BENCH_BASELINE_AGGREGATOR=PATH  first drain the same events with this aggregator binary (b0),
+#                                 for a before/after of a change in one run
 #   BENCH_KEEP=1                  keep the temporary directory (logs, data)
 #   RICOCHET_CACHE=~/.cache/ricochet   where the built librdkafka is kept
 #
@@ -409,53 +411,77 @@ fi
 # ---- 2b. the aggregator ------------------------------------------------------
 
 ADMIN_KEY="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-if ! skipped b; then
-    log "(b) aggregator: fresh ClickHouse, fresh group"
-    start_clickhouse ch_b
-    pick_port AGG_PORT
-    cpu_begin b clickhouse="${PID[ch_b]}" broker="${PID[kafka]}"
-    R[b.start_ms]="$(now_ms)"
+
+# Drains every preloaded event with one aggregator binary into a fresh
+# ClickHouse (named LABEL's server) in a fresh group, until the rollups hold
+# them all; results in R[LABEL.*], the process in PID[LABEL] (left running).
+drain_aggregator() { # LABEL BINARY
+    local label="$1" binary="$2" port_var="AGG_PORT_$1" assigned
+    start_clickhouse "ch_$label"
+    pick_port "$port_var"
+    cpu_begin "$label" clickhouse="${PID[ch_$label]}" broker="${PID[kafka]}"
+    R[$label.start_ms]="$(now_ms)"
     NO_COLOR=1 RUST_LOG="info,librdkafka=warn,rdkafka=warn" \
-        RICOCHET_LISTEN="127.0.0.1:$AGG_PORT" RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
-        RICOCHET_CLICKHOUSE_URL="http://127.0.0.1:${CH_PORT[ch_b]}" RICOCHET_GROUP_ID="bench-aggregator-$$" \
+        RICOCHET_LISTEN="127.0.0.1:${!port_var}" RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
+        RICOCHET_CLICKHOUSE_URL="http://127.0.0.1:${CH_PORT[ch_$label]}" RICOCHET_GROUP_ID="bench-$label-$$" \
         RICOCHET_ADMIN_KEY="$ADMIN_KEY" RICOCHET_VERDICT_DELAY_MS="$VERDICT_DELAY_MS" \
-        "$BIN/ricochet-aggregator" >"$WORK/aggregator.log" 2>&1 &
-    PID[aggregator]=$!
-    agg="${PID[aggregator]}"
-    sample_rss aggregator "$agg"
-    sample_rss ch_b "${PID[ch_b]}"
-    if [[ "${BENCH_PERF:-0}" == 1 ]]; then
+        "$binary" >"$WORK/$label-aggregator.log" 2>&1 &
+    PID[$label]=$!
+    sample_rss "$label" "${PID[$label]}"
+    sample_rss "ch_$label" "${PID[ch_$label]}"
+    if [[ "$label" == b && "${BENCH_PERF:-0}" == 1 ]]; then
         # DWARF call graphs: the release build has debug info but no frame pointers.
-        perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$agg" -o "$WORK/perf.data" \
+        perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "${PID[$label]}" -o "$WORK/perf.data" \
             >"$WORK/perf.log" 2>&1 &
         PID[perf]=$!
     fi
-    capture line $((PHASE_TIMEOUT + 60)) "$BIN/ch-wait" --clickhouse "127.0.0.1:${CH_PORT[ch_b]}" \
+    capture line $((PHASE_TIMEOUT + 60)) "$BIN/ch-wait" --clickhouse "127.0.0.1:${CH_PORT[ch_$label]}" \
         --query "SELECT sum(clicks) FROM click_rollup_minute" --expect "$EVENTS" \
         --timeout-secs "$PHASE_TIMEOUT" || {
         WRONG=1
-        log "(b) the rollups did not end at exactly $EVENTS clicks: $line"
+        log "($label) the rollups did not end at exactly $EVENTS clicks: $line"
     }
-    R[b.cpu0.aggregator]=0
-    threads_b="$(thread_ticks "$agg")"
-    cpu_end b clickhouse="${PID[ch_b]}" broker="${PID[kafka]}" aggregator="$agg"
-    stop perf 30
-    R[b.value]="$(kv "$line" value)"
-    R[b.done_ms]="$(kv "$line" reached_unix_ms)"
-    [[ -n "${R[b.done_ms]}" ]] || die "(b) never reached $EVENTS clicks (see $WORK/aggregator.log)"
+    R[$label.cpu0.aggregator]=0
+    R[$label.threads]="$(thread_ticks "${PID[$label]}")"
+    cpu_end "$label" clickhouse="${PID[ch_$label]}" broker="${PID[kafka]}" aggregator="${PID[$label]}"
+    R[$label.value]="$(kv "$line" value)"
+    R[$label.done_ms]="$(kv "$line" reached_unix_ms)"
+    [[ -n "${R[$label.done_ms]}" ]] || die "($label) never reached $EVENTS clicks (see $WORK/$label-aggregator.log)"
     # The first assignment that handed this member partitions (tracing's RFC 3339 UTC timestamp).
-    assigned="$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/aggregator.log" | grep 'partitions assigned' |
+    assigned="$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/$label-aggregator.log" | grep 'partitions assigned' |
         grep -v 'partitions=\[\]' | head -1 | awk '{ print $1 }')"
-    [[ -n "$assigned" ]] || die "no 'partitions assigned' line in $WORK/aggregator.log"
-    R[b.assign_ms]="$(date -d "$assigned" +%s%3N)"
-    R[b.wall_s]="$(calcf %.1f "(${R[b.done_ms]} - ${R[b.assign_ms]}) / 1000")"
-    R[b.eps]="$(calcf %.0f "$EVENTS / ((${R[b.done_ms]} - ${R[b.assign_ms]}) / 1000)")"
+    [[ -n "$assigned" ]] || die "no 'partitions assigned' line in $WORK/$label-aggregator.log"
+    R[$label.assign_ms]="$(date -d "$assigned" +%s%3N)"
+    R[$label.wall_s]="$(calcf %.1f "(${R[$label.done_ms]} - ${R[$label.assign_ms]}) / 1000")"
+    R[$label.eps]="$(calcf %.0f "$EVENTS / ((${R[$label.done_ms]} - ${R[$label.assign_ms]}) / 1000)")"
+}
+
+# (b0) the same drain with another build, for a before/after in one run.
+if [[ -n "${BENCH_BASELINE_AGGREGATOR:-}" ]] && ! skipped b; then
+    cp -p "$BENCH_BASELINE_AGGREGATOR" "$BIN/baseline-aggregator"
+    log "(b0) baseline aggregator $BENCH_BASELINE_AGGREGATOR: fresh ClickHouse, fresh group"
+    drain_aggregator b0 "$BIN/baseline-aggregator"
+    log "(b0) ${R[b0.eps]} events/s from assignment (${R[b0.wall_s]} s)"
+    stop b0 30
+    stop ch_b0 30
+    sleep 5
+fi
+
+if ! skipped b; then
+    log "(b) aggregator: fresh ClickHouse, fresh group"
+    drain_aggregator b "$BIN/ricochet-aggregator"
+    agg="${PID[b]}"
+    PID[aggregator]="$agg"
+    PID[ch_b]="${PID[ch_b]}"
+    AGG_PORT="$AGG_PORT_b"
+    threads_b="${R[b.threads]}"
+    stop perf 30
     R[b.eps_total]="$(calcf %.0f "$EVENTS / ((${R[b.done_ms]} - ${R[b.start_ms]}) / 1000)")"
     R[b.startup_s]="$(calcf %.1f "(${R[b.assign_ms]} - ${R[b.start_ms]}) / 1000")"
     R[b.rss_mb]="$(mem_mb "$agg" VmHWM)"
     R[b.ch_rss_mb]="$(mem_mb "${PID[ch_b]}" VmHWM)"
     read -r 'R[b.rss_max]' 'R[b.rss_q1]' 'R[b.rss_q2]' 'R[b.rss_q3]' 'R[b.rss_q4]' \
-        <<<"$(rss_profile aggregator "${R[b.assign_ms]}" "${R[b.done_ms]}")"
+        <<<"$(rss_profile b "${R[b.assign_ms]}" "${R[b.done_ms]}")"
     # Where the time went: the pipeline's own flush metrics, and ClickHouse's view of the inserts.
     R[b.flush_s]="$(metric "$AGG_PORT" ricochet_aggregator_flush_duration_seconds_sum)"
     R[b.flushes]="$(metric "$AGG_PORT" ricochet_aggregator_flush_duration_seconds_count)"
@@ -652,6 +678,11 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
     row "peak RSS MB, ClickHouse server" "-" "-" "-" "$(v b.ch_rss_mb)" "$(v c.rss_mb)"
     row "CPU µs/event, consumer process" "$(per_event_us a.cpu.subject)" "$(per_event_us a_fast.cpu.subject)" \
         "$(per_event_us a_json.cpu.subject)" "$(per_event_us b.cpu.aggregator)" "(in CH)"
+    if [[ -n "${R[b0.eps]:-}" ]]; then
+        row "(b0) baseline: events/s" "" "" "" "$(v b0.eps)" ""
+        row "(b0) baseline: CPU µs/event" "" "" "" "$(per_event_us b0.cpu.aggregator)" ""
+        row "(b0) baseline: CPU µs/event, CH" "" "" "" "$(per_event_us b0.cpu.clickhouse)" ""
+    fi
     row "CPU µs/event, ClickHouse server" "-" "-" "-" "$(per_event_us b.cpu.clickhouse)" \
         "$(per_event_us c.cpu.clickhouse)"
     row "CPU µs/event, broker" "$(per_event_us a.cpu.broker)" "$(per_event_us a_fast.cpu.broker)" \
@@ -667,6 +698,9 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
     if [[ -n "${R[a_fast.eps]:-}" && -n "${R[b.eps]:-}" ]]; then RBF="$(calcf %.2f "${R[b.eps]} / ${R[a_fast.eps]}")"; else RBF=-; fi
     if [[ -n "${R[a_json.eps]:-}" && -n "${R[c.eps]:-}" ]]; then RCJ="$(calcf %.2f "${R[c.eps]} / ${R[a_json.eps]}")"; else RCJ=-; fi
     echo "ratios: b/a $RBA (same consumer settings), b/a' $RBF, b/c $RBC; each against a bare drain of its own topic: b/a $RBA, c/(a json) $RCJ"
+    if [[ -n "${R[b0.eps]:-}" && -n "${R[b.eps]:-}" ]]; then
+        echo "against the baseline build (b0, $BENCH_BASELINE_AGGREGATOR): events/s b/b0 $(calcf %.2f "${R[b.eps]} / ${R[b0.eps]}"), aggregator CPU per event b/b0 $(calcf %.2f "${R[b.cpu.aggregator]} / ${R[b0.cpu.aggregator]}"), ClickHouse CPU per event b/b0 $(calcf %.2f "${R[b.cpu.clickhouse]} / ${R[b0.cpu.clickhouse]}")"
+    fi
     if [[ -n "${R[b.eps]:-}" ]]; then
         echo
         echo "(b) where the aggregator's time went ($(v b.wall_s) s from assignment; start-up before it $(v b.startup_s) s):"

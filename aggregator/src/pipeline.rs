@@ -133,7 +133,11 @@ impl ConsumerContext for Ctx {
                     self.protocol().assign(*a);
                     self.status.assigned(a.partition, a.stored);
                 }
-                tracing::info!(?partitions, generation, "partitions acquired; resuming from stored positions");
+                tracing::info!(
+                    ?partitions,
+                    generation,
+                    "partitions assigned: acquired, resuming from their stored positions"
+                );
                 let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "assign failed");
