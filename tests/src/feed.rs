@@ -141,6 +141,19 @@ pub struct Load {
 impl Load {
     /// About `per_second` clicks a second, round robin over `targets`.
     pub fn start(feed: Feed, targets: Vec<Target>, per_second: u64) -> Load {
+        Self::start_picking(feed, targets, per_second, false)
+    }
+
+    /// [`Load::start`], each click on a target picked at random: no two
+    /// flushes of a partition are likely to hold the same clicks per link,
+    /// so their rollup blocks differ (a replicated table drops a block
+    /// identical to a recent one; `tests/tests/cluster_quiet_flushes.rs`
+    /// tests that on its own).
+    pub fn start_random(feed: Feed, targets: Vec<Target>, per_second: u64) -> Load {
+        Self::start_picking(feed, targets, per_second, true)
+    }
+
+    fn start_picking(feed: Feed, targets: Vec<Target>, per_second: u64, random: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -151,8 +164,12 @@ impl Load {
             let mut i = 0usize;
             while !s.load(Ordering::Relaxed) {
                 let now_ms = crate::client::now_millis();
-                let events: Vec<ClickEvent> =
-                    (0..per_tick).map(|k| targets[(i + k) % targets.len()].click(now_ms)).collect();
+                let events: Vec<ClickEvent> = (0..per_tick)
+                    .map(|k| {
+                        let t = if random { rand::random_range(0..targets.len()) } else { (i + k) % targets.len() };
+                        targets[t].click(now_ms)
+                    })
+                    .collect();
                 i += per_tick;
                 let mut batch = Tally::default();
                 let started = std::time::Instant::now();
@@ -278,4 +295,59 @@ pub async fn assert_counted_exactly_in(ch: &ClickHouse, suffix: &str, tally: &Ta
         .expect("stored positions"),
         "stored positions (partition, next offset) against the raw events"
     );
+}
+
+/// The stored Kafka positions in `table` (`click_rollups`, or a replica's own
+/// `click_rollups_local`): per partition of the clicks topic, the sum of its
+/// position rows' `position_delta` (grain 0), as the aggregator reads them
+/// (`ricochet_warehouse::positions`). A partition without position rows is absent.
+pub async fn stored_positions(ch: &ClickHouse, table: &str) -> BTreeMap<i32, i64> {
+    let sql = format!(
+        "SELECT source_partition, sum(position_delta) FROM {table} \
+         WHERE grain = 0 AND client_id = '' AND source_topic = 'clicks' \
+         GROUP BY source_partition ORDER BY source_partition FORMAT TSV"
+    );
+    let body = ch.query(&sql).await.unwrap_or_else(|e| panic!("stored positions in {table}: {e}"));
+    body.lines()
+        .map(|l| {
+            let (p, n) = l.split_once('\t').unwrap_or_else(|| panic!("stored positions: bad line {l:?}"));
+            (p.parse().expect("partition"), n.parse().expect("position"))
+        })
+        .collect()
+}
+
+/// The high watermark (one past the last offset) of every partition of the
+/// clicks topic, from the broker: where a stored position must end once every
+/// message was counted (every message of the topic is a click in these tests).
+pub async fn high_watermarks(brokers: &str) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let brokers = brokers.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("watermark consumer");
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some("clicks"), timeout).expect("clicks topic metadata");
+        let topic = metadata.topics().iter().find(|t| t.name() == "clicks").expect("the clicks topic");
+        topic
+            .partitions()
+            .iter()
+            .map(|p| {
+                let (_, high) =
+                    consumer.fetch_watermarks("clicks", p.id(), timeout).expect("the clicks topic's watermarks");
+                (p.id(), high)
+            })
+            .collect()
+    })
+    .await
+    .expect("watermark task")
+}
+
+/// Waits until `ch` has fetched every part its replication queue knows of
+/// (`SYSTEM SYNC REPLICA`) for the raw events and the rollups: after a
+/// replica was down, reads of its `_local` tables (or through `Distributed`,
+/// which may pick it) are then complete.
+pub async fn sync_replica(ch: &ClickHouse) {
+    for table in ["click_events_local", "click_rollups_local"] {
+        ch.query(&format!("SYSTEM SYNC REPLICA {table}")).await.unwrap_or_else(|e| panic!("sync {table}: {e}"));
+    }
 }

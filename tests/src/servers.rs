@@ -1,5 +1,5 @@
 //! ClickHouse and the Kafka broker, each in its own state directory; and a
-//! replicated ClickHouse cluster (ZooKeeper and two replicas of one shard).
+//! replicated ClickHouse cluster (ZooKeeper and one or more shards of replicas).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -237,10 +237,16 @@ impl ZooKeeper {
 /// The cluster's name in every replica's `<remote_servers>`.
 pub const CLUSTER: &str = "ricochet";
 
-/// ZooKeeper, two ClickHouse replicas of one shard, and the broker, in one
-/// temporary directory. `replicas[0]` is `r1`, `replicas[1]` is `r2`.
+/// ZooKeeper, a ClickHouse cluster of replicated shards, and the broker, in
+/// one temporary directory. Replicas are numbered across the cluster, shard
+/// by shard: with two replicas per shard, `replicas[0]` and `replicas[1]`
+/// are `r1` and `r2` of shard `01`, `replicas[2]` and `replicas[3]` are `r3`
+/// and `r4` of shard `02`, and so on ([`ReplicatedServers::shards`]).
 pub struct ReplicatedServers {
     pub replicas: Vec<ClickHouse>,
+    /// The indices in `replicas` of each shard's replicas, in the order of
+    /// `<remote_servers>` (shard `01` first).
+    pub shards: Vec<Vec<usize>>,
     pub kafka: Kafka,
     pub zookeeper: ZooKeeper,
     // Dropped last: the servers above stop before their files go.
@@ -248,37 +254,77 @@ pub struct ReplicatedServers {
 }
 
 impl ReplicatedServers {
+    /// One shard of two replicas.
     pub async fn start() -> ReplicatedServers {
+        Self::start_sharded(1, 2).await
+    }
+
+    /// `shards` shards of `replicas_per_shard` replicas each, every server
+    /// with the same `<remote_servers>` (one `<shard>` per shard, internal
+    /// replication) and its own `<macros>` (`<shard>01</shard>`…, `<replica>r1</replica>`…).
+    pub async fn start_sharded(shards: usize, replicas_per_shard: usize) -> ReplicatedServers {
+        assert!(shards >= 1 && replicas_per_shard >= 1, "a cluster needs a shard and a replica");
         let keep = std::env::var_os("RICOCHET_KEEP_TEST_DIRS").is_some();
         let dir =
             tempfile::Builder::new().prefix("ricochet-cluster-").disable_cleanup(keep).tempdir().expect("tempdir");
         let (zk_dir, kafka_dir) = (dir.path().join("zookeeper"), dir.path().join("kafka"));
         let (zookeeper, kafka) = tokio::join!(ZooKeeper::start(&zk_dir), Kafka::start(&kafka_dir));
-        let ports: Vec<[u16; 3]> = (0..2).map(|_| [free_port(), free_port(), free_port()]).collect();
-        let replicas_xml: String = ports
+        let layout: Vec<Vec<usize>> =
+            (0..shards).map(|s| (s * replicas_per_shard..(s + 1) * replicas_per_shard).collect()).collect();
+        let ports: Vec<[u16; 3]> =
+            (0..shards * replicas_per_shard).map(|_| [free_port(), free_port(), free_port()]).collect();
+        let shards_xml: String = layout
             .iter()
-            .map(|[_, tcp, _]| format!("<replica><host>127.0.0.1</host><port>{tcp}</port></replica>"))
+            .map(|members| {
+                let replicas: String = members
+                    .iter()
+                    .map(|&i| format!("<replica><host>127.0.0.1</host><port>{}</port></replica>", ports[i][1]))
+                    .collect();
+                format!("<shard><internal_replication>true</internal_replication>{replicas}</shard>")
+            })
             .collect();
         let starts = ports.iter().enumerate().map(|(i, p)| {
             let config = format!(
                 "<?xml version=\"1.0\"?>\n<yandex>\n\
                  <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node>\
                  <session_timeout_ms>6000</session_timeout_ms></zookeeper>\n\
-                 <remote_servers><{CLUSTER}><shard><internal_replication>true</internal_replication>{replicas_xml}</shard></{CLUSTER}></remote_servers>\n\
-                 <macros><shard>01</shard><replica>r{n}</replica></macros>\n\
+                 <remote_servers><{CLUSTER}>{shards_xml}</{CLUSTER}></remote_servers>\n\
+                 <macros><shard>{shard:02}</shard><replica>r{n}</replica></macros>\n\
                  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\n</yandex>\n",
                 zk = zookeeper.port,
+                shard = i / replicas_per_shard + 1,
                 n = i + 1
             );
             let dir = dir.path().join(format!("clickhouse-r{}", i + 1));
             async move { ClickHouse::start_on(&dir, *p, &config).await }
         });
         let replicas = futures::future::join_all(starts).await;
-        ReplicatedServers { replicas, kafka, zookeeper, dir }
+        ReplicatedServers { replicas, shards: layout, kafka, zookeeper, dir }
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The shard (index into [`Self::shards`]) `replica` belongs to.
+    pub fn shard_of(&self, replica: usize) -> usize {
+        self.shards.iter().position(|s| s.contains(&replica)).expect("a replica of this cluster")
+    }
+
+    /// One HTTP URL per shard, shard `01` first: `replica`'s own URL for its
+    /// shard, and for every other shard the replica at the same place in
+    /// that shard (so that members on different replicas spread their reads).
+    pub fn shard_urls(&self, replica: usize) -> Vec<String> {
+        let own = self.shard_of(replica);
+        let place = self.shards[own].iter().position(|&r| r == replica).expect("in its shard");
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(s, members)| {
+                let r = if s == own { replica } else { members[place % members.len()] };
+                self.replicas[r].url()
+            })
+            .collect()
     }
 }
 

@@ -143,3 +143,24 @@ pub async fn cluster_aggregator(
     s.wait_ready().await;
     s
 }
+
+/// [`cluster_aggregator`] on a sharded cluster: also given
+/// `RICOCHET_CLICKHOUSE_SHARD_URLS`, one replica's HTTP URL per shard in shard
+/// order ([`ReplicatedServers::shard_urls`](crate::servers::ReplicatedServers::shard_urls)),
+/// so that it can write each partition's rollups and positions to the shard
+/// that owns the partition, whichever shard `replica` is on.
+pub async fn sharded_aggregator(
+    servers: &crate::servers::ReplicatedServers,
+    replica: usize,
+    name: &str,
+    env: &[(&str, String)],
+) -> Service {
+    let mut env = env.to_vec();
+    if !env.iter().any(|(k, _)| *k == SHARD_URLS) {
+        env.push((SHARD_URLS, servers.shard_urls(replica).join(",")));
+    }
+    cluster_aggregator(servers, replica, name, &env).await
+}
+
+/// The aggregator's list of one replica per shard, in shard order.
+pub const SHARD_URLS: &str = "RICOCHET_CLICKHOUSE_SHARD_URLS";
