@@ -389,7 +389,7 @@ impl Batch {
         for part in parts {
             let Some(pb) = self.partitions.get(&part.range.partition) else { continue };
             rows.push(RollupRow::position(topic, part));
-            let fenced = |row: RollupRow| row.fenced(topic, part);
+            let fenced = |row: RollupRow| row.fenced(part);
             rows.extend(
                 pb.rollups.iter().map(|(key, counts)| fenced(RollupRow::delta(key.borrowed(), Grain::Minute, counts))),
             );
@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(positions, vec![(0, 3), (1, 7)], "deltas from the stored position to the next offset");
         assert!(rows.iter().filter(|r| r.grain != 0).all(|r| r.position_delta == 0 && r.source_topic.is_empty()));
         // Every row carries its partition's fence.
-        assert!(rows.iter().all(|r| r.fence_topic == "clicks" && r.fence_token == 100 + r.fence_partition as u64));
+        assert!(rows.iter().all(|r| r.fence_token == 100 + r.fence_partition as u64));
         assert_eq!(rows.iter().filter(|r| r.fence_partition == 1).count(), 5, "l2's minute at 4 grains + a position");
         let minute = |start| rows.iter().find(|r| r.grain == 60 && r.link_id == "l1" && r.bucket_start == start);
         assert_eq!((minute(60).unwrap().clicks, minute(120).unwrap().clicks), (2, 1));

@@ -259,7 +259,6 @@ pub struct RollupRow {
     pub position_delta: i64,
     /// The fence the row is written under (`click_rollups_in` only): its
     /// partition and the writer's token for it.
-    pub fence_topic: String,
     pub fence_partition: i32,
     pub fence_token: u64,
 }
@@ -319,12 +318,11 @@ impl RollupRow {
             position_delta: part.range.next - part.previous.unwrap_or(0),
             ..RollupRow::default()
         }
-        .fenced(topic, part)
+        .fenced(part)
     }
 
     /// Tags the row with the fence of the partition it counts.
-    pub fn fenced(mut self, topic: &str, part: &Part) -> Self {
-        self.fence_topic = topic.to_owned();
+    pub fn fenced(mut self, part: &Part) -> Self {
         self.fence_partition = part.range.partition;
         self.fence_token = part.fence.token;
         self

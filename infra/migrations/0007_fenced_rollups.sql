@@ -21,7 +21,8 @@ ENGINE = ReplacingMergeTree()
 ORDER BY (topic, partition, generation, fenced_at_ms, token);
 
 -- What the aggregator inserts into: the rows of click_rollups, each tagged
--- with the partition it counts and the writer's token for it. The table keeps
+-- with the partition it counts and the writer's token for it (random 64-bit
+-- tokens: the topic need not travel with every row). The table keeps
 -- nothing (Null); the view below passes on only the rows whose token is the
 -- partition's current one, as one block into click_rollups, so a partition's
 -- counts and its position still land together or not at all, and a stale
@@ -53,7 +54,6 @@ CREATE TABLE IF NOT EXISTS click_rollups_in
     bot_too_fast_after_send  UInt64,
     bot_rescan               UInt64,
     position_delta           Int64,
-    fence_topic              String,
     fence_partition          Int32,
     fence_token              UInt64
 )
@@ -65,9 +65,9 @@ SELECT grain, client_id, campaign_id, link_id, bucket_start, source_topic, sourc
        bot_preview_fetcher, bot_bot_user_agent, bot_http_client, bot_scanner_referer, bot_scanner_network,
        bot_honeypot, bot_burst, bot_network_fanout, bot_too_fast_after_send, bot_rescan, position_delta
 FROM click_rollups_in
-WHERE (fence_topic, fence_partition, fence_token) IN
+WHERE (fence_partition, fence_token) IN
 (
-    SELECT topic, partition, argMax(token, fenced_at_ms)
+    SELECT partition, argMax(token, fenced_at_ms)
     FROM click_owners
     WHERE (topic, partition, generation) IN
         (SELECT topic, partition, max(generation) FROM click_owners GROUP BY topic, partition)

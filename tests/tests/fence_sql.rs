@@ -11,7 +11,7 @@ use ricochet_tests::repo_root;
 use ricochet_tests::servers::ClickHouse;
 
 const COLUMNS: &str =
-    "grain, client_id, link_id, source_topic, source_partition, clicks, position_delta, fence_topic, fence_partition, fence_token";
+    "grain, client_id, link_id, source_topic, source_partition, clicks, position_delta, fence_partition, fence_token";
 
 /// Owner rows and writes, in order; what lands is checked below.
 fn statements() -> Vec<String> {
@@ -22,9 +22,9 @@ fn statements() -> Vec<String> {
     let flush = |partition: i32, token: u64, links: &[(&str, u64)], delta: i64| {
         let mut rows: Vec<String> = links
             .iter()
-            .map(|(link, clicks)| format!("(60, 'c', '{link}', '', 0, {clicks}, 0, 'clicks', {partition}, {token})"))
+            .map(|(link, clicks)| format!("(60, 'c', '{link}', '', 0, {clicks}, 0, {partition}, {token})"))
             .collect();
-        rows.push(format!("(0, '', '', 'clicks', {partition}, 0, {delta}, 'clicks', {partition}, {token})"));
+        rows.push(format!("(0, '', '', 'clicks', {partition}, 0, {delta}, {partition}, {token})"));
         format!("INSERT INTO click_rollups_in ({COLUMNS}) VALUES {}", rows.join(", "))
     };
     vec![
