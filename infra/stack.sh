@@ -15,7 +15,7 @@
 #
 # Already run Kafka or ClickHouse? Point the stack at them and the local one is
 # not started:  RICOCHET_KAFKA_BROKERS=host:9092  RICOCHET_CLICKHOUSE_URL=http://host:8123
-# Ports (defaults): RICOCHET_EDGE_PORT=8080 RICOCHET_API_PORT=8081 RICOCHET_AGGREGATOR_PORT=8082
+# Ports (defaults): RICOCHET_EDGE_PORT=8080 RICOCHET_API_PORT=8081 RICOCHET_AGGREGATOR_PORT=8082 RICOCHET_EDGE_OPS_PORT=9090
 #   RICOCHET_KAFKA_PORT=9092 RICOCHET_CLICKHOUSE_HTTP_PORT=8123 RICOCHET_CLICKHOUSE_TCP_PORT=9000
 # State and logs: RICOCHET_STACK_DIR (default .stack/ in the repository).
 set -euo pipefail
@@ -26,6 +26,7 @@ dir="${RICOCHET_STACK_DIR:-$repo/.stack}"
 edge_port="${RICOCHET_EDGE_PORT:-8080}"
 api_port="${RICOCHET_API_PORT:-8081}"
 aggregator_port="${RICOCHET_AGGREGATOR_PORT:-8082}"
+edge_ops_port="${RICOCHET_EDGE_OPS_PORT:-9090}"
 kafka_port="${RICOCHET_KAFKA_PORT:-9092}"
 ch_http_port="${RICOCHET_CLICKHOUSE_HTTP_PORT:-8123}"
 ch_tcp_port="${RICOCHET_CLICKHOUSE_TCP_PORT:-9000}"
@@ -178,7 +179,8 @@ up() {
     make_demo
     # Started after the demo link exists: the edge reports ready only once it has
     # loaded the registry up to that point, so the link works at the first click.
-    RICOCHET_LISTEN="127.0.0.1:$edge_port" RICOCHET_SPOOL_DIR="$dir/spool" start redirect "$bin/ricochet-redirect"
+    RICOCHET_LISTEN="127.0.0.1:$edge_port" RICOCHET_OPS_LISTEN="127.0.0.1:$edge_ops_port" RICOCHET_SPOOL_DIR="$dir/spool" \
+      start redirect "$bin/ricochet-redirect"
     wait_for redirect "http://127.0.0.1:$edge_port/readyz" 60
 
     printf '\nRicochet is running.\n\n'
@@ -191,7 +193,7 @@ up() {
                                -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'
   API reference:             http://127.0.0.1:$api_port/v1/openapi.json
   Status (lag, freshness):   curl -H @$dir/admin.header http://127.0.0.1:$api_port/v1/status
-  Metrics:                   http://127.0.0.1:$edge_port/metrics  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics
+  Metrics:                   http://127.0.0.1:$edge_ops_port/metrics (the edge's operations port)  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics
   ClickHouse (raw events):   $clickhouse_url   (click_events, click_rollups, click_recipients: docs/data-model.md)
   Logs:                      $dir/logs/
   Stop everything:           infra/stack.sh down

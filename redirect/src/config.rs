@@ -13,9 +13,21 @@ use crate::click::TrustedProxies;
 #[derive(Parser, Clone, Debug)]
 #[command(name = "ricochet-redirect", about = "Ricochet's redirect edge: tracking link -> 302, click -> Kafka")]
 pub struct RedirectConfig {
-    /// Address to serve tracking links on.
+    /// Address to serve tracking links on (and `/healthz`, `/readyz` for load balancers).
     #[arg(long, env = "RICOCHET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// The operations listener: `/metrics`, `/healthz` and `/readyz`, for
+    /// operators and their scrapers only. Keep it off the internet.
+    #[arg(long, env = "RICOCHET_OPS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub ops_listen: SocketAddr,
+
+    /// Connections open at once on the public port. Past it the edge stops
+    /// accepting and new connections wait in the kernel's queue. HTTP/1.1
+    /// serves one request at a time on a connection and the edge answers from
+    /// memory, so this also caps the requests in flight.
+    #[arg(long, env = "RICOCHET_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 
     /// This edge's id, stamped on every click event. Defaults to the host name.
     #[arg(long, env = "RICOCHET_NODE_ID")]
@@ -113,8 +125,13 @@ impl RedirectConfig {
         }
     }
 
-    pub fn header_read_timeout(&self) -> Option<Duration> {
-        (self.header_read_timeout_secs > 0).then(|| Duration::from_secs(self.header_read_timeout_secs))
+    /// How the public port holds its connections.
+    pub fn limits(&self) -> ricochet_serve::Limits {
+        ricochet_serve::Limits {
+            header_read_timeout: (self.header_read_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.header_read_timeout_secs)),
+            max_connections: self.max_connections,
+        }
     }
 
     pub fn node_id(&self) -> String {

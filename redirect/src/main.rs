@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+    ricochet_serve::raise_open_files_limit_or_warn();
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("duration_seconds".into()),
@@ -78,9 +79,14 @@ async fn main() -> anyhow::Result<()> {
 
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, node = %edge.node_id, "redirect edge serving");
+    let ops = tokio::net::TcpListener::bind(config.ops_listen)
+        .await
+        .with_context(|| format!("binding the operations listener {} (RICOCHET_OPS_LISTEN)", config.ops_listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?, ops = %ops.local_addr()?, node = %edge.node_id, "redirect edge serving"
+    );
     let stop = shutdown.clone();
-    run(listener, edge, Some(metrics), config.header_read_timeout(), async move {
+    run(listener, ops, edge, Some(metrics), config.limits(), async move {
         wait_for_signal().await;
         stop.cancel();
     })

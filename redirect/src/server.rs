@@ -2,25 +2,31 @@
 //!
 //! Clicks and opens take a short path: [`EdgeService`] reads the request line
 //! and calls the edge directly, with the peer address it was given when the
-//! connection was accepted. Everything else (health, readiness, metrics, and
-//! odd click URLs such as percent-encoded ones) goes through the axum
+//! connection was accepted. Everything else (health, readiness, and odd click
+//! URLs such as percent-encoded ones) goes through the axum
 //! [`router`], which also serves every click route, so the two agree. The
 //! short path exists for cost alone: the router's matching, path extraction,
 //! middleware and per-request connection-info extension cost about as much
 //! as the whole click's bookkeeping (`docs/benchmarks.md`).
 //!
-//! The edge speaks HTTP/1.1 only, on hyper's own connection builder rather
-//! than `axum::serve`: what sits in front of it (a TLS terminator, a load
-//! balancer) speaks HTTP/1.1 to it, and detecting HTTP/2 on every connection
-//! costs every read of every request a rewind buffer. A connection that
-//! sends no complete request head within the configured timeout is closed,
-//! so a client trickling its headers (slowloris) cannot hold one for ever.
+//! The edge speaks HTTP/1.1 only, through `ricochet-serve` (hyper's own
+//! connection builder rather than `axum::serve`): what sits in front of it (a
+//! TLS terminator, a load balancer) speaks HTTP/1.1 to it, and detecting
+//! HTTP/2 on every connection costs every read of every request a rewind
+//! buffer. A connection that sends no complete request head within the
+//! configured timeout is closed, so a client trickling its headers
+//! (slowloris) cannot hold one for ever, and past the connection cap new
+//! connections wait in the accept queue.
+//!
+//! Metrics are served only on the operations listener ([`ops_router`],
+//! `RICOCHET_OPS_LISTEN`), never on the public port; `/healthz` and
+//! `/readyz` are on both, since load balancers probe the public one.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode};
@@ -30,31 +36,42 @@ use axum::routing::get;
 use axum::Router;
 use futures::future::Either;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ricochet_serve::{Limits, RouterService};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::Service as _;
 
 use crate::edge::{self, Edge};
 
-pub fn router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Router {
-    let ops = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).route(
-        "/metrics",
-        get(move |State(edge): State<Arc<Edge>>| async move {
-            metrics::gauge!("ricochet_edge_producer_queue_depth").set(edge.publisher.in_flight() as f64);
-            metrics::gauge!("ricochet_registry_links").set(edge.links.len() as f64);
-            metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
-        }),
-    );
+/// The public port's routes: clicks and opens, and health for load balancers.
+pub fn router(edge: Arc<Edge>) -> Router {
     let clicks = Router::new()
         .route("/{code}", get(edge::redirect))
         .route("/{code}/{token}", get(edge::redirect_for_recipient))
         .route("/o/{file}", get(edge::open_pixel))
         .route("/o/{code}/{file}", get(edge::open_pixel_for_recipient))
         .layer(middleware::from_fn(observe_latency));
-    ops.merge(clicks).with_state(edge)
+    health().merge(clicks).with_state(edge)
+}
+
+/// The operations listener's routes: health, readiness and metrics, which
+/// stay off the public port.
+pub fn ops_router(edge: Arc<Edge>, metrics: Option<PrometheusHandle>) -> Router {
+    health()
+        .route(
+            "/metrics",
+            get(move |State(edge): State<Arc<Edge>>| async move {
+                metrics::gauge!("ricochet_edge_producer_queue_depth").set(edge.publisher.in_flight() as f64);
+                metrics::gauge!("ricochet_registry_links").set(edge.links.len() as f64);
+                metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+            }),
+        )
+        .with_state(edge)
+}
+
+fn health() -> Router<Arc<Edge>> {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz))
 }
 
 async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
@@ -84,62 +101,40 @@ fn status_label(status: StatusCode) -> std::borrow::Cow<'static, str> {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish:
-/// idle keep-alive connections are closed at once, the others after their
-/// current response.
+/// Serves clicks on `public` and operations on `ops` until `shutdown`
+/// resolves, then lets in-flight requests finish (see [`ricochet_serve::serve`]).
 pub async fn run(
-    listener: TcpListener,
+    public: TcpListener,
+    ops: TcpListener,
     edge: Arc<Edge>,
     metrics: Option<PrometheusHandle>,
-    header_read_timeout: Option<Duration>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared { router: router(edge.clone(), metrics), edge, latency: Latency::new() });
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    accept_failed(error).await;
-                    continue;
-                }
-            },
-        };
-        // A response is one small write; Nagle's algorithm would hold the
-        // next one back until the client acknowledged the last.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "TCP_NODELAY not set");
-        }
-        let service = EdgeService { shared: shared.clone(), peer };
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection closed with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
+    let stop = CancellationToken::new();
+    let ops_router = ops_router(edge.clone(), metrics);
+    let shared = Arc::new(Shared { router: router(edge.clone()), edge, latency: Latency::new() });
+    let ops = ricochet_serve::serve(
+        "edge_ops",
+        ops,
+        Limits { max_connections: 64, ..limits },
+        move |peer| RouterService { router: ops_router.clone(), peer },
+        stop.clone().cancelled_owned(),
+    );
+    let public = ricochet_serve::serve(
+        "edge",
+        public,
+        limits,
+        move |peer| EdgeService { shared: shared.clone(), peer },
+        stop.clone().cancelled_owned(),
+    );
+    let signal = async move {
+        shutdown.await;
+        stop.cancel();
+        Ok(())
+    };
+    tokio::try_join!(public, ops, signal)?;
     Ok(())
-}
-
-/// A failed `accept`: a connection that died in the queue is the client's
-/// business; anything else (out of file descriptors, most often) is logged
-/// and waited out, so the loop does not spin on it.
-async fn accept_failed(error: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
-        return;
-    }
-    metrics::counter!("ricochet_edge_accept_errors_total").increment(1);
-    tracing::error!(%error, "accepting a connection failed; retrying in 1 s");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// What every connection's service shares.
@@ -210,7 +205,7 @@ impl<'a> Route<'a> {
         match (first, second, third) {
             ("o", Some(file), None) => Some(Route::Open { code: file.strip_suffix(".gif")?, token: None }),
             ("o", Some(code), Some(file)) => Some(Route::Open { code, token: Some(file.strip_suffix(".gif")?) }),
-            (_, _, Some(_)) | ("healthz" | "readyz" | "metrics", None, None) => None,
+            (_, _, Some(_)) | ("healthz" | "readyz", None, None) => None,
             (code, token, None) => Some(Route::Click { code, token }),
         }
     }
@@ -276,7 +271,6 @@ mod tests {
             "/a/b/c/d",
             "/healthz",
             "/readyz",
-            "/metrics",
             "/Ab%33dE",
             "/o/Ab3dE5gH",
             "/o/Ab3dE5gH/k1.abc",

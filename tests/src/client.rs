@@ -75,6 +75,13 @@ pub fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// `RICOCHET_OPS_LISTEN` on a free port, for a test that reads an edge's
+/// `/metrics` (served only there), and that listener's URL.
+pub fn ops_listener() -> ((&'static str, String), String) {
+    let port = crate::free_port();
+    (("RICOCHET_OPS_LISTEN", format!("127.0.0.1:{port}")), format!("http://127.0.0.1:{port}"))
+}
+
 /// `GET /v1/status` of an aggregator.
 pub async fn status(api: &str) -> Value {
     let r = http().get(format!("{api}/v1/status")).send().await.expect("GET /v1/status");

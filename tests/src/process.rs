@@ -14,7 +14,14 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `cmd` with stdout and stderr going to `log`.
+    ///
+    /// The edge's operations listener (`RICOCHET_OPS_LISTEN`) defaults to a
+    /// fixed port, which tests running side by side would fight over: unless
+    /// the test chose one, each process gets a free port of its own (port 0).
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+        if !cmd.get_envs().any(|(k, _)| k == "RICOCHET_OPS_LISTEN") {
+            cmd.env("RICOCHET_OPS_LISTEN", "127.0.0.1:0");
+        }
         let out = File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let err = out.try_clone().expect("cloning log handle");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);

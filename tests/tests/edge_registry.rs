@@ -45,7 +45,8 @@ async fn pause_resume_pause_ends_paused_on_every_edge() {
     let api = services::api(&servers, "api", &[]).await;
     let link = client::create_link(&api.url(), "acme", "c", "https://acme.example/").await;
     let other = client::create_link(&api.url(), "globex", "c", "https://globex.example/").await;
-    let edge1 = services::redirect(&servers, "edge-1", &[]).await;
+    let (ops_env, ops) = client::ops_listener();
+    let edge1 = services::redirect(&servers, "edge-1", &[ops_env]).await;
     let edge2 = services::redirect(&servers, "edge-2", &[]).await;
     let edges = [&edge1, &edge2];
     assert_eq!(status_of(&edge1, &link.code).await, 302, "a link created by the API resolves on another process");
@@ -71,7 +72,7 @@ async fn pause_resume_pause_ends_paused_on_every_edge() {
     assert!(worst < Duration::from_secs(2), "a pause reaches every edge within about a second, took {worst:?}");
     // The edge reports its registry size and lag.
     let metrics = eventually("the registry gauges", Duration::from_secs(15), || async {
-        let text = http().get(format!("{}/metrics", edge1.url())).send().await.ok()?.text().await.ok()?;
+        let text = http().get(format!("{ops}/metrics")).send().await.ok()?.text().await.ok()?;
         text.contains("ricochet_registry_lag_records 0").then_some(text)
     })
     .await;

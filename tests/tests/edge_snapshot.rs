@@ -18,8 +18,14 @@ async fn status_of(edge: &Service, code: &str) -> u16 {
     http().get(format!("{}/{code}", edge.url())).send().await.unwrap().status().as_u16()
 }
 
-async fn metrics(edge: &Service) -> String {
-    http().get(format!("{}/metrics", edge.url())).send().await.unwrap().text().await.unwrap()
+/// An edge whose operations listener (metrics) is on a port the test knows; and its URL.
+async fn edge_with_ops(servers: &Servers) -> (Service, String) {
+    let (env, ops) = client::ops_listener();
+    (services::redirect(servers, "edge", &[env]).await, ops)
+}
+
+async fn metrics(ops: &str) -> String {
+    http().get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 fn snapshot_of(servers: &Servers, edge: &str) -> std::path::PathBuf {
@@ -32,8 +38,8 @@ fn stop(edge: &mut Service) {
 }
 
 /// How this edge process started: `loaded`, `refused` or `missing` (its metric).
-async fn snapshot_outcome(edge: &Service) -> String {
-    let m = metrics(edge).await;
+async fn snapshot_outcome(ops: &str) -> String {
+    let m = metrics(ops).await;
     let outcomes: Vec<&str> = m
         .lines()
         .filter(|l| l.starts_with("ricochet_registry_snapshot_loads_total{") && l.ends_with(" 1"))
@@ -68,7 +74,7 @@ async fn a_restarted_edge_resumes_from_its_snapshot_with_what_changed_while_it_w
     let r = http().put(format!("{}/v1/clients/globex", api.url())).json(&json!({"status": "paused"})).send().await;
     assert_eq!(r.unwrap().status(), 200);
 
-    let edge = services::redirect(&servers, "edge", &[]).await;
+    let (edge, ops) = edge_with_ops(&servers).await;
     // Ready means current: the very first answers already reflect the changes.
     assert_eq!(status_of(&edge, &paused.code).await, 410, "paused while the edge was down");
     assert_eq!(status_of(&edge, &created.code).await, 302, "created while the edge was down");
@@ -76,7 +82,7 @@ async fn a_restarted_edge_resumes_from_its_snapshot_with_what_changed_while_it_w
     let r = http().get(format!("{}/{}", edge.url(), kept.code)).send().await.unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "https://acme.example/kept", "the destination from the snapshot");
-    assert_eq!(snapshot_outcome(&edge).await, "loaded");
+    assert_eq!(snapshot_outcome(&ops).await, "loaded");
 }
 
 /// Breaks the snapshot with `damage`, restarts the edge and checks it refused
@@ -90,8 +96,8 @@ async fn refused_and_replaced(
     let mut bytes = std::fs::read(path).unwrap();
     damage(&mut bytes);
     std::fs::write(path, &bytes).unwrap();
-    let mut edge = services::redirect(servers, "edge", &[]).await;
-    assert_eq!(snapshot_outcome(&edge).await, "refused");
+    let (mut edge, ops) = edge_with_ops(servers).await;
+    assert_eq!(snapshot_outcome(&ops).await, "refused");
     for (code, status) in codes {
         assert_eq!(status_of(&edge, code).await, *status, "{code} after a full load");
     }
@@ -132,8 +138,8 @@ async fn a_corrupt_or_cut_snapshot_is_refused_and_replaced() {
     refused_and_replaced(&servers, &path, |b| bump_offsets(b), &codes).await;
 
     // The replacement is good: the next start uses it.
-    let edge = services::redirect(&servers, "edge", &[]).await;
-    assert_eq!(snapshot_outcome(&edge).await, "loaded");
+    let (edge, ops) = edge_with_ops(&servers).await;
+    assert_eq!(snapshot_outcome(&ops).await, "loaded");
     assert_eq!(status_of(&edge, &paused.code).await, 410);
     assert_eq!(status_of(&edge, &live.code).await, 302);
 }
