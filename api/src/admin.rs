@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::api::{link_json, CreateLink};
 use crate::auth::Principal;
-use crate::error::{ApiError, Path};
+use crate::error::{ApiError, NoQuery, Path};
 use crate::openapi::{self, AdminErrors, CreateErrors, ReadErrors, UpdateErrors};
 use crate::state::ApiState;
 
@@ -52,6 +52,7 @@ pub struct CreateLinks {
 pub async fn create_links(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     body: Result<Json<CreateLinks>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
@@ -130,6 +131,7 @@ pub struct PatchLink {
 pub async fn patch_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     Path(link_id): Path<String>,
     body: Result<Json<PatchLink>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -175,13 +177,61 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
     })
 }
 
+fn parse_client_status(status: &str) -> Result<ClientStatus, ApiError> {
+    match status {
+        "active" => Ok(ClientStatus::Active),
+        "paused" => Ok(ClientStatus::Paused),
+        other => Err(ApiError::BadRequest(format!("status must be active or paused, not {other:?}"))),
+    }
+}
+
+fn parse_fallback_url(url: Option<String>) -> Result<Option<String>, ApiError> {
+    url.map(|u| Destination::parse(&u).map(Destination::into_string))
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("fallback_url: {e}")))
+}
+
+fn parse_hot_spread(spread: i64) -> Result<u16, ApiError> {
+    match u16::try_from(spread) {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(ApiError::BadRequest("hot_spread must be between 1 and 64".into())),
+    }
+}
+
+fn parse_networks(networks: &[String]) -> Result<Vec<String>, ApiError> {
+    if networks.len() > 256 {
+        return Err(ApiError::BadRequest("allowed_networks takes at most 256 CIDRs".into()));
+    }
+    networks
+        .iter()
+        .map(|cidr| {
+            cidr.parse::<ipnet::IpNet>().map(|net| net.trunc().to_string()).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "allowed_networks: {cidr:?} is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Writes the client's new state to the registry and answers it.
+async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<serde_json::Value>, ApiError> {
+    record.updated_at_ms = now_ms();
+    s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_client(record.clone());
+    Ok(Json(client_json(&record)))
+}
+
 /// `PUT /v1/clients/{id}`: the client's whole state. Pausing is one record, so
 /// it takes effect for every link of the client at once.
 #[utoipa::path(
     put,
     path = "/v1/clients/{client_id}",
     tag = "clients",
-    summary = "Set a client's state (admin).",
+    summary = "Replace a client's whole state (admin).",
+    description = "Full replacement: a field left out takes its default (no fallback URL, `hot_spread` 1, \
+                   no allow-listed networks), whatever it was before. To change some fields and keep the \
+                   others, use `PATCH`.",
     params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     request_body = PutClient,
     responses(
@@ -193,46 +243,113 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
 pub async fn put_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     Path(client_id): Path<String>,
     body: Result<Json<PutClient>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_admin()?;
     let Json(put) = body?;
-    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let status = match put.status.as_str() {
-        "active" => ClientStatus::Active,
-        "paused" => ClientStatus::Paused,
-        other => return Err(ApiError::BadRequest(format!("status must be active or paused, not {other:?}"))),
+    let record = ClientRecord {
+        client_id: ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        status: parse_client_status(&put.status)?,
+        fallback_url: parse_fallback_url(put.fallback_url)?,
+        hot_spread: parse_hot_spread(put.hot_spread.unwrap_or(1))?,
+        updated_at_ms: 0,
+        allowed_networks: parse_networks(&put.allowed_networks)?,
     };
-    let fallback_url = put
-        .fallback_url
-        .map(|u| Destination::parse(&u).map(Destination::into_string))
-        .transpose()
-        .map_err(|e| ApiError::BadRequest(format!("fallback_url: {e}")))?;
-    let hot_spread = put.hot_spread.unwrap_or(1);
-    if !(1..=64).contains(&hot_spread) {
-        return Err(ApiError::BadRequest("hot_spread must be between 1 and 64".into()));
+    write_client(&s, record).await
+}
+
+/// `PATCH /v1/clients/{id}` body: only the fields sent change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchClient {
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(schema_with = client_status_schema)]
+    pub status: Option<String>,
+    /// Where a paused client's links send recipients; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = openapi::nullable_url_schema)]
+    pub fallback_url: Option<Option<String>>,
+    /// Kafka partitions a hot client's clicks are spread over.
+    #[serde(default, deserialize_with = "not_null_i64")]
+    #[schema(minimum = 1, maximum = 64, nullable = false)]
+    pub hot_spread: Option<i64>,
+    /// CIDRs whose clicks are never called bots for their network alone; replaces the whole list.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(schema_with = networks_schema)]
+    pub allowed_networks: Option<Vec<String>>,
+}
+
+/// A field that was sent, even as `null` (`Some(None)`), apart from one that was not (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A field that may be left out but not sent as `null`.
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+fn not_null_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match crate::numbers::option_i64(d)? {
+        Some(n) => Ok(Some(n)),
+        None => Err(serde::de::Error::custom("hot_spread must be a number from 1 to 64, not null")),
     }
-    let hot_spread = hot_spread as u16;
-    if put.allowed_networks.len() > 256 {
-        return Err(ApiError::BadRequest("allowed_networks takes at most 256 CIDRs".into()));
+}
+
+/// `PATCH /v1/clients/{id}`: changes the fields sent and keeps the others.
+#[utoipa::path(
+    patch,
+    path = "/v1/clients/{client_id}",
+    tag = "clients",
+    summary = "Change some of a client's settings (admin); the fields left out keep their value.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    request_body = PatchClient,
+    responses(
+        (status = 200, description = "The client's state.", body = openapi::Client),
+        AdminErrors,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn patch_client(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    _: NoQuery,
+    Path(client_id): Path<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_admin()?;
+    let Json(body) = body?;
+    // An object only: serde would also take an array as the fields in order.
+    if !body.is_object() {
+        return Err(ApiError::BadRequest("invalid JSON body: expected an object of the fields to change".into()));
     }
-    let allowed_networks = put
-        .allowed_networks
-        .iter()
-        .map(|cidr| {
-            cidr.parse::<ipnet::IpNet>().map(|net| net.trunc().to_string()).map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "allowed_networks: {cidr:?} is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let record =
-        ClientRecord { client_id, status, fallback_url, hot_spread, updated_at_ms: now_ms(), allowed_networks };
-    s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
-    s.links.apply_client(record.clone());
-    Ok(Json(client_json(&record)))
+    let patch: PatchClient =
+        serde_json::from_value(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // A client never configured is active, with every default.
+    let mut record = s.links.client(client_id.as_str()).map(|c| (*c).clone()).unwrap_or(ClientRecord {
+        client_id,
+        status: ClientStatus::Active,
+        fallback_url: None,
+        hot_spread: 1,
+        updated_at_ms: 0,
+        allowed_networks: Vec::new(),
+    });
+    if let Some(status) = patch.status {
+        record.status = parse_client_status(&status)?;
+    }
+    if let Some(url) = patch.fallback_url {
+        record.fallback_url = parse_fallback_url(url)?;
+    }
+    if let Some(spread) = patch.hot_spread {
+        record.hot_spread = parse_hot_spread(spread)?;
+    }
+    if let Some(networks) = patch.allowed_networks {
+        record.allowed_networks = parse_networks(&networks)?;
+    }
+    write_client(&s, record).await
 }
 
 #[utoipa::path(
@@ -250,6 +367,7 @@ pub async fn put_client(
 pub async fn get_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     Path(client_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.check(&client_id, || format!("no client {client_id:?}"))?;
@@ -278,6 +396,7 @@ pub async fn get_client(
 pub async fn token_keys(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     Path(client_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.check(&client_id, || format!("no client {client_id:?}"))?;

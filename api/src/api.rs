@@ -19,9 +19,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{self, Principal};
-use crate::error::{ApiError, Path};
+use crate::error::{ApiError, NoQuery, Path};
 use crate::openapi::{
-    self, AdminErrors, BackendErrors, CreateErrors, RangeParams, ReadErrors, StatsErrors, UpdateErrors,
+    self, AdminErrors, CreateErrors, RangeParams, ReadErrors, StatsErrors, StatusErrors, UpdateErrors,
 };
 use crate::state::ApiState;
 use crate::stats::{self, Range, Scope, StatsQuery, TopBy};
@@ -120,6 +120,7 @@ pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
 pub(crate) async fn create_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     body: Result<Json<CreateLink>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     principal.require_admin()?;
@@ -176,6 +177,7 @@ fn cache_key(uri: &OriginalUri) -> String {
 pub(crate) async fn get_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     Path(link_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let link = visible_link(&s, &principal, &link_id)?;
@@ -396,6 +398,7 @@ pub(crate) async fn top_campaigns(
 pub(crate) async fn campaigns(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     uri: OriginalUri,
     headers: HeaderMap,
     Path(client_id): Path<String>,
@@ -479,6 +482,7 @@ pub(crate) struct CreateApiKey {
 pub(crate) async fn create_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     Path(client_id): Path<String>,
     // No body, `null`, or the object: the document allows all three.
     body: Result<Option<Json<Option<CreateApiKey>>>, JsonRejection>,
@@ -519,6 +523,7 @@ pub(crate) async fn create_api_key(
 pub(crate) async fn revoke_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
+    _: NoQuery,
     Path((client_id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
@@ -541,21 +546,35 @@ pub(crate) async fn revoke_api_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/status`: lag and freshness across every aggregator.
+/// `GET /v1/status`: lag and freshness across every aggregator (admin).
 #[utoipa::path(
     get,
     path = "/v1/status",
     tag = "operations",
-    summary = "Lag and freshness across every aggregator.",
+    summary = "Lag and freshness across every aggregator (admin); computed at most every 2 s.",
     responses(
-        (status = 200, description = "The status.", body = crate::status::StatusReport),
-        BackendErrors,
+        (status = 200, description = "The status.", body = crate::status::StatusReport, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=2"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        StatusErrors,
     ),
-    security(()),
+    security(("bearer" = [])),
 )]
-pub(crate) async fn status(State(s): State<Arc<ApiState>>) -> Result<Json<crate::status::StatusReport>, ApiError> {
-    match &s.status {
-        Some(status) => Ok(Json(status.report(&s.clickhouse).await?)),
-        None => Err(ApiError::Kafka("this API has no broker client for the status".into())),
-    }
+pub(crate) async fn status(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    _: NoQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    principal.require_admin()?;
+    let state = s.clone();
+    s.status_cache
+        .respond("status".into(), &headers, || async move {
+            let status = state
+                .status
+                .as_ref()
+                .ok_or_else(|| ApiError::Kafka("this API has no broker client for the status".into()))?;
+            let report = status.report(&state.clickhouse).await?;
+            Ok(serde_json::to_value(report).expect("the status serializes"))
+        })
+        .await
 }

@@ -27,6 +27,7 @@ pub struct Cached {
 
 pub struct ResponseCache {
     inner: moka::future::Cache<String, Arc<Cached>>,
+    cache_control: HeaderValue,
 }
 
 impl Default for ResponseCache {
@@ -37,10 +38,19 @@ impl Default for ResponseCache {
 
 impl ResponseCache {
     pub fn new(capacity: u64) -> Self {
-        ResponseCache { inner: moka::future::Cache::builder().max_capacity(capacity).time_to_live(FRESHNESS).build() }
+        Self::with_freshness(capacity, FRESHNESS)
     }
 
-    /// The answer for `key`: from memory if at most [`FRESHNESS`] old, else
+    /// A cache whose answers may be `freshness` old (whole seconds).
+    pub fn with_freshness(capacity: u64, freshness: Duration) -> Self {
+        ResponseCache {
+            inner: moka::future::Cache::builder().max_capacity(capacity).time_to_live(freshness).build(),
+            cache_control: HeaderValue::from_str(&format!("private, max-age={}", freshness.as_secs()))
+                .expect("a valid header"),
+        }
+    }
+
+    /// The answer for `key`: from memory if at most the freshness old, else
     /// computed once for every caller waiting on the same key.
     pub async fn respond<F, Fut>(&self, key: String, headers: &HeaderMap, compute: F) -> Result<Response, ApiError>
     where
@@ -63,7 +73,7 @@ impl ResponseCache {
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|tag| tag.trim() == cached.etag.to_str().unwrap_or_default()));
-        let cache_control = HeaderValue::from_static("private, max-age=1");
+        let cache_control = self.cache_control.clone();
         if not_modified {
             return Ok((
                 StatusCode::NOT_MODIFIED,

@@ -58,6 +58,39 @@ pub struct ApiConfig {
     /// Base of the tracking URLs the API hands out (the edge's public address).
     #[arg(long, env = "RICOCHET_PUBLIC_REDIRECT_URL", default_value = "http://127.0.0.1:8080", global = true)]
     pub public_redirect_url: String,
+
+    /// Requests a second each client key may send on average; requests without
+    /// a valid key are counted per client address. Past it: 429 with
+    /// `Retry-After`. The admin key, `/healthz` and `/readyz` are not limited.
+    /// 0: no limit.
+    #[arg(long, env = "RICOCHET_API_RATE_LIMIT_PER_SEC", default_value_t = 20, global = true)]
+    pub rate_limit_per_sec: u32,
+
+    /// Requests a key (or an address) may send at once before the rate applies.
+    #[arg(long, env = "RICOCHET_API_RATE_LIMIT_BURST", default_value_t = 100, global = true)]
+    pub rate_limit_burst: u32,
+
+    /// Seconds a connection may take to send a whole request head; also how
+    /// long an idle kept-alive connection stays open. 0: no limit.
+    #[arg(long, env = "RICOCHET_HEADER_READ_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds from a request's head to its answer, waiting for a slot
+    /// included; past it: 503. 0: no limit.
+    #[arg(long, env = "RICOCHET_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub request_timeout_secs: u64,
+
+    /// Connections open at once; past it new ones wait in the kernel's queue.
+    #[arg(long, env = "RICOCHET_MAX_CONNECTIONS", default_value_t = 1024, global = true)]
+    pub max_connections: usize,
+
+    /// Requests handled at once, all callers together; the others wait their turn.
+    #[arg(long, env = "RICOCHET_MAX_CONCURRENT_REQUESTS", default_value_t = 256, global = true)]
+    pub max_concurrent_requests: usize,
+
+    /// Largest request body in bytes (a batch of 10,000 links is ~2.2 MB).
+    #[arg(long, env = "RICOCHET_MAX_BODY_BYTES", default_value_t = 8 << 20, global = true)]
+    pub max_body_bytes: usize,
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -69,6 +102,29 @@ pub enum Command {
 }
 
 impl ApiConfig {
+    /// How requests are limited ([`crate::limits`]).
+    pub fn http_limits(&self) -> crate::limits::HttpLimits {
+        crate::limits::HttpLimits {
+            rate_per_sec: self.rate_limit_per_sec,
+            rate_burst: self.rate_limit_burst,
+            max_concurrent_requests: self.max_concurrent_requests,
+            request_timeout: match self.request_timeout_secs {
+                0 => std::time::Duration::MAX,
+                secs => std::time::Duration::from_secs(secs),
+            },
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// How connections are held (`ricochet-serve`).
+    pub fn connection_limits(&self) -> ricochet_serve::Limits {
+        ricochet_serve::Limits {
+            header_read_timeout: (self.header_read_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.header_read_timeout_secs)),
+            max_connections: self.max_connections,
+        }
+    }
+
     pub fn registry_topics(&self) -> ricochet_registry::RegistryTopics {
         ricochet_registry::RegistryTopics {
             links: self.links_topic.clone(),

@@ -2,7 +2,8 @@
 //! body `{"error": {"code": …, "message": …}}` that says what to fix. A 5xx
 //! names the backing server that failed (`"backend": "clickhouse"` or
 //! `"kafka"`, and in the message) and is counted in
-//! `ricochet_api_backend_errors_total{backend}`.
+//! `ricochet_api_backend_errors_total{backend}`; what the server said (which
+//! may name hosts, tables and queries) goes to the log, never to the caller.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, StatusCode};
@@ -35,6 +36,12 @@ pub enum ApiError {
     /// Not ready yet (still reading the registry): a 503, not a failure.
     #[error("{0}")]
     Loading(String),
+    /// The caller's token bucket is empty: retry after this many seconds.
+    #[error("too many requests with this key (or, without a valid key, from this address); retry in {0} s")]
+    RateLimited(u64),
+    /// Not answered within the request timeout, in seconds.
+    #[error("the request was not answered within {0} s; retry later")]
+    Timeout(u64),
 }
 
 impl IntoResponse for ApiError {
@@ -49,18 +56,25 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
             ApiError::Loading(_) => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
         };
         let mut error = json!({ "code": code, "message": self.to_string() });
         if let Some(backend) = self.backend() {
             tracing::error!(error = %self, backend, "request failed");
             metrics::counter!("ricochet_api_backend_errors_total", "backend" => backend).increment(1);
             error["backend"] = json!(backend);
+            error["message"] = json!(self.public_message());
         }
         let body = Json(json!({ "error": error }));
-        if status == StatusCode::UNAUTHORIZED {
-            return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        match self {
+            ApiError::Unauthorized(_) => (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response(),
+            ApiError::RateLimited(secs) | ApiError::Timeout(secs) => {
+                let wait = if matches!(self, ApiError::Timeout(_)) { 1 } else { secs };
+                (status, [(header::RETRY_AFTER, wait.to_string())], body).into_response()
+            }
+            _ => (status, body).into_response(),
         }
-        (status, body).into_response()
     }
 }
 
@@ -71,6 +85,15 @@ impl ApiError {
             ApiError::Store(_) => Some("clickhouse"),
             ApiError::Registry(_) | ApiError::Kafka(_) => Some("kafka"),
             _ => None,
+        }
+    }
+
+    /// A 5xx's message for the caller: which server failed, not what it said.
+    fn public_message(&self) -> &'static str {
+        match self {
+            ApiError::Store(_) => "ClickHouse, the analytics store, failed; the API's log has the details",
+            ApiError::Registry(_) => "the Kafka broker did not take the registry write; the API's log has the details",
+            _ => "the Kafka broker failed; the API's log has the details",
         }
     }
 }
@@ -117,6 +140,25 @@ where
     }
 }
 
+/// For routes that take no query parameters: any parameter is a 400, as an
+/// unknown one is on the routes that take some (their query types deny
+/// unknown fields). A parameter that changes nothing would otherwise make
+/// each request a new cache entry.
+pub struct NoQuery;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.uri.query() {
+            None | Some("") => Ok(NoQuery),
+            Some(_) => Err(ApiError::BadRequest(
+                "invalid query string: this route takes no query parameters (see /v1/openapi.json)".into(),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,10 +172,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_5xx_names_its_backend_and_a_4xx_keeps_the_shape() {
-        let (status, b) = body(ApiError::Store("timeout".into())).await;
+        let (status, b) = body(ApiError::Store("Table default.click_events at 10.0.0.7 doesn't exist".into())).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(b["error"]["backend"], "clickhouse");
         assert!(b["error"]["message"].as_str().unwrap().starts_with("ClickHouse"), "{b}");
+        assert!(!b.to_string().contains("click_events") && !b.to_string().contains("10.0.0.7"), "{b}");
         let (_, b) = body(ApiError::Registry("no leader".into())).await;
         assert_eq!(b["error"]["backend"], "kafka");
         assert!(b["error"]["message"].as_str().unwrap().contains("Kafka broker"), "{b}");

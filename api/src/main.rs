@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+    ricochet_serve::raise_open_files_limit_or_warn();
 
     let clickhouse = config.clickhouse.client();
     let version = ricochet_warehouse::config::server_version(&clickhouse)
@@ -66,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
     let state = Arc::new(ApiState {
         admin_key,
         cache: ricochet_api::cache::ResponseCache::default(),
+        status_cache: ricochet_api::cache::ResponseCache::with_freshness(1, ricochet_api::status::FRESHNESS),
+        limits: config.http_limits(),
+        rate_limiter: ricochet_api::limits::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
         links,
         writer,
         tail: Some(tail),
@@ -79,12 +83,18 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "API serving");
     let stop = shutdown.clone();
-    axum::serve(listener, router::router(state))
-        .with_graceful_shutdown(async move {
+    let router = router::router(state);
+    ricochet_serve::serve(
+        "api",
+        listener,
+        config.connection_limits(),
+        move |peer| ricochet_serve::RouterService { router: router.clone(), peer },
+        async move {
             wait_for_signal().await;
             stop.cancel();
-        })
-        .await?;
+        },
+    )
+    .await?;
     tail_task.abort();
     Ok(())
 }

@@ -60,11 +60,14 @@ pub const MAX_VALIDITY_SECONDS: i64 = 253_402_300_799;
     info(
         title = "Ricochet API",
         description = "Links, clients, API keys, click aggregates and the aggregators' status. \
-                       Every /v1 route but the OpenAPI document and the status needs \
+                       Every /v1 route but the OpenAPI document needs \
                        `Authorization: Bearer <key>` (the admin key, or a client's key, which sees only \
                        its own client's data). Errors are `{\"error\": {\"code\", \"message\"}}`: 400 a value \
-                       outside what this document allows, 422 allowed values that conflict, 503 a backing \
-                       server failed (the message names it)."
+                       outside what this document allows (and any query parameter it does not list), 422 \
+                       allowed values that conflict, 429 too many requests with one key (or, without a \
+                       valid key, from one address; `Retry-After` says when to retry), 503 a backing \
+                       server failed (the body names which) or the request took longer than the request \
+                       timeout."
     ),
     modifiers(&BearerAuth),
     tags(
@@ -96,8 +99,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `unprocessable`
-    /// or `unavailable`.
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `unprocessable`,
+    /// `rate_limited`, `unavailable`, `timeout` or `loading`.
     pub code: String,
     /// What was wrong and what is allowed; for a 503, which server failed.
     pub message: String,
@@ -211,10 +214,16 @@ pub enum AdminErrors {
     Kafka(ErrorBody),
 }
 
-/// What the status can answer besides 200.
+/// What the status can answer besides 200 and 304.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
-pub enum BackendErrors {
+pub enum StatusErrors {
+    #[response(status = 400, description = "A query parameter: this route takes none.")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "A client key: the status needs the admin key.")]
+    Forbidden(ErrorBody),
     #[response(status = 503, description = "ClickHouse or the Kafka broker failed; the body names which (`backend`).")]
     Backend(ErrorBody),
 }
@@ -497,4 +506,41 @@ pub fn nullable_url_schema() -> Schema {
 /// The serialised document, for `GET /v1/openapi.json`.
 pub fn to_json(doc: &utoipa::openapi::OpenApi) -> String {
     doc.to_pretty_json().expect("the OpenAPI document serialises")
+}
+
+/// Adds what every operation can answer, whatever its handler: 400 (a query
+/// parameter it does not list), 429 (the caller's token bucket is empty,
+/// with `Retry-After`) and 503 (the request timeout).
+pub fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+    };
+    let retry_after = HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)))
+        .description(Some("Seconds to wait before the next request."))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            responses
+                .entry("400".into())
+                .or_insert_with(|| error("A query parameter this route does not list.").build().into());
+            responses.entry("429".into()).or_insert_with(|| {
+                error("Too many requests with this key (without a valid key: from this address).")
+                    .header("Retry-After", retry_after.clone())
+                    .build()
+                    .into()
+            });
+            responses.entry("503".into()).or_insert_with(|| {
+                error("Not answered within the request timeout, or a backing server failed.")
+                    .header("Retry-After", retry_after.clone())
+                    .build()
+                    .into()
+            });
+        }
+    }
 }

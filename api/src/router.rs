@@ -8,17 +8,17 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::Router;
+use axum::{middleware, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ricochet_registry::RegistryTail;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, NoQuery};
 use crate::openapi::{ApiDoc, ErrorBody};
 use crate::state::ApiState;
 use crate::{admin, api, dashboard};
@@ -34,7 +34,7 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(admin::create_links))
         .routes(routes!(api::get_link, admin::patch_link))
         .routes(routes!(api::link_stats))
-        .routes(routes!(admin::get_client, admin::put_client))
+        .routes(routes!(admin::get_client, admin::put_client, admin::patch_client))
         .routes(routes!(api::client_stats))
         .routes(routes!(api::top_campaigns))
         .routes(routes!(api::campaigns))
@@ -48,27 +48,38 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
 
 /// The OpenAPI document of every route [`router`] serves.
 pub fn document() -> utoipa::openapi::OpenApi {
-    documented().routes(routes!(openapi_json)).into_openapi()
+    let mut doc = documented().routes(routes!(openapi_json)).into_openapi();
+    crate::openapi::add_common_responses(&mut doc);
+    doc
 }
 
 /// The serialised document, made once.
 static DOCUMENT: OnceLock<String> = OnceLock::new();
 
+/// Every route, behind the limits of [`crate::limits`]: the caller's token
+/// bucket first, then the request timeout (which counts the wait for a
+/// slot), then the cap on requests in flight, and the body limit.
 pub fn router(state: Arc<ApiState>) -> Router {
     DOCUMENT.get_or_init(|| crate::openapi::to_json(&document()));
+    let limits = state.limits;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
     documented()
         .routes(routes!(openapi_json))
         .split_for_parts()
         .0
         .fallback(|| async { ApiError::NotFound("no such route; see /v1/openapi.json".into()) })
         .merge(dashboard::router())
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(slots, crate::limits::concurrency))
+        .layer(middleware::from_fn_with_state(limits.request_timeout, crate::limits::timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::limits::rate_limit))
         .with_state(state)
 }
 
 /// Liveness: answers while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
     responses((status = 200, description = "Alive.", body = String, content_type = "text/plain")))]
-async fn healthz() -> &'static str {
+async fn healthz(_: NoQuery) -> &'static str {
     "ok"
 }
 
@@ -78,7 +89,7 @@ async fn healthz() -> &'static str {
         (status = 200, description = "Ready.", body = String, content_type = "text/plain"),
         (status = 503, description = "Still loading the link registry from Kafka.", body = ErrorBody),
     ))]
-async fn readyz(State(s): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
+async fn readyz(State(s): State<Arc<ApiState>>, _: NoQuery) -> Result<&'static str, ApiError> {
     if s.tail.as_ref().is_none_or(RegistryTail::is_ready) {
         Ok("ready")
     } else {
@@ -89,7 +100,7 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Result<&'static str, ApiError
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain")))]
-async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
+async fn metrics(State(s): State<Arc<ApiState>>, _: NoQuery) -> impl IntoResponse {
     let text = s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -97,7 +108,7 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "The OpenAPI document.", body = Object)))]
-async fn openapi_json() -> impl IntoResponse {
+async fn openapi_json(_: NoQuery) -> impl IntoResponse {
     let doc = DOCUMENT.get_or_init(|| crate::openapi::to_json(&document())).as_str();
     ([(header::CONTENT_TYPE, "application/json")], doc)
 }

@@ -22,4 +22,10 @@ pub struct ApiState {
     /// The key that may do everything.
     pub admin_key: String,
     pub cache: ResponseCache,
+    /// `/v1/status`, computed at most once every [`crate::status::FRESHNESS`].
+    pub status_cache: ResponseCache,
+    /// What one caller and all callers together may ask ([`crate::limits`]).
+    pub limits: crate::limits::HttpLimits,
+    /// The token buckets; `None`: no rate limit.
+    pub rate_limiter: Option<crate::limits::RateLimiter>,
 }

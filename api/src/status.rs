@@ -17,6 +17,10 @@
 //! - **aggregators**: the members of the consumer group, from the broker's
 //!   group list; `0` with `running: false` says that nobody is consuming, so
 //!   the lag will only grow.
+//!
+//! Only the admin key may ask, and the answer is cached for [`FRESHNESS`]
+//! (concurrent calls coalesced), so polling it costs the broker and
+//! ClickHouse one computation every 2 s at most.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +36,10 @@ use crate::error::ApiError;
 /// Freshness looks at events stored with an event time at most this old; older
 /// than that it reads `null`, which says the same: nothing recent is stored.
 const FRESHNESS_WINDOW_DAYS: u32 = 7;
+
+/// How old an answer of `/v1/status` may be: calls within it share one
+/// computation (broker round trips and a ClickHouse scan).
+pub const FRESHNESS: Duration = Duration::from_secs(2);
 
 /// How long one broker request may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
