@@ -149,8 +149,9 @@ async fn the_api_surface() {
         broken.check(s == 200, format!("GET /v1/status answered {s} in a sequence"));
     }
     broken.check(calls.iter().all(|s| *s == 200), format!("concurrent GET /v1/status: {calls:?}"));
+    // One computation every 2 s: 1 or 2 in the time the calls take, 3 on a slow machine.
     let queries = freshness_queries().await - before;
-    broken.check(queries <= 2, format!("60 calls of /v1/status within ~1 s made {queries} ClickHouse queries"));
+    broken.check(queries <= 3, format!("60 calls of /v1/status within ~1 s made {queries} ClickHouse queries"));
 
     // Unknown query parameters: 400 on every route, as on /stats.
     for path in [
