@@ -68,6 +68,7 @@ OUT_DIR="$ROOT/bench/out"
 SUMMARY="$WORK/summary.txt"
 declare -A PID=()
 declare -A R=()   # results: R[label.key]
+declare -A OPS_PORT=() # an edge's operations port (its /metrics), by its public port
 LOST=0
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -189,13 +190,13 @@ children_ticks() { # FILE (output of `times`) -> CPU of this shell's reaped chil
 }
 
 edge_metric() { # PORT NAME -> sum of the samples of a metric (0 if absent)
-    curl -sf --max-time 5 "http://127.0.0.1:$1/metrics" |
+    curl -sf --max-time 5 "http://127.0.0.1:${OPS_PORT[$1]}/metrics" |
         awk -v name="$2" 'index($0, name) == 1 { rest = substr($0, length(name) + 1)
             if (rest ~ /^[ {]/) s += $NF } END { printf "%d\n", s }'
 }
 
 edge_served() { # PORT -> 302s the edge answered since it started
-    curl -sf --max-time 5 "http://127.0.0.1:$1/metrics" |
+    curl -sf --max-time 5 "http://127.0.0.1:${OPS_PORT[$1]}/metrics" |
         awk '/^ricochet_edge_request_duration_seconds_count\{status="302"\}/ { s += $NF } END { printf "%d\n", s }'
 }
 
@@ -332,9 +333,11 @@ start_broker() {
 }
 
 start_edge() { # NAME PORT: RSS and load time in R[NAME.*]
-    local name="$1" port="$2" t0
+    local name="$1" port="$2" t0 ops
+    pick_port ops
+    OPS_PORT[$port]="$ops"
     t0="$(date +%s.%N)"
-    RICOCHET_LISTEN="127.0.0.1:$port" RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
+    RICOCHET_LISTEN="127.0.0.1:$port" RICOCHET_OPS_LISTEN="127.0.0.1:$ops" RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
         RICOCHET_SPOOL_DIR="$WORK/$name-spool" RICOCHET_NODE_ID="bench-$name" \
         RICOCHET_SPOOL_MAX_BYTES="$SPOOL_MAX_BYTES" \
         RUST_LOG="info,librdkafka=warn,rdkafka=warn" \
