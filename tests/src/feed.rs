@@ -288,7 +288,7 @@ pub async fn assert_counted_exactly_in(ch: &ClickHouse, suffix: &str, tally: &Ta
         .expect("events per partition"),
         ch.query(&format!(
             "SELECT source_partition, sum(position_delta) FROM {rollups} WHERE grain = 0 \
-             AND source_partition IN (SELECT kafka_partition FROM {events}) \
+             AND source_partition GLOBAL IN (SELECT kafka_partition FROM {events}) \
              GROUP BY source_partition ORDER BY source_partition FORMAT TSV"
         ))
         .await
