@@ -91,6 +91,13 @@ pub struct ApiConfig {
     /// Largest request body in bytes (a batch of 10,000 links is ~2.2 MB).
     #[arg(long, env = "RICOCHET_MAX_BODY_BYTES", default_value_t = 8 << 20, global = true)]
     pub max_body_bytes: usize,
+
+    /// Seconds ClickHouse may spend on one of the API's queries
+    /// (`max_execution_time`); past it the API answers 503. Every query the
+    /// API sends is also `readonly = 1`; only migrations, at start, may write.
+    /// 0: no limit.
+    #[arg(long, env = "RICOCHET_API_CLICKHOUSE_MAX_EXECUTION_SECS", default_value_t = 10, global = true)]
+    pub clickhouse_max_execution_secs: u64,
 }
 
 #[derive(Subcommand, Clone, Debug)]

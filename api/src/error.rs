@@ -31,6 +31,9 @@ pub enum ApiError {
     Registry(String),
     #[error("ClickHouse, the analytics store, failed: {0}")]
     Store(String),
+    /// ClickHouse stopped the query at the API's `max_execution_time`.
+    #[error("ClickHouse stopped the query at the API's time limit: {0}")]
+    StoreTimeout(String),
     #[error("the Kafka broker failed: {0}")]
     Kafka(String),
     /// Not ready yet (still reading the registry): a 503, not a failure.
@@ -52,6 +55,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::StoreTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "query_timeout"),
             ApiError::Registry(_) | ApiError::Store(_) | ApiError::Kafka(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
@@ -82,9 +86,19 @@ impl ApiError {
     /// The backing server a 5xx comes from.
     pub fn backend(&self) -> Option<&'static str> {
         match self {
-            ApiError::Store(_) => Some("clickhouse"),
+            ApiError::Store(_) | ApiError::StoreTimeout(_) => Some("clickhouse"),
             ApiError::Registry(_) | ApiError::Kafka(_) => Some("kafka"),
             _ => None,
+        }
+    }
+
+    /// A ClickHouse failure: [`ApiError::StoreTimeout`] when the server
+    /// stopped the query at `max_execution_time` (code 159, TIMEOUT_EXCEEDED).
+    pub fn from_clickhouse(message: String) -> Self {
+        if message.contains("Code: 159") {
+            ApiError::StoreTimeout(message)
+        } else {
+            ApiError::Store(message)
         }
     }
 
@@ -92,6 +106,10 @@ impl ApiError {
     fn public_message(&self) -> &'static str {
         match self {
             ApiError::Store(_) => "ClickHouse, the analytics store, failed; the API's log has the details",
+            ApiError::StoreTimeout(_) => {
+                "the query took longer than ClickHouse allows the API's queries \
+                 (RICOCHET_API_CLICKHOUSE_MAX_EXECUTION_SECS); ask for a shorter range or retry later"
+            }
             ApiError::Registry(_) => "the Kafka broker did not take the registry write; the API's log has the details",
             _ => "the Kafka broker failed; the API's log has the details",
         }
@@ -115,7 +133,7 @@ impl From<StatsError> for ApiError {
         match e {
             StatsError::BadParam(m) => ApiError::BadRequest(m),
             StatsError::Conflict(m) => ApiError::Unprocessable(m),
-            StatsError::ClickHouse(e) => ApiError::Store(e.to_string()),
+            StatsError::ClickHouse(e) => ApiError::from_clickhouse(e.to_string()),
         }
     }
 }

@@ -32,6 +32,8 @@ async fn main() -> anyhow::Result<()> {
     if matches!(config.command, Some(Command::Migrate)) {
         return Ok(());
     }
+    // Migrations above write; everything from here on reads, within limits.
+    let clickhouse = ricochet_api::state::query_client(&config);
     let zones =
         ricochet_api::openapi::probe_zones(&clickhouse).await.context("asking ClickHouse for its time zones")?;
     tracing::info!(zones, "time zones both chrono-tz and ClickHouse know");

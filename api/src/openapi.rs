@@ -100,7 +100,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `unprocessable`,
-    /// `rate_limited`, `unavailable`, `timeout` or `loading`.
+    /// `rate_limited`, `unavailable`, `timeout`, `query_timeout` or `loading`.
     pub code: String,
     /// What was wrong and what is allowed; for a 503, which server failed.
     pub message: String,

@@ -29,3 +29,15 @@ pub struct ApiState {
     /// The token buckets; `None`: no rate limit.
     pub rate_limiter: Option<crate::limits::RateLimiter>,
 }
+
+/// The ClickHouse client every request's queries go through: `readonly = 1`
+/// and `max_execution_time`, sent as settings with each query, so ClickHouse
+/// itself refuses a write and stops a query past the limit (the API answers
+/// 503). Migrations, at start, use a client without them.
+pub fn query_client(config: &crate::config::ApiConfig) -> clickhouse::Client {
+    let client = config.clickhouse.client().with_option("readonly", "1");
+    match config.clickhouse_max_execution_secs {
+        0 => client,
+        secs => client.with_option("max_execution_time", secs.to_string()),
+    }
+}
