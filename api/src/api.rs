@@ -500,6 +500,8 @@ pub(crate) async fn create_api_key(
         label,
         revoked: false,
         created_at_ms: ricochet_registry::writer::now_ms(),
+        scopes: None,
+        expires_at_ms: None,
     };
     s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_api_key(record.clone());
@@ -540,6 +542,8 @@ pub(crate) async fn revoke_api_key(
         label: None,
         revoked: true,
         created_at_ms: ricochet_registry::writer::now_ms(),
+        scopes: None,
+        expires_at_ms: None,
     };
     s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_api_key(record);

@@ -6,8 +6,9 @@ use crate::codec::{nullable, CodecError, Contract, Fields, SchemaId};
 use crate::ids::ClientId;
 
 pub const API_KEY_V1: SchemaId = SchemaId(6);
+pub const API_KEY_V2: SchemaId = SchemaId(10);
 
-/// See `schemas/avro/api_key.v1.avsc`.
+/// See `schemas/avro/api_key.v2.avsc`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     /// Lowercase hex SHA-256 of the key.
@@ -16,11 +17,17 @@ pub struct ApiKeyRecord {
     pub label: Option<String>,
     pub revoked: bool,
     pub created_at_ms: i64,
+    /// v2: what the key may do (`read`, `recipients`, `write`, `tokens`);
+    /// `None`: a key made before scopes (v1 data), with the rights such keys had.
+    pub scopes: Option<Vec<String>>,
+    /// v2: when the key stops working; `None`: never.
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Contract for ApiKeyRecord {
     const NAME: &'static str = "ApiKey";
-    const VERSIONS: &'static [(SchemaId, &'static str)] = &[(API_KEY_V1, include_str!("../avro/api_key.v1.avsc"))];
+    const VERSIONS: &'static [(SchemaId, &'static str)] =
+        &[(API_KEY_V1, include_str!("../avro/api_key.v1.avsc")), (API_KEY_V2, include_str!("../avro/api_key.v2.avsc"))];
 
     fn to_avro(&self) -> Value {
         Value::Record(vec![
@@ -29,6 +36,11 @@ impl Contract for ApiKeyRecord {
             ("label".into(), nullable(self.label.clone().map(Value::String))),
             ("revoked".into(), Value::Boolean(self.revoked)),
             ("created_at".into(), Value::TimestampMillis(self.created_at_ms)),
+            (
+                "scopes".into(),
+                nullable(self.scopes.as_ref().map(|s| Value::Array(s.iter().cloned().map(Value::String).collect()))),
+            ),
+            ("expires_at".into(), nullable(self.expires_at_ms.map(Value::TimestampMillis))),
         ])
     }
 
@@ -44,6 +56,8 @@ impl Contract for ApiKeyRecord {
             label: f.opt_string("label")?,
             revoked: f.boolean("revoked")?,
             created_at_ms: f.long("created_at")?,
+            scopes: f.opt_string_array("scopes")?,
+            expires_at_ms: f.opt_long("expires_at")?,
         })
     }
 }

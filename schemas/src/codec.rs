@@ -235,6 +235,21 @@ impl Fields {
         }
     }
 
+    pub(crate) fn opt_string_array(&mut self, field: &'static str) -> Result<Option<Vec<String>>, CodecError> {
+        match unwrap_union(self.take(field)?) {
+            Value::Null => Ok(None),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(self.shape(field, format!("expected strings, found {other:?}"))),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            other => Err(self.shape(field, format!("expected null or an array, found {other:?}"))),
+        }
+    }
+
     pub(crate) fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, CodecError> {
         match unwrap_union(self.take(field)?) {
             Value::Null => Ok(None),

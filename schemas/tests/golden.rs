@@ -247,17 +247,31 @@ fn link_count_v1_round_trips() {
 }
 
 #[test]
-fn api_key_v1_round_trips() {
+fn api_key_v1_bytes_are_stable_and_read_as_a_legacy_key() {
     let key = ApiKeyRecord {
         key_hash: "ab".repeat(32),
         client_id: ClientId::parse("acme").unwrap(),
         label: Some("dashboard".into()),
         revoked: false,
         created_at_ms: 1_732_233_600_000,
+        scopes: None,
+        expires_at_ms: None,
     };
     let codec = Codec::<ApiKeyRecord>::new();
-    let bytes = codec.encode(&key).unwrap();
+    let Value::Record(fields) = key.to_avro() else { unreachable!() };
+    let v1 = Value::Record(fields.into_iter().filter(|(n, _)| n != "scopes" && n != "expires_at").collect());
+    let bytes = codec.encode_value(ricochet_schemas::api_key::API_KEY_V1, v1).unwrap();
     assert_eq!(&bytes[..5], &[0, 0, 0, 0, 6]);
     check_golden("api_key.v1.hex", &bytes);
-    assert_eq!(codec.decode(&bytes).unwrap(), key);
+    assert_eq!(codec.decode(&bytes).unwrap(), key, "v1 data reads with no scopes (legacy) and no expiry");
+
+    let scoped = ApiKeyRecord {
+        scopes: Some(vec!["read".into(), "write".into()]),
+        expires_at_ms: Some(1_764_000_000_000),
+        ..key
+    };
+    let bytes = codec.encode(&scoped).unwrap();
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, 10], "this build writes api_key v2 (schema id 10)");
+    check_golden("api_key.v2.hex", &bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), scoped);
 }
