@@ -8,6 +8,9 @@
 #     plus its only native build dependency: a C/C++ compiler (build-essential), for the
 #     bundled SQLite (libsql-ffi), zstd, lz4 and aws-lc-sys. Checked: cmake and libclang are
 #     NOT needed (their crates use pre-generated bindings / the cc builder in this build).
+#   - libssl-dev and pkg-config                (apt; the services' librdkafka is built with TLS
+#                                               and SASL PLAIN/SCRAM against Debian's OpenSSL)
+#   - openssl, the command                     (apt; tests/tests/tls.rs makes its certificates)
 #   - zookeeper                                (apt; for the replicated-cluster test, tests/tests/cluster.rs,
 #                                               run by infra/zookeeper/run.sh; needs Java, which it pulls in)
 #   - a Python venv with infra/requirements-test.txt (pip, PyPI), in
@@ -206,6 +209,22 @@ install_nisshi() {
     say "nisshi $NISSHI_VERSION: installed ($nisshi_bin) in $(( (SECONDS - start) / 60 )) min"
 }
 
+# ---------------------------------------------------------------- OpenSSL
+# rdkafka's `ssl` feature builds librdkafka against the system's OpenSSL (found with
+# pkg-config); the tests make their CA and server certificates with the openssl command.
+install_openssl() {
+    local missing=()
+    [[ -n "$(deb_version libssl-dev)" ]] || missing+=(libssl-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        say "libssl-dev $(deb_version libssl-dev), pkg-config, openssl: present"
+        return
+    fi
+    say "${missing[*]}: missing, installing from apt"
+    apt_install "${missing[@]}"
+}
+
 # ---------------------------------------------------------------- ZooKeeper
 # Only the jar is used (infra/zookeeper/run.sh runs private servers); the package's own
 # service is never started (policy-rc.d, as for ClickHouse).
@@ -291,6 +310,7 @@ install_chromium() {
     say "chromium $(deb_version chromium): installed"
 }
 
+install_openssl
 install_clickhouse
 install_nisshi
 if [[ $want_tests == 1 ]]; then

@@ -26,6 +26,10 @@ pub struct AggregatorConfig {
     #[arg(long, env = "RICOCHET_KAFKA_BROKERS", default_value = "127.0.0.1:9092", global = true)]
     pub kafka_brokers: String,
 
+    /// TLS and SASL to the brokers (`RICOCHET_KAFKA_SECURITY_PROTOCOL`, …).
+    #[command(flatten)]
+    pub kafka_security: ricochet_registry::KafkaSecurity,
+
     /// Consumer group shared by every aggregator process.
     #[arg(long, env = "RICOCHET_GROUP_ID", default_value = "ricochet-aggregator", global = true)]
     pub group_id: String,
@@ -150,6 +154,11 @@ impl AggregatorConfig {
         self.clickhouse_shard_urls.iter().map(|url| self.clickhouse.client_for(url)).collect()
     }
 
+    /// The brokers and how to reach them, checked.
+    pub fn kafka(&self) -> Result<ricochet_registry::KafkaConnection, ricochet_registry::KafkaSecurityError> {
+        ricochet_registry::KafkaConnection::new(&self.kafka_brokers, &self.kafka_security)
+    }
+
     pub fn registry_topics(&self) -> ricochet_registry::RegistryTopics {
         ricochet_registry::RegistryTopics {
             links: self.links_topic.clone(),
@@ -168,9 +177,9 @@ impl AggregatorConfig {
         }
     }
 
-    pub fn pipeline(&self) -> PipelineConfig {
+    pub fn pipeline(&self, kafka: ricochet_registry::KafkaConnection) -> PipelineConfig {
         PipelineConfig {
-            brokers: self.kafka_brokers.clone(),
+            kafka,
             group_id: self.group_id.clone(),
             topic: self.clicks_topic.clone(),
             dead_letter_topic: self.dead_letter_topic.clone(),

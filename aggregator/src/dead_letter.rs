@@ -41,13 +41,9 @@ pub struct Pending {
 }
 
 impl DeadLetters {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000");
+    pub fn new(kafka: &ricochet_registry::KafkaConnection, topic: &str) -> Result<Self, KafkaError> {
+        let mut config = kafka.client_config();
+        config.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "30000");
         Ok(DeadLetters { config, producer: OnceLock::new(), topic: topic.to_owned() })
     }
 

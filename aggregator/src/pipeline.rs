@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use ricochet_schemas::{ClickEvent, Codec};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,7 @@ const MAX_ROLLUP_ROWS: usize = MAX_INSERT_BLOCK_ROWS / 2;
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
-    pub brokers: String,
+    pub kafka: ricochet_registry::KafkaConnection,
     pub group_id: String,
     pub topic: String,
     pub dead_letter_topic: String,
@@ -320,9 +320,8 @@ impl Pipeline {
             status: PipelineStatus::new(&config.topic),
             shutdown,
         };
-        let mut client = ClientConfig::new();
+        let mut client = config.kafka.client_config();
         client
-            .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group_id)
             // Positions live in ClickHouse with the rollups; commits are a hint for lag tools.
             .set("enable.auto.commit", "false")
@@ -338,7 +337,7 @@ impl Pipeline {
         }
         let consumer: BaseConsumer<Ctx> = client.create_with_context(ctx)?;
         consumer.subscribe(&[&config.topic])?;
-        let dead_letters = DeadLetters::new(&config.brokers, &config.dead_letter_topic)?;
+        let dead_letters = DeadLetters::new(&config.kafka, &config.dead_letter_topic)?;
         Ok(Pipeline { config, consumer, dead_letters, codec: Codec::new() })
     }
 
@@ -353,7 +352,7 @@ impl Pipeline {
 
     /// Runs until shutdown, then flushes what it holds. Call from a dedicated thread.
     pub fn run(mut self) {
-        let refresher = status::spawn_refresher(&self.config.brokers, self.status(), self.ctx().shutdown.clone());
+        let refresher = status::spawn_refresher(&self.config.kafka, self.status(), self.ctx().shutdown.clone());
         // Verdicts are released every RELEASE_EVERY, not after each message:
         // far inside the verdict delay, and it spares a clock read and a walk
         // over every partition per message.

@@ -58,6 +58,7 @@ fn metrics() -> Option<PrometheusHandle> {
 /// Runs one aggregator until `shutdown` fires, then flushes and awaits every
 /// task it started.
 pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let kafka = config.kafka().context("Kafka security settings")?;
     let version = migrate(&config).await?;
     let clickhouse = config.clickhouse.client();
     let cluster = config.clickhouse.cluster().context("RICOCHET_CLICKHOUSE_CLUSTER")?;
@@ -75,7 +76,7 @@ pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: Canc
     }
     let metrics = metrics();
     topics::ensure(
-        &config.kafka_brokers,
+        &kafka,
         &[
             vec![
                 TopicSpec { name: config.clicks_topic.clone(), partitions: config.clicks_partitions, compacted: false },
@@ -94,7 +95,7 @@ pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: Canc
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::mirror::run(clickhouse.clone(), changes_rx, shutdown.clone()));
     let (tail, tail_task) = RegistryTail::start_observed(
-        &config.kafka_brokers,
+        &kafka,
         &config.registry_topics(),
         links.clone(),
         shutdown.clone(),
@@ -103,16 +104,15 @@ pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: Canc
     .await
     .context("starting the registry tail")?;
 
-    let pipeline = Pipeline::new(config.pipeline(), sink, tokio::runtime::Handle::current(), shutdown.clone())
-        .context("creating the consumer")?;
+    let pipeline =
+        Pipeline::new(config.pipeline(kafka.clone()), sink, tokio::runtime::Handle::current(), shutdown.clone())
+            .context("creating the consumer")?;
     let status = pipeline.status();
     // The consumer owns a thread: its loop blocks in poll and in the rebalance callback.
     let pipeline_thread = std::thread::Builder::new().name("pipeline".into()).spawn(move || pipeline.run())?;
 
-    let writer = Arc::new(
-        RegistryWriter::new(&config.kafka_brokers, &config.registry_topics())
-            .context("creating the registry writer")?,
-    );
+    let writer =
+        Arc::new(RegistryWriter::new(&kafka, &config.registry_topics()).context("creating the registry writer")?);
     let server =
         ServerVersion::parse(&version).with_context(|| format!("unexpected ClickHouse version {version:?}"))?;
     tasks.spawn(crate::retention::run(clickhouse.clone(), server, config.retention(), shutdown.clone()));

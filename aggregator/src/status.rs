@@ -26,7 +26,6 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -174,12 +173,12 @@ impl PipelineStatus {
 
 /// Starts the thread that keeps watermarks and gauges current until `shutdown`.
 pub fn spawn_refresher(
-    brokers: &str,
+    kafka: &ricochet_registry::KafkaConnection,
     status: Arc<PipelineStatus>,
     shutdown: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     // A client of its own, outside the group: the pipeline's consumer is busy in its loop.
-    let client: BaseConsumer = match ClientConfig::new().set("bootstrap.servers", brokers).create() {
+    let client: BaseConsumer = match kafka.client_config().create() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot create the watermark client; lag will not be reported");

@@ -19,6 +19,10 @@ pub struct ApiConfig {
     #[arg(long, env = "RICOCHET_KAFKA_BROKERS", default_value = "127.0.0.1:9092", global = true)]
     pub kafka_brokers: String,
 
+    /// TLS and SASL to the brokers (`RICOCHET_KAFKA_SECURITY_PROTOCOL`, …).
+    #[command(flatten)]
+    pub kafka_security: ricochet_registry::KafkaSecurity,
+
     /// The aggregators' consumer group, whose members `/v1/status` reports.
     #[arg(long, env = "RICOCHET_GROUP_ID", default_value = "ricochet-aggregator", global = true)]
     pub group_id: String,

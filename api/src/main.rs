@@ -52,20 +52,19 @@ async fn main() -> anyhow::Result<()> {
         .context("installing the metrics recorder")?;
     // The API writes the registry topics, so it makes sure they exist; the
     // clicks topic is the aggregator's and the edges'.
-    topics::ensure(&config.kafka_brokers, &config.registry_topics().specs()).await.context("creating topics")?;
+    let kafka = ricochet_registry::KafkaConnection::new(&config.kafka_brokers, &config.kafka_security)
+        .context("Kafka security settings")?;
+    topics::ensure(&kafka, &config.registry_topics().specs()).await.context("creating topics")?;
 
     let shutdown = CancellationToken::new();
     let links = Arc::new(Registry::new());
-    let (tail, tail_task) =
-        RegistryTail::start(&config.kafka_brokers, &config.registry_topics(), links.clone(), shutdown.clone())
-            .await
-            .context("starting the registry tail")?;
-    let writer = Arc::new(
-        RegistryWriter::new(&config.kafka_brokers, &config.registry_topics())
-            .context("creating the registry writer")?,
-    );
-    let status = ClusterStatus::new(&config.kafka_brokers, &config.clicks_topic, &config.group_id)
-        .context("creating the status client")?;
+    let (tail, tail_task) = RegistryTail::start(&kafka, &config.registry_topics(), links.clone(), shutdown.clone())
+        .await
+        .context("starting the registry tail")?;
+    let writer =
+        Arc::new(RegistryWriter::new(&kafka, &config.registry_topics()).context("creating the registry writer")?);
+    let status =
+        ClusterStatus::new(&kafka, &config.clicks_topic, &config.group_id).context("creating the status client")?;
     let state = Arc::new(ApiState {
         admin_key,
         cache: ricochet_api::cache::ResponseCache::default(),

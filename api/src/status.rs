@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -92,8 +91,12 @@ struct Newest {
 }
 
 impl ClusterStatus {
-    pub fn new(brokers: &str, topic: &str, group_id: &str) -> Result<Self, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    pub fn new(
+        kafka: &ricochet_registry::KafkaConnection,
+        topic: &str,
+        group_id: &str,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let consumer: BaseConsumer = kafka.client_config().create()?;
         Ok(ClusterStatus { consumer: Arc::new(consumer), topic: topic.to_owned(), group_id: group_id.to_owned() })
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use ricochet_registry::kafka::{KafkaConnection, KafkaSecurity, KafkaSecurityError};
 
 #[derive(Args, Clone, Debug)]
 pub struct PublisherConfig {
@@ -29,6 +30,10 @@ pub struct PublisherConfig {
     /// it, events simply wait in the spool: memory stays bounded in an outage.
     #[arg(long = "kafka-queue-max-messages", env = "RICOCHET_KAFKA_QUEUE_MAX_MESSAGES", default_value_t = 100_000)]
     pub queue_max_messages: u32,
+
+    /// TLS and SASL to the brokers (`RICOCHET_KAFKA_SECURITY_PROTOCOL`, …).
+    #[command(flatten)]
+    pub security: KafkaSecurity,
 
     #[command(flatten)]
     pub spool: SpoolConfig,
@@ -67,12 +72,17 @@ impl SpoolConfig {
 }
 
 impl PublisherConfig {
-    pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            // Idempotence implies acks=all and bounded in-flight requests: retries
-            // can neither duplicate nor reorder events within a partition.
-            .set("enable.idempotence", "true")
+    /// The brokers and the security settings, checked: what the edge's other
+    /// Kafka clients (topics, registry tail) are made from too.
+    pub fn connection(&self) -> Result<KafkaConnection, KafkaSecurityError> {
+        KafkaConnection::new(&self.brokers, &self.security)
+    }
+
+    pub(crate) fn client_config(&self) -> Result<rdkafka::ClientConfig, KafkaSecurityError> {
+        let mut c = self.connection()?.client_config();
+        // Idempotence implies acks=all and bounded in-flight requests: retries
+        // can neither duplicate nor reorder events within a partition.
+        c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", self.linger_ms.to_string())
             .set("compression.type", &self.compression)
@@ -83,6 +93,6 @@ impl PublisherConfig {
             // The Java client's partitioner, so every Kafka client maps a client id
             // to the same partition.
             .set("partitioner", "murmur2_random");
-        c
+        Ok(c)
     }
 }

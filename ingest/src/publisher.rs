@@ -58,6 +58,8 @@ const IDLE_TICKS_BEFORE_PARKING: u32 = 50;
 pub enum PublishError {
     #[error("kafka producer could not be created: {0}")]
     Create(#[source] KafkaError),
+    #[error("kafka security settings: {0}")]
+    Security(#[from] ricochet_registry::KafkaSecurityError),
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
     #[error("event could not be encoded: {0}")]
@@ -215,7 +217,7 @@ impl Publisher {
             failed: metrics::counter!("ricochet_ingest_events_failed_total"),
         };
         let producer: ThreadedProducer<Acks> =
-            config.client_config().create_with_context(acks).map_err(PublishError::Create)?;
+            config.client_config()?.create_with_context(acks).map_err(PublishError::Create)?;
         let inbox = Arc::new(Inbox {
             pending: Mutex::new(Pending { records: Vec::new(), events: 0, closed: false, parked: false }),
             wake: Condvar::new(),

@@ -25,8 +25,9 @@ async fn main() -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
 
+    let kafka = config.kafka.connection().context("Kafka security settings")?;
     topics::ensure(
-        &config.kafka.brokers,
+        &kafka,
         &[
             vec![TopicSpec {
                 name: config.kafka.topic.clone(),
@@ -44,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     // The edge looks links up by code only.
     let links = Arc::new(Registry::for_edge());
     let (tail, tail_task) = RegistryTail::start_with_snapshot(
-        &config.kafka.brokers,
+        &kafka,
         &config.registry_topics(),
         links.clone(),
         shutdown.clone(),

@@ -21,9 +21,11 @@
 //! - [`tail`]: loading and following the topic; readiness once caught up.
 //! - [`token`]: signed recipient tokens (HMAC, rotating key ids).
 //! - [`topics`]: creating the topics Ricochet needs, idempotently.
+//! - [`kafka`]: the brokers and how to reach them (TLS, SASL), for every Kafka client.
 
 pub mod code;
 pub mod destination;
+pub mod kafka;
 pub mod link_decode;
 pub mod links;
 pub mod snapshot;
@@ -34,6 +36,7 @@ pub mod topics;
 pub mod writer;
 
 pub use destination::{Destination, DestinationError};
+pub use kafka::{KafkaConnection, KafkaSecurity, KafkaSecurityError};
 pub use links::{DestinationRef, LinkIdRef, LinkRef};
 pub use table::Registry;
 pub use tail::{RegistryChange, RegistryTail, RegistryTopics, SnapshotConfig, TailError};

@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use ricochet_schemas::{ApiKeyRecord, ClientRecord, Codec, CodecError, LinkCount, LinkRecord};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::KafkaConnection;
 use crate::link_decode::LinkDecoder;
 use crate::snapshot::{self, Position, Snapshot};
 use crate::table::Registry;
@@ -63,50 +64,50 @@ impl RegistryTail {
 
     /// Starts following the registry topics into `table` until `shutdown` is cancelled.
     pub async fn start(
-        brokers: &str,
+        kafka: &KafkaConnection,
         topics: &RegistryTopics,
         table: Arc<Registry>,
         shutdown: CancellationToken,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
-        Self::start_with(brokers, topics, table, shutdown, None, None).await
+        Self::start_with(kafka, topics, table, shutdown, None, None).await
     }
 
     /// Like [`start`](Self::start), and also sends every applied record, with its
     /// offset as a version, to `changes` (the aggregator mirrors them into
     /// ClickHouse). Sending waits when the channel is full: a mirror never misses one.
     pub async fn start_observed(
-        brokers: &str,
+        kafka: &KafkaConnection,
         topics: &RegistryTopics,
         table: Arc<Registry>,
         shutdown: CancellationToken,
         changes: Option<mpsc::Sender<RegistryChange>>,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
-        Self::start_with(brokers, topics, table, shutdown, changes, None).await
+        Self::start_with(kafka, topics, table, shutdown, changes, None).await
     }
 
     /// Like [`start`](Self::start), resuming from the snapshot at `snapshot.path`
     /// when it is sound and current, and keeping it up to date. The returned
     /// task ends after writing a last snapshot once `shutdown` is cancelled.
     pub async fn start_with_snapshot(
-        brokers: &str,
+        kafka: &KafkaConnection,
         topics: &RegistryTopics,
         table: Arc<Registry>,
         shutdown: CancellationToken,
         snapshot: SnapshotConfig,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
-        Self::start_with(brokers, topics, table, shutdown, None, Some(snapshot)).await
+        Self::start_with(kafka, topics, table, shutdown, None, Some(snapshot)).await
     }
 
     async fn start_with(
-        brokers: &str,
+        kafka: &KafkaConnection,
         topics: &RegistryTopics,
         table: Arc<Registry>,
         shutdown: CancellationToken,
         changes: Option<mpsc::Sender<RegistryChange>>,
         snapshot: Option<SnapshotConfig>,
     ) -> Result<(RegistryTail, JoinHandle<()>), TailError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: BaseConsumer = kafka
+            .client_config()
             // librdkafka wants a group id; this one never joins or commits.
             .set("group.id", format!("ricochet-registry-tail-{}", uuid::Uuid::now_v7().simple()))
             .set("enable.auto.commit", "false")

@@ -7,7 +7,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+
+use crate::kafka::KafkaConnection;
 
 #[derive(Clone, Debug)]
 pub struct TopicSpec {
@@ -25,9 +26,10 @@ pub enum TopicError {
     Create { topic: String, code: RDKafkaErrorCode },
 }
 
-pub async fn ensure(brokers: &str, specs: &[TopicSpec]) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(TopicError::Client)?;
+/// Creates what is missing of `specs` on `kafka` (a [`KafkaConnection`], or a
+/// bare broker list for a plaintext broker).
+pub async fn ensure(kafka: impl Into<KafkaConnection>, specs: &[TopicSpec]) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = kafka.into().client_config().create().map_err(TopicError::Client)?;
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {

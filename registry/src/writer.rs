@@ -13,6 +13,7 @@ use ricochet_schemas::{
 };
 
 use crate::destination::Destination;
+use crate::kafka::KafkaConnection;
 use crate::table::Registry;
 use crate::tail::RegistryTopics;
 
@@ -56,13 +57,9 @@ pub struct RegistryWriter {
 }
 
 impl RegistryWriter {
-    pub fn new(brokers: &str, topics: &RegistryTopics) -> Result<Self, RegistryError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1");
+    pub fn new(kafka: &KafkaConnection, topics: &RegistryTopics) -> Result<Self, RegistryError> {
+        let mut config = kafka.client_config();
+        config.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "1");
         Ok(RegistryWriter {
             config,
             producer: OnceLock::new(),

@@ -120,6 +120,7 @@ impl ClickHouse {
             clickhouse_password: String::new(),
             clickhouse_lz4: false,
             clickhouse_cluster: None,
+            clickhouse_ca_file: None,
         }
         .client()
     }
@@ -333,22 +334,31 @@ pub struct Kafka {
     proc: Proc,
     dir: PathBuf,
     pub port: u16,
+    /// More `nisshi broker` flags, kept for restarts (e.g. `--cert`, `--key`).
+    args: Vec<String>,
 }
 
 impl Kafka {
     pub async fn start(dir: &Path) -> Kafka {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts with more `nisshi broker` flags: `--cert C --key K` makes its
+    /// only listener TLS (tests/tests/tls.rs).
+    pub async fn start_with(dir: &Path, args: &[String]) -> Kafka {
         start_retrying("broker", || async {
             let port = free_port();
-            let mut k = Kafka { proc: Self::spawn(dir, port), dir: dir.to_owned(), port };
+            let args = args.to_vec();
+            let mut k = Kafka { proc: Self::spawn(dir, port, &args), dir: dir.to_owned(), port, args };
             k.try_wait_ready().await.map(|()| k)
         })
         .await
     }
 
-    fn spawn(dir: &Path, port: u16) -> Proc {
+    fn spawn(dir: &Path, port: u16, args: &[String]) -> Proc {
         std::fs::create_dir_all(dir).expect("kafka dir");
         let mut cmd = Command::new(repo_root().join("infra/kafka/run.sh"));
-        cmd.arg(dir).arg(port.to_string()).args(["--group-initial-rebalance-delay", "0s"]);
+        cmd.arg(dir).arg(port.to_string()).args(["--group-initial-rebalance-delay", "0s"]).args(args);
         Proc::spawn("nisshi", cmd, &dir.join("run.log"))
     }
 
@@ -385,7 +395,7 @@ impl Kafka {
     }
 
     pub async fn restart(&mut self) {
-        self.proc = Self::spawn(&self.dir, self.port);
+        self.proc = Self::spawn(&self.dir, self.port, &self.args);
         self.wait_ready().await;
     }
 }

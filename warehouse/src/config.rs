@@ -1,7 +1,13 @@
 //! ClickHouse connection settings, one clap group flattened into each
 //! service's config so both read the same `RICOCHET_CLICKHOUSE_*` variables.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::Args;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 #[derive(Args, Clone, Debug)]
 pub struct ClickHouseConfig {
@@ -31,6 +37,59 @@ pub struct ClickHouseConfig {
     /// `Distributed` ones (see `docs/cluster.md`). Unset: one server, plain tables.
     #[arg(long, env = "RICOCHET_CLICKHOUSE_CLUSTER", global = true)]
     pub clickhouse_cluster: Option<String>,
+
+    /// PEM file of the CA(s) that signed ClickHouse's certificate, for an
+    /// `https://` URL: then only these are trusted. Unset: the system's trust
+    /// store. Read (and checked) at start.
+    #[arg(long, env = "RICOCHET_CLICKHOUSE_CA_FILE", value_parser = CaFile::load, global = true)]
+    pub clickhouse_ca_file: Option<CaFile>,
+}
+
+/// A CA file, read and parsed when the settings are.
+#[derive(Clone, Debug)]
+pub struct CaFile {
+    pub path: PathBuf,
+    certs: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl CaFile {
+    pub fn load(path: &str) -> Result<CaFile, String> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("reading CA certificates from {path}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{path} holds no PEM certificate"));
+        }
+        Ok(CaFile { path: path.into(), certs: Arc::new(certs) })
+    }
+
+    /// A ClickHouse client whose HTTPS trusts only this file's CAs.
+    fn clickhouse_client(&self) -> clickhouse::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(self.certs.iter().cloned());
+        if ignored > 0 {
+            tracing::warn!(path = %self.path.display(), added, ignored, "some CA certificates could not be used");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        clickhouse::Client::with_http_client(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                // The crate's own default: below ClickHouse's 3 s keep-alive.
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build(https),
+        )
+    }
 }
 
 impl ClickHouseConfig {
@@ -48,7 +107,11 @@ impl ClickHouseConfig {
 
     /// A client of another server of the same deployment (a shard).
     pub fn client_for(&self, url: &str) -> clickhouse::Client {
-        clickhouse::Client::default()
+        let client = match &self.clickhouse_ca_file {
+            Some(ca) => ca.clickhouse_client(),
+            None => clickhouse::Client::default(),
+        };
+        client
             .with_url(url)
             .with_database(&self.clickhouse_database)
             .with_user(&self.clickhouse_user)

@@ -1,0 +1,224 @@
+//! TLS to ClickHouse and to Kafka, on real servers with a CA made for the test.
+//!
+//! - ClickHouse 18.16 serves HTTPS itself (`https_port`, `<openSSL><server>`):
+//!   the aggregator and the API reach it at `https://127.0.0.1:PORT` trusting
+//!   only `RICOCHET_CLICKHOUSE_CA_FILE`, and without that CA the aggregator
+//!   refuses to start, naming the certificate.
+//! - nisshi serves TLS itself (`--cert`, `--key`: its listener then only
+//!   accepts TLS, and advertises the same port), so no stunnel is needed: the
+//!   edge, the API and the aggregator all reach it with
+//!   `RICOCHET_KAFKA_SECURITY_PROTOCOL=ssl` and `RICOCHET_KAFKA_SSL_CA_LOCATION`.
+//!
+//! SASL is not here: no local server speaks it (see
+//! `registry/src/kafka.rs`'s `librdkafka_takes_every_protocol_and_mechanism`,
+//! which shows the settings reach a librdkafka built with SCRAM and PLAIN).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ricochet_tests::client;
+use ricochet_tests::process::Proc;
+use ricochet_tests::servers::{ClickHouse, Kafka, Servers};
+use ricochet_tests::{eventually, free_port, services};
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the
+/// `openssl` command (infra/install.sh installs it).
+struct Certs {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl (infra/install.sh)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn make_certs(dir: &Path) -> Certs {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ricochet test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    Certs { ca: dir.join("ca.pem"), server_cert: dir.join("server.pem"), server_key: dir.join("server.key") }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    let keep = std::env::var_os("RICOCHET_KEEP_TEST_DIRS").is_some();
+    tempfile::Builder::new().prefix("ricochet-tls-").disable_cleanup(keep).tempdir().expect("tempdir")
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().expect("utf-8 path").to_owned()
+}
+
+/// Creates a link through the API, clicks it once on the edge and waits until
+/// the API's stats (read from ClickHouse) count it.
+async fn one_click_is_counted(api: &str, edge: &str) {
+    let started = client::now_secs();
+    let link = client::create_link(api, "acme", "tls", "https://shop.example/tls").await;
+    let http = client::http();
+    eventually("the edge to redirect the new link", Duration::from_secs(30), || {
+        let url = format!("{edge}/{}", link.code);
+        let http = http.clone();
+        async move { (http.get(url).send().await.ok()?.status() == 302).then_some(()) }
+    })
+    .await;
+    eventually("the click to be counted", Duration::from_secs(60), || async {
+        let stats = client::link_stats(api, &link.link_id, started - 60, client::now_secs() + 3600).await;
+        (client::total_clicks(&stats) == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_aggregator_and_the_api_reach_clickhouse_over_https_with_their_own_ca() {
+    let dir = tempdir();
+    let certs = make_certs(&dir.path().join("tls"));
+    let https_port = free_port();
+    let config_d = format!(
+        "<yandex>\n  <https_port>{https_port}</https_port>\n  <openSSL><server>\n    \
+         <certificateFile>{}</certificateFile>\n    <privateKeyFile>{}</privateKeyFile>\n    \
+         <verificationMode>none</verificationMode>\n    <loadDefaultCAFile>false</loadDefaultCAFile>\n    \
+         <disableProtocols>sslv2,sslv3</disableProtocols>\n  </server></openSSL>\n</yandex>\n",
+        path(&certs.server_cert),
+        path(&certs.server_key),
+    );
+    let (ch_dir, kafka_dir) = (dir.path().join("clickhouse"), dir.path().join("kafka"));
+    let (clickhouse, kafka) = tokio::join!(
+        ClickHouse::start_on(&ch_dir, [free_port(), free_port(), free_port()], &config_d),
+        Kafka::start(&kafka_dir),
+    );
+    let servers = Servers { clickhouse, kafka, dir };
+    let https_url = format!("https://127.0.0.1:{https_port}");
+
+    // Without the CA, the certificate is not trusted, and the aggregator says so.
+    let mut cmd = Command::new(services::bin("ricochet-aggregator"));
+    cmd.env("RICOCHET_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("RICOCHET_KAFKA_BROKERS", servers.kafka.brokers())
+        .env("RICOCHET_CLICKHOUSE_URL", &https_url)
+        .env("RUST_BACKTRACE", "0");
+    let mut untrusting = Proc::spawn("aggregator-without-ca", cmd, &servers.path().join("aggregator-without-ca.log"));
+    eventually("the aggregator without the CA to give up", Duration::from_secs(30), || {
+        let running = untrusting.is_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    // Read whole: the numbered "Caused by" lines are what names the certificate.
+    let log = std::fs::read_to_string(servers.path().join("aggregator-without-ca.log")).unwrap_or_default();
+    assert!(
+        log.contains("connecting to ClickHouse") && log.contains("invalid peer certificate: UnknownIssuer"),
+        "{log}"
+    );
+
+    // With it, migrations run, clicks are counted and the API reads them, all over https.
+    let tls = [("RICOCHET_CLICKHOUSE_URL", https_url.clone()), ("RICOCHET_CLICKHOUSE_CA_FILE", path(&certs.ca))];
+    let _aggregator = services::aggregator(&servers, "aggregator", &tls).await;
+    let api = services::api(&servers, "api", &tls).await;
+    let edge = services::redirect(&servers, "edge", &[]).await;
+    one_click_is_counted(&api.url(), &edge.url()).await;
+    let tables = servers.clickhouse.query("SELECT count() FROM system.tables WHERE name = 'click_rollups'").await;
+    assert_eq!(tables.unwrap().trim(), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_service_reaches_a_tls_broker() {
+    let dir = tempdir();
+    let certs = make_certs(&dir.path().join("tls"));
+    let tls_args = ["--cert".to_owned(), path(&certs.server_cert), "--key".to_owned(), path(&certs.server_key)];
+    let (ch_dir, kafka_dir) = (dir.path().join("clickhouse"), dir.path().join("kafka"));
+    let (clickhouse, kafka) = tokio::join!(ClickHouse::start(&ch_dir), Kafka::start_with(&kafka_dir, &tls_args));
+    let servers = Servers { clickhouse, kafka, dir };
+    let tls =
+        [("RICOCHET_KAFKA_SECURITY_PROTOCOL", "ssl".to_owned()), ("RICOCHET_KAFKA_SSL_CA_LOCATION", path(&certs.ca))];
+    // The edge (publisher, registry tail), the API (registry writer and tail,
+    // status client) and the aggregator (consumer, registry tail, status refresher).
+    let _aggregator = services::aggregator(&servers, "aggregator", &tls).await;
+    let api = services::api(&servers, "api", &tls).await;
+    let edge = services::redirect(&servers, "edge", &tls).await;
+    one_click_is_counted(&api.url(), &edge.url()).await;
+}
+
+/// Every Kafka client a service makes starts from `KafkaConnection::client_config`
+/// (registry/src/kafka.rs), so none can miss the security settings.
+#[test]
+fn no_service_makes_a_kafka_client_of_its_own() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("registry/src/kafka.rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains("ClientConfig::new()") {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for crate_dir in ["ingest", "registry", "redirect", "aggregator", "api", "warehouse", "serve", "signals"] {
+        walk(&ricochet_tests::repo_root().join(crate_dir).join("src"), &mut found);
+    }
+    assert!(found.is_empty(), "ClientConfig::new() outside KafkaConnection::client_config: {found:?}");
+}
