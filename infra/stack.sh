@@ -207,13 +207,16 @@ make_demo() {
     link=$(api "$RICOCHET_ADMIN_KEY" POST /v1/links -H 'content-type: application/json' \
         -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}') ||
         die "could not create the demo link"
-    demo_key=$(api "$RICOCHET_ADMIN_KEY" POST /v1/clients/demo/api-keys |
+    # The dashboard's key sits in a URL and in the browser's localStorage: `read`
+    # only, so it shows counts but no recipient addresses or signing keys.
+    demo_key=$(api "$RICOCHET_ADMIN_KEY" POST /v1/clients/demo/api-keys -H 'content-type: application/json' \
+        -d '{"label":"dashboard","scopes":["read"]}' |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') || die "could not create the demo API key"
     header_file "$dir/demo.header" "$demo_key"
     tracking=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tracking_url"])')
     link_id=$(printf '%s' "$link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["link_id"])')
     # One URL signed for a recipient, the way a sender mints them (docs/recipient-tokens.md).
-    recipient_url=$(api "$demo_key" GET /v1/clients/demo/token-keys |
+    recipient_url=$(api "$RICOCHET_ADMIN_KEY" GET /v1/clients/demo/token-keys |
         TRACKING="$tracking" python3 -c '
 import base64, hashlib, hmac, json, os, sys
 key = json.load(sys.stdin)["keys"][0]

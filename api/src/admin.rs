@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{link_json, CreateLink};
-use crate::auth::Principal;
+use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
 use crate::openapi::{self, AdminErrors, CreateErrors, ReadErrors, UpdateErrors};
 use crate::state::ApiState;
@@ -55,7 +55,7 @@ pub async fn create_links(
     _: NoQuery,
     body: Result<Json<CreateLinks>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    principal.require_admin()?;
+    principal.require(KeyScope::Write)?;
     let Json(CreateLinks { links }) = body?;
     if links.is_empty() || links.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!("a batch holds 1 to {MAX_BATCH} links, not {}", links.len())));
@@ -86,6 +86,9 @@ pub async fn create_links(
             "items": errors,
         }});
         return Ok((status, Json(body)).into_response());
+    }
+    for new in &valid {
+        principal.require_write(new.client_id.as_str())?;
     }
     let records: Vec<_> = valid.into_iter().map(|new| s.writer.mint(new, &s.links)).collect();
     let results = s.writer.put_links(&records).await;
@@ -135,11 +138,13 @@ pub async fn patch_link(
     Path(link_id): Path<String>,
     body: Result<Json<PatchLink>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.require_admin()?;
+    principal.require(KeyScope::Write)?;
     ricochet_schemas::LinkId::parse(link_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let Json(patch) = body?;
     let status: LinkStatus = patch.status.parse().map_err(ApiError::BadRequest)?;
     let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
+    principal.check(link.client_id.as_str(), || format!("no link with id {link_id:?}"))?;
+    principal.require_write(link.client_id.as_str())?;
     let updated = ricochet_schemas::LinkRecord { status, ..(*link).clone() };
     s.writer.put_link(&updated).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply(updated.clone());
@@ -370,7 +375,7 @@ pub async fn get_client(
     _: NoQuery,
     Path(client_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.check(&client_id, || format!("no client {client_id:?}"))?;
+    principal.check_scope(&client_id, KeyScope::Read, || format!("no client {client_id:?}"))?;
     ClientId::parse(client_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = s
         .links
@@ -399,7 +404,7 @@ pub async fn token_keys(
     _: NoQuery,
     Path(client_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.check(&client_id, || format!("no client {client_id:?}"))?;
+    principal.check_scope(&client_id, KeyScope::Tokens, || format!("no client {client_id:?}"))?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let keys = s.token_keys.as_ref().ok_or_else(|| ApiError::NotFound("recipient tokens are not configured".into()))?;
     let keys: Vec<_> = keys

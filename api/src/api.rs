@@ -18,7 +18,7 @@ use ricochet_schemas::{ApiKeyRecord, CampaignId, ClientId, LinkId, LinkRecord, R
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{self, Principal};
+use crate::auth::{self, KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
 use crate::openapi::{
     self, AdminErrors, CreateErrors, RangeParams, ReadErrors, StatsErrors, StatusErrors, UpdateErrors,
@@ -123,9 +123,10 @@ pub(crate) async fn create_link(
     _: NoQuery,
     body: Result<Json<CreateLink>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    principal.require_admin()?;
+    principal.require(KeyScope::Write)?;
     let Json(body) = body?;
     let new = body.validate()?;
+    principal.require_write(new.client_id.as_str())?;
     let link = s.writer.create(new, &s.links).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     // Visible to this process's reads at once, without waiting for the tail.
     s.links.apply(link.clone());
@@ -134,6 +135,7 @@ pub(crate) async fn create_link(
 
 /// The link, if the principal may see it; otherwise the same 404 as for no link.
 fn visible_link(s: &ApiState, principal: &Principal, link_id: &str) -> Result<Arc<LinkRecord>, ApiError> {
+    principal.require(KeyScope::Read)?;
     LinkId::parse(link_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let missing = || ApiError::NotFound(format!("no link with id {link_id:?}"));
     let link = s.links.get(link_id).ok_or_else(missing)?;
@@ -141,13 +143,18 @@ fn visible_link(s: &ApiState, principal: &Principal, link_id: &str) -> Result<Ar
     Ok(link)
 }
 
-fn client_scope(principal: &Principal, client_id: &str) -> Result<ClientId, ApiError> {
-    principal.check(client_id, || format!("no client {client_id:?}"))?;
+fn client_scope(principal: &Principal, client_id: &str, needs: KeyScope) -> Result<ClientId, ApiError> {
+    principal.check_scope(client_id, needs, || format!("no client {client_id:?}"))?;
     ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-fn campaign_scope(principal: &Principal, client_id: &str, campaign_id: &str) -> Result<Scope, ApiError> {
-    let client = client_scope(principal, client_id)?;
+fn campaign_scope(
+    principal: &Principal,
+    client_id: &str,
+    campaign_id: &str,
+    needs: KeyScope,
+) -> Result<Scope, ApiError> {
+    let client = client_scope(principal, client_id, needs)?;
     let campaign = CampaignId::parse(campaign_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Scope::Campaign(client, campaign))
 }
@@ -253,7 +260,7 @@ pub(crate) async fn client_stats(
     Path(client_id): Path<String>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let client = client_scope(&principal, &client_id)?;
+    let client = client_scope(&principal, &client_id, KeyScope::Read)?;
     let (_, range) = parse_range(query)?;
     series_response(&s, uri, &headers, Scope::Client(client), range).await
 }
@@ -279,7 +286,7 @@ pub(crate) async fn campaign_stats(
     Path((client_id, campaign_id)): Path<(String, String)>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let scope = campaign_scope(&principal, &client_id, &campaign_id)?;
+    let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Read)?;
     let (_, range) = parse_range(query)?;
     series_response(&s, uri, &headers, scope, range).await
 }
@@ -312,7 +319,7 @@ pub(crate) async fn top_links(
     Path((client_id, campaign_id)): Path<(String, String)>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let scope = campaign_scope(&principal, &client_id, &campaign_id)?;
+    let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Read)?;
     let (q, range) = parse_range(query)?;
     let n = limit(&q, 10, 100)?;
     let (ch, links) = (s.clickhouse.clone(), s.links.clone());
@@ -359,7 +366,7 @@ pub(crate) async fn top_campaigns(
     Path(client_id): Path<String>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let client = client_scope(&principal, &client_id)?;
+    let client = client_scope(&principal, &client_id, KeyScope::Read)?;
     let (q, range) = parse_range(query)?;
     let n = limit(&q, 10, 100)?;
     let ch = s.clickhouse.clone();
@@ -403,7 +410,7 @@ pub(crate) async fn campaigns(
     headers: HeaderMap,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let client = client_scope(&principal, &client_id)?;
+    let client = client_scope(&principal, &client_id, KeyScope::Read)?;
     let links = s.links.clone();
     s.cache
         .respond(cache_key(&uri), &headers, || async move {
@@ -438,7 +445,7 @@ pub(crate) async fn recipients(
     Path((client_id, campaign_id)): Path<(String, String)>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let scope = campaign_scope(&principal, &client_id, &campaign_id)?;
+    let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Recipients)?;
     let (q, range) = parse_range(query)?;
     let n = limit(&q, 100, 1000)?;
     let after = q
@@ -463,6 +470,18 @@ pub(crate) struct CreateApiKey {
     #[serde(default)]
     #[schema(max_length = 200)]
     label: Option<String>,
+    /// What the key may do: `read` (stats, top lists, the dashboard),
+    /// `recipients` (recipient lists), `write` (create and change the client's
+    /// links), `tokens` (the token-signing keys). Absent: the rights keys had
+    /// before scopes (`read`, `recipients`, `tokens`).
+    #[serde(default)]
+    #[schema(min_items = 1)]
+    scopes: Option<Vec<openapi::KeyScopeName>>,
+    /// When the key stops working (RFC 3339; one in the past makes a key that
+    /// is already expired). Absent: never.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
 }
 
 /// `POST /v1/clients/{id}/api-keys` (admin): a new key, shown once; only its hash is kept.
@@ -485,11 +504,40 @@ pub(crate) async fn create_api_key(
     _: NoQuery,
     Path(client_id): Path<String>,
     // No body, `null`, or the object: the document allows all three.
-    body: Result<Option<Json<Option<CreateApiKey>>>, JsonRejection>,
+    body: Result<Option<Json<Option<serde_json::Value>>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     principal.require_admin()?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let label = body?.and_then(|Json(b)| b).and_then(|b| b.label);
+    // An object or nothing: serde would otherwise read `[null, null]` as the
+    // struct's fields in order.
+    let body: CreateApiKey = match body?.and_then(|Json(b)| b) {
+        None => CreateApiKey::default(),
+        Some(object @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(object).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+        }
+        Some(_) => return Err(ApiError::BadRequest("the body must be a JSON object, null or empty".into())),
+    };
+    let label = body.label;
+    let scopes = match body.scopes {
+        Some(names) if names.is_empty() => {
+            return Err(ApiError::BadRequest(
+                "scopes must name at least one of read, recipients, write, tokens (or be left out)".into(),
+            ))
+        }
+        Some(names) => Some(names.iter().map(|n| n.as_str().to_owned()).collect::<Vec<_>>()),
+        None => None,
+    };
+    let now = ricochet_registry::writer::now_ms();
+    let expires_at_ms = match body.expires_at {
+        None => None,
+        Some(at) => {
+            let at = chrono::DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| ApiError::BadRequest(format!("expires_at must be an RFC 3339 time: {e}")))?
+                .timestamp_millis();
+            // One in the past is allowed: the key is made already expired.
+            Some(at)
+        }
+    };
     if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
         return Err(ApiError::BadRequest("label is limited to 200 characters".into()));
     }
@@ -499,14 +547,60 @@ pub(crate) async fn create_api_key(
         client_id,
         label,
         revoked: false,
-        created_at_ms: ricochet_registry::writer::now_ms(),
-        scopes: None,
-        expires_at_ms: None,
+        created_at_ms: now,
+        scopes,
+        expires_at_ms,
     };
     s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_api_key(record.clone());
-    let body = json!({ "key": key, "key_id": record.key_hash, "client_id": record.client_id, "label": record.label });
+    let mut body = key_json(&record);
+    body["key"] = json!(key);
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A key as listed: never its secret.
+fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
+    json!({
+        "key_id": k.key_hash,
+        "client_id": k.client_id,
+        "label": k.label,
+        "scopes": auth::Scopes::of_record(k.scopes.as_deref()).names(),
+        "legacy": k.scopes.is_none(),
+        "created_at": rfc3339(k.created_at_ms),
+        "expires_at": k.expires_at_ms.map(rfc3339),
+    })
+}
+
+/// `GET /v1/clients/{id}/api-keys` (admin): the client's keys that are not
+/// revoked, expired ones included, without their secrets.
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/api-keys",
+    tag = "clients",
+    summary = "List a client's API keys (admin), without their secrets.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The keys, oldest first.", body = openapi::ApiKeys),
+        AdminErrors,
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn list_api_keys(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    _: NoQuery,
+    Path(client_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_admin()?;
+    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut keys: Vec<_> = s.links.api_keys().into_iter().filter(|k| k.client_id == client_id && !k.revoked).collect();
+    keys.sort_by(|a, b| (a.created_at_ms, &a.key_hash).cmp(&(b.created_at_ms, &b.key_hash)));
+    let keys: Vec<_> = keys.iter().map(|k| key_json(k)).collect();
+    Ok(Json(json!({ "client_id": client_id, "keys": keys })))
 }
 
 /// `DELETE /v1/clients/{id}/api-keys/{key_id}` (admin): the key stops working everywhere.

@@ -4,6 +4,13 @@
 //! their SHA-256 on the compacted `api_keys` topic, next to the registry, and
 //! every API process holds them in memory. A client key sees only its own
 //! client's data: anything else answers 404, exactly as if it did not exist.
+//!
+//! A client key has scopes ([`KeyScope`]): `read` (stats, top lists, the
+//! dashboard), `recipients` (recipient lists), `write` (create and change the
+//! client's own links) and `tokens` (the token-signing keys). A call outside
+//! them answers 403 naming the missing scope. Keys made before scopes hold
+//! [`LEGACY_SCOPES`], what every client key could do then. A key stops working
+//! once it expires, and while its client is paused.
 
 use std::sync::Arc;
 
@@ -11,7 +18,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use rand::Rng;
-use ricochet_schemas::ClientId;
+use ricochet_schemas::{ClientId, ClientStatus};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -21,10 +28,76 @@ use crate::state::ApiState;
 /// Prefix of client keys, so a leaked one is recognisable in logs and scanners.
 pub const KEY_PREFIX: &str = "rk_";
 
+/// What a client key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Stats, breakdowns, top lists, the client record: what a dashboard needs.
+    Read,
+    /// Recipient lists (recipient addresses).
+    Recipients,
+    /// Create and change the client's own links.
+    Write,
+    /// The client's recipient-token signing keys.
+    Tokens,
+}
+
+impl KeyScope {
+    pub const ALL: [KeyScope; 4] = [KeyScope::Read, KeyScope::Recipients, KeyScope::Write, KeyScope::Tokens];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Read => "read",
+            KeyScope::Recipients => "recipients",
+            KeyScope::Write => "write",
+            KeyScope::Tokens => "tokens",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyScope> {
+        KeyScope::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`KeyScope`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+/// What a key made before scopes may do: everything a client key could then,
+/// which was reading all of its client's data, recipients and signing keys
+/// included, and writing nothing.
+pub const LEGACY_SCOPES: Scopes = Scopes(1 | 1 << 1 | 1 << 3);
+
+impl Scopes {
+    pub fn contains(self, scope: KeyScope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    pub fn with(self, scope: KeyScope) -> Scopes {
+        Scopes(self.0 | scope.bit())
+    }
+
+    /// A stored record's scopes: `None` is a legacy key; unknown names are
+    /// ignored (a newer API may know more).
+    pub fn of_record(scopes: Option<&[String]>) -> Scopes {
+        match scopes {
+            None => LEGACY_SCOPES,
+            Some(names) => names.iter().filter_map(|n| KeyScope::parse(n)).fold(Scopes::default(), Scopes::with),
+        }
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        KeyScope::ALL.into_iter().filter(|k| self.contains(*k)).map(KeyScope::as_str).collect()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    Client(ClientId),
+    Client(ClientId, Scopes),
 }
 
 impl Principal {
@@ -32,7 +105,7 @@ impl Principal {
     pub fn can_read(&self, client_id: &str) -> bool {
         match self {
             Principal::Admin => true,
-            Principal::Client(own) => own.as_str() == client_id,
+            Principal::Client(own, _) => own.as_str() == client_id,
         }
     }
 
@@ -48,8 +121,41 @@ impl Principal {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Client(_) => Err(ApiError::Forbidden("this operation needs the admin key".into())),
+            Principal::Client(..) => Err(ApiError::Forbidden("this operation needs the admin key".into())),
         }
+    }
+
+    /// A 403 naming the scope when a client key lacks it; the admin has all.
+    pub fn require(&self, scope: KeyScope) -> Result<(), ApiError> {
+        match self {
+            Principal::Client(_, scopes) if !scopes.contains(scope) => Err(ApiError::Forbidden(format!(
+                "this API key lacks the `{}` scope (it has: {}); ask the admin for a key with it",
+                scope.as_str(),
+                match scopes.names() {
+                    names if names.is_empty() => "none".to_owned(),
+                    names => names.join(", "),
+                }
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creating or changing `client_id`'s links: the admin, or that client's
+    /// key with the `write` scope.
+    pub fn require_write(&self, client_id: &str) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Client(own, _) if own.as_str() != client_id => Err(ApiError::Forbidden(format!(
+                "this API key belongs to client {own} and may not write client {client_id:?}'s links"
+            ))),
+            Principal::Client(..) => self.require(KeyScope::Write),
+        }
+    }
+
+    /// [`Principal::check`] for `client_id`, then [`Principal::require`].
+    pub fn check_scope(&self, client_id: &str, scope: KeyScope, what: impl FnOnce() -> String) -> Result<(), ApiError> {
+        self.check(client_id, what)?;
+        self.require(scope)
     }
 }
 
@@ -82,10 +188,26 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
         if bool::from(key.as_bytes().ct_eq(state.admin_key.as_bytes())) {
             return Ok(Principal::Admin);
         }
-        match state.links.api_key_client(&hash_key(key)) {
-            Some(client) => Ok(Principal::Client(client)),
-            None => Err(ApiError::Unauthorized("unknown or revoked API key".into())),
+        let record = state
+            .links
+            .api_key(&hash_key(key))
+            .filter(|k| !k.revoked)
+            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+        if let Some(expired) = record.expires_at_ms.filter(|at| *at <= ricochet_registry::writer::now_ms()) {
+            let at = chrono::DateTime::from_timestamp_millis(expired).unwrap_or_default();
+            return Err(ApiError::Unauthorized(format!(
+                "this API key expired at {}; ask the admin for a new one",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )));
         }
+        let paused = state.links.client(record.client_id.as_str()).is_some_and(|c| c.status == ClientStatus::Paused);
+        if paused {
+            return Err(ApiError::Forbidden(format!(
+                "client {} is paused; its API keys work again once the admin sets it active",
+                record.client_id
+            )));
+        }
+        Ok(Principal::Client(record.client_id.clone(), Scopes::of_record(record.scopes.as_deref())))
     }
 }
 
@@ -95,12 +217,25 @@ mod tests {
 
     #[test]
     fn clients_read_only_their_own_data() {
-        let acme = Principal::Client(ClientId::parse("acme").unwrap());
+        let acme = Principal::Client(ClientId::parse("acme").unwrap(), LEGACY_SCOPES);
         assert!(acme.can_read("acme"));
         assert!(!acme.can_read("globex"));
         assert!(Principal::Admin.can_read("globex"));
         assert!(matches!(acme.check("globex", || "x".into()), Err(ApiError::NotFound(_))));
         assert!(acme.require_admin().is_err());
+    }
+
+    #[test]
+    fn legacy_keys_keep_todays_rights_and_scopes_name_what_is_missing() {
+        let legacy = Scopes::of_record(None);
+        assert_eq!(legacy.names(), ["read", "recipients", "tokens"]);
+        let read = Scopes::of_record(Some(&["read".into(), "future".into()]));
+        assert_eq!(read.names(), ["read"]);
+        let key = Principal::Client(ClientId::parse("acme").unwrap(), read);
+        assert!(key.require(KeyScope::Read).is_ok());
+        let Err(ApiError::Forbidden(m)) = key.require(KeyScope::Recipients) else { panic!("not a 403") };
+        assert!(m.contains("`recipients`"), "{m}");
+        assert!(Principal::Admin.require(KeyScope::Write).is_ok());
     }
 
     #[test]

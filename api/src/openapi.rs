@@ -128,8 +128,13 @@ pub enum ReadErrors {
         description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
     )]
     BadRequest(ErrorBody),
-    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    #[response(status = 401, description = "No API key, or an unknown, revoked or expired one.")]
     Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "A client key without the scope this route needs (the message names it), or of a paused client."
+    )]
+    Forbidden(ErrorBody),
     #[response(status = 404, description = "No such resource, or not this key's client.")]
     NotFound(ErrorBody),
 }
@@ -143,8 +148,13 @@ pub enum StatsErrors {
         description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
     )]
     BadRequest(ErrorBody),
-    #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
+    #[response(status = 401, description = "No API key, or an unknown, revoked or expired one.")]
     Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "A client key without the scope this route needs (the message names it), or of a paused client."
+    )]
+    Forbidden(ErrorBody),
     #[response(status = 404, description = "No such resource, or not this key's client.")]
     NotFound(ErrorBody),
     #[response(
@@ -167,7 +177,10 @@ pub enum CreateErrors {
     BadRequest(ErrorBody),
     #[response(status = 401, description = "No API key, or an unknown or revoked one.")]
     Unauthorized(ErrorBody),
-    #[response(status = 403, description = "A client key on an operation that needs the admin key.")]
+    #[response(
+        status = 403,
+        description = "A client key without the `write` scope, or for another client's links, or of a paused client."
+    )]
     Forbidden(ErrorBody),
     #[response(
         status = 422,
@@ -280,14 +293,58 @@ pub struct TokenKeys {
     pub keys: Vec<TokenKey>,
 }
 
+/// A client key's scope (see `docs/security.md`).
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScopeName {
+    Read,
+    Recipients,
+    Write,
+    Tokens,
+}
+
+impl KeyScopeName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScopeName::Read => "read",
+            KeyScopeName::Recipients => "recipients",
+            KeyScopeName::Write => "write",
+            KeyScopeName::Tokens => "tokens",
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ApiKeyCreated {
     /// The key itself, shown this once.
     pub key: String,
+    #[serde(flatten)]
+    pub listed: ApiKeyListed,
+}
+
+/// A key as listed, without its secret.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyListed {
     /// Its id (SHA-256), for revoking it.
     pub key_id: String,
     pub client_id: String,
     pub label: Option<String>,
+    /// What the key may do.
+    pub scopes: Vec<KeyScopeName>,
+    /// A key made before scopes, with the rights keys had then.
+    pub legacy: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it stops working; null: never.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeys {
+    pub client_id: String,
+    /// The client's keys that are not revoked (expired ones included), oldest first.
+    pub keys: Vec<ApiKeyListed>,
 }
 
 #[derive(Serialize, ToSchema)]

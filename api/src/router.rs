@@ -41,7 +41,7 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(api::campaign_stats))
         .routes(routes!(api::top_links))
         .routes(routes!(api::recipients))
-        .routes(routes!(api::create_api_key))
+        .routes(routes!(api::create_api_key, api::list_api_keys))
         .routes(routes!(api::revoke_api_key))
         .routes(routes!(admin::token_keys))
 }

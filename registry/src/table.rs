@@ -160,6 +160,11 @@ impl Registry {
     }
 
     /// The client an unrevoked API key (given by its hash) belongs to.
+    /// The key's record, revoked or not.
+    pub fn api_key(&self, key_hash: &str) -> Option<Arc<ApiKeyRecord>> {
+        self.api_keys.get(key_hash).map(|k| k.value().clone())
+    }
+
     pub fn api_key_client(&self, key_hash: &str) -> Option<ClientId> {
         self.api_keys.get(key_hash).filter(|k| !k.revoked).map(|k| k.client_id.clone())
     }
