@@ -312,10 +312,10 @@ mod tests {
         assert_eq!(c.get("sasl.password"), Some("secret"));
     }
 
-    /// No local broker speaks SASL (nisshi's `--authentication` is not
-    /// documented enough to drive, and librdkafka's mock cluster has no SASL),
-    /// so this proves what can be proved without one: librdkafka accepts every
-    /// protocol and mechanism we offer, i.e. it was built with TLS and SCRAM.
+    /// The local broker does SCRAM-SHA-512 over TLS only (tests/tests/tls.rs),
+    /// so for the other pairs this proves what can be proved without a
+    /// server: librdkafka accepts every protocol and mechanism we offer, i.e.
+    /// it was built with TLS, PLAIN and SCRAM.
     /// Without rdkafka's `ssl` feature, creation fails with librdkafka's own
     /// "built without SSL support" / "unsupported" message.
     #[test]

@@ -9,9 +9,11 @@
 //!   edge, the API and the aggregator all reach it with
 //!   `RICOCHET_KAFKA_SECURITY_PROTOCOL=ssl` and `RICOCHET_KAFKA_SSL_CA_LOCATION`.
 //!
-//! SASL is not here: no local server speaks it (see
-//! `registry/src/kafka.rs`'s `librdkafka_takes_every_protocol_and_mechanism`,
-//! which shows the settings reach a librdkafka built with SCRAM and PLAIN).
+//! - SASL: nisshi does SCRAM-SHA-256/512 (`nisshi user create`, then
+//!   `--authentication`): every service authenticates with SCRAM-SHA-512 over
+//!   TLS (`sasl_ssl`), and a wrong password is refused. nisshi has no PLAIN;
+//!   `registry/src/kafka.rs`'s `librdkafka_takes_every_protocol_and_mechanism`
+//!   shows librdkafka takes PLAIN and SCRAM-SHA-256 with every protocol.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -221,4 +223,76 @@ fn no_service_makes_a_kafka_client_of_its_own() {
         walk(&ricochet_tests::repo_root().join(crate_dir).join("src"), &mut found);
     }
     assert!(found.is_empty(), "ClientConfig::new() outside KafkaConnection::client_config: {found:?}");
+}
+
+/// The broker binary infra/kafka/run.sh runs.
+fn nisshi() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NISSHI_BIN") {
+        return bin.into();
+    }
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
+    let bin = home.join("bin/nisshi");
+    if bin.exists() {
+        bin
+    } else {
+        "nisshi".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_service_authenticates_with_scram_over_tls() {
+    let dir = tempdir();
+    let certs = make_certs(&dir.path().join("tls"));
+    let (ch_dir, kafka_dir) = (dir.path().join("clickhouse"), dir.path().join("kafka"));
+    // nisshi keeps SCRAM credentials in its storage: made on an open broker,
+    // then the same storage is served with authentication required, over TLS.
+    let (clickhouse, mut open) = tokio::join!(ClickHouse::start(&ch_dir), Kafka::start(&kafka_dir));
+    let out = Command::new(nisshi())
+        .args(["user", "create", "--broker", &format!("tcp://{}", open.brokers()), "--mechanism", "scram512"])
+        .args(["ricochet", "s3cret"])
+        .output()
+        .expect("nisshi user create");
+    assert!(out.status.success(), "nisshi user create: {}", String::from_utf8_lossy(&out.stderr));
+    open.stop();
+    drop(open);
+    let args = [
+        "--authentication".to_owned(),
+        "--cert".to_owned(),
+        path(&certs.server_cert),
+        "--key".to_owned(),
+        path(&certs.server_key),
+    ];
+    let kafka = Kafka::start_with(&kafka_dir, &args).await;
+    // The broker does check: a wrong password gets no metadata, the right one does.
+    let metadata = |password: &str| {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use ricochet_registry::kafka::{KafkaConnection, KafkaSecurity, SaslMechanism, SecurityProtocol};
+        let security = KafkaSecurity {
+            protocol: SecurityProtocol::SaslSsl,
+            sasl_mechanism: Some(SaslMechanism::ScramSha512),
+            sasl_username: Some("ricochet".into()),
+            sasl_password: Some(password.into()),
+            ssl_ca_location: Some(certs.ca.clone()),
+            ..KafkaSecurity::default()
+        };
+        let client: BaseConsumer =
+            KafkaConnection::new(&kafka.brokers(), &security).unwrap().client_config().create().unwrap();
+        client.fetch_metadata(None, Duration::from_secs(5)).map(|_| ())
+    };
+    assert!(metadata("wrong").is_err(), "a wrong SCRAM password was accepted");
+    metadata("s3cret").expect("metadata with the right SCRAM password");
+    let servers = Servers { clickhouse, kafka, dir };
+    let sasl = [
+        ("RICOCHET_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
+        ("RICOCHET_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
+        ("RICOCHET_KAFKA_SASL_USERNAME", "ricochet".to_owned()),
+        ("RICOCHET_KAFKA_SASL_PASSWORD", "s3cret".to_owned()),
+        ("RICOCHET_KAFKA_SSL_CA_LOCATION", path(&certs.ca)),
+    ];
+    let _aggregator = services::aggregator(&servers, "aggregator", &sasl).await;
+    let api = services::api(&servers, "api", &sasl).await;
+    let edge = services::redirect(&servers, "edge", &sasl).await;
+    one_click_is_counted(&api.url(), &edge.url()).await;
 }
