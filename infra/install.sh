@@ -22,8 +22,10 @@
 #                                               headless browser test: Playwright's own
 #                                               browser download is not used)
 #
-# Usage: infra/install.sh [--stack] [--bench] [--browser]
+# Usage: infra/install.sh [--stack] [--bench] [--browser] [--build-deps]
 #   --stack: only what infra/stack.sh runs (ClickHouse and the broker): no zookeeper, no test venv
+#   --build-deps: only what compiling the workspace needs (libssl-dev, pkg-config), e.g. before
+#                 .ci/run's clippy, which builds before the test command installs the rest
 # Env:   RICOCHET_INSTALL_LOG_DIR  where the nisshi build log goes (default ${TMPDIR:-/tmp})
 set -euo pipefail
 
@@ -31,18 +33,20 @@ NISSHI_VERSION=0.8.1
 want_bench=0
 want_browser=0
 want_tests=1
+only_build_deps=0
 
 for arg in "$@"; do
     case "$arg" in
         --stack) want_tests=0 ;;
         --bench) want_bench=1 ;;
         --browser) want_browser=1 ;;
+        --build-deps) only_build_deps=1 ;;
         -h|--help)
             sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "install.sh: unknown argument: $arg (accepted: --stack, --bench, --browser)" >&2
+            echo "install.sh: unknown argument: $arg (accepted: --stack, --bench, --browser, --build-deps)" >&2
             exit 2
             ;;
     esac
@@ -311,6 +315,9 @@ install_chromium() {
 }
 
 install_openssl
+if [[ $only_build_deps == 1 ]]; then
+    exit 0
+fi
 install_clickhouse
 install_nisshi
 if [[ $want_tests == 1 ]]; then
