@@ -137,6 +137,8 @@ up() {
     # the two together keep both cores busy through each one's serial steps
     # (downloads, build scripts, links). Only the three services, not bench/.
     mkdir -p "$dir/logs"
+    # What the build itself needs (librdkafka's TLS: libssl-dev) comes first.
+    infra/install.sh --build-deps || die "installing the build's dependencies failed (output above)"
     say "building the services (release) beside the installer; log: $dir/logs/build.log"
     cargo build --release --bins -p ricochet-redirect -p ricochet-aggregator -p ricochet-api \
         >"$dir/logs/build.log" 2>&1 &
