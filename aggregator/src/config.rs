@@ -134,6 +134,12 @@ pub struct AggregatorConfig {
     /// How often the retention job runs on servers without TTL (seconds).
     #[arg(long, env = "RICOCHET_RETENTION_INTERVAL_SECS", default_value_t = 3600, global = true)]
     pub retention_interval_secs: u64,
+
+    /// How often pending recipient erasures are looked for and applied
+    /// (seconds); 0 turns the job off (another deployment on the same
+    /// database must then run it).
+    #[arg(long, env = "RICOCHET_ERASURE_INTERVAL_SECS", default_value_t = 5, global = true)]
+    pub erasure_interval_secs: u64,
 }
 
 #[derive(Subcommand, Clone, Debug)]

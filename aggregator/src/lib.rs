@@ -25,10 +25,12 @@
 //! - [`status`]: this member's consumer lag and event-time freshness (gauges, `/v1/status`).
 //! - [`ops`]: the operations listener (`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
 //! - [`retention`]: how long data is kept; TTL or a job, by server version.
+//! - [`erasure`]: erasing a recipient the API was asked to erase, for good.
 
 pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
+pub mod erasure;
 pub mod limits;
 pub mod mirror;
 pub mod ops;

@@ -1,5 +1,5 @@
 //! The aggregator as a service: [`run`] wires the pipeline thread, the
-//! registry tail and mirror, click limits, retention and the operations
+//! registry tail and mirror, click limits, retention, erasures and the operations
 //! listener together, and stops them all when `shutdown` fires. `main.rs`
 //! only parses the config, binds the listener and waits for a signal; tests
 //! can drive a member in process the same way.
@@ -104,6 +104,7 @@ pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: Canc
     .await
     .context("starting the registry tail")?;
 
+    tasks.spawn(crate::erasure::run(sink.clone(), Duration::from_secs(config.erasure_interval_secs), shutdown.clone()));
     let pipeline =
         Pipeline::new(config.pipeline(kafka.clone()), sink, tokio::runtime::Handle::current(), shutdown.clone())
             .context("creating the consumer")?;

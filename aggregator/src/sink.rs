@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
 use ricochet_schemas::{ClickEvent, EventType, Reason, RecipientToken};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Acquired, Fence, Part};
 use crate::rollup::{Counts, Grain, RollupKeyRef};
@@ -341,6 +341,23 @@ pub struct RecipientRow {
     pub recipient_id: String,
 }
 
+/// One recipient to erase: a row of `erasure_requests`.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Deserialize)]
+pub struct Erasure {
+    pub client_id: String,
+    pub recipient_id: String,
+}
+
+/// One row of `recipient_erasures`.
+#[derive(Debug, Clone, Row, Serialize)]
+struct ErasureRow {
+    client_id: String,
+    recipient_id: String,
+    /// 0: written before the deletes; 1: after them.
+    applied: u8,
+    erased_at: u32,
+}
+
 /// One row of `click_owners`: an acquisition of a partition.
 #[derive(Debug, Clone, Row, Serialize)]
 struct OwnerRow {
@@ -355,8 +372,14 @@ struct OwnerRow {
 #[derive(Clone)]
 struct Shard {
     client: Client,
+    /// Where raw events and recipient rows are inserted (through the
+    /// erasure filter), and the tables that hold them (what an erasure deletes from).
+    events_in: String,
+    recipients_in: String,
     events: String,
     recipients: String,
+    /// This shard's copy of the erased recipients.
+    erasures: String,
     rollups_in: String,
     rollups: String,
     owners: String,
@@ -373,6 +396,9 @@ pub struct ClickHouseSink {
     /// Every insert's `query_id` starts with it: this deployment's (database
     /// and topic), so the fence waits for and kills nothing else's.
     query_prefix: String,
+    /// The part of [`Self::query_prefix`] naming the database: every
+    /// aggregator writing there, whatever its topic.
+    database_prefix: String,
     /// Acquisition times are strictly increasing within the process, so a
     /// member's own re-acquisition always wins over its earlier one.
     last_fenced_at_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -392,8 +418,11 @@ impl ClickHouseSink {
             .into_iter()
             .map(|client| Shard {
                 client,
+                events_in: sql::EVENTS_INPUT_TABLE.to_owned(),
+                recipients_in: sql::RECIPIENTS_INPUT_TABLE.to_owned(),
                 events: EVENTS_TABLE.to_owned(),
                 recipients: RECIPIENTS_TABLE.to_owned(),
+                erasures: sql::RECIPIENT_ERASURES_TABLE.to_owned(),
                 rollups_in: sql::ROLLUP_INPUT_TABLE.to_owned(),
                 rollups: ROLLUP_TABLE.to_owned(),
                 owners: sql::OWNERS_TABLE.to_owned(),
@@ -407,6 +436,7 @@ impl ClickHouseSink {
             fence_timeout: insert_timeout,
             quorum: 0,
             query_prefix: format!("ricochet-{}-{}-", clean(database), clean(topic)),
+            database_prefix: format!("ricochet-{}-", clean(database)),
             last_fenced_at_ms: Default::default(),
         }
     }
@@ -418,6 +448,7 @@ impl ClickHouseSink {
         for s in &mut self.shards {
             s.events = format!("{EVENTS_TABLE}{local}");
             s.recipients = format!("{RECIPIENTS_TABLE}{local}");
+            s.erasures = format!("{}{local}", sql::RECIPIENT_ERASURES_TABLE);
             s.rollups = format!("{ROLLUP_TABLE}{local}");
             s.owners = format!("{}{local}", sql::OWNERS_TABLE);
         }
@@ -456,12 +487,13 @@ impl ClickHouseSink {
 
     /// Raw events of one shard's partitions. Idempotent: a retried write
     /// leaves duplicates that the table's engine collapses by event id.
+    /// Through the erasure filter, so an erased recipient's rows never land.
     pub async fn write_events<'a>(
         &self,
         shard: usize,
         rows: impl Iterator<Item = &'a EventRow>,
     ) -> Result<(), WriteError> {
-        let table = &self.shards[shard].events;
+        let table = &self.shards[shard].events_in;
         self.write_idempotent(shard, table, rows).await
     }
 
@@ -472,7 +504,7 @@ impl ClickHouseSink {
         shard: usize,
         rows: impl Iterator<Item = &'a RecipientRow>,
     ) -> Result<(), WriteError> {
-        let table = &self.shards[shard].recipients;
+        let table = &self.shards[shard].recipients_in;
         self.write_idempotent(shard, table, rows).await
     }
 
@@ -490,9 +522,15 @@ impl ClickHouseSink {
             return Ok(());
         }
         let client = &self.shards[shard].client;
+        // A query id of this deployment, so that an erasure can wait out an
+        // insert that may not have met its erasure row.
+        let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
         let run = async {
-            let mut insert =
-                client.insert::<R>(table).await?.with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            let mut insert = client
+                .insert::<R>(table)
+                .await?
+                .with_option("query_id", query_id.as_str())
+                .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
             for row in rows {
                 insert.write(row).await?;
             }
@@ -602,15 +640,16 @@ impl ClickHouseSink {
     /// receives them later is cancelled before it writes; its rows would meet
     /// the new token anyway.
     async fn fence(&self, shard: usize) -> Result<(), WriteError> {
+        self.wait_out_inserts(shard, &format!("{}%", self.query_prefix)).await
+    }
+
+    /// Waits until the inserts running now on the shard's server whose query
+    /// id is `LIKE pattern` have ended; kills those still running after the
+    /// fence timeout (see [`Self::fence`]).
+    async fn wait_out_inserts(&self, shard: usize, pattern: &str) -> Result<(), WriteError> {
         let client = &self.shards[shard].client;
-        let pattern = format!("{}%", self.query_prefix);
         let running = || async {
-            client
-                .query(sql::RUNNING_INSERTS)
-                .bind(pattern.as_str())
-                .fetch_all::<String>()
-                .await
-                .map_err(WriteError::of_read)
+            client.query(sql::RUNNING_INSERTS).bind(pattern).fetch_all::<String>().await.map_err(WriteError::of_read)
         };
         let fenced = running().await?;
         if fenced.is_empty() {
@@ -665,6 +704,59 @@ impl ClickHouseSink {
         Ok(out)
     }
 
+    /// Up to `limit` erasure requests not yet applied on `shard`.
+    pub async fn pending_erasures(&self, shard: usize, limit: usize) -> Result<Vec<Erasure>, WriteError> {
+        let s = &self.shards[shard];
+        s.client.query(&sql::pending_erasures(&s.erasures, limit)).fetch_all().await.map_err(WriteError::of_read)
+    }
+
+    /// Applies `erasures` on `shard` in the order [`crate::erasure`] argues
+    /// for: the erasure rows (which the insert views read), then the wait for
+    /// every insert already running into this database, then the deletes, and
+    /// only then the rows that take the requests off the queue. Any step may
+    /// fail and be retried from the start: each one is idempotent.
+    pub async fn erase(&self, shard: usize, erasures: &[Erasure]) -> Result<(), WriteError> {
+        if erasures.is_empty() {
+            return Ok(());
+        }
+        let s = &self.shards[shard];
+        self.write_erasures(shard, erasures, 0).await?;
+        self.wait_out_inserts(shard, &format!("{}%", self.database_prefix)).await?;
+        for table in [&s.events, &s.recipients] {
+            let mut delete = s.client.query(&sql::delete_recipients(table, erasures.len()));
+            for e in erasures {
+                delete = delete.bind(e.client_id.as_str()).bind(e.recipient_id.as_str());
+            }
+            delete.execute().await.map_err(WriteError::of_read)?;
+        }
+        self.write_erasures(shard, erasures, 1).await
+    }
+
+    async fn write_erasures(&self, shard: usize, erasures: &[Erasure], applied: u8) -> Result<(), WriteError> {
+        let s = &self.shards[shard];
+        let erased_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+        let run = async {
+            let insert = s
+                .client
+                .insert::<ErasureRow>(&s.erasures)
+                .await?
+                .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            let mut insert = self.with_quorum(insert);
+            for e in erasures {
+                let row = ErasureRow {
+                    client_id: e.client_id.clone(),
+                    recipient_id: e.recipient_id.clone(),
+                    applied,
+                    erased_at,
+                };
+                insert.write(&row).await?;
+            }
+            insert.end().await
+        };
+        run.await.map_err(WriteError::of_insert)
+    }
+
     /// `Err(QuorumPending)` while ZooKeeper holds `…/quorum/status` for the
     /// shard's rollup table.
     async fn check_no_pending_quorum(&self, shard: usize) -> Result<(), WriteError> {
@@ -713,6 +805,22 @@ mod tests {
             table_columns(sql::ROLLUP_INPUT_TABLE).into_iter().filter(|c| !c.starts_with("fence_")).collect();
         assert_eq!(counted, table_columns(ROLLUP_TABLE), "the input table is the rollups' columns and the fence");
         assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(RECIPIENTS_TABLE));
+        // The erasure filter's input tables take exactly the rows the sink writes.
+        assert_eq!(<EventRow as Row>::COLUMN_NAMES, table_columns(sql::EVENTS_INPUT_TABLE));
+        assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(sql::RECIPIENTS_INPUT_TABLE));
+        let (_, erasure) =
+            ricochet_warehouse::migrations::MIGRATIONS.iter().find(|(v, _)| v.starts_with("0008")).unwrap();
+        let reason = erasure.lines().find(|l| l.trim_start().starts_with("verdict_reason")).unwrap();
+        assert!(reason.contains(&ricochet_schemas::Reason::clickhouse_enum()), "{reason}");
+    }
+
+    #[test]
+    fn an_erasure_deletes_every_recipient_it_binds() {
+        let one = sql::delete_recipients("click_events", 1);
+        assert_eq!(one, "ALTER TABLE click_events DELETE WHERE (client_id, recipient_id) IN ((?, ?))");
+        let three = sql::delete_recipients("click_recipients_local", 3);
+        assert_eq!(three.matches('?').count(), 6, "{three}");
+        assert!(sql::pending_erasures("recipient_erasures_local", 500).contains("GLOBAL NOT IN"));
     }
 
     #[test]

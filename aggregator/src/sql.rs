@@ -20,6 +20,12 @@ pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABL
 pub const ROLLUP_INPUT_TABLE: &str = "click_rollups_in";
 /// Who holds each partition: one row per acquisition.
 pub const OWNERS_TABLE: &str = "click_owners";
+/// What raw events and recipient rows are inserted into: their materialized
+/// views pass on every row whose recipient was not erased
+/// (`infra/migrations/0008_recipient_erasures.sql`).
+pub const EVENTS_INPUT_TABLE: &str = "click_events_in";
+pub const RECIPIENTS_INPUT_TABLE: &str = "click_recipients_in";
+pub use ricochet_warehouse::tables::{ERASURE_REQUESTS_TABLE, RECIPIENT_ERASURES_TABLE};
 /// The registry mirror's tables (`crate::mirror`).
 pub const LINKS_TABLE: &str = "links";
 pub const CLIENTS_TABLE: &str = "clients";
@@ -43,7 +49,8 @@ const MAX_INSERT_BLOCK_ROWS_STR: &str = "1048576";
 
 // ------------------------------------------------------------------ fencing and settling
 
-/// Inserts of this deployment still running: `query_id LIKE 'prefix%'`.
+/// Inserts still running whose `query_id LIKE ?`: this deployment's (the
+/// fence), or every aggregator's writing to this database (an erasure).
 pub const RUNNING_INSERTS: &str = "SELECT query_id FROM system.processes WHERE query_id LIKE ?";
 
 /// Marks one query cancelled without waiting for it (an insert stuck
@@ -63,6 +70,29 @@ pub const REPLICA_ZOOKEEPER_PATH: &str =
 
 /// Whether a quorum insert into that table is still pending.
 pub const PENDING_QUORUM: &str = "SELECT count() FROM system.zookeeper WHERE path = ? AND name = 'status'";
+
+// ------------------------------------------------------------------ erasure
+
+/// The erasure requests not yet applied on one shard, whose own erasure
+/// table is `erasures`: at most `limit`, oldest recipients first. `GLOBAL`:
+/// on a cluster `erasure_requests` is a Distributed table, and "applied"
+/// means applied on this shard, so the set is built here, not on each shard.
+pub fn pending_erasures(erasures: &str, limit: usize) -> String {
+    format!(
+        "SELECT client_id, recipient_id FROM {ERASURE_REQUESTS_TABLE} \
+         WHERE (client_id, recipient_id) GLOBAL NOT IN \
+           (SELECT client_id, recipient_id FROM {erasures} WHERE applied = 1) \
+         GROUP BY client_id, recipient_id ORDER BY client_id, recipient_id LIMIT {limit}"
+    )
+}
+
+/// Deletes every row of `count` recipients from `table` (a mutation: it
+/// rewrites the parts holding them, in the background). Binds two values,
+/// client id then recipient id, per recipient.
+pub fn delete_recipients(table: &str, count: usize) -> String {
+    let pairs = vec!["(?, ?)"; count.max(1)].join(", ");
+    format!("ALTER TABLE {table} DELETE WHERE (client_id, recipient_id) IN ({pairs})")
+}
 
 // ------------------------------------------------------------------ click limits
 

@@ -152,6 +152,14 @@ impl Principal {
         }
     }
 
+    /// Who asked, for an audit record: `admin` or `client`.
+    pub fn audit_name(&self) -> String {
+        match self {
+            Principal::Admin => "admin".into(),
+            Principal::Client(..) => "client".into(),
+        }
+    }
+
     /// [`Principal::check`] for `client_id`, then [`Principal::require`].
     pub fn check_scope(&self, client_id: &str, scope: KeyScope, what: impl FnOnce() -> String) -> Result<(), ApiError> {
         self.check(client_id, what)?;

@@ -12,6 +12,7 @@
 //! - [`state`]: what the handlers share; [`error`]: the one error type.
 //! - [`api`]: link and aggregate handlers; [`admin`]: clients, link status, batches.
 //! - [`auth`]: API keys and who may read what.
+//! - [`erasure`]: erasing a recipient (recorded here, applied by the aggregators).
 //! - [`limits`]: a token bucket per key, requests in flight, the request timeout.
 //! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
 //! - [`stats`]: the aggregate queries.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
+pub mod erasure;
 pub mod error;
 pub mod limits;
 pub mod numbers;

@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         tail: Some(tail),
         token_keys: config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?,
         clickhouse,
+        erasures: ricochet_api::state::erasure_client(&config),
         public_redirect_url: config.public_redirect_url.clone(),
         metrics: Some(metrics),
         status: Some(status),

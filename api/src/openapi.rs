@@ -74,6 +74,7 @@ pub const MAX_VALIDITY_SECONDS: i64 = 253_402_300_799;
         (name = "links", description = "Creating and managing tracking links (admin)."),
         (name = "clients", description = "Clients, their API keys and recipient-token keys."),
         (name = "aggregates", description = "Click series and top lists, cached for a second."),
+        (name = "recipients", description = "Erasing a recipient's data."),
         (name = "operations", description = "Health, readiness, metrics, status and this document."),
     )
 )]
@@ -447,6 +448,17 @@ pub struct Recipients {
     pub recipients: Vec<Recipient>,
     /// Pass as `cursor` for the next page; `null` on the last.
     pub next_cursor: Option<String>,
+}
+
+/// An accepted erasure request.
+#[derive(Serialize, ToSchema)]
+pub struct Erasure {
+    pub client_id: String,
+    pub recipient_id: String,
+    /// When the API recorded it, RFC 3339 (UTC).
+    pub requested_at: String,
+    /// Always `accepted`: the aggregators apply it within seconds.
+    pub status: String,
 }
 
 /// The query of every series and top list: the time range and how to bucket it.

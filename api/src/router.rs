@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, NoQuery};
 use crate::openapi::{ApiDoc, ErrorBody};
 use crate::state::ApiState;
-use crate::{admin, api, dashboard};
+use crate::{admin, api, dashboard, erasure};
 
 /// The documented routes, with their handlers.
 fn documented() -> OpenApiRouter<Arc<ApiState>> {
@@ -41,6 +41,7 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(api::campaign_stats))
         .routes(routes!(api::top_links))
         .routes(routes!(api::recipients))
+        .routes(routes!(erasure::erase_recipient))
         .routes(routes!(api::create_api_key, api::list_api_keys))
         .routes(routes!(api::revoke_api_key))
         .routes(routes!(admin::token_keys))
@@ -124,7 +125,7 @@ mod tests {
             println!("{doc:#}");
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 19, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 20, "{:?}", paths.keys().collect::<Vec<_>>());
         let stats = &paths["/v1/links/{link_id}/stats"]["get"];
         let param = |name: &str| stats["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
         assert_eq!(param("link_id")["schema"]["pattern"], crate::openapi::ID_PATTERN);

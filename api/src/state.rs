@@ -12,6 +12,8 @@ pub struct ApiState {
     pub writer: Arc<RegistryWriter>,
     pub tail: Option<RegistryTail>,
     pub clickhouse: clickhouse::Client,
+    /// The one client that writes: erasure requests ([`crate::erasure`]).
+    pub erasures: clickhouse::Client,
     /// Base of tracking URLs handed out, e.g. `https://t.example.com`.
     pub public_redirect_url: String,
     pub metrics: Option<PrometheusHandle>,
@@ -36,6 +38,16 @@ pub struct ApiState {
 /// 503). Migrations, at start, use a client without them.
 pub fn query_client(config: &crate::config::ApiConfig) -> clickhouse::Client {
     let client = config.clickhouse.client().with_option("readonly", "1");
+    match config.clickhouse_max_execution_secs {
+        0 => client,
+        secs => client.with_option("max_execution_time", secs.to_string()),
+    }
+}
+
+/// The client of the API's only write, an erasure request: no `readonly`,
+/// the same time limit.
+pub fn erasure_client(config: &crate::config::ApiConfig) -> clickhouse::Client {
+    let client = config.clickhouse.client();
     match config.clickhouse_max_execution_secs {
         0 => client,
         secs => client.with_option("max_execution_time", secs.to_string()),

@@ -22,7 +22,9 @@
 //!   the order of `RICOCHET_CLICKHOUSE_SHARD_URLS`), and there its stored
 //!   position equals the partition's high watermark on the broker;
 //! - the premise: every partition got clicks, and partitions did move
-//!   between members on different shards.
+//!   between members on different shards;
+//! - then an erasure request, recorded through the `Distributed` table, is
+//!   applied on every replica of both shards (issue 18).
 //!
 //! Why it can fail: an aggregator that reads and writes only the shard it is
 //! connected to resumes a partition that arrives from a member on another
@@ -187,5 +189,32 @@ async fn partitions_moving_across_shards_under_load_end_exact_on_every_shard() {
         std::panic::resume_unwind(panic);
     }
     eprintln!("exact on every shard after {:.0}s", elapsed());
+
+    // An erasure on the cluster: a request recorded through the Distributed
+    // table is applied on every shard (the load's clicks carry no recipient,
+    // so erasing recipient '' of one client erases all its raw events, which
+    // the API would never be asked; the machinery is the same).
+    let r1_ch = &servers.replicas[r1];
+    r1_ch
+        .query("INSERT INTO erasure_requests (client_id, recipient_id, requested_at, requested_by) VALUES ('client-3', '', now(), 'test')")
+        .await
+        .unwrap();
+    let erased = "SELECT count() FROM click_events WHERE client_id = 'client-3'";
+    assert!(r1_ch.number(erased).await > 0, "the premise: client-3 has raw events");
+    ricochet_tests::eventually("the erasure applied on both shards", Duration::from_secs(90), || async {
+        let mut applied = 0;
+        for r in &servers.replicas {
+            applied += r
+                .number("SELECT count() FROM recipient_erasures_local WHERE client_id = 'client-3' AND applied = 1")
+                .await
+                .min(1);
+        }
+        let left = r1_ch.number(erased).await;
+        (applied == servers.replicas.len() as u64 && left == 0).then_some(())
+    })
+    .await;
+    let others = r1_ch.number("SELECT count(DISTINCT event_id) FROM click_events WHERE client_id != 'client-3'").await;
+    assert!(others > 0, "other clients' events were erased too");
+    eprintln!("erasure applied on every shard after {:.0}s", elapsed());
     drop((b, c));
 }

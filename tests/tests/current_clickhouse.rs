@@ -120,6 +120,15 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
         let url = format!("{base}/v1/clients/acme/campaigns/bf/recipients?{range}&limit=2&cursor={cursor}");
         assert!(http().get(&url).send().await.unwrap().status().is_success(), "{url}");
     }
+    // An erasure: the API records it, the aggregator reads its queue, waits
+    // out running inserts and deletes.
+    let r = http().delete(format!("{base}/v1/clients/acme/recipients/r1")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    eventually("the erasure applied", Duration::from_secs(60), || async {
+        let n = servers.clickhouse.number("SELECT count() FROM recipient_erasures WHERE applied = 1").await;
+        (n > 0).then_some(())
+    })
+    .await;
     // A restart makes the aggregator fence and read its positions again.
     drop(aggregator);
     let _aggregator = services::aggregator(&servers, "aggregator-2", &[]).await;

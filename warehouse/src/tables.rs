@@ -10,6 +10,12 @@ pub const ROLLUP_TABLE: &str = "click_rollups";
 /// Recipients who clicked, per link and 15-minute bucket.
 pub const RECIPIENTS_TABLE: &str = "click_recipients";
 
+/// Erasures asked for through the API, one row per request: the queue the
+/// aggregators apply.
+pub const ERASURE_REQUESTS_TABLE: &str = "erasure_requests";
+/// Recipients whose rows are never stored again, on every shard.
+pub const RECIPIENT_ERASURES_TABLE: &str = "recipient_erasures";
+
 /// The grains of [`ROLLUP_TABLE`] (the `grain` column: bucket widths in
 /// seconds), coarsest first: UTC day, hour, 15 minutes, minute. Each divides
 /// the one before, and 15 minutes divides every time zone's UTC offset.

@@ -1,0 +1,92 @@
+//! Erasing a recipient (`DELETE /v1/clients/{client_id}/recipients/{recipient_id}`):
+//! the API records the request in ClickHouse's `erasure_requests` and answers
+//! 202; the aggregators delete the recipient's raw events and recipient rows
+//! within seconds and keep them from being stored again (the argument is in
+//! `aggregator/src/erasure.rs`, the user's side in `docs/security.md`).
+//!
+//! This is the API's only write to ClickHouse. It goes through a client of
+//! its own ([`crate::state::erasure_client`]), so every other query keeps
+//! `readonly = 1`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use clickhouse::Row;
+use ricochet_schemas::{ClientId, RecipientId};
+use serde::Serialize;
+
+use crate::auth::{KeyScope, Principal};
+use crate::error::{ApiError, NoQuery, Path};
+use crate::openapi::{Erasure, ReadErrors};
+use crate::state::ApiState;
+
+/// One row of `erasure_requests` (migration 0008).
+#[derive(Row, Serialize)]
+struct ErasureRequest {
+    client_id: String,
+    recipient_id: String,
+    requested_at: u32,
+    /// `admin`, or `client` (a key of the client itself).
+    requested_by: String,
+}
+
+/// `DELETE /v1/clients/{client_id}/recipients/{recipient_id}`: the admin, or
+/// the client's key with the `recipients` scope.
+#[utoipa::path(
+    delete,
+    path = "/v1/clients/{client_id}/recipients/{recipient_id}",
+    tag = "recipients",
+    summary = "Erase a recipient: their raw events and recipient rows are deleted, and never stored again (admin, or the `recipients` scope).",
+    description = "Answers 202 once the request is recorded; the aggregators apply it within seconds (`RICOCHET_ERASURE_INTERVAL_SECS`). \
+        Rollup counts stay (they hold no recipient). Asking again is harmless. See docs/security.md.",
+    params(
+        ("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"),
+        ("recipient_id" = String, Path, description = "The recipient id, as the tracking links carry it.", pattern = r"^[A-Za-z0-9._@+-]{1,128}$"),
+    ),
+    responses(
+        (status = 202, description = "Recorded; applied within seconds.", body = Erasure),
+        ReadErrors,
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`). Nothing was recorded: retry.", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn erase_recipient(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    _: NoQuery,
+    Path((client_id, recipient_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Erasure>), ApiError> {
+    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(format!("client_id: {e}")))?;
+    let recipient_id =
+        RecipientId::parse(recipient_id).map_err(|e| ApiError::BadRequest(format!("recipient_id: {e}")))?;
+    // Whether or not the recipient ever clicked: the request also keeps
+    // events still in Kafka or an edge's spool from being stored.
+    principal.check_scope(client_id.as_str(), KeyScope::Recipients, || format!("no client {client_id}"))?;
+    let requested_at = chrono::Utc::now();
+    let row = ErasureRequest {
+        client_id: client_id.to_string(),
+        recipient_id: recipient_id.to_string(),
+        requested_at: requested_at.timestamp() as u32,
+        requested_by: principal.audit_name(),
+    };
+    let write = async {
+        let mut insert =
+            s.erasures.insert::<ErasureRequest>(ricochet_warehouse::tables::ERASURE_REQUESTS_TABLE).await?;
+        insert.write(&row).await?;
+        insert.end().await
+    };
+    write.await.map_err(|e| ApiError::from_clickhouse(e.to_string()))?;
+    tracing::info!(%client_id, requested_by = row.requested_by, "recipient erasure recorded");
+    metrics::counter!("ricochet_api_erasures_requested_total").increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Erasure {
+            client_id: row.client_id,
+            recipient_id: row.recipient_id,
+            requested_at: requested_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            status: "accepted".into(),
+        }),
+    ))
+}
