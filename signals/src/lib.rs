@@ -13,6 +13,7 @@
 //! - [`network`]: the address's ASN and class (scanner vendor, cloud, other).
 //! - [`allow_list`]: a client's own networks, parsed once per client record.
 //! - [`data`]: the vendored lists in `signals/data/` (see `data/SOURCES.md`).
+//! - [`ranges`]: the sorted IP range tables the ASN and the country come from.
 //!
 //! The bench reads the same vendor ranges through [`network::Networks::scanner_cidrs`]
 //! to simulate scanners from where they really are.
@@ -21,6 +22,7 @@ pub mod allow_list;
 pub mod data;
 pub mod headers;
 pub mod network;
+pub mod ranges;
 pub mod user_agent;
 
 use std::net::IpAddr;
