@@ -117,8 +117,8 @@ impl MailClients {
             .map_or(MailClient::Other, |&(_, client)| client)
     }
 
-    /// The webmail a Referer host (lowercase, as [`super::referrer_host`]
-    /// gives it) belongs to: the listed host itself or any subdomain of it.
+    /// The webmail a Referer's host (lowercased, `www.` kept) belongs to: the
+    /// listed host itself or any subdomain of it.
     pub fn from_referer_host(&self, host: &str) -> MailClient {
         self.hosts
             .iter()

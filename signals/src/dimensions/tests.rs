@@ -322,6 +322,14 @@ proptest! {
 fn lookup_costs() {
     use std::hint::black_box;
     use std::time::Instant;
+    let t = Instant::now();
+    let countries = Countries::load().unwrap();
+    println!("load: country table {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    drop(countries);
+    let t = Instant::now();
+    let agents = Agents::load(device::DEFAULT_CACHE_ENTRIES).unwrap();
+    println!("load: uap regexes and mail clients {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    drop(agents);
     let d = Dimensioner::load().unwrap();
     // Country, cold: random addresses over the whole space (most miss the caches).
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
