@@ -127,3 +127,62 @@ impl Countries {
         &self.table
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_special_purpose_block_holds_its_ends_and_nothing_beside() {
+        let special = |s: &str| is_special_purpose(s.parse().unwrap());
+        // (first, last, just before, just after), written out, not derived from the table above.
+        for (first, last, before, after) in [
+            ("0.0.0.0", "0.255.255.255", None, Some("1.0.0.0")),
+            ("10.0.0.0", "10.255.255.255", Some("9.255.255.255"), Some("11.0.0.0")),
+            ("100.64.0.0", "100.127.255.255", Some("100.63.255.255"), Some("100.128.0.0")),
+            ("127.0.0.0", "127.255.255.255", Some("126.255.255.255"), Some("128.0.0.0")),
+            ("169.254.0.0", "169.254.255.255", Some("169.253.255.255"), Some("169.255.0.0")),
+            ("172.16.0.0", "172.31.255.255", Some("172.15.255.255"), Some("172.32.0.0")),
+            ("192.0.0.0", "192.0.0.255", Some("191.255.255.255"), Some("192.0.1.0")),
+            ("192.0.2.0", "192.0.2.255", Some("192.0.1.255"), Some("192.0.3.0")),
+            ("192.168.0.0", "192.168.255.255", Some("192.167.255.255"), Some("192.169.0.0")),
+            ("198.18.0.0", "198.19.255.255", Some("198.17.255.255"), Some("198.20.0.0")),
+            ("198.51.100.0", "198.51.100.255", Some("198.51.99.255"), Some("198.51.101.0")),
+            ("203.0.113.0", "203.0.113.255", Some("203.0.112.255"), Some("203.0.114.0")),
+            ("224.0.0.0", "255.255.255.255", Some("223.255.255.255"), None),
+            ("::", "::1", None, Some("::2")),
+            ("64:ff9b::", "64:ff9b::ffff:ffff", Some("64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff"), Some("64:ff9b::1:0:0")),
+            ("100::", "100::ffff:ffff:ffff:ffff", Some("ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), Some("100:0:0:1::")),
+            (
+                "2001:db8::",
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff"),
+                Some("2001:db9::"),
+            ),
+            (
+                "fc00::",
+                "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                Some("fe00::"),
+            ),
+            (
+                "fe80::",
+                "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                Some("fec0::"),
+            ),
+            (
+                "ff00::",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                None,
+            ),
+        ] {
+            assert!(special(first) && special(last), "{first}-{last}");
+            for outside in [before, after].into_iter().flatten() {
+                assert!(!special(outside), "{outside} is outside {first}-{last}");
+            }
+        }
+        assert!(special("::ffff:10.1.2.3") && !special("::ffff:8.8.8.8"), "mapped IPv4 reads as IPv4");
+    }
+}
