@@ -11,6 +11,9 @@
 //! # Device class rules
 //! uap-core names device, OS and browser families but has no form factor, so
 //! the class is derived, first rule that holds:
+//! 0. `other`, and OS `Other`: a mail provider's image proxy fetched the
+//!    pixel (`proxy-*` lines of `data/mail-clients.txt`: Gmail's, Yahoo's,
+//!    Apple's); it stands for the reader and says nothing of their device.
 //! 1. `bot`: uap's device family is `Spider` (its crawler parsers set it).
 //! 2. `tablet`: device family `iPad`, a Kindle, or one with "Tablet" in it; or
 //!    Android whose user agent lacks the `Mobile` token (Android tablets' browsers
@@ -110,7 +113,7 @@ pub struct AgentDimensions {
 }
 
 /// The uap-core extractor, the mail-client list and the cache; built once at
-/// start (compiling the regexes takes a few hundred milliseconds).
+/// start (compiling the regexes takes ~150 ms).
 pub struct Agents {
     extractor: ua_parser::Extractor<'static>,
     mail: MailClients,
@@ -196,12 +199,11 @@ impl Agents {
             os.as_deref().unwrap_or(OTHER_FAMILY),
             device.as_deref().unwrap_or(OTHER_FAMILY),
         );
-        Packed {
-            device: device_class(ua, device, os),
-            mail: self.mail.from_user_agent(ua),
-            os: self.os.id(os),
-            browser: self.browsers.id(browser),
-        }
+        let fetcher = self.mail.fetcher(ua);
+        // A mail provider's image proxy is nobody's device (rule 0 below).
+        let (device, os) =
+            if fetcher.proxy { (DeviceClass::Other, OTHER_FAMILY) } else { (device_class(ua, device, os), os) };
+        Packed { device, mail: fetcher.client, os: self.os.id(os), browser: self.browsers.id(browser) }
     }
 }
 

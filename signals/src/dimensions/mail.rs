@@ -59,10 +59,20 @@ enum UaRule {
     Regex(regex::Regex),
 }
 
+/// What the list says of a pixel fetcher's user agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetcher {
+    pub client: MailClient,
+    /// The mail provider's image proxy fetched the pixel, not the reader's
+    /// device: its user agent says nothing of the reader's device or OS.
+    pub proxy: bool,
+}
+
 /// The parsed list, built once at start.
 #[derive(Debug)]
 pub struct MailClients {
-    user_agents: Vec<(UaRule, MailClient)>,
+    /// Rules in file order, with the client and whether the fetcher is a proxy.
+    user_agents: Vec<(UaRule, Fetcher)>,
     /// Lowercase hosts (or Android package names).
     hosts: Vec<(String, MailClient)>,
 }
@@ -88,12 +98,17 @@ impl MailClients {
                 return Err(bad(n, "expected `kind client source pattern`".into()));
             }
             let client = MailClient::parse(client).ok_or_else(|| bad(n, format!("unknown client {client:?}")))?;
+            let fetcher = |proxy| Fetcher { client, proxy };
             match kind {
-                "ua-exact" => list.user_agents.push((UaRule::Exact(pattern.to_owned()), client)),
-                "ua-contains" => list.user_agents.push((UaRule::Contains(pattern.to_ascii_lowercase()), client)),
+                "ua-exact" | "proxy-exact" => {
+                    list.user_agents.push((UaRule::Exact(pattern.to_owned()), fetcher(kind == "proxy-exact")))
+                }
+                "ua-contains" | "proxy-contains" => list
+                    .user_agents
+                    .push((UaRule::Contains(pattern.to_ascii_lowercase()), fetcher(kind == "proxy-contains"))),
                 "ua-regex" => {
                     let re = regex::Regex::new(pattern).map_err(|e| bad(n, e.to_string()))?;
-                    list.user_agents.push((UaRule::Regex(re), client));
+                    list.user_agents.push((UaRule::Regex(re), fetcher(false)));
                 }
                 "referer-host" => list.hosts.push((pattern.to_ascii_lowercase(), client)),
                 other => return Err(bad(n, format!("unknown kind {other:?}"))),
@@ -103,8 +118,14 @@ impl MailClients {
     }
 
     /// The mail client whose pixel fetch carries this user agent (`Other` when
-    /// none matches). Lowercases a copy: called on cache misses only.
+    /// none matches).
     pub fn from_user_agent(&self, ua: &str) -> MailClient {
+        self.fetcher(ua).client
+    }
+
+    /// The first rule this user agent matches, as a [`Fetcher`]; `Other`, not a
+    /// proxy, when none does. Lowercases a copy: called on cache misses only.
+    pub fn fetcher(&self, ua: &str) -> Fetcher {
         let ua = ua.trim();
         let lower = ua.to_ascii_lowercase();
         self.user_agents
@@ -114,7 +135,7 @@ impl MailClients {
                 UaRule::Contains(s) => lower.contains(s.as_str()),
                 UaRule::Regex(re) => re.is_match(ua),
             })
-            .map_or(MailClient::Other, |&(_, client)| client)
+            .map_or(Fetcher { client: MailClient::Other, proxy: false }, |&(_, fetcher)| fetcher)
     }
 
     /// The webmail a Referer's host (lowercased, `www.` kept) belongs to: the
@@ -178,6 +199,21 @@ mod tests {
             ("", MailClient::Other),
         ] {
             assert_eq!(l.from_user_agent(ua), client, "{ua}");
+        }
+    }
+
+    #[test]
+    fn image_proxies_are_told_from_mail_apps() {
+        let l = list();
+        for (ua, proxy) in [
+            ("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)", true),
+            ("YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html", true),
+            ("Mozilla/5.0", true),
+            ("Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)", false),
+            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)", false),
+            ("curl/8.5.0", false),
+        ] {
+            assert_eq!(l.fetcher(ua).proxy, proxy, "{ua}");
         }
     }
 

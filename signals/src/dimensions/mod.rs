@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use country::{Countries, CountryCode};
 pub use device::{AgentDimensions, Agents, DeviceClass};
-pub use mail::{MailClient, MailClients};
+pub use mail::{Fetcher, MailClient, MailClients};
 
 use crate::SignalsError;
 

@@ -41,6 +41,11 @@ fn device_os_and_browser_of_real_user_agents() {
         (LINUX_FIREFOX, Desktop, "Linux", "Firefox"),
         (GOOGLEBOT, Bot, "Other", "Googlebot"),
         (OUTLOOK_DESKTOP, Desktop, "Windows", "Outlook"),
+        ("Outlook-iOS/723.4027091.prod.iphone (4.2425.0)", Mobile, "iOS", "Outlook-iOS"),
+        // Image proxies stand for the reader: no device, no OS (Gmail's claims
+        // Windows XP, and uap-core calls Yahoo's a spider), their own browser name.
+        (GOOGLE_IMAGE_PROXY, Other, "Other", "GmailImageProxy"),
+        (YAHOO_MAIL_PROXY, Other, "Other", "YahooMailProxy"),
         (APPLE_MAIL_MACOS, Desktop, "Mac OS X", "Apple Mail"),
         (APPLE_MPP, Other, "Other", "Other"),
         ("curl/8.5.0", Other, "Other", "curl"),
