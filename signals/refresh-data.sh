@@ -3,12 +3,17 @@
 #   data/isbot-patterns.txt  the `isbot` package's pattern list (Unlicense)
 #   data/asn-ranges.csv.gz   IP ranges → ASN from `@ip-location-db/asn` (CC BY 4.0,
 #                            RouteViews + DB-IP + NRO), adjacent ranges of one ASN merged
+#   data/country-ranges.csv.gz  IP ranges → country from `@ip-location-db/geo-whois-asn-country`
+#                            (package CC0-1.0, its WHOIS part CC BY 4.0 by the NRO), merged likewise
+#   data/uap-regexes.json.gz uap-core's regexes.yaml (Apache-2.0), converted to JSON
+#                            verbatim so the binary parses it with serde_json
 #   data/SOURCES.md          the versions and the date, rewritten
 # The hand-kept lists (vendor CIDRs and ASNs, cloud ASNs, preview fetchers, HTTP
-# clients, scanner referers) are not touched. Needs npm, node and python3.
+# clients, scanner referers, mail clients) are not touched. Needs npm, node,
+# python3 and PyYAML (Debian: python3-yaml).
 #
 #   signals/refresh-data.sh                 # newest versions
-#   ISBOT=5.2.3 ASN=2.3.2026061719 signals/refresh-data.sh
+#   ISBOT=5.2.3 ASN=2.3.2026061719 GEO=2.3.2026061719 UAP=0.18.0 signals/refresh-data.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="$here/data"
@@ -18,11 +23,17 @@ cd "$tmp"
 
 isbot_version="${ISBOT:-$(npm view isbot version)}"
 asn_version="${ASN:-$(npm view @ip-location-db/asn version)}"
+geo_version="${GEO:-$(npm view @ip-location-db/geo-whois-asn-country version)}"
+uap_version="${UAP:-$(npm view uap-core version)}"
 npm pack --silent "isbot@$isbot_version" >/dev/null
 npm pack --silent "@ip-location-db/asn@$asn_version" >/dev/null
-mkdir isbot asn
+npm pack --silent "@ip-location-db/geo-whois-asn-country@$geo_version" >/dev/null
+npm pack --silent "uap-core@$uap_version" >/dev/null
+mkdir isbot asn geo uap
 tar xzf isbot-*.tgz -C isbot --strip-components=1
 tar xzf ip-location-db-asn-*.tgz -C asn --strip-components=1
+tar xzf ip-location-db-geo-whois-asn-country-*.tgz -C geo --strip-components=1
+tar xzf uap-core-*.tgz -C uap --strip-components=1
 
 node -e '
   const list = require("./isbot/index.js").list;
@@ -32,29 +43,62 @@ node -e '
 ' > "$data/isbot-patterns.txt"
 
 python3 - "$data" <<'PY'
-import csv, gzip, sys
+import csv, gzip, json, sys
+import yaml
 data = sys.argv[1]
-lines = []
-for path, family in (("asn/asn-ipv4-num.csv", 4), ("asn/asn-ipv6-num.csv", 6)):
-    rows = []
-    for start, end, asn, *org in csv.reader(open(path)):
-        start, end, asn = int(start), int(end), int(asn)
-        # The package's own data has a few overlapping rows (its README warns of
-        # data bugs): the earlier row keeps the overlap, so every range is disjoint.
-        if rows and start <= rows[-1][1]:
-            start = rows[-1][1] + 1
-            if start > end:
-                continue
-        if rows and rows[-1][2] == asn and rows[-1][1] + 1 == start:
-            rows[-1][1] = end
-        else:
-            rows.append([start, end, asn])
-    lines += [f"{family},{s:x},{e:x},{a}\n" for s, e, a in rows]
-# mtime=0: the same input gives the same bytes, so a refresh without news is no diff.
-with open(f"{data}/asn-ranges.csv.gz", "wb") as out:
-    out.write(gzip.compress("".join(lines).encode(), 9, mtime=0))
-print(f"{len(lines)} ranges", file=sys.stderr)
+
+def range_table(sources, out, check):
+    """`family,start_hex,end_hex,value` lines, sorted, disjoint, inclusive."""
+    lines = []
+    for path, family in sources:
+        rows = []
+        for start, end, value, *_ in csv.reader(open(path)):
+            start, end = int(start), int(end)
+            check(value)
+            # The packages' own data has a few overlapping rows (their README warns of
+            # data bugs): the earlier row keeps the overlap, so every range is disjoint.
+            if rows and start <= rows[-1][1]:
+                start = rows[-1][1] + 1
+                if start > end:
+                    continue
+            if rows and rows[-1][2] == value and rows[-1][1] + 1 == start:
+                rows[-1][1] = end
+            else:
+                rows.append([start, end, value])
+        lines += [f"{family},{s:x},{e:x},{v}\n" for s, e, v in rows]
+    # mtime=0: the same input gives the same bytes, so a refresh without news is no diff.
+    with open(f"{data}/{out}", "wb") as f:
+        f.write(gzip.compress("".join(lines).encode(), 9, mtime=0))
+    print(f"{out}: {len(lines)} ranges", file=sys.stderr)
+
+def asn(value):
+    int(value)
+
+def country(value):
+    if not (len(value) == 2 and value.isascii() and value.isupper()):
+        raise SystemExit(f"not an ISO 3166-1 alpha-2 code: {value!r}")
+
+range_table((("asn/asn-ipv4-num.csv", 4), ("asn/asn-ipv6-num.csv", 6)), "asn-ranges.csv.gz", asn)
+range_table(
+    (("geo/geo-whois-asn-country-ipv4-num.csv", 4), ("geo/geo-whois-asn-country-ipv6-num.csv", 6)),
+    "country-ranges.csv.gz",
+    country,
+)
+
+# JSON, not YAML, in the binary: ua-parser deserializes either, and serde_json is
+# maintained and already in the tree. Only the three parser lists are kept.
+regexes = yaml.safe_load(open("uap/regexes.yaml"))
+keep = {k: regexes[k] for k in ("user_agent_parsers", "os_parsers", "device_parsers")}
+with open(f"{data}/uap-regexes.json.gz", "wb") as f:
+    f.write(gzip.compress(json.dumps(keep, indent=0, ensure_ascii=False).encode(), 9, mtime=0))
+print("uap-regexes.json.gz: " + ", ".join(f"{len(v)} {k}" for k, v in keep.items()), file=sys.stderr)
 PY
+# 2026061719 → 2026-06-17 19:00 UTC: ip-location-db versions carry their data's hour.
+geo_stamp="${geo_version##*.}"
+geo_date="${geo_stamp:0:4}-${geo_stamp:4:2}-${geo_stamp:6:2} ${geo_stamp:8:2}:00 UTC"
+uap_date="$(npm view uap-core time --json | node -e '
+  let s = ""; process.stdin.on("data", d => s += d).on("end", () => console.log((JSON.parse(s)[process.argv[1]] || "?").slice(0, 10)));
+' "$uap_version")"
 
 cat > "$data/SOURCES.md" <<MD
 # Where the classifier's data comes from
@@ -65,8 +109,17 @@ Refreshed $(date -u +%Y-%m-%d) by \`signals/refresh-data.sh\`.
 | --- | --- | --- |
 | \`isbot-patterns.txt\` | npm \`isbot@$isbot_version\` (\`list\`) | Unlicense |
 | \`asn-ranges.csv.gz\` | npm \`@ip-location-db/asn@$asn_version\` (\`asn-ipv4-num.csv\`, \`asn-ipv6-num.csv\`); lines \`family,start_hex,end_hex,asn\`, inclusive, adjacent ranges of one ASN merged | CC BY 4.0 (RouteViews, DB-IP, NRO) |
+| \`country-ranges.csv.gz\` | npm \`@ip-location-db/geo-whois-asn-country@$geo_version\` (\`geo-whois-asn-country-ipv4-num.csv\`, \`-ipv6-num.csv\`), data of $geo_date (the version's \`YYYYMMDDHH\` suffix); lines \`family,start_hex,end_hex,CC\` (ISO 3166-1 alpha-2), inclusive, adjacent ranges of one country merged, overlaps cut | package \`CC0-1.0\`; its README and \`NRO_LICENSE\` say the WHOIS part is CC BY 4.0 by the NRO: attribute "IP country data: NRO (nro.net), via ip-location-db" |
+| \`uap-regexes.json.gz\` | npm \`uap-core@$uap_version\` (published $uap_date), \`regexes.yaml\`'s three parser lists converted to JSON verbatim | Apache-2.0 (Google Inc., uap-core) |
+| \`mail-clients.txt\` | hand-kept: mail clients' image proxies, user agents and webmail hosts; each entry names its source | |
 | \`scanner-cidrs.txt\`, \`scanner-asns.txt\` | hand-kept; each entry names its source | |
 | \`cloud-asns.txt\` | hand-kept: the large cloud and hosting providers' ASNs | |
 | \`preview-fetchers.txt\`, \`http-clients.txt\`, \`scanner-agents.txt\`, \`scanner-referers.txt\` | hand-kept: what isbot lumps together as bots, split out by kind | |
+
+ip-location-db's README (in the geo-whois-asn-country package) warns that the data it publishes to
+npm has known bugs and that npm updates are deprecated and will stop, in favour of
+its GitHub releases. Until those can be fetched here, the npm data is what this
+refresh takes; when \`npm view\` stops offering newer versions, move the refresh to
+the releases.
 MD
-echo "refreshed: isbot $isbot_version, @ip-location-db/asn $asn_version" >&2
+echo "refreshed: isbot $isbot_version, @ip-location-db/asn $asn_version, geo-whois-asn-country $geo_version, uap-core $uap_version" >&2

@@ -16,6 +16,12 @@ pub const SCANNER_ASNS: &str = include_str!("../data/scanner-asns.txt");
 pub const CLOUD_ASNS: &str = include_str!("../data/cloud-asns.txt");
 /// gzip of `family,start_hex,end_hex,asn` lines, sorted, inclusive ranges.
 pub const ASN_RANGES_GZ: &[u8] = include_bytes!("../data/asn-ranges.csv.gz");
+/// gzip of `family,start_hex,end_hex,CC` lines (ISO 3166-1 alpha-2), sorted, inclusive ranges.
+pub const COUNTRY_RANGES_GZ: &[u8] = include_bytes!("../data/country-ranges.csv.gz");
+/// gzip of uap-core's `regexes.yaml` parser lists, as JSON.
+pub const UAP_REGEXES_JSON_GZ: &[u8] = include_bytes!("../data/uap-regexes.json.gz");
+/// `kind client source pattern` lines: how a mail client shows in a user agent or referer.
+pub const MAIL_CLIENTS: &str = include_str!("../data/mail-clients.txt");
 
 /// The meaningful lines of a list: `#` starts a comment, blank lines are skipped.
 /// Yields `(line number, trimmed text)`.
@@ -92,9 +98,12 @@ mod tests {
             ("cidrs", SCANNER_CIDRS),
             ("scanner asns", SCANNER_ASNS),
             ("cloud asns", CLOUD_ASNS),
+            ("mail clients", MAIL_CLIENTS),
         ] {
             assert!(lines(text).count() >= 3, "{name} looks empty");
         }
         assert!(ASN_RANGES_GZ.len() > 1_000_000, "the ASN table looks truncated");
+        assert!(COUNTRY_RANGES_GZ.len() > 1_000_000, "the country table looks truncated");
+        assert!(UAP_REGEXES_JSON_GZ.len() > 10_000, "uap-core's regexes look truncated");
     }
 }

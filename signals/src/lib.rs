@@ -13,14 +13,19 @@
 //! - [`network`]: the address's ASN and class (scanner vendor, cloud, other).
 //! - [`allow_list`]: a client's own networks, parsed once per client record.
 //! - [`data`]: the vendored lists in `signals/data/` (see `data/SOURCES.md`).
+//! - [`ranges`]: the sorted IP range tables the ASN and the country come from.
+//! - [`dimensions`]: what a click or open is broken down by (country, device,
+//!   OS, browser, mail client, referrer domain, UTM tags), not whether it is a bot.
 //!
 //! The bench reads the same vendor ranges through [`network::Networks::scanner_cidrs`]
 //! to simulate scanners from where they really are.
 
 pub mod allow_list;
 pub mod data;
+pub mod dimensions;
 pub mod headers;
 pub mod network;
+pub mod ranges;
 pub mod user_agent;
 
 use std::net::IpAddr;
@@ -29,6 +34,7 @@ use http::{HeaderMap, Method};
 use ricochet_schemas::{ClientRecord, Signals, UaClass};
 
 pub use allow_list::AllowLists;
+pub use dimensions::{CountryCode, DeviceClass, Dimensioner, Dimensions, MailClient};
 pub use network::{NetworkVerdict, Networks};
 pub use user_agent::UserAgents;
 
@@ -44,6 +50,8 @@ pub enum SignalsError {
     },
     #[error("user-agent pattern {pattern:?} does not compile: {problem}")]
     BadPattern { pattern: String, problem: String },
+    #[error("uap-core regexes: {problem}")]
+    BadUapRegexes { problem: String },
 }
 
 /// Everything the edge needs to compute a request's signals, loaded once at start.

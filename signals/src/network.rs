@@ -8,13 +8,13 @@
 //! class from the named lists (`data/scanner-asns.txt`, `data/cloud-asns.txt`).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use ricochet_schemas::NetworkClass;
 
 use crate::data;
+use crate::ranges::RangeTable;
 use crate::SignalsError;
 
 /// The network facts that leave the edge; the address itself does not.
@@ -29,14 +29,8 @@ pub struct NetworkVerdict {
 
 pub struct Networks {
     cidrs: Vec<(IpNet, &'static str)>,
-    /// Inclusive `(start, end, asn)`, sorted by start, not overlapping.
-    v4: Vec<(u32, u32, u32)>,
-    /// `v4_first[p]`: the index of the first v4 range starting at or after
-    /// `p << 16`, for every /16 prefix `p` (and one past the last). A lookup
-    /// searches only its prefix's few ranges, a cache line or two, instead of
-    /// binary-searching 5 MB with a cache miss at every step.
-    v4_first: Vec<u32>,
-    v6: Vec<(u128, u128, u32)>,
+    /// Every routed range's ASN.
+    asns: RangeTable<u32>,
     named: HashMap<u32, (NetworkClass, &'static str)>,
 }
 
@@ -74,9 +68,10 @@ impl Networks {
                 named.entry(asn).or_insert((class, name));
             }
         }
-        let (v4, v6) = load_ranges()?;
-        let v4_first = (0..=1u64 << 16).map(|p| v4.partition_point(|r| u64::from(r.0) < p << 16) as u32).collect();
-        Ok(Networks { cidrs, v4, v4_first, v6, named })
+        let asns = RangeTable::parse_gz("asn-ranges.csv.gz", data::ASN_RANGES_GZ, |v| {
+            v.parse::<u32>().map_err(|e| e.to_string())
+        })?;
+        Ok(Networks { cidrs, asns, named })
     }
 
     /// Classifies the full address. Cheap: a scan of a few dozen CIDRs and one
@@ -98,23 +93,7 @@ impl Networks {
 
     /// The ASN announcing `ip`; 0 when none does.
     pub fn asn(&self, ip: IpAddr) -> u32 {
-        fn find<T: Ord + Copy>(ranges: &[(T, T, u32)], x: T) -> u32 {
-            let i = ranges.partition_point(|r| r.0 <= x);
-            match i.checked_sub(1).map(|i| ranges[i]) {
-                Some((_, end, asn)) if x <= end => asn,
-                _ => 0,
-            }
-        }
-        match ip {
-            IpAddr::V4(v4) => {
-                let x = u32::from(v4);
-                let prefix = (x >> 16) as usize;
-                let (from, to) = (self.v4_first[prefix] as usize, self.v4_first[prefix + 1] as usize);
-                // The range holding x starts inside its /16, or is the last one before it.
-                find(&self.v4[from.saturating_sub(1)..to], x)
-            }
-            IpAddr::V6(v6) => find(&self.v6, u128::from(v6)),
-        }
+        self.asns.get(ip).unwrap_or(0)
     }
 
     /// The vendor CIDRs, for the bench to send scanner traffic from where it comes from.
@@ -129,52 +108,8 @@ impl Networks {
 
     /// The IPv4 ranges an ASN announces (inclusive), for the bench.
     pub fn v4_ranges_of(&self, asn: u32) -> impl Iterator<Item = (Ipv4Addr, Ipv4Addr)> + '_ {
-        self.v4.iter().filter(move |r| r.2 == asn).map(|&(s, e, _)| (Ipv4Addr::from(s), Ipv4Addr::from(e)))
+        self.asns.v4().iter().filter(move |r| r.2 == asn).map(|&(s, e, _)| (Ipv4Addr::from(s), Ipv4Addr::from(e)))
     }
-}
-
-type Ranges = (Vec<(u32, u32, u32)>, Vec<(u128, u128, u32)>);
-
-fn load_ranges() -> Result<Ranges, SignalsError> {
-    const FILE: &str = "asn-ranges.csv.gz";
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(data::ASN_RANGES_GZ)
-        .read_to_string(&mut text)
-        .map_err(|source| SignalsError::Io { file: FILE, source })?;
-    let (mut v4, mut v6) = (Vec::with_capacity(420_000), Vec::with_capacity(110_000));
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let mut f = line.split(',');
-        let (Some(family), Some(start), Some(end), Some(asn), None) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            return Err(bad(FILE, n, "expected family,start,end,asn"));
-        };
-        let asn = asn.parse::<u32>().map_err(|e| bad(FILE, n, e))?;
-        let hex = |s: &str| u128::from_str_radix(s, 16).map_err(|e| bad(FILE, n, e));
-        let (start, end) = (hex(start)?, hex(end)?);
-        if start > end {
-            return Err(bad(FILE, n, "range ends before it starts"));
-        }
-        match family {
-            "4" => {
-                let v = |x: u128| u32::try_from(x).map_err(|_| bad(FILE, n, "not an IPv4 number"));
-                let (start, end) = (v(start)?, v(end)?);
-                if v4.last().is_some_and(|&(_, prev_end, _)| start <= prev_end) {
-                    return Err(bad(FILE, n, "ranges must be sorted and disjoint"));
-                }
-                v4.push((start, end, asn));
-            }
-            "6" => {
-                if v6.last().is_some_and(|&(_, prev_end, _)| start <= prev_end) {
-                    return Err(bad(FILE, n, "ranges must be sorted and disjoint"));
-                }
-                v6.push((start, end, asn));
-            }
-            other => return Err(bad(FILE, n, format!("family {other:?}"))),
-        }
-    }
-    Ok((v4, v6))
 }
 
 #[cfg(test)]
@@ -243,12 +178,13 @@ mod tests {
         #[test]
         fn the_prefix_index_answers_what_a_binary_search_of_everything_does(x in proptest::prelude::any::<u32>(), near in 0usize..420_000) {
             let n = nets();
+            let v4 = n.asns.v4();
             let whole = |x: u32| {
-                let i = n.v4.partition_point(|r| r.0 <= x);
-                i.checked_sub(1).map(|i| n.v4[i]).filter(|r| x <= r.1).map_or(0, |r| r.2)
+                let i = v4.partition_point(|r| r.0 <= x);
+                i.checked_sub(1).map(|i| v4[i]).filter(|r| x <= r.1).map_or(0, |r| r.2)
             };
             // Anywhere, and at the edges of real ranges (where an off-by-one would show).
-            let (start, end, _) = n.v4[near % n.v4.len()];
+            let (start, end, _) = v4[near % v4.len()];
             for x in [x, start, end, start.wrapping_sub(1), end.wrapping_add(1)] {
                 proptest::prop_assert_eq!(n.asn(IpAddr::V4(x.into())), whole(x), "{}", std::net::Ipv4Addr::from(x));
             }
@@ -258,10 +194,10 @@ mod tests {
     #[test]
     fn lookups_find_range_edges() {
         let n = nets();
-        let (start, end, asn) = n.v4[n.v4.len() / 2];
+        let (start, end, asn) = n.asns.v4()[n.asns.v4().len() / 2];
         assert_eq!(n.asn(IpAddr::V4(start.into())), asn);
         assert_eq!(n.asn(IpAddr::V4(end.into())), asn);
-        assert!(n.v4.len() > 300_000 && n.v6.len() > 50_000, "the whole table loaded");
+        assert!(n.asns.v4().len() > 300_000 && n.asns.v6().len() > 50_000, "the whole table loaded");
         assert!(n.v4_ranges_of(15324).count() > 0, "Barracuda has ranges");
     }
 }
