@@ -36,8 +36,9 @@ ORDER BY (client_id, recipient_id, applied);
 -- late with an old batch, meets the erasure row whenever its insert runs, and
 -- an insert already running when the erasure row landed is waited out before
 -- the deletes are issued. The columns are click_events' (0001 and 0004); a
--- migration that adds a column to click_events adds it here too and recreates
--- the view.
+-- migration that adds a column to click_events adds it here too, and the
+-- view's `SELECT *` passes it on (checked on 18.16, across a restart, and on
+-- current releases).
 CREATE TABLE IF NOT EXISTS click_events_in
 (
     event_id            String,
@@ -77,11 +78,7 @@ CREATE TABLE IF NOT EXISTS click_events_in
 ENGINE = Null;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS click_events_erasure TO click_events AS
-SELECT event_id, event_time, event_time_ms, client_id, campaign_id, link_id, recipient_id, destination_url,
-       http_method, user_agent, referer, client_ip, edge_node, event_type, is_prefetch, recipient_token,
-       kafka_partition, kafka_offset, ingested_at, ua_class, network_class, asn, network_name, prefetch_header,
-       has_accept, has_accept_language, scanner_referer, network_allow_listed, sent_at, honeypot, is_human,
-       verdict_reason, seconds_since_send
+SELECT *
 FROM click_events_in
 WHERE (client_id, recipient_id) NOT IN (SELECT client_id, recipient_id FROM recipient_erasures);
 
@@ -98,6 +95,6 @@ CREATE TABLE IF NOT EXISTS click_recipients_in
 ENGINE = Null;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS click_recipients_erasure TO click_recipients AS
-SELECT client_id, campaign_id, link_id, bucket_start, human, recipient_id
+SELECT *
 FROM click_recipients_in
 WHERE (client_id, recipient_id) NOT IN (SELECT client_id, recipient_id FROM recipient_erasures);
