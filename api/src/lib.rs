@@ -10,27 +10,27 @@
 //! - [`router`]: the route table, from which the OpenAPI document is derived; [`openapi`]: its frame,
 //!   the error body, the answers' shapes and the patterns the handlers enforce.
 //! - [`state`]: what the handlers share; [`error`]: the one error type.
-//! - [`api`]: link and aggregate handlers; [`admin`]: clients, link status, batches.
+//! - [`routes`]: the handlers, one file per resource: [`routes::links`],
+//!   [`routes::clients`], [`routes::keys`], [`routes::stats`] (series and top
+//!   lists), [`routes::recipients`] (lists and erasure) and
+//!   [`routes::operations`] (health, metrics, status, the document).
 //! - [`auth`]: API keys and who may read what.
-//! - [`erasure`]: erasing a recipient (recorded here, applied by the aggregators).
 //! - [`limits`]: a token bucket per key, requests in flight, the request timeout.
 //! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
 //! - [`stats`]: the aggregate queries.
 //! - [`status`]: lag and freshness across every aggregator (`/v1/status`).
 //! - [`dashboard`]: the embedded dashboard page.
 
-pub mod admin;
-pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
-pub mod erasure;
 pub mod error;
 pub mod limits;
 pub mod numbers;
 pub mod openapi;
 pub mod router;
+pub mod routes;
 pub mod state;
 pub mod stats;
 pub mod status;

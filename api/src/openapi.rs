@@ -613,3 +613,8 @@ pub fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
         }
     }
 }
+
+/// A string that is one of `values`.
+pub fn enum_schema(values: &[&str]) -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values.iter().copied())).build()
+}

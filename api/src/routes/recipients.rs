@@ -1,26 +1,71 @@
-//! Erasing a recipient (`DELETE /v1/clients/{client_id}/recipients/{recipient_id}`):
-//! the API records the request in ClickHouse's `erasure_requests` and answers
-//! 202; the aggregators delete the recipient's raw events and recipient rows
+//! Recipients: who clicked in a campaign, and erasing a recipient for good.
+//!
+//! Erasure (`DELETE /v1/clients/{client_id}/recipients/{recipient_id}`)
+//! records the request in ClickHouse's `erasure_requests` and answers 202;
+//! the aggregators delete the recipient's raw events and recipient rows
 //! within seconds and keep them from being stored again (the argument is in
 //! `aggregator/src/erasure.rs`, the user's side in `docs/security.md`).
-//!
-//! This is the API's only write to ClickHouse. It goes through a client of
-//! its own ([`crate::state::erasure_client`]), so every other query keeps
+//! It is the API's only write to ClickHouse, through a client of its own
+//! ([`crate::state::erasure_client`]), so every other query keeps
 //! `readonly = 1`.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use clickhouse::Row;
 use ricochet_schemas::{ClientId, RecipientId};
 use serde::Serialize;
+use serde_json::json;
 
+use super::{cache_key, campaign_scope, limit, parse_range};
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
-use crate::openapi::{Erasure, ReadErrors};
+use crate::openapi::{self, Erasure, RangeParams, ReadErrors, StatsErrors};
 use crate::state::ApiState;
+use crate::stats::{self, StatsQuery};
+
+#[utoipa::path(
+    get,
+    path = "/v1/clients/{client_id}/campaigns/{campaign_id}/recipients",
+    tag = "aggregates",
+    summary = "Recipients who clicked in a campaign, by recipient id, a page at a time.",
+    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("campaign_id" = String, Path, description = "The campaign's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 100.", minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (a recipient id).", pattern = r"^[A-Za-z0-9._@+-]{1,128}$")),
+    responses(
+        (status = 200, description = "One page.", body = openapi::Recipients, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
+        StatsErrors,
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn recipients(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path((client_id, campaign_id)): Path<(String, String)>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Recipients)?;
+    let (q, range) = parse_range(query)?;
+    let n = limit(&q, 100, 1000)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| RecipientId::parse(c).map(String::from).map_err(|e| ApiError::BadRequest(format!("cursor: {e}"))))
+        .transpose()?;
+    let ch = s.clickhouse.clone();
+    s.cache
+        .respond(cache_key(&uri), &headers, || async move {
+            let page = stats::recipients(&ch, &scope, range, after.as_deref(), n).await?;
+            let next_cursor = (page.len() == n as usize).then(|| page.last().map(|r| r.recipient_id.clone())).flatten();
+            Ok(json!({ "recipients": page, "next_cursor": next_cursor }))
+        })
+        .await
+}
 
 /// One row of `erasure_requests` (migration 0008).
 #[derive(Row, Serialize)]
