@@ -15,13 +15,13 @@ use axum::Json;
 use ricochet_registry::writer::now_ms;
 use ricochet_registry::Destination;
 use ricochet_schemas::{ClientId, ClientRecord, ClientStatus};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{cache_key, client_scope};
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
-use crate::openapi::{self, AdminErrors, ReadErrors};
+use crate::openapi::{self, AdminErrors, ClientPath, ReadErrors};
 use crate::state::ApiState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -44,15 +44,31 @@ pub struct PutClient {
     pub allowed_networks: Vec<String>,
 }
 
-fn client_json(c: &ClientRecord) -> serde_json::Value {
-    json!({
-        "client_id": c.client_id,
-        "status": c.status,
-        "fallback_url": c.fallback_url,
-        "hot_spread": c.hot_spread,
-        "allowed_networks": c.allowed_networks,
-        "updated_at": c.updated_at_ms / 1000,
-    })
+/// A client's state.
+#[derive(Serialize, ToSchema)]
+pub struct Client {
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    #[schema(value_type = String, example = "active")]
+    pub status: ClientStatus,
+    pub fallback_url: Option<String>,
+    pub hot_spread: u16,
+    pub allowed_networks: Vec<String>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl From<&ClientRecord> for Client {
+    fn from(c: &ClientRecord) -> Self {
+        Client {
+            client_id: c.client_id.clone(),
+            status: c.status,
+            fallback_url: c.fallback_url.clone(),
+            hot_spread: c.hot_spread,
+            allowed_networks: c.allowed_networks.clone(),
+            updated_at: c.updated_at_ms / 1000,
+        }
+    }
 }
 
 fn parse_client_status(status: &str) -> Result<ClientStatus, ApiError> {
@@ -93,11 +109,11 @@ fn parse_networks(networks: &[String]) -> Result<Vec<String>, ApiError> {
 }
 
 /// Writes the client's new state to the registry and answers it.
-async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<serde_json::Value>, ApiError> {
+async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<Client>, ApiError> {
     record.updated_at_ms = now_ms();
     s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_client(record.clone());
-    Ok(Json(client_json(&record)))
+    Ok(Json(Client::from(&record)))
 }
 
 /// `PUT /v1/clients/{id}`: the client's whole state. Pausing is one record, so
@@ -110,10 +126,10 @@ async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<ser
     description = "Full replacement: a field left out takes its default (no fallback URL, `hot_spread` 1, \
                    no allow-listed networks), whatever it was before. To change some fields and keep the \
                    others, use `PATCH`.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     request_body = PutClient,
     responses(
-        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 200, description = "The client's state.", body = Client),
         AdminErrors,
     ),
     security(("bearer" = [])),
@@ -122,9 +138,9 @@ pub async fn put_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
     body: Result<Json<PutClient>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Client>, ApiError> {
     principal.require_admin()?;
     let Json(put) = body?;
     let record = ClientRecord {
@@ -182,10 +198,10 @@ fn not_null_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
     path = "/v1/clients/{client_id}",
     tag = "clients",
     summary = "Change some of a client's settings (admin); the fields left out keep their value.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     request_body = PatchClient,
     responses(
-        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 200, description = "The client's state.", body = Client),
         AdminErrors,
     ),
     security(("bearer" = [])),
@@ -194,9 +210,9 @@ pub async fn patch_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Client>, ApiError> {
     principal.require_admin()?;
     let Json(body) = body?;
     // An object only: serde would also take an array as the fields in order.
@@ -235,9 +251,9 @@ pub async fn patch_client(
     path = "/v1/clients/{client_id}",
     tag = "clients",
     summary = "A client's state.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     responses(
-        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 200, description = "The client's state.", body = Client),
         ReadErrors,
     ),
     security(("bearer" = [])),
@@ -246,15 +262,28 @@ pub async fn get_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(ClientPath { client_id }): Path<ClientPath>,
+) -> Result<Json<Client>, ApiError> {
     principal.check_scope(&client_id, KeyScope::Read, || format!("no client {client_id:?}"))?;
     ClientId::parse(client_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = s
         .links
         .client(&client_id)
         .ok_or_else(|| ApiError::NotFound(format!("client {client_id:?} was never configured (it is active)")))?;
-    Ok(Json(client_json(&client)))
+    Ok(Json(Client::from(&*client)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CampaignLinks {
+    pub campaign_id: String,
+    pub links: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Campaigns {
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    pub campaigns: Vec<CampaignLinks>,
 }
 
 #[utoipa::path(
@@ -262,9 +291,9 @@ pub async fn get_client(
     path = "/v1/clients/{client_id}/campaigns",
     tag = "aggregates",
     summary = "A client's campaigns and their link counts.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     responses(
-        (status = 200, description = "The campaigns.", body = openapi::Campaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The campaigns.", body = Campaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         ReadErrors,
     ),
@@ -276,7 +305,7 @@ pub(crate) async fn campaigns(
     _: NoQuery,
     uri: OriginalUri,
     headers: HeaderMap,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
 ) -> Result<Response, ApiError> {
     let client = client_scope(&principal, &client_id, KeyScope::Read)?;
     let links = s.links.clone();
@@ -286,8 +315,9 @@ pub(crate) async fn campaigns(
             for link in links.links_of(client.as_str()) {
                 *counts.entry(link.campaign_id.to_string()).or_default() += 1;
             }
-            let campaigns: Vec<_> = counts.into_iter().map(|(c, n)| json!({ "campaign_id": c, "links": n })).collect();
-            Ok(json!({ "client_id": client, "campaigns": campaigns }))
+            let campaigns =
+                counts.into_iter().map(|(campaign_id, links)| CampaignLinks { campaign_id, links }).collect();
+            Ok(Campaigns { client_id: client, campaigns })
         })
         .await
 }

@@ -9,12 +9,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use ricochet_schemas::{ApiKeyRecord, ClientId};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::{self, KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
-use crate::openapi::{self, AdminErrors, ReadErrors, UpdateErrors};
+use crate::openapi::{AdminErrors, ApiKeyPath, ClientPath, ReadErrors, UpdateErrors};
 use crate::state::ApiState;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -30,7 +30,7 @@ pub(crate) struct CreateApiKey {
     /// before scopes (`read`, `recipients`, `tokens`).
     #[serde(default)]
     #[schema(min_items = 1)]
-    scopes: Option<Vec<openapi::KeyScopeName>>,
+    scopes: Option<Vec<KeyScope>>,
     /// When the key stops working (RFC 3339; one in the past makes a key that
     /// is already expired). Absent: never.
     #[serde(default)]
@@ -44,10 +44,10 @@ pub(crate) struct CreateApiKey {
     path = "/v1/clients/{client_id}/api-keys",
     tag = "clients",
     summary = "Mint an API key for a client (admin); it is shown once.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     request_body = Option<CreateApiKey>,
     responses(
-        (status = 201, description = "Created.", body = openapi::ApiKeyCreated),
+        (status = 201, description = "Created.", body = ApiKeyCreated),
         AdminErrors,
     ),
     security(("bearer" = [])),
@@ -56,10 +56,10 @@ pub(crate) async fn create_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
     // No body, `null`, or the object: the document allows all three.
     body: Result<Option<Json<Option<serde_json::Value>>>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
     principal.require_admin()?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // An object or nothing: serde would otherwise read `[null, null]` as the
@@ -107,26 +107,60 @@ pub(crate) async fn create_api_key(
     };
     s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_api_key(record.clone());
-    let mut body = key_json(&record);
-    body["key"] = json!(key);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key, listed: ApiKeyListed::from(&record) })))
 }
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A key as listed: never its secret.
-fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
-    json!({
-        "key_id": k.key_hash,
-        "client_id": k.client_id,
-        "label": k.label,
-        "scopes": auth::Scopes::of_record(k.scopes.as_deref()).names(),
-        "legacy": k.scopes.is_none(),
-        "created_at": rfc3339(k.created_at_ms),
-        "expires_at": k.expires_at_ms.map(rfc3339),
-    })
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    /// The key itself, shown this once.
+    pub key: String,
+    #[serde(flatten)]
+    pub listed: ApiKeyListed,
+}
+
+/// A key as listed, without its secret.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyListed {
+    /// Its id (SHA-256), for revoking it.
+    pub key_id: String,
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    pub label: Option<String>,
+    /// What the key may do.
+    pub scopes: Vec<KeyScope>,
+    /// A key made before scopes, with the rights keys had then.
+    pub legacy: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it stops working; null: never.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyListed {
+    fn from(k: &ApiKeyRecord) -> Self {
+        ApiKeyListed {
+            key_id: k.key_hash.clone(),
+            client_id: k.client_id.clone(),
+            label: k.label.clone(),
+            scopes: auth::Scopes::of_record(k.scopes.as_deref()).iter().collect(),
+            legacy: k.scopes.is_none(),
+            created_at: rfc3339(k.created_at_ms),
+            expires_at: k.expires_at_ms.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeys {
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    /// The client's keys that are not revoked (expired ones included), oldest first.
+    pub keys: Vec<ApiKeyListed>,
 }
 
 /// `GET /v1/clients/{id}/api-keys` (admin): the client's keys that are not
@@ -136,9 +170,9 @@ fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
     path = "/v1/clients/{client_id}/api-keys",
     tag = "clients",
     summary = "List a client's API keys (admin), without their secrets.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     responses(
-        (status = 200, description = "The keys, oldest first.", body = openapi::ApiKeys),
+        (status = 200, description = "The keys, oldest first.", body = ApiKeys),
         AdminErrors,
     ),
     security(("bearer" = [])),
@@ -147,14 +181,14 @@ pub(crate) async fn list_api_keys(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(ClientPath { client_id }): Path<ClientPath>,
+) -> Result<Json<ApiKeys>, ApiError> {
     principal.require_admin()?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut keys: Vec<_> = s.links.api_keys().into_iter().filter(|k| k.client_id == client_id && !k.revoked).collect();
     keys.sort_by(|a, b| (a.created_at_ms, &a.key_hash).cmp(&(b.created_at_ms, &b.key_hash)));
-    let keys: Vec<_> = keys.iter().map(|k| key_json(k)).collect();
-    Ok(Json(json!({ "client_id": client_id, "keys": keys })))
+    let keys = keys.iter().map(|k| ApiKeyListed::from(&**k)).collect();
+    Ok(Json(ApiKeys { client_id, keys }))
 }
 
 /// `DELETE /v1/clients/{id}/api-keys/{key_id}` (admin): the key stops working everywhere.
@@ -163,7 +197,7 @@ pub(crate) async fn list_api_keys(
     path = "/v1/clients/{client_id}/api-keys/{key_id}",
     tag = "clients",
     summary = "Revoke a client's API key (admin).",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("key_id" = String, Path, description = "The key's id (its SHA-256, as returned at creation).", pattern = r"^[0-9a-f]{64}$")),
+    params(ApiKeyPath),
     responses(
         (status = 204, description = "Revoked."),
         UpdateErrors,
@@ -174,7 +208,7 @@ pub(crate) async fn revoke_api_key(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path((client_id, key_id)): Path<(String, String)>,
+    Path(ApiKeyPath { client_id, key_id }): Path<ApiKeyPath>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -198,6 +232,21 @@ pub(crate) async fn revoke_api_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct TokenKey {
+    pub kid: String,
+    /// Hex.
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenKeys {
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    /// Newest first.
+    pub keys: Vec<TokenKey>,
+}
+
 /// `GET /v1/clients/{id}/token-keys`: the keys a client signs recipient tokens
 /// with, newest first. See `docs/recipient-tokens.md`.
 #[utoipa::path(
@@ -205,9 +254,9 @@ pub(crate) async fn revoke_api_key(
     path = "/v1/clients/{client_id}/token-keys",
     tag = "clients",
     summary = "The keys a client signs recipient tokens with, newest first.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     responses(
-        (status = 200, description = "The keys.", body = openapi::TokenKeys),
+        (status = 200, description = "The keys.", body = TokenKeys),
         ReadErrors,
     ),
     security(("bearer" = [])),
@@ -216,15 +265,15 @@ pub async fn token_keys(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(ClientPath { client_id }): Path<ClientPath>,
+) -> Result<Json<TokenKeys>, ApiError> {
     principal.check_scope(&client_id, KeyScope::Tokens, || format!("no client {client_id:?}"))?;
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let keys = s.token_keys.as_ref().ok_or_else(|| ApiError::NotFound("recipient tokens are not configured".into()))?;
     let keys: Vec<_> = keys
         .client_keys(client_id.as_str())
         .into_iter()
-        .map(|(kid, key)| json!({ "kid": kid, "key": hex::encode(key) }))
+        .map(|(kid, key)| TokenKey { kid, key: hex::encode(key) })
         .collect();
-    Ok(Json(json!({ "client_id": client_id, "keys": keys })))
+    Ok(Json(TokenKeys { client_id, keys }))
 }

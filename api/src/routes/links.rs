@@ -12,14 +12,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ricochet_registry::{Destination, NewLink};
-use ricochet_schemas::{CampaignId, ClientId, LinkRecord, LinkStatus};
-use serde::Deserialize;
-use serde_json::json;
+use ricochet_schemas::{CampaignId, ClientId, LinkCode, LinkId, LinkRecord, LinkStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::visible_link;
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
-use crate::openapi::{self, CreateErrors, ReadErrors, UpdateErrors};
+use crate::openapi::{self, BatchItemError, CreateErrors, ErrorBody, ErrorDetail, LinkPath, ReadErrors, UpdateErrors};
 use crate::state::ApiState;
 
 /// `POST /v1/links` body. Fields are strings here and validated one by one so
@@ -27,9 +27,9 @@ use crate::state::ApiState;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLink {
-    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(schema_with = openapi::id_schema)]
     pub client_id: String,
-    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(schema_with = openapi::id_schema)]
     pub campaign_id: String,
     /// Where the link sends the recipient.
     #[schema(schema_with = openapi::url_schema)]
@@ -84,21 +84,54 @@ impl CreateLink {
     }
 }
 
-pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
-    json!({
-        "link_id": link.link_id,
-        "code": link.code,
-        "client_id": link.client_id,
-        "campaign_id": link.campaign_id,
-        "destination_url": link.destination_url,
-        "status": link.status,
-        "tracking_url": format!("{}/{}", base.trim_end_matches('/'), link.code),
-        "created_at": link.created_at_ms / 1000,
-        "valid_from": link.valid_from_ms.map(|m| m / 1000),
-        "valid_until": link.valid_until_ms.map(|m| m / 1000),
-        "click_limit": link.click_limit,
-        "honeypot": link.honeypot,
-    })
+/// A link as the API returns it.
+#[derive(Serialize, ToSchema)]
+pub struct Link {
+    #[schema(value_type = String)]
+    pub link_id: LinkId,
+    #[schema(value_type = String)]
+    pub code: LinkCode,
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    #[schema(value_type = String)]
+    pub campaign_id: CampaignId,
+    pub destination_url: String,
+    #[schema(value_type = String, example = "active")]
+    pub status: LinkStatus,
+    /// The URL to put in the message.
+    pub tracking_url: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub valid_from: Option<i64>,
+    pub valid_until: Option<i64>,
+    pub click_limit: Option<i64>,
+    pub honeypot: bool,
+}
+
+impl Link {
+    /// `base` is where the edges answer, e.g. `https://t.example.com`.
+    pub fn new(link: &LinkRecord, base: &str) -> Self {
+        Link {
+            link_id: link.link_id.clone(),
+            code: link.code.clone(),
+            client_id: link.client_id.clone(),
+            campaign_id: link.campaign_id.clone(),
+            destination_url: link.destination_url.clone(),
+            status: link.status,
+            tracking_url: format!("{}/{}", base.trim_end_matches('/'), link.code),
+            // Times are milliseconds in the registry, Unix seconds on the API.
+            created_at: link.created_at_ms / 1000,
+            valid_from: link.valid_from_ms.map(|m| m / 1000),
+            valid_until: link.valid_until_ms.map(|m| m / 1000),
+            click_limit: link.click_limit,
+            honeypot: link.honeypot,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Links {
+    pub links: Vec<Link>,
 }
 
 #[utoipa::path(
@@ -108,7 +141,7 @@ pub(crate) fn link_json(link: &LinkRecord, base: &str) -> serde_json::Value {
     summary = "Create a tracking link (admin).",
     request_body = CreateLink,
     responses(
-        (status = 201, description = "Created.", body = openapi::Link),
+        (status = 201, description = "Created.", body = Link),
         CreateErrors,
     ),
     security(("bearer" = [])),
@@ -118,7 +151,7 @@ pub(crate) async fn create_link(
     principal: Principal,
     _: NoQuery,
     body: Result<Json<CreateLink>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Link>), ApiError> {
     principal.require(KeyScope::Write)?;
     let Json(body) = body?;
     let new = body.validate()?;
@@ -126,7 +159,7 @@ pub(crate) async fn create_link(
     let link = s.writer.create(new, &s.links).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     // Visible to this process's reads at once, without waiting for the tail.
     s.links.apply(link.clone());
-    Ok((StatusCode::CREATED, Json(link_json(&link, &s.public_redirect_url))))
+    Ok((StatusCode::CREATED, Json(Link::new(&link, &s.public_redirect_url))))
 }
 
 #[utoipa::path(
@@ -134,9 +167,9 @@ pub(crate) async fn create_link(
     path = "/v1/links/{link_id}",
     tag = "links",
     summary = "A link.",
-    params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(LinkPath),
     responses(
-        (status = 200, description = "The link.", body = openapi::Link),
+        (status = 200, description = "The link.", body = Link),
         ReadErrors,
     ),
     security(("bearer" = [])),
@@ -145,10 +178,10 @@ pub(crate) async fn get_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(link_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(LinkPath { link_id }): Path<LinkPath>,
+) -> Result<Json<Link>, ApiError> {
     let link = visible_link(&s, &principal, &link_id)?;
-    Ok(Json(link_json(&link, &s.public_redirect_url)))
+    Ok(Json(Link::new(&link, &s.public_redirect_url)))
 }
 
 /// Most links one batch may create.
@@ -172,7 +205,7 @@ pub struct CreateLinks {
     summary = "Create up to 10,000 links at once, all or none (admin).",
     request_body = CreateLinks,
     responses(
-        (status = 201, description = "Created, in the order given.", body = openapi::Links),
+        (status = 201, description = "Created, in the order given.", body = Links),
         CreateErrors,
     ),
     security(("bearer" = [])),
@@ -198,7 +231,8 @@ pub async fn create_links(
             Ok(new) => valid.push(new),
             Err(e) => {
                 conflicts_only &= matches!(e, ApiError::Unprocessable(_));
-                errors.push(json!({ "index": index, "message": e.to_string() }))
+                // A batch holds at most MAX_BATCH items, so the index fits.
+                errors.push(BatchItemError { index: index as u32, message: e.to_string() })
             }
         }
     }
@@ -208,11 +242,14 @@ pub async fn create_links(
         } else {
             (StatusCode::BAD_REQUEST, "bad_request")
         };
-        let body = json!({ "error": {
-            "code": code,
-            "message": format!("{} of {total} links are invalid; none were created", errors.len()),
-            "items": errors,
-        }});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: format!("{} of {total} links are invalid; none were created", errors.len()),
+                items: Some(errors),
+                backend: None,
+            },
+        };
         return Ok((status, Json(body)).into_response());
     }
     for new in &valid {
@@ -225,7 +262,7 @@ pub async fn create_links(
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
-            .map(|(rec, _)| ricochet_schemas::LinkRecord { status: LinkStatus::Deleted, ..rec.clone() })
+            .map(|(rec, _)| LinkRecord { status: LinkStatus::Deleted, ..rec.clone() })
             .collect();
         let undone = s.writer.put_links(&written).await.iter().filter(|r| r.is_ok()).count();
         tracing::error!(error = %failure, written = written.len(), undone, "batch partly acknowledged; rolled back");
@@ -234,8 +271,8 @@ pub async fn create_links(
     for record in &records {
         s.links.apply(record.clone());
     }
-    let body: Vec<_> = records.iter().map(|r| link_json(r, &s.public_redirect_url)).collect();
-    Ok((StatusCode::CREATED, Json(json!({ "links": body }))).into_response())
+    let links = records.iter().map(|r| Link::new(r, &s.public_redirect_url)).collect();
+    Ok((StatusCode::CREATED, Json(Links { links })).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -251,10 +288,10 @@ pub struct PatchLink {
     path = "/v1/links/{link_id}",
     tag = "links",
     summary = "Pause, resume or delete a link (admin).",
-    params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(LinkPath),
     request_body = PatchLink,
     responses(
-        (status = 200, description = "The updated link.", body = openapi::Link),
+        (status = 200, description = "The updated link.", body = Link),
         UpdateErrors,
     ),
     security(("bearer" = [])),
@@ -263,20 +300,20 @@ pub async fn patch_link(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(link_id): Path<String>,
+    Path(LinkPath { link_id }): Path<LinkPath>,
     body: Result<Json<PatchLink>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Link>, ApiError> {
     principal.require(KeyScope::Write)?;
-    ricochet_schemas::LinkId::parse(link_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    LinkId::parse(link_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let Json(patch) = body?;
     let status: LinkStatus = patch.status.parse().map_err(ApiError::BadRequest)?;
     let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
     principal.check(link.client_id.as_str(), || format!("no link with id {link_id:?}"))?;
     principal.require_write(link.client_id.as_str())?;
-    let updated = ricochet_schemas::LinkRecord { status, ..(*link).clone() };
+    let updated = LinkRecord { status, ..(*link).clone() };
     s.writer.put_link(&updated).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply(updated.clone());
-    Ok(Json(link_json(&updated, &s.public_redirect_url)))
+    Ok(Json(Link::new(&updated, &s.public_redirect_url)))
 }
 
 fn link_status_schema() -> utoipa::openapi::schema::Object {

@@ -19,23 +19,55 @@ use axum::Json;
 use clickhouse::Row;
 use ricochet_schemas::{ClientId, RecipientId};
 use serde::Serialize;
-use serde_json::json;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{cache_key, campaign_scope, limit, parse_range};
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
-use crate::openapi::{self, Erasure, RangeParams, ReadErrors, StatsErrors};
+use crate::openapi::{self, CampaignPath, ErrorBody, RangeParams, ReadErrors, RecipientPath, StatsErrors};
 use crate::state::ApiState;
 use crate::stats::{self, StatsQuery};
+
+/// The page of the recipients list; the rest of its query is [`RangeParams`].
+/// Only documents `stats::StatsQuery`, which the handler extracts.
+pub struct PageParams;
+
+impl IntoParams for PageParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let rows = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(1))
+            .maximum(Some(1000));
+        vec![
+            openapi::param("limit", ParameterIn::Query, "Rows to return. Default: 100.", rows),
+            openapi::param(
+                "cursor",
+                ParameterIn::Query,
+                "`next_cursor` of the previous page (a recipient id).",
+                openapi::pattern_schema(openapi::RECIPIENT_PATTERN),
+            ),
+        ]
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Recipients {
+    pub recipients: Vec<stats::Recipient>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
 
 #[utoipa::path(
     get,
     path = "/v1/clients/{client_id}/campaigns/{campaign_id}/recipients",
     tag = "aggregates",
     summary = "Recipients who clicked in a campaign, by recipient id, a page at a time.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("campaign_id" = String, Path, description = "The campaign's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 100.", minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (a recipient id).", pattern = r"^[A-Za-z0-9._@+-]{1,128}$")),
+    params(CampaignPath, RangeParams, PageParams),
     responses(
-        (status = 200, description = "One page.", body = openapi::Recipients, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "One page.", body = Recipients, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -46,7 +78,7 @@ pub(crate) async fn recipients(
     principal: Principal,
     uri: OriginalUri,
     headers: HeaderMap,
-    Path((client_id, campaign_id)): Path<(String, String)>,
+    Path(CampaignPath { client_id, campaign_id }): Path<CampaignPath>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Recipients)?;
@@ -62,7 +94,7 @@ pub(crate) async fn recipients(
         .respond(cache_key(&uri), &headers, || async move {
             let page = stats::recipients(&ch, &scope, range, after.as_deref(), n).await?;
             let next_cursor = (page.len() == n as usize).then(|| page.last().map(|r| r.recipient_id.clone())).flatten();
-            Ok(json!({ "recipients": page, "next_cursor": next_cursor }))
+            Ok(Recipients { recipients: page, next_cursor })
         })
         .await
 }
@@ -77,6 +109,17 @@ struct ErasureRequest {
     requested_by: String,
 }
 
+/// An accepted erasure request.
+#[derive(Serialize, ToSchema)]
+pub struct Erasure {
+    pub client_id: String,
+    pub recipient_id: String,
+    /// When the API recorded it, RFC 3339 (UTC).
+    pub requested_at: String,
+    /// Always `accepted`: the aggregators apply it within seconds.
+    pub status: String,
+}
+
 /// `DELETE /v1/clients/{client_id}/recipients/{recipient_id}`: the admin, or
 /// the client's key with the `recipients` scope.
 #[utoipa::path(
@@ -86,14 +129,11 @@ struct ErasureRequest {
     summary = "Erase a recipient: their raw events and recipient rows are deleted, and never stored again (admin, or the `recipients` scope).",
     description = "Answers 202 once the request is recorded; the aggregators apply it within seconds (`RICOCHET_ERASURE_INTERVAL_SECS`). \
         Rollup counts stay (they hold no recipient). Asking again is harmless. See docs/security.md.",
-    params(
-        ("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"),
-        ("recipient_id" = String, Path, description = "The recipient id, as the tracking links carry it.", pattern = r"^[A-Za-z0-9._@+-]{1,128}$"),
-    ),
+    params(RecipientPath),
     responses(
         (status = 202, description = "Recorded; applied within seconds.", body = Erasure),
         ReadErrors,
-        (status = 503, description = "ClickHouse failed; the body names it (`backend`). Nothing was recorded: retry.", body = crate::openapi::ErrorBody),
+        (status = 503, description = "ClickHouse failed; the body names it (`backend`). Nothing was recorded: retry.", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -101,7 +141,7 @@ pub(crate) async fn erase_recipient(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path((client_id, recipient_id)): Path<(String, String)>,
+    Path(RecipientPath { client_id, recipient_id }): Path<RecipientPath>,
 ) -> Result<(StatusCode, Json<Erasure>), ApiError> {
     let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(format!("client_id: {e}")))?;
     let recipient_id =

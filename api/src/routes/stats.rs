@@ -7,14 +7,43 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{cache_key, campaign_scope, client_scope, limit, parse_range, visible_link};
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, Path};
-use crate::openapi::{self, RangeParams, StatsErrors};
+use crate::openapi::{CampaignPath, ClientPath, LinkPath, RangeParams, StatsErrors};
 use crate::state::ApiState;
 use crate::stats::{self, Range, Scope, StatsQuery, TopBy};
+
+#[derive(Serialize, ToSchema)]
+pub struct TopLink {
+    pub link_id: String,
+    pub code: Option<String>,
+    pub destination_url: Option<String>,
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub opens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopLinks {
+    pub links: Vec<TopLink>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopCampaign {
+    pub campaign_id: String,
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub opens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopCampaigns {
+    pub campaigns: Vec<TopCampaign>,
+}
 
 async fn series_response(
     s: &ApiState,
@@ -24,18 +53,7 @@ async fn series_response(
     range: Range,
 ) -> Result<Response, ApiError> {
     let ch = s.clickhouse.clone();
-    s.cache
-        .respond(cache_key(&uri), headers, || async move {
-            let series = stats::series(&ch, &scope, range).await?;
-            let mut value = serde_json::to_value(series).expect("series serialize");
-            if let Scope::Link(link) = &scope {
-                value["link_id"] = json!(link.link_id);
-                value["client_id"] = json!(link.client_id);
-                value["campaign_id"] = json!(link.campaign_id);
-            }
-            Ok(value)
-        })
-        .await
+    s.cache.respond(cache_key(&uri), headers, || async move { Ok(stats::series(&ch, &scope, range).await?) }).await
 }
 
 #[utoipa::path(
@@ -43,9 +61,9 @@ async fn series_response(
     path = "/v1/links/{link_id}/stats",
     tag = "aggregates",
     summary = "A link's click series.",
-    params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams),
+    params(LinkPath, RangeParams),
     responses(
-        (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The series.", body = stats::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -56,7 +74,7 @@ pub(crate) async fn link_stats(
     principal: Principal,
     uri: OriginalUri,
     headers: HeaderMap,
-    Path(link_id): Path<String>,
+    Path(LinkPath { link_id }): Path<LinkPath>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let link = visible_link(&s, &principal, &link_id)?;
@@ -69,9 +87,9 @@ pub(crate) async fn link_stats(
     path = "/v1/clients/{client_id}/stats",
     tag = "aggregates",
     summary = "A client's click series.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams),
+    params(ClientPath, RangeParams),
     responses(
-        (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The series.", body = stats::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -82,7 +100,7 @@ pub(crate) async fn client_stats(
     principal: Principal,
     uri: OriginalUri,
     headers: HeaderMap,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let client = client_scope(&principal, &client_id, KeyScope::Read)?;
@@ -95,9 +113,9 @@ pub(crate) async fn client_stats(
     path = "/v1/clients/{client_id}/campaigns/{campaign_id}/stats",
     tag = "aggregates",
     summary = "A campaign's click series.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("campaign_id" = String, Path, description = "The campaign's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams),
+    params(CampaignPath, RangeParams),
     responses(
-        (status = 200, description = "The series.", body = openapi::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The series.", body = stats::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -108,7 +126,7 @@ pub(crate) async fn campaign_stats(
     principal: Principal,
     uri: OriginalUri,
     headers: HeaderMap,
-    Path((client_id, campaign_id)): Path<(String, String)>,
+    Path(CampaignPath { client_id, campaign_id }): Path<CampaignPath>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Read)?;
@@ -121,9 +139,9 @@ pub(crate) async fn campaign_stats(
     path = "/v1/clients/{client_id}/campaigns/{campaign_id}/top-links",
     tag = "aggregates",
     summary = "A campaign's most clicked links.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), ("campaign_id" = String, Path, description = "The campaign's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
+    params(CampaignPath, RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "The links, most clicked first.", body = openapi::TopLinks, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The links, most clicked first.", body = TopLinks, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -134,7 +152,7 @@ pub(crate) async fn top_links(
     principal: Principal,
     uri: OriginalUri,
     headers: HeaderMap,
-    Path((client_id, campaign_id)): Path<(String, String)>,
+    Path(CampaignPath { client_id, campaign_id }): Path<CampaignPath>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Read)?;
@@ -144,21 +162,21 @@ pub(crate) async fn top_links(
     s.cache
         .respond(cache_key(&uri), &headers, || async move {
             let rows = stats::top(&ch, &scope, TopBy::Link, range, n).await?;
-            let items: Vec<_> = rows
+            let links = rows
                 .into_iter()
                 .map(|r| {
                     let link = links.get(&r.key);
-                    json!({
-                        "link_id": r.key,
-                        "code": link.as_ref().map(|l| l.code.to_string()),
-                        "destination_url": link.as_ref().map(|l| l.destination_url.clone()),
-                        "clicks": if range.human_only { r.human_clicks } else { r.clicks },
-                        "human_clicks": r.human_clicks,
-                        "opens": r.opens,
-                    })
+                    TopLink {
+                        code: link.as_ref().map(|l| l.code.to_string()),
+                        destination_url: link.as_ref().map(|l| l.destination_url.clone()),
+                        clicks: if range.human_only { r.human_clicks } else { r.clicks },
+                        human_clicks: r.human_clicks,
+                        opens: r.opens,
+                        link_id: r.key,
+                    }
                 })
                 .collect();
-            Ok(json!({ "links": items }))
+            Ok(TopLinks { links })
         })
         .await
 }
@@ -168,9 +186,9 @@ pub(crate) async fn top_links(
     path = "/v1/clients/{client_id}/top-campaigns",
     tag = "aggregates",
     summary = "A client's most clicked campaigns.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$"), RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
+    params(ClientPath, RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "The campaigns, most clicked first.", body = openapi::TopCampaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The campaigns, most clicked first.", body = TopCampaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -181,7 +199,7 @@ pub(crate) async fn top_campaigns(
     principal: Principal,
     uri: OriginalUri,
     headers: HeaderMap,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let client = client_scope(&principal, &client_id, KeyScope::Read)?;
@@ -191,18 +209,16 @@ pub(crate) async fn top_campaigns(
     s.cache
         .respond(cache_key(&uri), &headers, || async move {
             let rows = stats::top(&ch, &Scope::Client(client), TopBy::Campaign, range, n).await?;
-            let items: Vec<_> = rows
+            let campaigns = rows
                 .into_iter()
-                .map(|r| {
-                    json!({
-                        "campaign_id": r.key,
-                        "clicks": if range.human_only { r.human_clicks } else { r.clicks },
-                        "human_clicks": r.human_clicks,
-                        "opens": r.opens,
-                    })
+                .map(|r| TopCampaign {
+                    clicks: if range.human_only { r.human_clicks } else { r.clicks },
+                    human_clicks: r.human_clicks,
+                    opens: r.opens,
+                    campaign_id: r.key,
                 })
                 .collect();
-            Ok(json!({ "campaigns": items }))
+            Ok(TopCampaigns { campaigns })
         })
         .await
 }
