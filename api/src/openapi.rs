@@ -379,10 +379,11 @@ pub fn zones() -> &'static [&'static str] {
 pub async fn probe_zones(clickhouse: &clickhouse::Client) -> Result<usize, clickhouse::error::Error> {
     use futures::StreamExt;
     // One zone per query: an unknown zone fails the whole query.
-    let checks = futures::stream::iter(chrono_tz::TZ_VARIANTS.iter().map(|tz| async move {
-        let known = clickhouse.query("SELECT toTimeZone(toDateTime(0), ?)").bind(tz.name()).execute().await;
-        (tz.name(), known)
-    }))
+    let checks = futures::stream::iter(
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .map(|tz| async move { (tz.name(), crate::stats::check_zone(clickhouse, tz.name()).await) }),
+    )
     .buffer_unordered(16)
     .collect::<Vec<_>>()
     .await;

@@ -1,8 +1,10 @@
 //! The aggregate queries behind the API: time series, totals, top lists and
-//! recipients, for a client, a campaign or a link. Every SQL statement the
-//! API sends to ClickHouse for them is here; the handlers are in
-//! [`crate::routes::stats`] and [`crate::routes::recipients`], and a
-//! [`Series`] or [`Recipient`] is what they answer, as it comes from here.
+//! recipients, for a client, a campaign or a link; and the two other reads
+//! the API makes, the time zones ClickHouse knows and the status's
+//! freshness. Every SQL string of the API is here, so that one file shows
+//! what it asks ClickHouse. The handlers are in [`crate::routes::stats`] and
+//! [`crate::routes::recipients`], and a [`Series`] or [`Recipient`] is what
+//! they answer, as it comes from here.
 //!
 //! Every query filters on a prefix of the tables' sort key (grain, client,
 //! campaign, link), so it is a range read. Each reads the coarsest rollup
@@ -535,6 +537,31 @@ pub async fn recipients(
     }
     metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
     Ok(query.bind(after.unwrap_or("")).bind(range.from as u32).bind(range.to as u32).bind(limit).fetch_all().await?)
+}
+
+/// Whether ClickHouse knows the time zone `name`; an unknown one is a
+/// `BadResponse` ([`crate::openapi::probe_zones`]).
+pub async fn check_zone(ch: &Client, name: &str) -> Result<(), clickhouse::error::Error> {
+    ch.query("SELECT toTimeZone(toDateTime(0), ?)").bind(name).execute().await
+}
+
+/// The newest event time stored within the last `days`, in Unix
+/// milliseconds, if there is any (the freshness of `/v1/status`).
+pub async fn newest_event_ms(ch: &Client, days: u32) -> Result<Option<i64>, clickhouse::error::Error> {
+    #[derive(Row, Deserialize)]
+    struct Newest {
+        newest: i64,
+        rows: u64,
+    }
+    let newest = ch
+        .query(&format!(
+            // Bounded so that the partition key (the month) prunes old data.
+            "SELECT max(event_time_ms) AS newest, count() AS rows FROM {EVENTS_TABLE} \
+             WHERE event_time >= now() - INTERVAL {days} DAY"
+        ))
+        .fetch_one::<Newest>()
+        .await?;
+    Ok((newest.rows > 0).then_some(newest.newest))
 }
 
 #[cfg(test)]
