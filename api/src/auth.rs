@@ -28,8 +28,10 @@ use crate::state::ApiState;
 /// Prefix of client keys, so a leaked one is recognisable in logs and scanners.
 pub const KEY_PREFIX: &str = "rk_";
 
-/// What a client key may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A client key's scope: what it may do (see `docs/security.md`). Its
+/// lowercase name is how keys are created and listed, and how they are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum KeyScope {
     /// Stats, breakdowns, top lists, the client record: what a dashboard needs.
     Read,
@@ -89,8 +91,13 @@ impl Scopes {
         }
     }
 
+    /// The scopes in the set, in [`KeyScope::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = KeyScope> {
+        KeyScope::ALL.into_iter().filter(move |k| self.contains(*k))
+    }
+
     pub fn names(self) -> Vec<&'static str> {
-        KeyScope::ALL.into_iter().filter(|k| self.contains(*k)).map(KeyScope::as_str).collect()
+        self.iter().map(KeyScope::as_str).collect()
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -52,15 +53,18 @@ impl ResponseCache {
 
     /// The answer for `key`: from memory if at most the freshness old, else
     /// computed once for every caller waiting on the same key.
-    pub async fn respond<F, Fut>(&self, key: String, headers: &HeaderMap, compute: F) -> Result<Response, ApiError>
+    pub async fn respond<F, Fut, T>(&self, key: String, headers: &HeaderMap, compute: F) -> Result<Response, ApiError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<serde_json::Value, ApiError>>,
+        Fut: Future<Output = Result<T, ApiError>>,
+        T: Serialize,
     {
         let cached = self
             .inner
             .try_get_with(key, async move {
-                let value = compute().await?;
+                // Through a `Value`, whose keys are sorted: the body, and so
+                // the ETag, does not depend on the order a type declares its fields in.
+                let value = serde_json::to_value(compute().await?).expect("answers serialize");
                 let body = serde_json::to_vec(&value).expect("JSON values serialize");
                 let digest = Sha256::digest(&body);
                 let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))

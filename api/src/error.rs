@@ -9,8 +9,8 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
+use crate::openapi::{ErrorBody, ErrorDetail};
 use crate::stats::StatsError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,14 +63,18 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
         };
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let Some(backend) = self.backend() {
-            tracing::error!(error = %self, backend, "request failed");
-            metrics::counter!("ricochet_api_backend_errors_total", "backend" => backend).increment(1);
-            error["backend"] = json!(backend);
-            error["message"] = json!(self.public_message());
-        }
-        let body = Json(json!({ "error": error }));
+        let backend = self.backend();
+        let message = match backend {
+            Some(backend) => {
+                tracing::error!(error = %self, backend, "request failed");
+                metrics::counter!("ricochet_api_backend_errors_total", "backend" => backend).increment(1);
+                self.public_message().to_owned()
+            }
+            None => self.to_string(),
+        };
+        let body = Json(ErrorBody {
+            error: ErrorDetail { code: code.into(), message, items: None, backend: backend.map(Into::into) },
+        });
         match self {
             ApiError::Unauthorized(_) => (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response(),
             ApiError::RateLimited(secs) | ApiError::Timeout(secs) => {

@@ -6,33 +6,39 @@
 //! need a consumer, and API replicas scale with readers, not with partitions.
 //! It shares only the ClickHouse tables, through `ricochet-warehouse`.
 //!
+//! - [`service`]: [`run`], which applies the migrations, starts the registry
+//!   tail and serves until shutdown; `main.rs` only parses, binds and waits
+//!   for a signal.
 //! - [`config`]: every setting, from flags and environment.
 //! - [`router`]: the route table, from which the OpenAPI document is derived; [`openapi`]: its frame,
-//!   the error body, the answers' shapes and the patterns the handlers enforce.
+//!   the error body and statuses, the path parameters and the patterns the handlers enforce.
 //! - [`state`]: what the handlers share; [`error`]: the one error type.
-//! - [`api`]: link and aggregate handlers; [`admin`]: clients, link status, batches.
+//! - [`routes`]: the handlers, one file per resource with the types it answers: [`routes::links`],
+//!   [`routes::clients`], [`routes::keys`], [`routes::stats`] (series and top
+//!   lists), [`routes::recipients`] (lists and erasure) and
+//!   [`routes::operations`] (health, metrics, status, the document).
 //! - [`auth`]: API keys and who may read what.
-//! - [`erasure`]: erasing a recipient (recorded here, applied by the aggregators).
 //! - [`limits`]: a token bucket per key, requests in flight, the request timeout.
 //! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
-//! - [`stats`]: the aggregate queries.
+//! - [`stats`]: the aggregate queries, all their SQL, and the series and recipient rows they return.
 //! - [`status`]: lag and freshness across every aggregator (`/v1/status`).
 //! - [`dashboard`]: the embedded dashboard page.
+//! - [`numbers`]: integers as JSON Schema means them (`1.0` is 1).
 
-pub mod admin;
-pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
-pub mod erasure;
 pub mod error;
 pub mod limits;
 pub mod numbers;
 pub mod openapi;
 pub mod router;
+pub mod routes;
+pub mod service;
 pub mod state;
 pub mod stats;
 pub mod status;
 
 pub use config::ApiConfig;
+pub use service::{migrate, run};

@@ -1,9 +1,10 @@
 //! The OpenAPI document, derived from the handlers: every route is registered
 //! through `utoipa_axum::routes!`, so the router and the document come from one
 //! definition and cannot drift. This module holds what the handlers' own
-//! annotations refer to: the document's frame (title, the bearer scheme), the
-//! error body, the shapes of the JSON answers, and the patterns and ranges
-//! that the handlers enforce.
+//! annotations share: the document's frame (title, the bearer scheme), the
+//! error body and statuses, the path parameters, and the patterns and ranges
+//! that the handlers enforce. Each answer's shape is declared once, next to
+//! its handler in [`crate::routes`], and is what the handler serialises.
 //!
 //! Statuses follow one rule, so a generated client can trust them:
 //! - **400**: a value outside its documented pattern, enum or range, or a body
@@ -16,10 +17,11 @@
 
 use std::sync::OnceLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::KnownFormat;
+use utoipa::openapi::{KnownFormat, RefOr, Required};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
 /// Client, campaign and link ids: `ricochet_schemas` token ids.
@@ -106,9 +108,11 @@ pub struct ErrorDetail {
     /// What was wrong and what is allowed; for a 503, which server failed.
     pub message: String,
     /// `POST /v1/links:batch` only: each invalid item, by index.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub items: Option<Vec<BatchItemError>>,
     /// 503 only: the backing server that failed, `clickhouse` or `kafka`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub backend: Option<String>,
 }
@@ -242,223 +246,81 @@ pub enum StatusErrors {
     Backend(ErrorBody),
 }
 
-/// A link as the API returns it.
-#[derive(Serialize, ToSchema)]
-pub struct Link {
-    pub link_id: String,
-    pub code: String,
-    pub client_id: String,
-    pub campaign_id: String,
-    pub destination_url: String,
-    #[schema(value_type = String, example = "active")]
-    pub status: String,
-    /// The URL to put in the message.
-    pub tracking_url: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub valid_from: Option<i64>,
-    pub valid_until: Option<i64>,
-    pub click_limit: Option<i64>,
-    pub honeypot: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Links {
-    pub links: Vec<Link>,
-}
-
-/// A client's state.
-#[derive(Serialize, ToSchema)]
-pub struct Client {
-    pub client_id: String,
-    #[schema(example = "active")]
-    pub status: String,
-    pub fallback_url: Option<String>,
-    pub hot_spread: u16,
-    pub allowed_networks: Vec<String>,
-    /// Unix seconds.
-    pub updated_at: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenKey {
-    pub kid: String,
-    /// Hex.
-    pub key: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenKeys {
-    pub client_id: String,
-    /// Newest first.
-    pub keys: Vec<TokenKey>,
-}
-
-/// A client key's scope (see `docs/security.md`).
-#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyScopeName {
-    Read,
-    Recipients,
-    Write,
-    Tokens,
-}
-
-impl KeyScopeName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyScopeName::Read => "read",
-            KeyScopeName::Recipients => "recipients",
-            KeyScopeName::Write => "write",
-            KeyScopeName::Tokens => "tokens",
+/// The parameters of a path: the struct its handlers extract, and the same
+/// fields as the document states them, so that a name cannot differ between
+/// the two. Written out rather than derived: `#[derive(IntoParams)]` takes a
+/// `pattern` only as a string literal, and with `schema_with` instead it
+/// drops the description and `required`.
+macro_rules! path_params {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $description:literal, $pattern:expr;)+ }) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        pub struct $name {
+            $(pub $field: String,)+
         }
+
+        impl IntoParams for $name {
+            fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+                vec![$(param(stringify!($field), ParameterIn::Path, $description, pattern_schema($pattern)),)+]
+            }
+        }
+    };
+}
+
+path_params!(
+    /// `{link_id}`.
+    LinkPath { link_id: "The link's id.", ID_PATTERN; }
+);
+
+path_params!(
+    /// `{client_id}`.
+    ClientPath { client_id: "The client's id.", ID_PATTERN; }
+);
+
+path_params!(
+    /// `{client_id}/campaigns/{campaign_id}`.
+    CampaignPath {
+        client_id: "The client's id.", ID_PATTERN;
+        campaign_id: "The campaign's id.", ID_PATTERN;
     }
+);
+
+path_params!(
+    /// `{client_id}/api-keys/{key_id}`.
+    ApiKeyPath {
+        client_id: "The client's id.", ID_PATTERN;
+        key_id: "The key's id (its SHA-256, as returned at creation).", KEY_ID_PATTERN;
+    }
+);
+
+path_params!(
+    /// `{client_id}/recipients/{recipient_id}`.
+    RecipientPath {
+        client_id: "The client's id.", ID_PATTERN;
+        recipient_id: "The recipient id, as the tracking links carry it.", RECIPIENT_PATTERN;
+    }
+);
+
+/// A parameter as the document states it: required in the path, optional in the query.
+pub fn param(name: &str, at: ParameterIn, description: &str, schema: impl Into<RefOr<Schema>>) -> Parameter {
+    let required = if matches!(at, ParameterIn::Path) { Required::True } else { Required::False };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(at)
+        .description(Some(description))
+        .required(required)
+        .schema(Some(schema))
+        .build()
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeyCreated {
-    /// The key itself, shown this once.
-    pub key: String,
-    #[serde(flatten)]
-    pub listed: ApiKeyListed,
+/// A string that matches `pattern`.
+pub fn pattern_schema(pattern: &str) -> Schema {
+    Schema::Object(ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)).pattern(Some(pattern)).build())
 }
 
-/// A key as listed, without its secret.
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeyListed {
-    /// Its id (SHA-256), for revoking it.
-    pub key_id: String,
-    pub client_id: String,
-    pub label: Option<String>,
-    /// What the key may do.
-    pub scopes: Vec<KeyScopeName>,
-    /// A key made before scopes, with the rights keys had then.
-    pub legacy: bool,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    /// When it stops working; null: never.
-    #[schema(format = DateTime)]
-    pub expires_at: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeys {
-    pub client_id: String,
-    /// The client's keys that are not revoked (expired ones included), oldest first.
-    pub keys: Vec<ApiKeyListed>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Counts {
-    pub clicks: u64,
-    pub human_clicks: u64,
-    pub bot_clicks: u64,
-    pub opens: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Point {
-    /// RFC 3339, in the requested zone.
-    pub bucket_start: String,
-    pub clicks: u64,
-    pub human_clicks: u64,
-    pub bot_clicks: u64,
-    pub opens: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Totals {
-    pub clicks: u64,
-    pub human_clicks: u64,
-    pub bot_clicks: u64,
-    pub opens: u64,
-    pub unique_recipients: u64,
-}
-
-/// A click series. Link series also carry the link's ids.
-#[derive(Serialize, ToSchema)]
-pub struct Series {
-    #[schema(example = "minute")]
-    pub granularity: String,
-    pub tz: String,
-    pub human_only: bool,
-    pub from: String,
-    pub to: String,
-    pub series: Vec<Point>,
-    pub totals: Totals,
-    #[schema(nullable = false)]
-    pub link_id: Option<String>,
-    #[schema(nullable = false)]
-    pub client_id: Option<String>,
-    #[schema(nullable = false)]
-    pub campaign_id: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TopLink {
-    pub link_id: String,
-    pub code: Option<String>,
-    pub destination_url: Option<String>,
-    pub clicks: u64,
-    pub human_clicks: u64,
-    pub opens: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TopLinks {
-    pub links: Vec<TopLink>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TopCampaign {
-    pub campaign_id: String,
-    pub clicks: u64,
-    pub human_clicks: u64,
-    pub opens: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TopCampaigns {
-    pub campaigns: Vec<TopCampaign>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CampaignLinks {
-    pub campaign_id: String,
-    pub links: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Campaigns {
-    pub client_id: String,
-    pub campaigns: Vec<CampaignLinks>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Recipient {
-    pub recipient_id: String,
-    /// Unix seconds.
-    pub first_click: u32,
-    pub last_click: u32,
-    pub clicks: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Recipients {
-    pub recipients: Vec<Recipient>,
-    /// Pass as `cursor` for the next page; `null` on the last.
-    pub next_cursor: Option<String>,
-}
-
-/// An accepted erasure request.
-#[derive(Serialize, ToSchema)]
-pub struct Erasure {
-    pub client_id: String,
-    pub recipient_id: String,
-    /// When the API recorded it, RFC 3339 (UTC).
-    pub requested_at: String,
-    /// Always `accepted`: the aggregators apply it within seconds.
-    pub status: String,
+/// A client, campaign or link id ([`ID_PATTERN`]).
+pub fn id_schema() -> Schema {
+    pattern_schema(ID_PATTERN)
 }
 
 /// The query of every series and top list: the time range and how to bucket it.
@@ -517,10 +379,11 @@ pub fn zones() -> &'static [&'static str] {
 pub async fn probe_zones(clickhouse: &clickhouse::Client) -> Result<usize, clickhouse::error::Error> {
     use futures::StreamExt;
     // One zone per query: an unknown zone fails the whole query.
-    let checks = futures::stream::iter(chrono_tz::TZ_VARIANTS.iter().map(|tz| async move {
-        let known = clickhouse.query("SELECT toTimeZone(toDateTime(0), ?)").bind(tz.name()).execute().await;
-        (tz.name(), known)
-    }))
+    let checks = futures::stream::iter(
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .map(|tz| async move { (tz.name(), crate::stats::check_zone(clickhouse, tz.name()).await) }),
+    )
     .buffer_unordered(16)
     .collect::<Vec<_>>()
     .await;
@@ -612,4 +475,9 @@ pub fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
             });
         }
     }
+}
+
+/// A string that is one of `values`.
+pub fn enum_schema(values: &[&str]) -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values.iter().copied())).build()
 }

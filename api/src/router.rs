@@ -6,66 +6,67 @@
 //! definition ([`document`]), so no route can be served undocumented or
 //! documented unserved. Only the dashboard's static files stay outside it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
-use ricochet_registry::RegistryTail;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, NoQuery};
-use crate::openapi::{ApiDoc, ErrorBody};
+use crate::dashboard;
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::routes::{clients, keys, links, operations, recipients, stats};
 use crate::state::ApiState;
-use crate::{admin, api, dashboard, erasure};
 
 /// The documented routes, with their handlers.
 fn documented() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .routes(routes!(metrics))
-        .routes(routes!(api::status))
-        .routes(routes!(api::create_link))
-        .routes(routes!(admin::create_links))
-        .routes(routes!(api::get_link, admin::patch_link))
-        .routes(routes!(api::link_stats))
-        .routes(routes!(admin::get_client, admin::put_client, admin::patch_client))
-        .routes(routes!(api::client_stats))
-        .routes(routes!(api::top_campaigns))
-        .routes(routes!(api::campaigns))
-        .routes(routes!(api::campaign_stats))
-        .routes(routes!(api::top_links))
-        .routes(routes!(api::recipients))
-        .routes(routes!(erasure::erase_recipient))
-        .routes(routes!(api::create_api_key, api::list_api_keys))
-        .routes(routes!(api::revoke_api_key))
-        .routes(routes!(admin::token_keys))
+        // Operations.
+        .routes(routes!(operations::healthz))
+        .routes(routes!(operations::readyz))
+        .routes(routes!(operations::metrics))
+        .routes(routes!(operations::status))
+        // Links.
+        .routes(routes!(links::create_link))
+        .routes(routes!(links::create_links))
+        .routes(routes!(links::get_link, links::patch_link))
+        // Clients and their campaigns.
+        .routes(routes!(clients::get_client, clients::put_client, clients::patch_client))
+        .routes(routes!(clients::campaigns))
+        // Stats: series and top lists.
+        .routes(routes!(stats::link_stats))
+        .routes(routes!(stats::client_stats))
+        .routes(routes!(stats::top_campaigns))
+        .routes(routes!(stats::campaign_stats))
+        .routes(routes!(stats::top_links))
+        // Recipients.
+        .routes(routes!(recipients::recipients))
+        .routes(routes!(recipients::erase_recipient))
+        // Keys.
+        .routes(routes!(keys::create_api_key, keys::list_api_keys))
+        .routes(routes!(keys::revoke_api_key))
+        .routes(routes!(keys::token_keys))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = documented().routes(routes!(openapi_json)).into_openapi();
+    let mut doc = documented().routes(routes!(operations::openapi_json)).into_openapi();
     crate::openapi::add_common_responses(&mut doc);
     doc
 }
-
-/// The serialised document, made once.
-static DOCUMENT: OnceLock<String> = OnceLock::new();
 
 /// Every route, behind the limits of [`crate::limits`]: the caller's token
 /// bucket first, then the request timeout (which counts the wait for a
 /// slot), then the cap on requests in flight, and the body limit.
 pub fn router(state: Arc<ApiState>) -> Router {
-    DOCUMENT.get_or_init(|| crate::openapi::to_json(&document()));
+    // Made here, so that no request waits for it and a document that cannot be serialised stops the start.
+    operations::document_json();
     let limits = state.limits;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests.max(1)));
     documented()
-        .routes(routes!(openapi_json))
+        .routes(routes!(operations::openapi_json))
         .split_for_parts()
         .0
         .fallback(|| async { ApiError::NotFound("no such route; see /v1/openapi.json".into()) })
@@ -75,43 +76,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(middleware::from_fn_with_state(limits.request_timeout, crate::limits::timeout))
         .layer(middleware::from_fn_with_state(state.clone(), crate::limits::rate_limit))
         .with_state(state)
-}
-
-/// Liveness: answers while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "Alive.", body = String, content_type = "text/plain")))]
-async fn healthz(_: NoQuery) -> &'static str {
-    "ok"
-}
-
-/// Readiness: once the link registry has been loaded.
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses(
-        (status = 200, description = "Ready.", body = String, content_type = "text/plain"),
-        (status = 503, description = "Still loading the link registry from Kafka.", body = ErrorBody),
-    ))]
-async fn readyz(State(s): State<Arc<ApiState>>, _: NoQuery) -> Result<&'static str, ApiError> {
-    if s.tail.as_ref().is_none_or(RegistryTail::is_ready) {
-        Ok("ready")
-    } else {
-        Err(ApiError::Loading("the link registry is still being read from the Kafka broker".into()))
-    }
-}
-
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain")))]
-async fn metrics(State(s): State<Arc<ApiState>>, _: NoQuery) -> impl IntoResponse {
-    let text = s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
-}
-
-/// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", security(()),
-    responses((status = 200, description = "The OpenAPI document.", body = Object)))]
-async fn openapi_json(_: NoQuery) -> impl IntoResponse {
-    let doc = DOCUMENT.get_or_init(|| crate::openapi::to_json(&document())).as_str();
-    ([(header::CONTENT_TYPE, "application/json")], doc)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub struct ApiState {
     pub writer: Arc<RegistryWriter>,
     pub tail: Option<RegistryTail>,
     pub clickhouse: clickhouse::Client,
-    /// The one client that writes: erasure requests ([`crate::erasure`]).
+    /// The one client that writes: erasure requests ([`crate::routes::recipients`]).
     pub erasures: clickhouse::Client,
     /// Base of tracking URLs handed out, e.g. `https://t.example.com`.
     pub public_redirect_url: String,

@@ -1,5 +1,10 @@
 //! The aggregate queries behind the API: time series, totals, top lists and
-//! recipients, for a client, a campaign or a link.
+//! recipients, for a client, a campaign or a link; and the two other reads
+//! the API makes, the time zones ClickHouse knows and the status's
+//! freshness. Every SQL string of the API is here, so that one file shows
+//! what it asks ClickHouse. The handlers are in [`crate::routes::stats`] and
+//! [`crate::routes::recipients`], and a [`Series`] or [`Recipient`] is what
+//! they answer, as it comes from here.
 //!
 //! Every query filters on a prefix of the tables' sort key (grain, client,
 //! campaign, link), so it is a range read. Each reads the coarsest rollup
@@ -19,10 +24,11 @@ use chrono_tz::Tz;
 use clickhouse::{Client, Row};
 use ricochet_schemas::{CampaignId, ClientId, LinkRecord, Reason};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use ricochet_warehouse::tables::{coarsest_grain, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS, ROLLUP_TABLE};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Minute,
@@ -236,7 +242,7 @@ impl Scope {
 
 /// The counts of one bucket, or of a whole range. Human clicks lead: they are
 /// what senders decide on (`clicks` includes the machines').
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, Row, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, Row, Deserialize, ToSchema)]
 pub struct Counts {
     pub human_clicks: u64,
     pub bot_clicks: u64,
@@ -273,20 +279,22 @@ struct BucketRow {
     opens: u64,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Point {
+    /// RFC 3339, in the requested zone.
     pub bucket_start: String,
     #[serde(flatten)]
     pub counts: Counts,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Totals {
     pub human_clicks: u64,
     /// Distinct recipients with a valid token with at least one human click, exact.
     pub unique_human_recipients: u64,
     pub bot_clicks: u64,
     /// Bot clicks per verdict reason (`head`, `burst`, …), only the reasons seen.
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub bot_by_reason: BTreeMap<&'static str, u64>,
     pub clicks: u64,
     pub opens: u64,
@@ -294,7 +302,8 @@ pub struct Totals {
     pub unique_recipients: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// A click series. Link series also carry the link's ids.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Series {
     pub granularity: Granularity,
     pub tz: String,
@@ -303,6 +312,15 @@ pub struct Series {
     pub to: String,
     pub series: Vec<Point>,
     pub totals: Totals,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub link_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub campaign_id: Option<String>,
 }
 
 fn rfc3339(secs: i64, tz: Tz) -> String {
@@ -410,7 +428,15 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
     }
     let series =
         buckets.iter().zip(counts).map(|(b, counts)| Point { bucket_start: rfc3339(*b, range.tz), counts }).collect();
+    // A link's series names its client and campaign, which its path does not.
+    let link = match scope {
+        Scope::Link(link) => Some(link),
+        Scope::Client(_) | Scope::Campaign(..) => None,
+    };
     Ok(Series {
+        link_id: link.map(|l| l.link_id.to_string()),
+        client_id: link.map(|l| l.client_id.to_string()),
+        campaign_id: link.map(|l| l.campaign_id.to_string()),
         granularity: range.granularity,
         tz: range.tz.name().to_owned(),
         human_only: range.human_only,
@@ -474,10 +500,12 @@ impl TopBy {
 }
 
 /// A recipient who clicked, for CRMs.
-#[derive(Debug, Row, Deserialize, Serialize)]
+#[derive(Debug, Row, Deserialize, Serialize, ToSchema)]
 pub struct Recipient {
     pub recipient_id: String,
+    /// Unix seconds.
     pub first_click: u32,
+    /// Unix seconds.
     pub last_click: u32,
     pub human_clicks: u64,
     /// Human and machine clicks (with `human_only`, human clicks only).
@@ -509,6 +537,31 @@ pub async fn recipients(
     }
     metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
     Ok(query.bind(after.unwrap_or("")).bind(range.from as u32).bind(range.to as u32).bind(limit).fetch_all().await?)
+}
+
+/// Whether ClickHouse knows the time zone `name`; an unknown one is a
+/// `BadResponse` ([`crate::openapi::probe_zones`]).
+pub async fn check_zone(ch: &Client, name: &str) -> Result<(), clickhouse::error::Error> {
+    ch.query("SELECT toTimeZone(toDateTime(0), ?)").bind(name).execute().await
+}
+
+/// The newest event time stored within the last `days`, in Unix
+/// milliseconds, if there is any (the freshness of `/v1/status`).
+pub async fn newest_event_ms(ch: &Client, days: u32) -> Result<Option<i64>, clickhouse::error::Error> {
+    #[derive(Row, Deserialize)]
+    struct Newest {
+        newest: i64,
+        rows: u64,
+    }
+    let newest = ch
+        .query(&format!(
+            // Bounded so that the partition key (the month) prunes old data.
+            "SELECT max(event_time_ms) AS newest, count() AS rows FROM {EVENTS_TABLE} \
+             WHERE event_time >= now() - INTERVAL {days} DAY"
+        ))
+        .fetch_one::<Newest>()
+        .await?;
+    Ok((newest.rows > 0).then_some(newest.newest))
 }
 
 #[cfg(test)]

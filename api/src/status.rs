@@ -84,12 +84,6 @@ pub struct StatusReport {
     pub warnings: Vec<String>,
 }
 
-#[derive(clickhouse::Row, serde::Deserialize)]
-struct Newest {
-    newest: i64,
-    rows: u64,
-}
-
 impl ClusterStatus {
     pub fn new(
         kafka: &ricochet_registry::KafkaConnection,
@@ -128,17 +122,7 @@ impl ClusterStatus {
         let store = |e: clickhouse::error::Error| ApiError::Store(e.to_string());
         let stored: HashMap<i32, i64> =
             ricochet_warehouse::positions::read(clickhouse, &self.topic).await.map_err(store)?;
-        let newest = clickhouse
-            .query(&format!(
-                // Bounded so that the partition key (the month) prunes old data.
-                "SELECT max(event_time_ms) AS newest, count() AS rows FROM {} \
-                 WHERE event_time >= now() - INTERVAL {FRESHNESS_WINDOW_DAYS} DAY",
-                ricochet_warehouse::tables::EVENTS_TABLE
-            ))
-            .fetch_one::<Newest>()
-            .await
-            .map_err(store)?;
-        let newest_ms = (newest.rows > 0).then_some(newest.newest);
+        let newest_ms = crate::stats::newest_event_ms(clickhouse, FRESHNESS_WINDOW_DAYS).await.map_err(store)?;
         let (watermarks, aggregators) = self.broker_view().await?;
         let partitions: Vec<PartitionReport> = watermarks
             .into_iter()

@@ -1,155 +1,28 @@
-//! Managing the registry over HTTP: bulk link creation, link status, clients
-//! (pause, fallback URL, hot spread) and their recipient-token keys.
+//! Clients: their state (pause, fallback URL, hot spread, allow-listed
+//! networks) and the campaigns their links belong to.
 //!
-//! Every write goes to the registry's compacted topics and answers only once
-//! the broker acknowledged it; edges apply it within a second by tailing.
+//! Pausing is one record on the registry's clients topic, so it takes effect
+//! for every link of the client at once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use ricochet_registry::writer::now_ms;
 use ricochet_registry::Destination;
-use ricochet_schemas::{ClientId, ClientRecord, ClientStatus, LinkStatus};
-use serde::Deserialize;
-use serde_json::json;
+use ricochet_schemas::{ClientId, ClientRecord, ClientStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::api::{link_json, CreateLink};
+use super::{cache_key, client_scope};
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
-use crate::openapi::{self, AdminErrors, CreateErrors, ReadErrors, UpdateErrors};
+use crate::openapi::{self, AdminErrors, ClientPath, ReadErrors};
 use crate::state::ApiState;
-
-/// Most links one batch may create.
-pub const MAX_BATCH: usize = 10_000;
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateLinks {
-    #[schema(min_items = 1, max_items = 10_000)]
-    pub links: Vec<CreateLink>,
-}
-
-/// `POST /v1/links:batch`: all or nothing. Every item is validated first and
-/// a single invalid item rejects the batch with a per-item report. If the
-/// broker acknowledges only part of the batch, the acknowledged links are
-/// marked deleted again, so no link of a failed batch is ever usable.
-#[utoipa::path(
-    post,
-    path = "/v1/links:batch",
-    tag = "links",
-    summary = "Create up to 10,000 links at once, all or none (admin).",
-    request_body = CreateLinks,
-    responses(
-        (status = 201, description = "Created, in the order given.", body = openapi::Links),
-        CreateErrors,
-    ),
-    security(("bearer" = [])),
-)]
-pub async fn create_links(
-    State(s): State<Arc<ApiState>>,
-    principal: Principal,
-    _: NoQuery,
-    body: Result<Json<CreateLinks>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    principal.require(KeyScope::Write)?;
-    let Json(CreateLinks { links }) = body?;
-    if links.is_empty() || links.len() > MAX_BATCH {
-        return Err(ApiError::BadRequest(format!("a batch holds 1 to {MAX_BATCH} links, not {}", links.len())));
-    }
-    let total = links.len();
-    let mut valid = Vec::with_capacity(total);
-    let mut errors = Vec::new();
-    // 422 when every invalid item only has conflicting values, else 400.
-    let mut conflicts_only = true;
-    for (index, item) in links.into_iter().enumerate() {
-        match item.validate() {
-            Ok(new) => valid.push(new),
-            Err(e) => {
-                conflicts_only &= matches!(e, ApiError::Unprocessable(_));
-                errors.push(json!({ "index": index, "message": e.to_string() }))
-            }
-        }
-    }
-    if !errors.is_empty() {
-        let (status, code) = if conflicts_only {
-            (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable")
-        } else {
-            (StatusCode::BAD_REQUEST, "bad_request")
-        };
-        let body = json!({ "error": {
-            "code": code,
-            "message": format!("{} of {total} links are invalid; none were created", errors.len()),
-            "items": errors,
-        }});
-        return Ok((status, Json(body)).into_response());
-    }
-    for new in &valid {
-        principal.require_write(new.client_id.as_str())?;
-    }
-    let records: Vec<_> = valid.into_iter().map(|new| s.writer.mint(new, &s.links)).collect();
-    let results = s.writer.put_links(&records).await;
-    if let Some(failure) = results.iter().find_map(|r| r.as_ref().err()) {
-        let written: Vec<_> = records
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .map(|(rec, _)| ricochet_schemas::LinkRecord { status: LinkStatus::Deleted, ..rec.clone() })
-            .collect();
-        let undone = s.writer.put_links(&written).await.iter().filter(|r| r.is_ok()).count();
-        tracing::error!(error = %failure, written = written.len(), undone, "batch partly acknowledged; rolled back");
-        return Err(ApiError::Registry(format!("{failure}; the batch was rolled back")));
-    }
-    for record in &records {
-        s.links.apply(record.clone());
-    }
-    let body: Vec<_> = records.iter().map(|r| link_json(r, &s.public_redirect_url)).collect();
-    Ok((StatusCode::CREATED, Json(json!({ "links": body }))).into_response())
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatchLink {
-    #[schema(schema_with = link_status_schema)]
-    pub status: String,
-}
-
-/// `PATCH /v1/links/{id}`: pause, resume or delete one link.
-#[utoipa::path(
-    patch,
-    path = "/v1/links/{link_id}",
-    tag = "links",
-    summary = "Pause, resume or delete a link (admin).",
-    params(("link_id" = String, Path, description = "The link's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
-    request_body = PatchLink,
-    responses(
-        (status = 200, description = "The updated link.", body = openapi::Link),
-        UpdateErrors,
-    ),
-    security(("bearer" = [])),
-)]
-pub async fn patch_link(
-    State(s): State<Arc<ApiState>>,
-    principal: Principal,
-    _: NoQuery,
-    Path(link_id): Path<String>,
-    body: Result<Json<PatchLink>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.require(KeyScope::Write)?;
-    ricochet_schemas::LinkId::parse(link_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let Json(patch) = body?;
-    let status: LinkStatus = patch.status.parse().map_err(ApiError::BadRequest)?;
-    let link = s.links.get(&link_id).ok_or_else(|| ApiError::NotFound(format!("no link with id {link_id:?}")))?;
-    principal.check(link.client_id.as_str(), || format!("no link with id {link_id:?}"))?;
-    principal.require_write(link.client_id.as_str())?;
-    let updated = ricochet_schemas::LinkRecord { status, ..(*link).clone() };
-    s.writer.put_link(&updated).await.map_err(|e| ApiError::Registry(e.to_string()))?;
-    s.links.apply(updated.clone());
-    Ok(Json(link_json(&updated, &s.public_redirect_url)))
-}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -171,15 +44,31 @@ pub struct PutClient {
     pub allowed_networks: Vec<String>,
 }
 
-fn client_json(c: &ClientRecord) -> serde_json::Value {
-    json!({
-        "client_id": c.client_id,
-        "status": c.status,
-        "fallback_url": c.fallback_url,
-        "hot_spread": c.hot_spread,
-        "allowed_networks": c.allowed_networks,
-        "updated_at": c.updated_at_ms / 1000,
-    })
+/// A client's state.
+#[derive(Serialize, ToSchema)]
+pub struct Client {
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    #[schema(value_type = String, example = "active")]
+    pub status: ClientStatus,
+    pub fallback_url: Option<String>,
+    pub hot_spread: u16,
+    pub allowed_networks: Vec<String>,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl From<&ClientRecord> for Client {
+    fn from(c: &ClientRecord) -> Self {
+        Client {
+            client_id: c.client_id.clone(),
+            status: c.status,
+            fallback_url: c.fallback_url.clone(),
+            hot_spread: c.hot_spread,
+            allowed_networks: c.allowed_networks.clone(),
+            updated_at: c.updated_at_ms / 1000,
+        }
+    }
 }
 
 fn parse_client_status(status: &str) -> Result<ClientStatus, ApiError> {
@@ -220,11 +109,11 @@ fn parse_networks(networks: &[String]) -> Result<Vec<String>, ApiError> {
 }
 
 /// Writes the client's new state to the registry and answers it.
-async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<serde_json::Value>, ApiError> {
+async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<Client>, ApiError> {
     record.updated_at_ms = now_ms();
     s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     s.links.apply_client(record.clone());
-    Ok(Json(client_json(&record)))
+    Ok(Json(Client::from(&record)))
 }
 
 /// `PUT /v1/clients/{id}`: the client's whole state. Pausing is one record, so
@@ -237,10 +126,10 @@ async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<ser
     description = "Full replacement: a field left out takes its default (no fallback URL, `hot_spread` 1, \
                    no allow-listed networks), whatever it was before. To change some fields and keep the \
                    others, use `PATCH`.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     request_body = PutClient,
     responses(
-        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 200, description = "The client's state.", body = Client),
         AdminErrors,
     ),
     security(("bearer" = [])),
@@ -249,9 +138,9 @@ pub async fn put_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
     body: Result<Json<PutClient>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Client>, ApiError> {
     principal.require_admin()?;
     let Json(put) = body?;
     let record = ClientRecord {
@@ -309,10 +198,10 @@ fn not_null_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
     path = "/v1/clients/{client_id}",
     tag = "clients",
     summary = "Change some of a client's settings (admin); the fields left out keep their value.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     request_body = PatchClient,
     responses(
-        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 200, description = "The client's state.", body = Client),
         AdminErrors,
     ),
     security(("bearer" = [])),
@@ -321,9 +210,9 @@ pub async fn patch_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Client>, ApiError> {
     principal.require_admin()?;
     let Json(body) = body?;
     // An object only: serde would also take an array as the fields in order.
@@ -362,9 +251,9 @@ pub async fn patch_client(
     path = "/v1/clients/{client_id}",
     tag = "clients",
     summary = "A client's state.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    params(ClientPath),
     responses(
-        (status = 200, description = "The client's state.", body = openapi::Client),
+        (status = 200, description = "The client's state.", body = Client),
         ReadErrors,
     ),
     security(("bearer" = [])),
@@ -373,61 +262,68 @@ pub async fn get_client(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(ClientPath { client_id }): Path<ClientPath>,
+) -> Result<Json<Client>, ApiError> {
     principal.check_scope(&client_id, KeyScope::Read, || format!("no client {client_id:?}"))?;
     ClientId::parse(client_id.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let client = s
         .links
         .client(&client_id)
         .ok_or_else(|| ApiError::NotFound(format!("client {client_id:?} was never configured (it is active)")))?;
-    Ok(Json(client_json(&client)))
+    Ok(Json(Client::from(&*client)))
 }
 
-/// `GET /v1/clients/{id}/token-keys`: the keys a client signs recipient tokens
-/// with, newest first. See `docs/recipient-tokens.md`.
+#[derive(Serialize, ToSchema)]
+pub struct CampaignLinks {
+    pub campaign_id: String,
+    pub links: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Campaigns {
+    #[schema(value_type = String)]
+    pub client_id: ClientId,
+    pub campaigns: Vec<CampaignLinks>,
+}
+
 #[utoipa::path(
     get,
-    path = "/v1/clients/{client_id}/token-keys",
-    tag = "clients",
-    summary = "The keys a client signs recipient tokens with, newest first.",
-    params(("client_id" = String, Path, description = "The client's id.", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
+    path = "/v1/clients/{client_id}/campaigns",
+    tag = "aggregates",
+    summary = "A client's campaigns and their link counts.",
+    params(ClientPath),
     responses(
-        (status = 200, description = "The keys.", body = openapi::TokenKeys),
+        (status = 200, description = "The campaigns.", body = Campaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         ReadErrors,
     ),
     security(("bearer" = [])),
 )]
-pub async fn token_keys(
+pub(crate) async fn campaigns(
     State(s): State<Arc<ApiState>>,
     principal: Principal,
     _: NoQuery,
-    Path(client_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    principal.check_scope(&client_id, KeyScope::Tokens, || format!("no client {client_id:?}"))?;
-    let client_id = ClientId::parse(client_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let keys = s.token_keys.as_ref().ok_or_else(|| ApiError::NotFound("recipient tokens are not configured".into()))?;
-    let keys: Vec<_> = keys
-        .client_keys(client_id.as_str())
-        .into_iter()
-        .map(|(kid, key)| json!({ "kid": kid, "key": hex::encode(key) }))
-        .collect();
-    Ok(Json(json!({ "client_id": client_id, "keys": keys })))
-}
-
-fn enum_schema(values: &[&str]) -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(values.iter().copied()))
-        .build()
-}
-
-fn link_status_schema() -> utoipa::openapi::schema::Object {
-    enum_schema(&["active", "paused", "deleted"])
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Path(ClientPath { client_id }): Path<ClientPath>,
+) -> Result<Response, ApiError> {
+    let client = client_scope(&principal, &client_id, KeyScope::Read)?;
+    let links = s.links.clone();
+    s.cache
+        .respond(cache_key(&uri), &headers, || async move {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for link in links.links_of(client.as_str()) {
+                *counts.entry(link.campaign_id.to_string()).or_default() += 1;
+            }
+            let campaigns =
+                counts.into_iter().map(|(campaign_id, links)| CampaignLinks { campaign_id, links }).collect();
+            Ok(Campaigns { client_id: client, campaigns })
+        })
+        .await
 }
 
 fn client_status_schema() -> utoipa::openapi::schema::Object {
-    enum_schema(&["active", "paused"])
+    openapi::enum_schema(&["active", "paused"])
 }
 
 fn networks_schema() -> utoipa::openapi::schema::Array {
