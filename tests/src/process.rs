@@ -43,12 +43,17 @@ impl Proc {
 
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        // Backtrace frames bury the message that matters.
+        // Backtrace frames bury the message that matters. Only the lines after
+        // "stack backtrace:" are frames: anyhow's numbered causes before it
+        // ("0: migration …") are the message.
+        let mut in_backtrace = false;
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| {
-                !l.trim_start().starts_with("at ")
-                    && l.trim_start().split(':').next().is_none_or(|n| n.parse::<u32>().is_err())
+                in_backtrace |= l.trim_start().starts_with("stack backtrace:");
+                !in_backtrace
+                    || (!l.trim_start().starts_with("at ")
+                        && l.trim_start().split(':').next().is_none_or(|n| n.parse::<u32>().is_err()))
             })
             .collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
