@@ -18,6 +18,7 @@
 //! - [`sql`]: every SQL statement the aggregator sends.
 //! - [`rollup`]: the in-memory batch (`BucketStart`, `RollupKey`).
 //! - [`verdict`]: human or bot, and why (`Reason`), from an event's signals.
+//! - [`dimensions`]: device, OS, browser, mail client, referrer, UTM of each raw event.
 //! - [`checkpoint`]: positions and the guard against applying twice.
 //! - [`dead_letter`]: poison messages to `clicks-dlq`.
 //! - [`limits`]: click counts fed back to the edges for links with a click limit.
@@ -30,6 +31,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
+pub mod dimensions;
 pub mod erasure;
 pub mod limits;
 pub mod mirror;

@@ -105,6 +105,7 @@ pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: Canc
     .context("starting the registry tail")?;
 
     tasks.spawn(crate::erasure::run(sink.clone(), Duration::from_secs(config.erasure_interval_secs), shutdown.clone()));
+    crate::dimensions::load();
     let pipeline =
         Pipeline::new(config.pipeline(kafka.clone()), sink, tokio::runtime::Handle::current(), shutdown.clone())
             .context("creating the consumer")?;

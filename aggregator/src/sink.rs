@@ -171,10 +171,20 @@ pub struct EventRow {
     /// Nullable(Int32): whole seconds from the send to the click (negative
     /// when the edge's clock is behind the sender's).
     pub seconds_since_send: Option<i32>,
+    // The breakdowns' dimensions (migration 0009, `crate::dimensions`).
+    pub device: String,
+    pub os: String,
+    pub browser: String,
+    pub mail_client: String,
+    pub referrer_domain: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
 }
 
 impl EventRow {
     pub fn new(e: ClickEvent, reason: Reason, partition: i32, offset: i64, ingested_at: u32) -> Self {
+        let d = crate::dimensions::of(&e);
         let s = e.signals;
         let seconds_since_send = s.sent_at_ms.map(|sent| {
             let secs = (e.event_time_ms - sent).div_euclid(1000);
@@ -195,6 +205,14 @@ impl EventRow {
             is_human: reason.is_human() as u8,
             verdict_reason: reason as u8 as i8,
             seconds_since_send,
+            device: d.device.to_owned(),
+            os: d.os,
+            browser: d.browser,
+            mail_client: d.mail_client.to_owned(),
+            referrer_domain: d.referrer_domain,
+            utm_source: d.utm_source,
+            utm_medium: d.utm_medium,
+            utm_campaign: d.utm_campaign,
             event_id: e.event_id.to_string(),
             event_time: (e.event_time_ms.div_euclid(1000)) as u32,
             event_time_ms: e.event_time_ms,
@@ -787,7 +805,8 @@ impl ClickHouseSink {
 mod tests {
     use super::*;
 
-    /// The columns of `CREATE TABLE IF NOT EXISTS {table}` in the migrations, in order.
+    /// The columns of `CREATE TABLE IF NOT EXISTS {table}` in the migrations,
+    /// in order, then those later migrations add with `ALTER TABLE {table}`.
     fn table_columns(table: &str) -> Vec<String> {
         let head = format!("CREATE TABLE IF NOT EXISTS {table}\n(");
         let sql = ricochet_warehouse::migrations::MIGRATIONS
@@ -795,7 +814,23 @@ mod tests {
             .find_map(|(_, sql)| sql.find(&head).map(|i| &sql[i..]))
             .unwrap();
         let body = &sql[head.len()..sql.find("\n)").unwrap()];
-        body.lines().filter_map(|l| l.split_whitespace().next()).map(|c| c.trim_end_matches(',').to_owned()).collect()
+        let mut columns: Vec<String> = body
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|c| c.trim_end_matches(',').to_owned())
+            .collect();
+        for (_, file) in ricochet_warehouse::migrations::MIGRATIONS {
+            for statement in ricochet_warehouse::migrations::statements(file) {
+                let code: Vec<&str> = statement.lines().filter(|l| !l.trim_start().starts_with("--")).collect();
+                let code = code.join("\n");
+                if code.trim_start().starts_with(&format!("ALTER TABLE {table}\n")) {
+                    columns.extend(
+                        code.split("ADD COLUMN ").skip(1).filter_map(|c| c.split_whitespace().next()).map(String::from),
+                    );
+                }
+            }
+        }
+        columns
     }
 
     #[test]
@@ -807,6 +842,7 @@ mod tests {
         assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(RECIPIENTS_TABLE));
         // The erasure filter's input tables take exactly the rows the sink writes.
         assert_eq!(<EventRow as Row>::COLUMN_NAMES, table_columns(sql::EVENTS_INPUT_TABLE));
+        assert_eq!(table_columns(EVENTS_TABLE), table_columns(sql::EVENTS_INPUT_TABLE), "what the view passes on");
         assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(sql::RECIPIENTS_INPUT_TABLE));
         let (_, erasure) =
             ricochet_warehouse::migrations::MIGRATIONS.iter().find(|(v, _)| v.starts_with("0008")).unwrap();

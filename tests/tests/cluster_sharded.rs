@@ -190,6 +190,11 @@ async fn partitions_moving_across_shards_under_load_end_exact_on_every_shard() {
     }
     eprintln!("exact on every shard after {:.0}s", elapsed());
 
+    // The dimension columns (migration 0009, which makes the input table
+    // again on a cluster) reach every shard's rows.
+    let without = servers.replicas[r1].number("SELECT count() FROM click_events WHERE os = '' OR device = ''").await;
+    assert_eq!(without, 0, "rows without their dimensions on a cluster");
+
     // An erasure on the cluster: a request recorded through the Distributed
     // table is applied on every shard (the load's clicks carry no recipient,
     // so erasing recipient '' of one client erases all its raw events, which

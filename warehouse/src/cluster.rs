@@ -9,7 +9,8 @@
 //!   `cityHash64(client_id)` (or `rand()` for a table without `client_id`):
 //!   what the API and the data team read.
 //!
-//! `ALTER TABLE name …` runs `ON CLUSTER` on `name_local`, and `name` is rebuilt over it. `CREATE VIEW IF NOT EXISTS`
+//! `ALTER TABLE name …` runs `ON CLUSTER` on `name_local`, and `name` is rebuilt over it (an input
+//! table, `ENGINE = Null` and named `x_in`, is made again as a copy of `x_local`'s columns). `CREATE VIEW IF NOT EXISTS`
 //! runs `ON CLUSTER` over the `Distributed` tables. A data migration,
 //! `INSERT INTO a (…) SELECT … FROM b …`, copies `b_local` into `a_local` on
 //! the server the migration runs on (replication carries it to the other
@@ -26,6 +27,10 @@
 
 /// Suffix of the replicated table behind each `Distributed` one.
 pub const LOCAL_SUFFIX: &str = "_local";
+
+/// Suffix of every input table (`ENGINE = Null`, read by a materialized
+/// view): how an `ALTER TABLE` knows it has no `_local` twin.
+pub const INPUT_SUFFIX: &str = "_in";
 
 /// Cluster mode: the cluster's name in the servers' `<remote_servers>`, and
 /// the database every table lives in (the Distributed engine names it).
@@ -80,6 +85,21 @@ impl Cluster {
             // own column list alike.
             let name_end = rest.find(char::is_whitespace).ok_or_else(unsupported)?;
             let table = identifier("table", &rest[..name_end]).map_err(|_| unsupported())?;
+            if let Some(target) = table.strip_suffix(INPUT_SUFFIX) {
+                // An input table (`ENGINE = Null`, below) keeps no data, and 18.16
+                // refuses `ALTER … ON CLUSTER` on an unreplicated table of a
+                // replicated cluster (code 371). So it is made again, with its
+                // target's new columns: only an input table whose columns are its
+                // target's (`x_in` for `x`) may be altered. Its view, which reads
+                // it by name, carries on (checked on 18.16, across a restart);
+                // inserts meanwhile fail and are retried.
+                return Ok(vec![
+                    format!("DROP TABLE IF EXISTS {db}.{table} ON CLUSTER {c}"),
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {c} AS {db}.{target}{LOCAL_SUFFIX} ENGINE = Null"
+                    ),
+                ]);
+            }
             let change = rest[name_end..].trim();
             // 18.16 refuses `ALTER … ON CLUSTER` on a Distributed table of a
             // replicated shard (code 371), so that one is rebuilt over the altered
@@ -183,6 +203,10 @@ impl Cluster {
         }
         let engine = &rest[engine_at + "ENGINE = ".len()..];
         if engine.trim().eq_ignore_ascii_case("Null") {
+            if !table.ends_with(INPUT_SUFFIX) {
+                // An ALTER of it would be taken for a replicated table's.
+                return Err(unsupported());
+            }
             // An input table that keeps nothing: the same on every server, for
             // the materialized view that reads its inserts there.
             return Ok(vec![format!(
@@ -348,6 +372,25 @@ mod tests {
         assert_eq!(out[0], "RENAME TABLE db.old_local TO db.old_v1_local ON CLUSTER c1");
         assert_eq!(out[1], "DROP TABLE IF EXISTS db.old ON CLUSTER c1");
         assert!(out[2].starts_with("CREATE TABLE IF NOT EXISTS db.old_v1 ON CLUSTER c1 AS db.old_v1_local ENGINE = Distributed(c1, db, old_v1_local"));
+    }
+
+    #[test]
+    fn an_input_table_is_altered_as_it_is_on_every_server() {
+        let cluster = Cluster::new("ricochet", "default").unwrap();
+        let out = cluster.rewrite("ALTER TABLE click_events_in\n    ADD COLUMN device String").unwrap();
+        assert_eq!(
+            out,
+            vec![
+                "DROP TABLE IF EXISTS default.click_events_in ON CLUSTER ricochet",
+                "CREATE TABLE IF NOT EXISTS default.click_events_in ON CLUSTER ricochet AS default.click_events_local ENGINE = Null"
+            ]
+        );
+        let out = cluster.rewrite("ALTER TABLE click_events ADD COLUMN device String").unwrap();
+        assert!(out[0].starts_with("ALTER TABLE default.click_events_local ON CLUSTER"), "{out:?}");
+        assert!(
+            cluster.rewrite("CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Null").is_err(),
+            "an input table's name ends in _in"
+        );
     }
 
     #[test]

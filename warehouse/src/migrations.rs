@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_click_rollup_minute_view", include_str!("../../infra/migrations/0006_click_rollup_minute_view.sql")),
     ("0007_fenced_rollups", include_str!("../../infra/migrations/0007_fenced_rollups.sql")),
     ("0008_recipient_erasures", include_str!("../../infra/migrations/0008_recipient_erasures.sql")),
+    ("0009_event_dimensions", include_str!("../../infra/migrations/0009_event_dimensions.sql")),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".

@@ -62,28 +62,10 @@ impl Dimensioner {
 
     /// The dimensions of one click (`is_open` false) or open (true). Never
     /// fails: whatever the request carries, the worst answer is "unknown".
-    ///
-    /// The mail client of an open comes from its user agent (the pixel's
-    /// fetcher); of a click, from the Referer (webmail), since a click's user
-    /// agent is the recipient's browser.
     pub fn dimensions(&self, ip: IpAddr, user_agent: Option<&str>, referer: Option<&str>, is_open: bool) -> Dimensions {
-        let agent = match user_agent {
-            Some(ua) if !ua.trim().is_empty() => self.agents.dimensions(ua),
-            _ => self.agents.absent(),
-        };
-        let host = referer.and_then(referrer_host);
-        let mail_client = if is_open {
-            agent.open_mail_client
-        } else {
-            host.as_deref().map_or(MailClient::Other, |h| self.agents.mail_clients().from_referer_host(h))
-        };
         Dimensions {
             country: self.countries.country(ip),
-            device: agent.device,
-            os: agent.os,
-            browser: agent.browser,
-            mail_client,
-            referrer_domain: host.map(strip_www),
+            ..self.agents.request_dimensions(user_agent, referer, is_open)
         }
     }
 
@@ -93,6 +75,35 @@ impl Dimensioner {
 
     pub fn agents(&self) -> &Agents {
         &self.agents
+    }
+}
+
+impl Agents {
+    /// Every dimension but the country, which needs the full address (the
+    /// aggregator, which sees only the anonymized one, uses this). Never fails.
+    ///
+    /// The mail client of an open comes from its user agent (the pixel's
+    /// fetcher); of a click, from the Referer (webmail), since a click's user
+    /// agent is the recipient's browser.
+    pub fn request_dimensions(&self, user_agent: Option<&str>, referer: Option<&str>, is_open: bool) -> Dimensions {
+        let agent = match user_agent {
+            Some(ua) if !ua.trim().is_empty() => self.dimensions(ua),
+            _ => self.absent(),
+        };
+        let host = referer.and_then(referrer_host);
+        let mail_client = if is_open {
+            agent.open_mail_client
+        } else {
+            host.as_deref().map_or(MailClient::Other, |h| self.mail_clients().from_referer_host(h))
+        };
+        Dimensions {
+            country: None,
+            device: agent.device,
+            os: agent.os,
+            browser: agent.browser,
+            mail_client,
+            referrer_domain: host.map(strip_www),
+        }
     }
 }
 
