@@ -23,7 +23,14 @@
 //! 3. deletes the recipient's rows from both tables (`ALTER … DELETE`, a
 //!    mutation: every part written before it, hence every row that got past
 //!    the filter, is rewritten without them);
-//! 4. writes `applied = 1` rows, which take the request off the queue.
+//! 4. waits the insert timeout and deletes again whatever of the recipient is
+//!    there: an aggregator that writes this shard through *another replica*
+//!    had its inserts running there, where step 2 cannot see them, and one
+//!    that began before the erasure rows reached that replica can land after
+//!    step 3. After the insert timeout each such insert has ended or been given
+//!    up by its writer, and its part has replicated here. (A partition's
+//!    writes all go to one shard, but members may name different replicas of it.)
+//! 5. writes `applied = 1` rows, which take the request off the queue.
 //!
 //! A failure anywhere leaves the request pending and the whole sequence runs
 //! again at the next pass; every step is idempotent. Every member runs the

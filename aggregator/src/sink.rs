@@ -730,8 +730,9 @@ impl ClickHouseSink {
 
     /// Applies `erasures` on `shard` in the order [`crate::erasure`] argues
     /// for: the erasure rows (which the insert views read), then the wait for
-    /// every insert already running into this database, then the deletes, and
-    /// only then the rows that take the requests off the queue. Any step may
+    /// every insert already running into this database, then the deletes, a
+    /// second look after the insert timeout, and only then the rows that take
+    /// the requests off the queue. Any step may
     /// fail and be retried from the start: each one is idempotent.
     pub async fn erase(&self, shard: usize, erasures: &[Erasure]) -> Result<(), WriteError> {
         if erasures.is_empty() {
@@ -741,13 +742,33 @@ impl ClickHouseSink {
         self.write_erasures(shard, erasures, 0).await?;
         self.wait_out_inserts(shard, &format!("{}%", self.database_prefix)).await?;
         for table in [&s.events, &s.recipients] {
-            let mut delete = s.client.query(&sql::delete_recipients(table, erasures.len()));
+            self.delete_recipients(shard, table, erasures).await?;
+        }
+        // A member writing this shard through another of its replicas had its
+        // inserts running there, not waited out above: one that began before
+        // the erasure rows reached that replica may land after the delete. After
+        // the insert timeout every such insert has ended or been given up by
+        // its writer (and replicated here), so what is left of them is deleted now.
+        tokio::time::sleep(self.insert_timeout).await;
+        for table in [&s.events, &s.recipients] {
+            let mut count = s.client.query(&sql::count_recipients(table, erasures.len()));
             for e in erasures {
-                delete = delete.bind(e.client_id.as_str()).bind(e.recipient_id.as_str());
+                count = count.bind(e.client_id.as_str()).bind(e.recipient_id.as_str());
             }
-            delete.execute().await.map_err(WriteError::of_read)?;
+            if count.fetch_one::<u64>().await.map_err(WriteError::of_read)? > 0 {
+                tracing::info!(shard, table, "rows of erased recipients landed late; deleting them too");
+                self.delete_recipients(shard, table, erasures).await?;
+            }
         }
         self.write_erasures(shard, erasures, 1).await
+    }
+
+    async fn delete_recipients(&self, shard: usize, table: &str, erasures: &[Erasure]) -> Result<(), WriteError> {
+        let mut delete = self.shards[shard].client.query(&sql::delete_recipients(table, erasures.len()));
+        for e in erasures {
+            delete = delete.bind(e.client_id.as_str()).bind(e.recipient_id.as_str());
+        }
+        delete.execute().await.map_err(WriteError::of_read)
     }
 
     async fn write_erasures(&self, shard: usize, erasures: &[Erasure], applied: u8) -> Result<(), WriteError> {

@@ -49,6 +49,13 @@ const MAX_INSERT_BLOCK_ROWS_STR: &str = "1048576";
 
 // ------------------------------------------------------------------ fencing and settling
 
+/// How many rows of `count` recipients `table` still holds. Binds like
+/// [`delete_recipients`].
+pub fn count_recipients(table: &str, count: usize) -> String {
+    let pairs = vec!["(?, ?)"; count.max(1)].join(", ");
+    format!("SELECT count() FROM {table} WHERE (client_id, recipient_id) IN ({pairs})")
+}
+
 /// Inserts still running whose `query_id LIKE ?`: this deployment's (the
 /// fence), or every aggregator's writing to this database (an erasure).
 pub const RUNNING_INSERTS: &str = "SELECT query_id FROM system.processes WHERE query_id LIKE ?";
