@@ -52,7 +52,12 @@
 //!   lands nowhere; the position read in step 3 says whether it landed.
 //! - *Raw events and recipients* are written before the rollups and are
 //!   idempotent (ReplacingMergeTree by event id, by the whole row): a stale
-//!   member writing them again adds no count.
+//!   member writing them again adds no count. They pass through the erasure
+//!   filter (`click_events_in`, `click_recipients_in`), which drops an erased
+//!   recipient's rows whoever writes them, stale or not.
+//! - *Erasures* ([`crate::erasure`]) are not per partition and not fenced:
+//!   every step is idempotent, so two members applying one request at once,
+//!   or one applying it again after a crash, store and delete the same.
 //! - *Dead letters* are confirmed by the broker before the partition's
 //!   position moves past them; a dead letter the broker refuses blocks only
 //!   its own partition ([`Protocol::block`]), which is re-read after a backoff
