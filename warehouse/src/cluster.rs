@@ -198,10 +198,21 @@ impl Cluster {
         let rest = &rest[name_end..];
         let engine_at = find_ci(rest, "ENGINE = ").ok_or_else(unsupported)?;
         let columns = rest[..engine_at].trim();
+        let engine = &rest[engine_at + "ENGINE = ".len()..];
+        if let Some(source) = strip_prefix_ci(columns, "AS ") {
+            // An input table made as a copy of its target's columns
+            // (`x_in AS x ENGINE = Null`): a copy of the shard's `x_local`.
+            let source = identifier("table", source.trim()).map_err(|_| unsupported())?;
+            if !engine.trim().eq_ignore_ascii_case("Null") || !table.ends_with(INPUT_SUFFIX) {
+                return Err(unsupported());
+            }
+            return Ok(vec![format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {c} AS {db}.{source}{LOCAL_SUFFIX} ENGINE = Null"
+            )]);
+        }
         if !columns.starts_with('(') {
             return Err(unsupported());
         }
-        let engine = &rest[engine_at + "ENGINE = ".len()..];
         if engine.trim().eq_ignore_ascii_case("Null") {
             if !table.ends_with(INPUT_SUFFIX) {
                 // An ALTER of it would be taken for a replicated table's.
@@ -390,6 +401,11 @@ mod tests {
         assert!(
             cluster.rewrite("CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Null").is_err(),
             "an input table's name ends in _in"
+        );
+        let out = cluster.rewrite("CREATE TABLE IF NOT EXISTS click_events_in AS click_events ENGINE = Null").unwrap();
+        assert_eq!(
+            out,
+            vec!["CREATE TABLE IF NOT EXISTS default.click_events_in ON CLUSTER ricochet AS default.click_events_local ENGINE = Null"]
         );
     }
 
