@@ -37,15 +37,11 @@ pub struct ApiState {
 /// itself refuses a write and stops a query past the limit (the API answers
 /// 503). Migrations, at start, use a client without them.
 pub fn query_client(config: &crate::config::ApiConfig) -> clickhouse::Client {
-    let client = config.clickhouse.client().with_option("readonly", "1");
-    match config.clickhouse_max_execution_secs {
-        0 => client,
-        secs => client.with_option("max_execution_time", secs.to_string()),
-    }
+    erasure_client(config).with_option("readonly", "1")
 }
 
-/// The client of the API's only write, an erasure request: no `readonly`,
-/// the same time limit.
+/// The client of the API's only write, an erasure request: the same time
+/// limit, without `readonly`.
 pub fn erasure_client(config: &crate::config::ApiConfig) -> clickhouse::Client {
     let client = config.clickhouse.client();
     match config.clickhouse_max_execution_secs {
