@@ -40,4 +40,4 @@ pub use client::{ClientRecord, ClientStatus};
 pub use codec::{Codec, CodecError, SchemaId};
 pub use ids::{CampaignId, ClientId, EventId, IdError, LinkCode, LinkId, RecipientId};
 pub use link::{LinkCount, LinkRecord, LinkStatus};
-pub use verdict::Reason;
+pub use verdict::{MachineOpen, Reason};

@@ -42,11 +42,40 @@ pub enum Reason {
     TooFastAfterSend = 20,
     /// A repeat of a machine's sweep over links it already fetched.
     Rescan = 21,
+    /// An open fetched by Apple Mail Privacy Protection's proxies, which load
+    /// the images of nearly every message delivered to Apple Mail, read or not.
+    ApplePrivacy = 22,
+}
+
+/// Why an open was a machine's, as reported (`machine_opens_by_reason`): the
+/// verdict reasons grouped the way ESPs report machine opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MachineOpen {
+    /// Apple Mail Privacy Protection's proxies.
+    ApplePrivacy,
+    /// A mail-security gateway fetching images: its network, its Referer,
+    /// a honeypot, or the sweep rules.
+    Scanner,
+    /// Anything else that fetches without a reader: HEAD, prefetch headers,
+    /// preview fetchers, bots and bare HTTP clients.
+    Prefetch,
+}
+
+impl MachineOpen {
+    pub const ALL: [MachineOpen; 3] = [MachineOpen::ApplePrivacy, MachineOpen::Scanner, MachineOpen::Prefetch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineOpen::ApplePrivacy => "apple_privacy",
+            MachineOpen::Scanner => "scanner",
+            MachineOpen::Prefetch => "prefetch",
+        }
+    }
 }
 
 impl Reason {
     /// Every reason, in ClickHouse `Enum8` order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Human,
         Reason::AllowListed,
         Reason::Head,
@@ -61,6 +90,7 @@ impl Reason {
         Reason::NetworkFanout,
         Reason::TooFastAfterSend,
         Reason::Rescan,
+        Reason::ApplePrivacy,
     ];
 
     pub fn is_human(self) -> bool {
@@ -83,6 +113,27 @@ impl Reason {
             Reason::NetworkFanout => "network_fanout",
             Reason::TooFastAfterSend => "too_fast_after_send",
             Reason::Rescan => "rescan",
+            Reason::ApplePrivacy => "apple_privacy",
+        }
+    }
+
+    /// The group an open judged a machine's is reported under; `None` for a human.
+    pub fn machine_open(self) -> Option<MachineOpen> {
+        match self {
+            Reason::Human | Reason::AllowListed => None,
+            Reason::ApplePrivacy => Some(MachineOpen::ApplePrivacy),
+            Reason::ScannerReferer
+            | Reason::ScannerNetwork
+            | Reason::Honeypot
+            | Reason::Burst
+            | Reason::NetworkFanout
+            | Reason::TooFastAfterSend
+            | Reason::Rescan => Some(MachineOpen::Scanner),
+            Reason::Head
+            | Reason::PrefetchHeader
+            | Reason::PreviewFetcher
+            | Reason::BotUserAgent
+            | Reason::HttpClient => Some(MachineOpen::Prefetch),
         }
     }
 

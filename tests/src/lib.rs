@@ -32,10 +32,26 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repo root").to_path_buf()
 }
 
-/// A port nobody is listening on right now. (Racy in theory; in practice the
-/// kernel does not hand the same ephemeral port out again at once.)
+/// A port nobody is listening on right now, chosen at random below the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`, 32768 and up).
+///
+/// Not port 0: a port the kernel hands out is an ephemeral one, and while a
+/// test has its ClickHouse stopped for a minute, any outgoing connection on
+/// the machine (or another test's port 0) may take that port, and the
+/// restart fails with "Address already in use" (seen in CI). Ports below
+/// the ephemeral range are only ever taken by an explicit bind, and these
+/// tests pick theirs at random among ~17,000.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("binding port 0")
+    use rand::Rng;
+    const PORTS: std::ops::Range<u16> = 15_000..32_000;
+    let mut rng = rand::rng();
+    for _ in 0..1_000 {
+        let port = rng.random_range(PORTS);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?} after 1,000 tries");
 }
 
 /// Retries `check` every 100 ms until it returns `Some` or `timeout` passes.

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_fenced_rollups", include_str!("../../infra/migrations/0007_fenced_rollups.sql")),
     ("0008_recipient_erasures", include_str!("../../infra/migrations/0008_recipient_erasures.sql")),
     ("0009_event_dimensions", include_str!("../../infra/migrations/0009_event_dimensions.sql")),
+    ("0010_breakdowns", include_str!("../../infra/migrations/0010_breakdowns.sql")),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".
@@ -171,10 +172,16 @@ fn is_add_column(statement: &str) -> bool {
 mod tests {
     #[test]
     fn the_verdict_reason_enum_is_the_schemas_one() {
-        let (_, sql) = super::MIGRATIONS.iter().find(|(v, _)| v.starts_with("0004")).unwrap();
-        let column = sql.lines().find(|l| l.contains("ADD COLUMN verdict_reason")).unwrap();
+        // The column as the last migration that defines it leaves it.
+        let column = super::MIGRATIONS
+            .iter()
+            .flat_map(|(_, sql)| sql.lines())
+            .filter(|l| l.contains("COLUMN verdict_reason"))
+            .last()
+            .unwrap();
         let wanted = ricochet_schemas::Reason::clickhouse_enum();
         assert_eq!(column.matches(wanted.as_str()).count(), 2, "type and default cast: {column}");
+        let (_, sql) = super::MIGRATIONS.iter().find(|(v, _)| v.starts_with("0004")).unwrap();
         assert!(super::is_add_column(&super::statements(sql)[0]));
     }
 
