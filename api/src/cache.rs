@@ -17,6 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::format::{CsvBody, Format};
 
 /// How old an answer may be. Also what `Cache-Control: max-age` says.
 pub const FRESHNESS: Duration = Duration::from_secs(1);
@@ -24,6 +25,7 @@ pub const FRESHNESS: Duration = Duration::from_secs(1);
 pub struct Cached {
     body: Vec<u8>,
     etag: HeaderValue,
+    content_type: &'static str,
 }
 
 pub struct ResponseCache {
@@ -59,17 +61,55 @@ impl ResponseCache {
         Fut: Future<Output = Result<T, ApiError>>,
         T: Serialize,
     {
+        self.respond_with(key, headers, Format::Json.content_type(), json_body, compute).await
+    }
+
+    /// [`Self::respond`] in the format asked for (`Vary: Accept`, since the
+    /// header can choose it): JSON, or the same numbers as CSV.
+    pub async fn respond_as<F, Fut, T>(
+        &self,
+        key: String,
+        headers: &HeaderMap,
+        format: Format,
+        compute: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+        T: Serialize + CsvBody,
+    {
+        let mut response = match format {
+            Format::Json => self.respond_with(key, headers, format.content_type(), json_body, compute).await,
+            Format::Csv => {
+                let render = |answer: T| answer.to_csv();
+                self.respond_with(format!("{key}\ncsv"), headers, format.content_type(), render, compute).await
+            }
+        }?;
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+        Ok(response)
+    }
+
+    async fn respond_with<F, Fut, T, R>(
+        &self,
+        key: String,
+        headers: &HeaderMap,
+        content_type: &'static str,
+        render: R,
+        compute: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+        R: FnOnce(T) -> Vec<u8>,
+    {
         let cached = self
             .inner
             .try_get_with(key, async move {
-                // Through a `Value`, whose keys are sorted: the body, and so
-                // the ETag, does not depend on the order a type declares its fields in.
-                let value = serde_json::to_value(compute().await?).expect("answers serialize");
-                let body = serde_json::to_vec(&value).expect("JSON values serialize");
+                let body = render(compute().await?);
                 let digest = Sha256::digest(&body);
                 let etag = HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
                     .expect("hex is a valid header");
-                Ok::<_, ApiError>(Arc::new(Cached { body, etag }))
+                Ok::<_, ApiError>(Arc::new(Cached { body, etag, content_type }))
             })
             .await
             .map_err(|e: Arc<ApiError>| (*e).clone())?;
@@ -87,7 +127,7 @@ impl ResponseCache {
         }
         Ok((
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (header::CONTENT_TYPE, HeaderValue::from_static(cached.content_type)),
                 (header::ETAG, cached.etag.clone()),
                 (header::CACHE_CONTROL, cache_control),
             ],
@@ -95,4 +135,11 @@ impl ResponseCache {
         )
             .into_response())
     }
+}
+
+/// Through a `Value`, whose keys are sorted: the body, and so the ETag, does
+/// not depend on the order a type declares its fields in.
+fn json_body<T: Serialize>(answer: T) -> Vec<u8> {
+    let value = serde_json::to_value(answer).expect("answers serialize");
+    serde_json::to_vec(&value).expect("JSON values serialize")
 }

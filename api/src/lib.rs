@@ -15,11 +15,12 @@
 //! - [`state`]: what the handlers share; [`error`]: the one error type.
 //! - [`routes`]: the handlers, one file per resource with the types it answers: [`routes::links`],
 //!   [`routes::clients`], [`routes::keys`], [`routes::stats`] (series and top
-//!   lists), [`routes::recipients`] (lists and erasure) and
+//!   lists), [`routes::breakdowns`] (by country, device, mail client…), [`routes::recipients`] (lists and erasure) and
 //!   [`routes::operations`] (health, metrics, status, the document).
 //! - [`auth`]: API keys and who may read what.
 //! - [`limits`]: a token bucket per key, requests in flight, the request timeout.
 //! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
+//! - [`format`]: JSON or CSV answers (`format=csv`, `Accept: text/csv`).
 //! - [`stats`]: the aggregate queries, all their SQL, and the series and recipient rows they return.
 //! - [`status`]: lag and freshness across every aggregator (`/v1/status`).
 //! - [`dashboard`]: the embedded dashboard page.
@@ -30,6 +31,7 @@ pub mod cache;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod format;
 pub mod limits;
 pub mod numbers;
 pub mod openapi;

@@ -342,9 +342,22 @@ pub struct RangeParams {
     tz: Option<String>,
     /// Leave out bot clicks.
     human_only: Option<bool>,
+    /// `csv`: the same numbers as CSV with a header row (`text/csv`); also chosen by `Accept: text/csv`. Default: `json`.
+    #[param(schema_with = format_schema)]
+    format: Option<String>,
 }
 
-fn instant_schema() -> Schema {
+pub fn format_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(crate::format::FORMATS))
+            .default(Some("json".into()))
+            .build(),
+    )
+}
+
+pub fn instant_schema() -> Schema {
     let seconds = ObjectBuilder::new()
         .schema_type(SchemaType::Type(Type::Integer))
         .minimum(Some(0))
@@ -403,7 +416,7 @@ pub async fn probe_zones(clickhouse: &clickhouse::Client) -> Result<usize, click
     Ok(count)
 }
 
-fn tz_schema() -> Schema {
+pub fn tz_schema() -> Schema {
     Schema::Object(
         ObjectBuilder::new()
             .schema_type(SchemaType::Type(Type::String))

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
-use crate::routes::{clients, keys, links, operations, recipients, stats};
+use crate::routes::{breakdowns, clients, keys, links, operations, recipients, stats};
 use crate::state::ApiState;
 
 /// The documented routes, with their handlers.
@@ -41,6 +41,10 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(stats::top_campaigns))
         .routes(routes!(stats::campaign_stats))
         .routes(routes!(stats::top_links))
+        // Breakdowns: by country, device, mail client…
+        .routes(routes!(breakdowns::link_breakdown))
+        .routes(routes!(breakdowns::client_breakdown))
+        .routes(routes!(breakdowns::campaign_breakdown))
         // Recipients.
         .routes(routes!(recipients::recipients))
         .routes(routes!(recipients::erase_recipient))
@@ -89,7 +93,7 @@ mod tests {
             println!("{doc:#}");
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 20, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
         let stats = &paths["/v1/links/{link_id}/stats"]["get"];
         let param = |name: &str| stats["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
         assert_eq!(param("link_id")["schema"]["pattern"], crate::openapi::ID_PATTERN);

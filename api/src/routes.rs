@@ -8,6 +8,7 @@
 //! that a link, client or campaign the caller may not see answers the same
 //! 404 whichever route asked.
 
+pub mod breakdowns;
 pub mod clients;
 pub mod keys;
 pub mod links;

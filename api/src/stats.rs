@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, NaiveTime, Offset, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use clickhouse::{Client, Row};
-use ricochet_schemas::{CampaignId, ClientId, LinkRecord, Reason};
+use ricochet_schemas::{CampaignId, ClientId, LinkRecord, MachineOpen, Reason};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -81,6 +81,8 @@ pub struct StatsQuery {
     #[serde(default, deserialize_with = "crate::numbers::option_u32_text")]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+    /// `json` or `csv` ([`crate::format`]).
+    pub format: Option<String>,
 }
 
 /// A validated, bucket-aligned `[from, to)` range in a time zone.
@@ -93,7 +95,30 @@ pub struct Range {
     pub human_only: bool,
 }
 
-fn parse_instant(name: &str, raw: &str) -> Result<i64, StatsError> {
+/// `tz`: an IANA zone both chrono-tz and ClickHouse know; UTC when absent.
+pub(crate) fn parse_tz(raw: Option<&str>) -> Result<Tz, StatsError> {
+    match raw {
+        None => Ok(Tz::UTC),
+        Some(name) => name.parse().ok().filter(|_| crate::openapi::zones().contains(&name)).ok_or_else(|| {
+            StatsError::BadParam(format!(
+                "tz must be an IANA time zone such as Europe/Paris (the enum in /v1/openapi.json), not {name:?}"
+            ))
+        }),
+    }
+}
+
+/// `from` before `to`, both within what the API takes (422 otherwise).
+pub(crate) fn check_bounds(from: i64, to: i64) -> Result<(), StatsError> {
+    if from < 0 || to > crate::openapi::MAX_UNIX_SECONDS {
+        return Err(StatsError::Conflict("from and to must lie between 1970 and 2106".into()));
+    }
+    if from >= to {
+        return Err(StatsError::Conflict("from must be earlier than to".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_instant(name: &str, raw: &str) -> Result<i64, StatsError> {
     if let Some(secs) = crate::numbers::parse_seconds(raw) {
         if !(0..=crate::openapi::MAX_UNIX_SECONDS).contains(&secs) {
             return Err(StatsError::BadParam(format!(
@@ -155,22 +180,10 @@ impl Range {
     /// `to` up to whole buckets of the zone.
     pub fn parse(q: &StatsQuery, now: i64) -> Result<Self, StatsError> {
         let granularity = q.granularity.as_deref().map(Granularity::parse).transpose()?.unwrap_or(Granularity::Minute);
-        let tz: Tz = match q.tz.as_deref() {
-            None => Tz::UTC,
-            Some(name) => name.parse().ok().filter(|_| crate::openapi::zones().contains(&name)).ok_or_else(|| {
-                StatsError::BadParam(format!(
-                    "tz must be an IANA time zone such as Europe/Paris (the enum in /v1/openapi.json), not {name:?}"
-                ))
-            })?,
-        };
+        let tz = parse_tz(q.tz.as_deref())?;
         let to = q.to.as_deref().map(|t| parse_instant("to", t)).transpose()?.unwrap_or(now + 1);
         let from = q.from.as_deref().map(|f| parse_instant("from", f)).transpose()?.unwrap_or(to - 3600);
-        if from < 0 || to > crate::openapi::MAX_UNIX_SECONDS {
-            return Err(StatsError::Conflict("from and to must lie between 1970 and 2106".into()));
-        }
-        if from >= to {
-            return Err(StatsError::Conflict("from must be earlier than to".into()));
-        }
+        check_bounds(from, to)?;
         if to - from > granularity.max_range_days() * 86_400 {
             return Err(StatsError::Conflict(format!(
                 "range too long for {granularity:?} granularity: at most {} days",
@@ -241,21 +254,55 @@ impl Scope {
 }
 
 /// The counts of one bucket, or of a whole range. Human clicks lead: they are
-/// what senders decide on (`clicks` includes the machines').
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, Row, Deserialize, ToSchema)]
+/// what senders decide on (`clicks` includes the machines'). Opens are apart
+/// from clicks: `opens` is every open-pixel fetch, split by the open's verdict
+/// into `human_opens` and `machine_opens` (opens stored before the verdicts
+/// existed are in `opens` only).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Counts {
     pub human_clicks: u64,
     pub bot_clicks: u64,
     pub clicks: u64,
     pub opens: u64,
+    pub human_opens: u64,
+    /// Opens fetched by machines: Apple's privacy proxies, mail scanners, prefetchers.
+    pub machine_opens: u64,
+    pub machine_opens_by_reason: MachineOpens,
+}
+
+/// Machine opens by why they were a machine's (`ricochet_schemas::MachineOpen`):
+/// they sum to `machine_opens`.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, ToSchema)]
+pub struct MachineOpens {
+    /// Apple Mail Privacy Protection's proxies, which fetch the images of nearly every message delivered.
+    pub apple_privacy: u64,
+    /// Mail-security gateways fetching images (their networks, referers, sweeps).
+    pub scanner: u64,
+    /// Anything else fetching without a reader: HEAD, prefetch headers, previewers, bots.
+    pub prefetch: u64,
+}
+
+impl MachineOpens {
+    /// The count of one reason, by `MachineOpen`, so that a new reason is a compile error here.
+    pub fn get(&self, reason: MachineOpen) -> u64 {
+        match reason {
+            MachineOpen::ApplePrivacy => self.apple_privacy,
+            MachineOpen::Scanner => self.scanner,
+            MachineOpen::Prefetch => self.prefetch,
+        }
+    }
 }
 
 impl Counts {
-    /// With `human_only`, bot clicks are left out of every number.
+    /// With `human_only`, machines are left out of every number: bot clicks,
+    /// and machine opens (`opens` keeps the opens without a verdict).
     fn filtered(mut self, human_only: bool) -> Self {
         if human_only {
             self.clicks = self.human_clicks;
             self.bot_clicks = 0;
+            self.opens = self.opens.saturating_sub(self.machine_opens);
+            self.machine_opens = 0;
+            self.machine_opens_by_reason = MachineOpens::default();
         }
         self
     }
@@ -267,9 +314,16 @@ impl std::ops::AddAssign for Counts {
         self.human_clicks += o.human_clicks;
         self.bot_clicks += o.bot_clicks;
         self.opens += o.opens;
+        self.human_opens += o.human_opens;
+        self.machine_opens += o.machine_opens;
+        self.machine_opens_by_reason.apple_privacy += o.machine_opens_by_reason.apple_privacy;
+        self.machine_opens_by_reason.scanner += o.machine_opens_by_reason.scanner;
+        self.machine_opens_by_reason.prefetch += o.machine_opens_by_reason.prefetch;
     }
 }
 
+/// One row of the series query: a bucket's sums, or (at the marker buckets
+/// below) the unique recipients and openers, or one reason's bot clicks.
 #[derive(Debug, Row, Deserialize)]
 struct BucketRow {
     bucket: u32,
@@ -277,6 +331,29 @@ struct BucketRow {
     human_clicks: u64,
     bot_clicks: u64,
     opens: u64,
+    human_opens: u64,
+    machine_opens: u64,
+    open_apple_privacy: u64,
+    open_scanner: u64,
+    open_prefetch: u64,
+}
+
+impl BucketRow {
+    fn counts(&self) -> Counts {
+        Counts {
+            clicks: self.clicks,
+            human_clicks: self.human_clicks,
+            bot_clicks: self.bot_clicks,
+            opens: self.opens,
+            human_opens: self.human_opens,
+            machine_opens: self.machine_opens,
+            machine_opens_by_reason: MachineOpens {
+                apple_privacy: self.open_apple_privacy,
+                scanner: self.open_scanner,
+                prefetch: self.open_prefetch,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
@@ -298,8 +375,13 @@ pub struct Totals {
     pub bot_by_reason: BTreeMap<&'static str, u64>,
     pub clicks: u64,
     pub opens: u64,
+    pub human_opens: u64,
+    pub machine_opens: u64,
+    pub machine_opens_by_reason: MachineOpens,
     /// Distinct recipients with a valid token who clicked, machines included, exact.
     pub unique_recipients: u64,
+    /// Distinct recipients with a valid token with at least one human open, exact.
+    pub unique_human_openers: u64,
 }
 
 /// A click series. Link series also carry the link's ids.
@@ -323,20 +405,70 @@ pub struct Series {
     pub campaign_id: Option<String>,
 }
 
-fn rfc3339(secs: i64, tz: Tz) -> String {
+/// One row per bucket, then a `total` row with the range's totals; the unique
+/// counts and the bot clicks by reason are the range's, so only that row has them.
+impl crate::format::CsvBody for Series {
+    fn csv(&self, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        let reasons: Vec<Reason> = Reason::ALL.into_iter().filter(|r| !r.is_human()).collect();
+        let mut header: Vec<String> =
+            ["bucket_start", "human_clicks", "bot_clicks", "clicks", "opens", "human_opens", "machine_opens"]
+                .map(String::from)
+                .into();
+        header.extend(MachineOpen::ALL.map(|m| format!("machine_opens_{}", m.as_str())));
+        header.extend(["unique_human_recipients", "unique_recipients", "unique_human_openers"].map(String::from));
+        header.extend(reasons.iter().map(|r| format!("bot_{}", r.as_str())));
+        out.write_record(&header)?;
+        let counts = |label: &str, c: &Counts| {
+            let mut row = vec![label.to_owned()];
+            row.extend(
+                [c.human_clicks, c.bot_clicks, c.clicks, c.opens, c.human_opens, c.machine_opens]
+                    .map(|n| n.to_string()),
+            );
+            row.extend(MachineOpen::ALL.map(|m| c.machine_opens_by_reason.get(m).to_string()));
+            row
+        };
+        for p in &self.series {
+            let mut row = counts(&p.bucket_start, &p.counts);
+            row.resize(header.len(), String::new());
+            out.write_record(&row)?;
+        }
+        let t = &self.totals;
+        let total = Counts {
+            human_clicks: t.human_clicks,
+            bot_clicks: t.bot_clicks,
+            clicks: t.clicks,
+            opens: t.opens,
+            human_opens: t.human_opens,
+            machine_opens: t.machine_opens,
+            machine_opens_by_reason: t.machine_opens_by_reason,
+        };
+        let mut row = counts("total", &total);
+        row.extend([t.unique_human_recipients, t.unique_recipients, t.unique_human_openers].map(|n| n.to_string()));
+        row.extend(reasons.iter().map(|r| t.bot_by_reason.get(r.as_str()).copied().unwrap_or(0).to_string()));
+        out.write_record(&row)
+    }
+}
+
+pub(crate) fn rfc3339(secs: i64, tz: Tz) -> String {
     utc(secs).with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// A bucket value no real bucket has: the row of the `UNION ALL` that carries
 /// the exact unique-recipient counts, all in its `clicks` column, human ones
-/// in its `human_clicks` column.
+/// in its `human_clicks` column, human openers in its `human_opens` column.
 const RECIPIENTS_ROW: u32 = u32::MAX;
 /// Rows `REASON_ROWS + code` of the `UNION ALL` carry the bot clicks of the
 /// verdict reason with that `Enum8` code (from the rollups' `bot_*` columns).
 const REASON_ROWS: u32 = u32::MAX - 256;
 
+/// The open columns of a series row that only bucket rows fill.
+const NO_OPENS: &str = "toUInt64(0) AS human_opens, toUInt64(0) AS machine_opens, \
+                        toUInt64(0) AS open_apple_privacy, toUInt64(0) AS open_scanner, toUInt64(0) AS open_prefetch";
+
 /// The zero-filled series and totals of a scope, in one ClickHouse query: the
-/// rollup buckets, plus one row with the exact unique recipients of the range.
+/// rollup buckets (`dimension = ''`: the breakdown rows beside them count the
+/// same clicks again), plus one row with the exact unique recipients and
+/// human openers of the range.
 pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, StatsError> {
     let (filter, values) = scope.filter();
     let (bucket, binds_tz) = range.bucket_sql();
@@ -359,25 +491,31 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
     let reason_sums = reason_sums.join(", ");
     let sql = format!(
         "SELECT {bucket} AS bucket, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, \
-         sum(bot_clicks) AS bot_clicks, sum(opens) AS opens FROM {ROLLUP_TABLE} \
-         WHERE grain = ? AND {filter} AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
+         sum(bot_clicks) AS bot_clicks, sum(opens) AS opens, sum(human_opens) AS human_opens, \
+         sum(machine_opens) AS machine_opens, sum(open_apple_privacy) AS open_apple_privacy, \
+         sum(open_scanner) AS open_scanner, sum(open_prefetch) AS open_prefetch FROM {ROLLUP_TABLE} \
+         WHERE grain = ? AND {filter} AND dimension = '' \
+         AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
          GROUP BY bucket \
          UNION ALL \
-         SELECT toUInt32({RECIPIENTS_ROW}) AS bucket, toUInt64(uniqExact(recipient_id)) AS clicks, \
-         toUInt64(uniqExactIf(recipient_id, human = 1)) AS human_clicks, toUInt64(0) AS bot_clicks, \
-         toUInt64(0) AS opens FROM ( \
-           SELECT recipient_id, human FROM {RECIPIENTS_TABLE} WHERE {filter} {human_recipients} \
+         SELECT toUInt32({RECIPIENTS_ROW}) AS bucket, toUInt64(uniqExactIf(recipient_id, is_open = 0)) AS clicks, \
+         toUInt64(uniqExactIf(recipient_id, human = 1 AND is_open = 0)) AS human_clicks, toUInt64(0) AS bot_clicks, \
+         toUInt64(0) AS opens, toUInt64(uniqExactIf(recipient_id, human = 1 AND is_open = 1)) AS human_opens, \
+         toUInt64(0) AS machine_opens, toUInt64(0) AS open_apple_privacy, toUInt64(0) AS open_scanner, \
+         toUInt64(0) AS open_prefetch FROM ( \
+           SELECT recipient_id, human, is_open FROM {RECIPIENTS_TABLE} WHERE {filter} {human_recipients} \
            AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
            UNION ALL \
-           SELECT recipient_id, is_human AS human FROM {EVENTS_TABLE} \
-           WHERE {filter} AND recipient_id != '' AND event_type = 'click' {human} \
+           SELECT recipient_id, is_human AS human, toUInt8(event_type = 'open') AS is_open FROM {EVENTS_TABLE} \
+           WHERE {filter} AND recipient_id != '' {human} \
            AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?)) \
              OR (event_time >= toDateTime(?) AND event_time < toDateTime(?)))) \
          UNION ALL \
          SELECT toUInt32({REASON_ROWS} + reason.1) AS bucket, toUInt64(reason.2) AS clicks, \
-         toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, toUInt64(0) AS opens FROM ( \
+         toUInt64(0) AS human_clicks, toUInt64(0) AS bot_clicks, toUInt64(0) AS opens, {NO_OPENS} FROM ( \
            SELECT [{reason_sums}] AS reasons FROM {ROLLUP_TABLE} \
-           WHERE grain = ? AND {filter} AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?)) \
+           WHERE grain = ? AND {filter} AND dimension = '' \
+           AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?)) \
          ARRAY JOIN reasons AS reason"
     );
     let mut query = ch.query(&sql);
@@ -404,11 +542,12 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
     let buckets = range.buckets();
     let index: HashMap<i64, usize> = buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect();
     let mut counts = vec![Counts::default(); buckets.len()];
-    let (mut unique_recipients, mut unique_human_recipients) = (0, 0);
+    let (mut unique_recipients, mut unique_human_recipients, mut unique_human_openers) = (0, 0, 0);
     let mut bot_by_reason = BTreeMap::new();
     for r in rows {
         if r.bucket == RECIPIENTS_ROW {
-            (unique_recipients, unique_human_recipients) = (r.clicks, r.human_clicks);
+            (unique_recipients, unique_human_recipients, unique_human_openers) =
+                (r.clicks, r.human_clicks, r.human_opens);
         } else if r.bucket >= REASON_ROWS {
             let code = r.bucket - REASON_ROWS;
             if let Some(reason) = Reason::ALL.into_iter().find(|x| *x as u32 == code) {
@@ -417,9 +556,7 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
                 }
             }
         } else if let Some(i) = index.get(&(r.bucket as i64)) {
-            counts[*i] +=
-                Counts { clicks: r.clicks, human_clicks: r.human_clicks, bot_clicks: r.bot_clicks, opens: r.opens }
-                    .filtered(range.human_only);
+            counts[*i] += r.counts().filtered(range.human_only);
         }
     }
     let mut total = Counts::default();
@@ -450,7 +587,11 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
             bot_by_reason,
             clicks: total.clicks,
             opens: total.opens,
+            human_opens: total.human_opens,
+            machine_opens: total.machine_opens,
+            machine_opens_by_reason: total.machine_opens_by_reason,
             unique_recipients,
+            unique_human_openers,
         },
     })
 }
@@ -471,7 +612,7 @@ pub async fn top(ch: &Client, scope: &Scope, by: TopBy, range: Range, limit: u32
     let column = by.column();
     let sql = format!(
         "SELECT {column} AS key, sum(clicks) AS clicks, sum(human_clicks) AS human_clicks, sum(opens) AS opens \
-         FROM {ROLLUP_TABLE} WHERE grain = ? AND {filter} \
+         FROM {ROLLUP_TABLE} WHERE grain = ? AND {filter} AND dimension = '' \
          AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) \
          GROUP BY key ORDER BY {order} DESC, key LIMIT ?"
     );
@@ -537,6 +678,199 @@ pub async fn recipients(
     }
     metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
     Ok(query.bind(after.unwrap_or("")).bind(range.from as u32).bind(range.to as u32).bind(limit).fetch_all().await?)
+}
+
+/// What a breakdown groups by: a dimension of every click and open. A closed
+/// set: the column names in the SQL below come from here, never from a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    Country,
+    Device,
+    Os,
+    Browser,
+    MailClient,
+    ReferrerDomain,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 9] = [
+        Dimension::Country,
+        Dimension::Device,
+        Dimension::Os,
+        Dimension::Browser,
+        Dimension::MailClient,
+        Dimension::ReferrerDomain,
+        Dimension::UtmSource,
+        Dimension::UtmMedium,
+        Dimension::UtmCampaign,
+    ];
+
+    /// Its name: the query parameter, the `dimension` of its rows in
+    /// `click_rollups`, and its column in `click_events`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Country => "country",
+            Dimension::Device => "device",
+            Dimension::Os => "os",
+            Dimension::Browser => "browser",
+            Dimension::MailClient => "mail_client",
+            Dimension::ReferrerDomain => "referrer_domain",
+            Dimension::UtmSource => "utm_source",
+            Dimension::UtmMedium => "utm_medium",
+            Dimension::UtmCampaign => "utm_campaign",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// A validated breakdown: group the scope's clicks and opens in `[from, to)`
+/// by `by`, keeping only events whose dimensions equal `filters` (stored
+/// values: `''` is unknown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakdownSpec {
+    pub by: Dimension,
+    pub from: i64,
+    pub to: i64,
+    pub filters: Vec<(Dimension, String)>,
+}
+
+impl BreakdownSpec {
+    /// The rollup grain whose breakdown rows answer exactly, if any: UTC days
+    /// when the range tiles whole days, else hours when it tiles whole hours,
+    /// and none with a filter (breakdown rows count one dimension at a time)
+    /// or a range off the hours: then the raw events answer.
+    pub fn rollup_grain(&self) -> Option<u32> {
+        if !self.filters.is_empty() {
+            return None;
+        }
+        [86_400, 3_600].into_iter().find(|g| self.from % i64::from(*g) == 0 && self.to % i64::from(*g) == 0)
+    }
+}
+
+/// The counts of one value of a breakdown, as ClickHouse sums them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Row, Deserialize)]
+pub struct ValueCounts {
+    pub value: String,
+    pub human_clicks: u64,
+    pub bot_clicks: u64,
+    pub clicks: u64,
+    pub human_opens: u64,
+    pub machine_opens: u64,
+}
+
+/// The counts per value of a breakdown (every value; the caller ranks them).
+/// From the breakdown rows of `click_rollups` when [`BreakdownSpec::rollup_grain`]
+/// allows, a range read on (grain, client, campaign[, link]); else from the raw events.
+pub async fn breakdown_counts(
+    ch: &Client,
+    scope: &Scope,
+    spec: &BreakdownSpec,
+) -> Result<Vec<ValueCounts>, StatsError> {
+    let (filter, values) = scope.filter();
+    let query = match spec.rollup_grain() {
+        Some(grain) => {
+            let sql = format!(
+                "SELECT value, sum(human_clicks) AS human_clicks, sum(bot_clicks) AS bot_clicks, \
+                 sum(clicks) AS clicks, sum(human_opens) AS human_opens, sum(machine_opens) AS machine_opens \
+                 FROM {ROLLUP_TABLE} WHERE grain = ? AND {filter} AND dimension = ? \
+                 AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) GROUP BY value"
+            );
+            let mut query = ch.query(&sql).bind(grain);
+            for v in &values {
+                query = query.bind(v.as_str());
+            }
+            query.bind(spec.by.as_str()).bind(spec.from as u32).bind(spec.to as u32)
+        }
+        None => {
+            let column = spec.by.as_str();
+            let filters = filters_sql(&spec.filters);
+            let sql = format!(
+                "SELECT {column} AS value, \
+                 uniqExactIf(event_id, event_type = 'click' AND is_human = 1) AS human_clicks, \
+                 uniqExactIf(event_id, event_type = 'click' AND is_human = 0) AS bot_clicks, \
+                 uniqExactIf(event_id, event_type = 'click') AS clicks, \
+                 uniqExactIf(event_id, event_type = 'open' AND is_human = 1) AS human_opens, \
+                 uniqExactIf(event_id, event_type = 'open' AND is_human = 0) AS machine_opens \
+                 FROM {EVENTS_TABLE} WHERE {filter} \
+                 AND event_time >= toDateTime(?) AND event_time < toDateTime(?){filters} GROUP BY value"
+            );
+            let mut query = ch.query(&sql);
+            for v in &values {
+                query = query.bind(v.as_str());
+            }
+            query = query.bind(spec.from as u32).bind(spec.to as u32);
+            for (_, v) in &spec.filters {
+                query = query.bind(v.as_str());
+            }
+            query
+        }
+    };
+    metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
+    Ok(query.fetch_all::<ValueCounts>().await?)
+}
+
+/// ` AND country = ? AND device = ?`…: the filters, their values bound in order.
+fn filters_sql(filters: &[(Dimension, String)]) -> String {
+    filters.iter().map(|(d, _)| format!(" AND {} = ?", d.as_str())).collect()
+}
+
+/// Distinct recipients (signed tokens) with a human click, exactly, for each
+/// of `page` (stored values) and for every other value together: from the
+/// raw events (`click_recipients` has no dimensions), one query.
+pub async fn breakdown_recipients(
+    ch: &Client,
+    scope: &Scope,
+    spec: &BreakdownSpec,
+    page: &[&str],
+) -> Result<(HashMap<String, u64>, u64), StatsError> {
+    #[derive(Row, Deserialize)]
+    struct Recipients {
+        in_page: u8,
+        value: String,
+        recipients: u64,
+    }
+    let (filter, values) = scope.filter();
+    let column = spec.by.as_str();
+    let in_page = if page.is_empty() {
+        "toUInt8(0)".to_owned()
+    } else {
+        format!("toUInt8({column} IN ({}))", vec!["?"; page.len()].join(", "))
+    };
+    let filters = filters_sql(&spec.filters);
+    let sql = format!(
+        "SELECT {in_page} AS in_page, if(in_page = 1, {column}, '') AS value, \
+         toUInt64(uniqExact(recipient_id)) AS recipients FROM {EVENTS_TABLE} \
+         WHERE {filter} AND event_type = 'click' AND is_human = 1 AND recipient_id != '' \
+         AND event_time >= toDateTime(?) AND event_time < toDateTime(?){filters} GROUP BY in_page, value"
+    );
+    let mut query = ch.query(&sql);
+    for v in page {
+        query = query.bind(*v);
+    }
+    for v in &values {
+        query = query.bind(v.as_str());
+    }
+    query = query.bind(spec.from as u32).bind(spec.to as u32);
+    for (_, v) in &spec.filters {
+        query = query.bind(v.as_str());
+    }
+    metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
+    let (mut by_value, mut other) = (HashMap::new(), 0);
+    for r in query.fetch_all::<Recipients>().await? {
+        if r.in_page == 1 {
+            by_value.insert(r.value, r.recipients);
+        } else {
+            other = r.recipients;
+        }
+    }
+    Ok((by_value, other))
 }
 
 /// Whether ClickHouse knows the time zone `name`; an unknown one is a
@@ -635,7 +969,19 @@ mod tests {
 
     #[test]
     fn human_only_drops_bots_from_every_number() {
-        let c = Counts { clicks: 10, human_clicks: 7, bot_clicks: 3, opens: 2 }.filtered(true);
-        assert_eq!(c, Counts { clicks: 7, human_clicks: 7, bot_clicks: 0, opens: 2 });
+        let by_reason = MachineOpens { apple_privacy: 2, scanner: 1, prefetch: 0 };
+        let c = Counts {
+            clicks: 10,
+            human_clicks: 7,
+            bot_clicks: 3,
+            opens: 6,
+            human_opens: 2,
+            machine_opens: 3,
+            machine_opens_by_reason: by_reason,
+        };
+        // One open without a verdict (stored before verdicts) stays: it is no machine's.
+        let human = Counts { clicks: 7, bot_clicks: 0, opens: 3, machine_opens: 0, ..Counts::default() };
+        assert_eq!(c.filtered(true), Counts { human_clicks: 7, human_opens: 2, ..human });
+        assert_eq!(c.filtered(false), c);
     }
 }

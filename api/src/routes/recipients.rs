@@ -26,6 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{cache_key, campaign_scope, limit, parse_range};
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, NoQuery, Path};
+use crate::format::{CsvBody, Format};
 use crate::openapi::{self, CampaignPath, ErrorBody, RangeParams, ReadErrors, RecipientPath, StatsErrors};
 use crate::state::ApiState;
 use crate::stats::{self, StatsQuery};
@@ -60,6 +61,19 @@ pub struct Recipients {
     pub next_cursor: Option<String>,
 }
 
+/// One row per recipient. A full page's last `recipient_id` is the next page's cursor.
+impl CsvBody for Recipients {
+    fn csv(&self, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        out.write_record(["recipient_id", "first_click", "last_click", "human_clicks", "clicks"])?;
+        for r in &self.recipients {
+            let numbers =
+                [r.first_click.into(), r.last_click.into(), r.human_clicks, r.clicks].map(|n: u64| n.to_string());
+            out.write_record(std::iter::once(r.recipient_id.clone()).chain(numbers))?;
+        }
+        Ok(())
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/v1/clients/{client_id}/campaigns/{campaign_id}/recipients",
@@ -67,7 +81,7 @@ pub struct Recipients {
     summary = "Recipients who clicked in a campaign, by recipient id, a page at a time.",
     params(CampaignPath, RangeParams, PageParams),
     responses(
-        (status = 200, description = "One page.", body = Recipients, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "One page (as CSV: one row per recipient; a full page's last id is the next cursor).", content((Recipients = "application/json"), (String = "text/csv")), headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -89,9 +103,10 @@ pub(crate) async fn recipients(
         .as_deref()
         .map(|c| RecipientId::parse(c).map(String::from).map_err(|e| ApiError::BadRequest(format!("cursor: {e}"))))
         .transpose()?;
+    let format = Format::negotiate(q.format.as_deref(), &headers)?;
     let ch = s.clickhouse.clone();
     s.cache
-        .respond(cache_key(&uri), &headers, || async move {
+        .respond_as(cache_key(&uri), &headers, format, || async move {
             let page = stats::recipients(&ch, &scope, range, after.as_deref(), n).await?;
             let next_cursor = (page.len() == n as usize).then(|| page.last().map(|r| r.recipient_id.clone())).flatten();
             Ok(Recipients { recipients: page, next_cursor })

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::{cache_key, campaign_scope, client_scope, limit, parse_range, visible_link};
 use crate::auth::{KeyScope, Principal};
 use crate::error::{ApiError, Path};
+use crate::format::{CsvBody, Format};
 use crate::openapi::{CampaignPath, ClientPath, LinkPath, RangeParams, StatsErrors};
 use crate::state::ApiState;
 use crate::stats::{self, Range, Scope, StatsQuery, TopBy};
@@ -32,6 +33,18 @@ pub struct TopLinks {
     pub links: Vec<TopLink>,
 }
 
+impl CsvBody for TopLinks {
+    fn csv(&self, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        out.write_record(["link_id", "code", "destination_url", "clicks", "human_clicks", "opens"])?;
+        for l in &self.links {
+            let text =
+                [l.link_id.clone(), l.code.clone().unwrap_or_default(), l.destination_url.clone().unwrap_or_default()];
+            out.write_record(text.into_iter().chain([l.clicks, l.human_clicks, l.opens].map(|n| n.to_string())))?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct TopCampaign {
     pub campaign_id: String,
@@ -45,15 +58,29 @@ pub struct TopCampaigns {
     pub campaigns: Vec<TopCampaign>,
 }
 
+impl CsvBody for TopCampaigns {
+    fn csv(&self, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        out.write_record(["campaign_id", "clicks", "human_clicks", "opens"])?;
+        for c in &self.campaigns {
+            let numbers = [c.clicks, c.human_clicks, c.opens].map(|n| n.to_string());
+            out.write_record(std::iter::once(c.campaign_id.clone()).chain(numbers))?;
+        }
+        Ok(())
+    }
+}
+
 async fn series_response(
     s: &ApiState,
     uri: OriginalUri,
     headers: &HeaderMap,
     scope: Scope,
-    range: Range,
+    (q, range): (StatsQuery, Range),
 ) -> Result<Response, ApiError> {
+    let format = Format::negotiate(q.format.as_deref(), headers)?;
     let ch = s.clickhouse.clone();
-    s.cache.respond(cache_key(&uri), headers, || async move { Ok(stats::series(&ch, &scope, range).await?) }).await
+    s.cache
+        .respond_as(cache_key(&uri), headers, format, || async move { Ok(stats::series(&ch, &scope, range).await?) })
+        .await
 }
 
 #[utoipa::path(
@@ -63,7 +90,7 @@ async fn series_response(
     summary = "A link's click series.",
     params(LinkPath, RangeParams),
     responses(
-        (status = 200, description = "The series.", body = stats::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The series.", content((stats::Series = "application/json"), (String = "text/csv")), headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -78,8 +105,7 @@ pub(crate) async fn link_stats(
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let link = visible_link(&s, &principal, &link_id)?;
-    let (_, range) = parse_range(query)?;
-    series_response(&s, uri, &headers, Scope::Link(link), range).await
+    series_response(&s, uri, &headers, Scope::Link(link), parse_range(query)?).await
 }
 
 #[utoipa::path(
@@ -89,7 +115,7 @@ pub(crate) async fn link_stats(
     summary = "A client's click series.",
     params(ClientPath, RangeParams),
     responses(
-        (status = 200, description = "The series.", body = stats::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The series.", content((stats::Series = "application/json"), (String = "text/csv")), headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -104,8 +130,7 @@ pub(crate) async fn client_stats(
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let client = client_scope(&principal, &client_id, KeyScope::Read)?;
-    let (_, range) = parse_range(query)?;
-    series_response(&s, uri, &headers, Scope::Client(client), range).await
+    series_response(&s, uri, &headers, Scope::Client(client), parse_range(query)?).await
 }
 
 #[utoipa::path(
@@ -115,7 +140,7 @@ pub(crate) async fn client_stats(
     summary = "A campaign's click series.",
     params(CampaignPath, RangeParams),
     responses(
-        (status = 200, description = "The series.", body = stats::Series, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The series.", content((stats::Series = "application/json"), (String = "text/csv")), headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -130,8 +155,7 @@ pub(crate) async fn campaign_stats(
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Read)?;
-    let (_, range) = parse_range(query)?;
-    series_response(&s, uri, &headers, scope, range).await
+    series_response(&s, uri, &headers, scope, parse_range(query)?).await
 }
 
 #[utoipa::path(
@@ -141,7 +165,7 @@ pub(crate) async fn campaign_stats(
     summary = "A campaign's most clicked links.",
     params(CampaignPath, RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "The links, most clicked first.", body = TopLinks, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The links, most clicked first.", content((TopLinks = "application/json"), (String = "text/csv")), headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -158,9 +182,10 @@ pub(crate) async fn top_links(
     let scope = campaign_scope(&principal, &client_id, &campaign_id, KeyScope::Read)?;
     let (q, range) = parse_range(query)?;
     let n = limit(&q, 10, 100)?;
+    let format = Format::negotiate(q.format.as_deref(), &headers)?;
     let (ch, links) = (s.clickhouse.clone(), s.links.clone());
     s.cache
-        .respond(cache_key(&uri), &headers, || async move {
+        .respond_as(cache_key(&uri), &headers, format, || async move {
             let rows = stats::top(&ch, &scope, TopBy::Link, range, n).await?;
             let links = rows
                 .into_iter()
@@ -188,7 +213,7 @@ pub(crate) async fn top_links(
     summary = "A client's most clicked campaigns.",
     params(ClientPath, RangeParams, ("limit" = Option<u32>, Query, description = "Rows to return. Default: 10.", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "The campaigns, most clicked first.", body = TopCampaigns, headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
+        (status = 200, description = "The campaigns, most clicked first.", content((TopCampaigns = "application/json"), (String = "text/csv")), headers(("ETag" = String, description = "Send it back in If-None-Match for a 304."), ("Cache-Control" = String, description = "private, max-age=1"))),
         (status = 304, description = "Not modified since the ETag sent in If-None-Match."),
         StatsErrors,
     ),
@@ -205,9 +230,10 @@ pub(crate) async fn top_campaigns(
     let client = client_scope(&principal, &client_id, KeyScope::Read)?;
     let (q, range) = parse_range(query)?;
     let n = limit(&q, 10, 100)?;
+    let format = Format::negotiate(q.format.as_deref(), &headers)?;
     let ch = s.clickhouse.clone();
     s.cache
-        .respond(cache_key(&uri), &headers, || async move {
+        .respond_as(cache_key(&uri), &headers, format, || async move {
             let rows = stats::top(&ch, &Scope::Client(client), TopBy::Campaign, range, n).await?;
             let campaigns = rows
                 .into_iter()
