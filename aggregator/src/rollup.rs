@@ -24,7 +24,7 @@ use hashbrown::Equivalent;
 /// bucket's strings, which happens once per bucket and flush instead.
 type ByRef<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 type SetByRef<T> = hashbrown::HashSet<T, foldhash::fast::RandomState>;
-use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Reason};
+use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, MachineOpen, Reason};
 
 use crate::checkpoint::PartitionRange;
 use crate::protocol::Part;
@@ -133,12 +133,14 @@ struct RecipientRef<'a> {
     bucket_start: u32,
     human: u8,
     recipient_id: &'a str,
+    is_open: u8,
 }
 
 impl Equivalent<RecipientRow> for RecipientRef<'_> {
     fn equivalent(&self, row: &RecipientRow) -> bool {
         self.bucket_start == row.bucket_start
             && self.human == row.human
+            && self.is_open == row.is_open
             && self.recipient_id == row.recipient_id
             && self.link_id == row.link_id
             && self.campaign_id == row.campaign_id
@@ -155,12 +157,50 @@ impl RecipientRef<'_> {
             bucket_start: self.bucket_start,
             human: self.human,
             recipient_id: self.recipient_id.to_owned(),
+            is_open: self.is_open,
         }
     }
 }
 
+/// The breakdowns' dimensions, as `click_rollups.dimension` names them, in
+/// the order [`crate::dimensions::EventDimensions::values`] gives their values.
+pub use ricochet_warehouse::tables::BREAKDOWN_DIMENSIONS as DIMENSIONS;
+
+/// The grains breakdown rows are kept at (`tables::BREAKDOWN_GRAINS`).
+pub const BREAKDOWN_GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
+
+/// One link-hour and one combination of every dimension's value: what the
+/// batch counts per event (one map update, not one per dimension); the
+/// flush spreads each into its nine dimension rows ([`Batch::rollup_rows`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ComboKey {
+    key: RollupKey,
+    values: [Box<str>; DIMENSIONS.len()],
+}
+
+/// A [`ComboKey`] borrowed from the event and its dimensions; hashed alike
+/// (the same fields in the same order; arrays hash as slices of `str`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ComboKeyRef<'a> {
+    key: RollupKeyRef<'a>,
+    values: [&'a str; DIMENSIONS.len()],
+}
+
+impl Equivalent<ComboKey> for ComboKeyRef<'_> {
+    fn equivalent(&self, combo: &ComboKey) -> bool {
+        self.key.equivalent(&combo.key) && self.values.iter().zip(&combo.values).all(|(a, b)| *a == &**b)
+    }
+}
+
+impl From<&ComboKeyRef<'_>> for ComboKey {
+    fn from(r: &ComboKeyRef<'_>) -> Self {
+        ComboKey { key: RollupKey::from(&r.key), values: r.values.map(Box::from) }
+    }
+}
+
 /// What one rollup row counts. `clicks = human_clicks + bot_clicks`, and
-/// `by_reason` splits the clicks by the verdict's reason.
+/// `by_reason` splits the clicks by the verdict's reason; `opens =
+/// human_opens + the machine opens`, which `by_machine_open` splits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub clicks: u64,
@@ -168,15 +208,24 @@ pub struct Counts {
     /// Clicks whose verdict is a machine (see [`crate::verdict`]).
     pub bot_clicks: u64,
     pub opens: u64,
+    pub human_opens: u64,
     /// Clicks per [`Reason`], indexed like [`Reason::ALL`].
     pub by_reason: [u64; Reason::ALL.len()],
+    /// Machine opens per [`MachineOpen`], indexed like [`MachineOpen::ALL`].
+    pub by_machine_open: [u64; MachineOpen::ALL.len()],
 }
 
 impl Counts {
     /// Counts one decided event.
-    pub fn count(&mut self, event: &ClickEvent, reason: Reason) {
-        match event.event_type {
-            EventType::Open => self.opens += 1,
+    pub fn count(&mut self, event_type: EventType, reason: Reason) {
+        match event_type {
+            EventType::Open => {
+                self.opens += 1;
+                match reason.machine_open() {
+                    None => self.human_opens += 1,
+                    Some(m) => self.by_machine_open[m as usize] += 1,
+                }
+            }
             EventType::Click => {
                 self.clicks += 1;
                 if reason.is_human() {
@@ -196,9 +245,18 @@ impl Counts {
         self.human_clicks += other.human_clicks;
         self.bot_clicks += other.bot_clicks;
         self.opens += other.opens;
+        self.human_opens += other.human_opens;
         for (mine, theirs) in self.by_reason.iter_mut().zip(other.by_reason) {
             *mine += theirs;
         }
+        for (mine, theirs) in self.by_machine_open.iter_mut().zip(other.by_machine_open) {
+            *mine += theirs;
+        }
+    }
+
+    /// Machine opens reported under `m`.
+    pub fn machine_open(&self, m: MachineOpen) -> u64 {
+        self.by_machine_open[m as usize]
     }
 
     /// Clicks decided for `reason`.
@@ -217,6 +275,8 @@ pub const DEDUP_WINDOW: usize = 50_000;
 struct PartitionBatch {
     range: PartitionRange,
     rollups: ByRef<RollupKey, Counts>,
+    /// Per link-hour and combination of dimension values.
+    breakdowns: ByRef<ComboKey, Counts>,
     events: Vec<EventRow>,
     ids: HashSet<u128>,
     recipients: SetByRef<RecipientRow>,
@@ -268,6 +328,7 @@ impl Batch {
         let pb = self.partitions.entry(partition).or_insert_with(|| PartitionBatch {
             range: PartitionRange { partition, first: offset, next: offset + 1 },
             rollups: ByRef::default(),
+            breakdowns: ByRef::default(),
             events: Vec::new(),
             ids: HashSet::new(),
             recipients: SetByRef::default(),
@@ -286,7 +347,7 @@ impl Batch {
             link_id: &event.link_id,
             bucket,
         };
-        if let (EventType::Click, Some(recipient)) = (event.event_type, &event.recipient_id) {
+        if let Some(recipient) = &event.recipient_id {
             let r = RecipientRef {
                 client_id: key.client_id.as_str(),
                 campaign_id: key.campaign_id.as_str(),
@@ -294,11 +355,18 @@ impl Batch {
                 bucket_start: Grain::QuarterHour.floor(bucket.0),
                 human: reason.is_human() as u8,
                 recipient_id: recipient.as_str(),
+                is_open: (event.event_type == EventType::Open) as u8,
             };
             pb.recipients.get_or_insert_with(&r, RecipientRef::to_row);
         }
-        pb.rollups.entry_ref(&key).or_default().count(&event, reason);
-        pb.events.push(EventRow::new(event, reason, partition, offset, ingested_at));
+        pb.rollups.entry_ref(&key).or_default().count(event.event_type, reason);
+        let dimensions = crate::dimensions::of(&event);
+        let combo = ComboKeyRef {
+            key: RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key },
+            values: dimensions.values(),
+        };
+        pb.breakdowns.entry_ref(&combo).or_default().count(event.event_type, reason);
+        pb.events.push(EventRow::new(event, reason, dimensions, partition, offset, ingested_at));
         self.num_events += 1;
     }
 
@@ -310,9 +378,15 @@ impl Batch {
         self.num_events
     }
 
-    /// An upper bound: minutes sharing a coarser bucket share its row.
+    /// An upper bound: minutes sharing a coarser bucket share its row, and
+    /// combinations sharing a dimension's value share its breakdown row.
     pub fn num_rollup_rows(&self) -> usize {
-        self.partitions.values().map(|p| p.rollups.len() * Grain::ALL.len() + 1).sum()
+        self.partitions
+            .values()
+            .map(|p| {
+                p.rollups.len() * Grain::ALL.len() + p.breakdowns.len() * DIMENSIONS.len() * BREAKDOWN_GRAINS.len() + 1
+            })
+            .sum()
     }
 
     /// When the first message of this batch arrived.
@@ -401,6 +475,21 @@ impl Batch {
                 }
                 rows.extend(folded.iter().map(|(key, counts)| fenced(RollupRow::delta(*key, *grain, counts))));
             }
+            // Breakdowns: each combination counts once for each dimension's value.
+            let mut by_value: HashMap<(Grain, RollupKeyRef<'_>, usize, &str), Counts> =
+                HashMap::with_capacity(pb.breakdowns.len() * DIMENSIONS.len());
+            for (combo, counts) in &pb.breakdowns {
+                for grain in BREAKDOWN_GRAINS {
+                    let key =
+                        RollupKeyRef { bucket: BucketStart(grain.floor(combo.key.bucket.0)), ..combo.key.borrowed() };
+                    for (dimension, value) in combo.values.iter().enumerate() {
+                        by_value.entry((grain, key, dimension, value)).or_default().add(counts);
+                    }
+                }
+            }
+            rows.extend(by_value.into_iter().map(|((grain, key, dimension, value), counts)| {
+                fenced(RollupRow::breakdown(key, grain, DIMENSIONS[dimension], value, &counts))
+            }));
         }
         rows
     }
@@ -475,11 +564,13 @@ mod tests {
         assert_eq!(b.num_events(), 4);
         // Partition 0 had 10 stored, partition 1 nothing yet.
         let parts = parts(&b, |p| (p == 0).then_some(10));
-        let rows = b.rollup_rows("clicks", &parts.iter().collect::<Vec<_>>());
+        let all = b.rollup_rows("clicks", &parts.iter().collect::<Vec<_>>());
+        let (rows, breakdowns): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r.dimension.is_empty());
         for grain in Grain::ALL {
             let total: u64 = rows.iter().filter(|r| r.grain == grain.secs()).map(|r| r.clicks).sum();
             assert_eq!(total, 4, "{grain:?}");
         }
+        assert!(breakdowns.iter().all(|r| r.position_delta == 0 && r.fence_token == 100 + r.fence_partition as u64));
         let positions: Vec<_> =
             rows.iter().filter(|r| r.grain == 0).map(|r| (r.source_partition, r.position_delta)).collect();
         assert_eq!(positions, vec![(0, 3), (1, 7)], "deltas from the stored position to the next offset");
@@ -487,6 +578,8 @@ mod tests {
         // Every row carries its partition's fence.
         assert!(rows.iter().all(|r| r.fence_token == 100 + r.fence_partition as u64));
         assert_eq!(rows.iter().filter(|r| r.fence_partition == 1).count(), 5, "l2's minute at 4 grains + a position");
+        let l2 = breakdowns.iter().filter(|r| r.fence_partition == 1);
+        assert_eq!(l2.count(), DIMENSIONS.len() * BREAKDOWN_GRAINS.len(), "a row per dimension at hour and day");
         let minute = |start| rows.iter().find(|r| r.grain == 60 && r.link_id == "l1" && r.bucket_start == start);
         assert_eq!((minute(60).unwrap().clicks, minute(120).unwrap().clicks), (2, 1));
         // Both minutes of l1 fold into one row at every coarser grain.
@@ -498,7 +591,74 @@ mod tests {
     }
 
     #[test]
+    fn breakdowns_count_every_event_once_per_dimension_at_hours_and_days() {
+        let mut b = Batch::default();
+        let mut events = Vec::new();
+        // Two hours of one link: clicks from webmail and an app, and opens.
+        for (i, (ua, referer, ip, open)) in [
+            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1", Some("https://mail.google.com/"), "81.2.69.0", false),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", Some("https://outlook.live.com/"), "81.2.69.0", false),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", None, "2001:4860:4860::", false),
+            ("Mozilla/5.0", None, "17.58.0.0", true),
+            ("Mozilla/4.0 (compatible; ms-office; MSOffice 16)", None, "81.2.69.0", true),
+        ]
+        .into_iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+        {
+            let (mut e, _, _) = click("a", "l1", 3_600_000 * (i as i64 % 2) + 1_000);
+            e.user_agent = Some(ua.into());
+            e.referer = referer.map(Into::into);
+            e.client_ip = Some(ip.into());
+            if open {
+                e.event_type = EventType::Open;
+            }
+            let reason = if open && ua == "Mozilla/5.0" { Reason::ApplePrivacy } else { Reason::Human };
+            events.push((crate::dimensions::of(&e), e.event_type, reason));
+            let bucket = BucketStart::of_millis(e.event_time_ms).unwrap();
+            b.add(0, i as i64, Some((e, bucket, reason)), 0);
+        }
+        let parts = parts(&b, |_| None);
+        let rows = b.rollup_rows("clicks", &parts.iter().collect::<Vec<_>>());
+        let clicks = events.iter().filter(|e| e.1 == EventType::Click).count() as u64;
+        for grain in BREAKDOWN_GRAINS {
+            for (d, dimension) in DIMENSIONS.into_iter().enumerate() {
+                let of_dim: Vec<_> =
+                    rows.iter().filter(|r| r.dimension == dimension && r.grain == grain.secs()).collect();
+                assert_eq!(of_dim.iter().map(|r| r.clicks).sum::<u64>(), clicks, "{dimension} at {grain:?}");
+                // Each value's row counts exactly the events with that value, once.
+                for r in &of_dim {
+                    let mine = |e: &&(crate::dimensions::EventDimensions, EventType, Reason)| {
+                        e.0.values()[d] == r.value
+                            && (grain == Grain::Day
+                                || events.iter().position(|x| std::ptr::eq(x, *e)).unwrap() % 2
+                                    == (r.bucket_start / 3600) as usize)
+                    };
+                    let want_clicks = events.iter().filter(|e| mine(e) && e.1 == EventType::Click).count() as u64;
+                    let want_human_opens =
+                        events.iter().filter(|e| mine(e) && e.1 == EventType::Open && e.2.is_human()).count() as u64;
+                    let want_apple = events.iter().filter(|e| mine(e) && e.2 == Reason::ApplePrivacy).count() as u64;
+                    assert_eq!(
+                        (r.clicks, r.human_opens, r.open_apple_privacy),
+                        (want_clicks, want_human_opens, want_apple),
+                        "{r:?}"
+                    );
+                    assert_eq!(r.opens, r.human_opens + r.machine_opens);
+                }
+                let buckets: std::collections::HashSet<_> = of_dim.iter().map(|r| (r.bucket_start, &r.value)).collect();
+                assert_eq!(buckets.len(), of_dim.len(), "one row per (bucket, value) in a batch");
+            }
+        }
+        let country =
+            |v: &str| rows.iter().filter(|r| r.dimension == "country" && r.grain == 86_400 && r.value == v).count();
+        assert_eq!((country("GB"), country("US")), (1, 1), "81.2.69.0 is in GB, 17.58.0.0 in US");
+        assert!(rows.iter().any(|r| r.dimension == "mail_client" && r.value == "gmail" && r.clicks > 0));
+    }
+
+    #[test]
     fn grains_are_the_warehouse_grains() {
+        assert_eq!(BREAKDOWN_GRAINS.map(Grain::secs), ricochet_warehouse::tables::BREAKDOWN_GRAINS);
         let mut secs: Vec<u32> = Grain::ALL.iter().map(|g| g.secs()).collect();
         secs.reverse();
         assert_eq!(secs, ricochet_warehouse::tables::GRAINS);
@@ -554,12 +714,24 @@ mod tests {
             bucket_start: 900,
             human: 1,
             recipient_id: "r",
+            is_open: 0,
         };
         let row = r.to_row();
         assert_eq!(state.hash_one(&row), state.hash_one(&r));
         assert!(r.equivalent(&row));
         let other = RecipientRef { human: 0, ..r };
         assert!(!other.equivalent(&row));
+        assert!(!RecipientRef { is_open: 1, ..r }.equivalent(&row), "an open is not a click");
+        let combo = ComboKeyRef {
+            key: borrowed,
+            values: ["DE", "mobile", "iOS", "Mobile Safari", "apple_mail", "", "news", "email", "spring"],
+        };
+        let owned_combo = ComboKey::from(&combo);
+        assert_eq!(state.hash_one(&owned_combo), state.hash_one(combo));
+        assert!(combo.equivalent(&owned_combo));
+        let mut values = combo.values;
+        values[8] = "autumn";
+        assert!(!ComboKeyRef { values, ..combo }.equivalent(&owned_combo));
         // Adding twice through the borrowed keys keeps one entry each.
         let mut b = Batch::default();
         b.add(0, 1, Some(click("acme", "l1", 60_000)), 0);

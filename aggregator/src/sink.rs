@@ -34,9 +34,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
-use ricochet_schemas::{ClickEvent, EventType, Reason, RecipientToken};
+use ricochet_schemas::{ClickEvent, EventType, MachineOpen, Reason, RecipientToken};
 use serde::{Deserialize, Serialize};
 
+use crate::dimensions::EventDimensions;
 use crate::protocol::{Acquired, Fence, Part};
 use crate::rollup::{Counts, Grain, RollupKeyRef};
 use crate::sql;
@@ -180,11 +181,19 @@ pub struct EventRow {
     pub utm_source: String,
     pub utm_medium: String,
     pub utm_campaign: String,
+    /// ISO 3166 alpha-2 (migration 0010); `""` unknown.
+    pub country: String,
 }
 
 impl EventRow {
-    pub fn new(e: ClickEvent, reason: Reason, partition: i32, offset: i64, ingested_at: u32) -> Self {
-        let d = crate::dimensions::of(&e);
+    pub fn new(
+        e: ClickEvent,
+        reason: Reason,
+        d: EventDimensions,
+        partition: i32,
+        offset: i64,
+        ingested_at: u32,
+    ) -> Self {
         let s = e.signals;
         let seconds_since_send = s.sent_at_ms.map(|sent| {
             let secs = (e.event_time_ms - sent).div_euclid(1000);
@@ -213,6 +222,7 @@ impl EventRow {
             utm_source: d.utm_source,
             utm_medium: d.utm_medium,
             utm_campaign: d.utm_campaign,
+            country: d.country,
             event_id: e.event_id.to_string(),
             event_time: (e.event_time_ms.div_euclid(1000)) as u32,
             event_time_ms: e.event_time_ms,
@@ -257,10 +267,19 @@ pub struct RollupRow {
     pub bucket_start: u32,
     pub source_topic: String,
     pub source_partition: i32,
+    /// `""` on the rollup rows; on a breakdown row, one of
+    /// [`crate::rollup::DIMENSIONS`] and the events' value of it.
+    pub dimension: &'static str,
+    pub value: String,
     pub clicks: u64,
     pub human_clicks: u64,
     pub bot_clicks: u64,
     pub opens: u64,
+    pub human_opens: u64,
+    pub machine_opens: u64,
+    pub open_apple_privacy: u64,
+    pub open_scanner: u64,
+    pub open_prefetch: u64,
     pub human_allow_listed: u64,
     pub bot_head: u64,
     pub bot_prefetch_header: u64,
@@ -281,10 +300,10 @@ pub struct RollupRow {
     pub fence_token: u64,
 }
 
-/// The rollup column of each reason but `Human` (plain humans are
+/// The rollup column of each click reason but `Human` (plain humans are
 /// `human_clicks - human_allow_listed`), in [`Reason::ALL`] order.
 pub fn reason_columns() -> impl Iterator<Item = (Reason, String)> {
-    Reason::ALL.into_iter().filter(|r| *r != Reason::Human).map(|r| {
+    Reason::ALL.into_iter().filter(|r| *r != Reason::Human && r.applies_to_clicks()).map(|r| {
         let side = if r.is_human() { "human" } else { "bot" };
         (r, format!("{side}_{}", r.as_str()))
     })
@@ -306,6 +325,11 @@ impl RollupRow {
             human_clicks: counts.human_clicks,
             bot_clicks: counts.bot_clicks,
             opens: counts.opens,
+            human_opens: counts.human_opens,
+            machine_opens: counts.opens - counts.human_opens,
+            open_apple_privacy: counts.machine_open(MachineOpen::ApplePrivacy),
+            open_scanner: counts.machine_open(MachineOpen::Scanner),
+            open_prefetch: counts.machine_open(MachineOpen::Prefetch),
             human_allow_listed: r(Reason::AllowListed),
             bot_head: r(Reason::Head),
             bot_prefetch_header: r(Reason::PrefetchHeader),
@@ -322,6 +346,18 @@ impl RollupRow {
             position_delta: 0,
             ..RollupRow::default()
         }
+    }
+
+    /// The breakdown row of `key`'s bucket at `grain`: the counts of the
+    /// events whose `dimension` is `value`.
+    pub fn breakdown(
+        key: RollupKeyRef<'_>,
+        grain: Grain,
+        dimension: &'static str,
+        value: &str,
+        counts: &Counts,
+    ) -> Self {
+        RollupRow { dimension, value: value.to_owned(), ..RollupRow::delta(key, grain, counts) }
     }
 
     /// The row that moves a partition's stored position from `previous`
@@ -347,8 +383,8 @@ impl RollupRow {
     }
 }
 
-/// One row of `click_recipients`: a recipient who clicked a link in a
-/// 15-minute bucket, with or without a human verdict.
+/// One row of `click_recipients`: a recipient who clicked a link (or opened
+/// the message, `is_open`) in a 15-minute bucket, with or without a human verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Row, Serialize)]
 pub struct RecipientRow {
     pub client_id: String,
@@ -357,6 +393,7 @@ pub struct RecipientRow {
     pub bucket_start: u32,
     pub human: u8,
     pub recipient_id: String,
+    pub is_open: u8,
 }
 
 /// One recipient to erase: a row of `erasure_requests`.
@@ -864,9 +901,13 @@ mod tests {
     #[test]
     fn rows_match_their_tables_column_for_column() {
         assert_eq!(<RollupRow as Row>::COLUMN_NAMES, table_columns(sql::ROLLUP_INPUT_TABLE));
-        let counted: Vec<String> =
+        let mut counted: Vec<String> =
             table_columns(sql::ROLLUP_INPUT_TABLE).into_iter().filter(|c| !c.starts_with("fence_")).collect();
-        assert_eq!(counted, table_columns(ROLLUP_TABLE), "the input table is the rollups' columns and the fence");
+        // Column order differs: 0010 appended the new ones to click_rollups.
+        let mut rollups = table_columns(ROLLUP_TABLE);
+        counted.sort();
+        rollups.sort();
+        assert_eq!(counted, rollups, "the input table is the rollups' columns and the fence");
         assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(RECIPIENTS_TABLE));
         // The erasure filter's input tables take exactly the rows the sink writes.
         assert_eq!(<EventRow as Row>::COLUMN_NAMES, table_columns(sql::EVENTS_INPUT_TABLE));
@@ -905,7 +946,7 @@ mod tests {
         let names = <RollupRow as Row>::COLUMN_NAMES;
         let first = names.iter().position(|c| *c == "human_allow_listed").unwrap();
         let columns: Vec<String> = reason_columns().map(|(_, c)| c).collect();
-        assert_eq!(columns.len(), Reason::ALL.len() - 1);
+        assert_eq!(columns.len(), Reason::ALL.len() - 2, "every reason but human and apple_privacy");
         assert_eq!(&names[first..first + columns.len()], columns.as_slice());
     }
 }

@@ -16,8 +16,8 @@ pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABL
 
 /// What the rollup insert goes into: `click_rollups` rows tagged with their
 /// partition's fence; its materialized view passes on only rows under the
-/// current token (`infra/migrations/0007_fenced_rollups.sql`).
-pub const ROLLUP_INPUT_TABLE: &str = "click_rollups_in";
+/// current token (`infra/migrations/0010_breakdowns.sql`, as 0007 made `click_rollups_in`).
+pub const ROLLUP_INPUT_TABLE: &str = "click_counts_in";
 /// Who holds each partition: one row per acquisition.
 pub const OWNERS_TABLE: &str = "click_owners";
 /// What raw events and recipient rows are inserted into: their materialized
@@ -109,7 +109,7 @@ pub fn delete_recipients(table: &str, count: usize) -> String {
 pub fn limited_link_totals(column: &str) -> String {
     format!(
         "SELECT link_id, sum({column}) AS clicks FROM {ROLLUP_TABLE} \
-         WHERE grain = {day} AND has(?, client_id) AND has(?, link_id) GROUP BY link_id",
+         WHERE grain = {day} AND dimension = '' AND has(?, client_id) AND has(?, link_id) GROUP BY link_id",
         day = Grain::Day.secs()
     )
 }

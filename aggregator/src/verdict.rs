@@ -53,6 +53,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ricochet_schemas::{ClickEvent, EventType, NetworkClass, Reason, UaClass};
+use ricochet_signals::dimensions::{Fetcher, MailClient};
 
 /// The verdict one event's own signals give, first matching rule wins. Opens
 /// are judged by the same rules (a scanner fetches pixels too).
@@ -86,6 +87,34 @@ pub fn per_request(event: &ClickEvent) -> Reason {
         return Reason::ScannerNetwork;
     }
     Reason::Human
+}
+
+/// Apple's own networks (AS714, AS6185: Apple Inc., per the RIRs' whois),
+/// from which Mail Privacy Protection's proxies fetch images.
+pub const APPLE_ASNS: [u32; 2] = [714, 6185];
+
+/// The verdict on an open: who fetched the pixel, then the request's own
+/// signals. Opens are judged alone: the per-message rules read clicks.
+///
+/// - Apple Mail Privacy Protection loads every image of a message delivered
+///   to Apple Mail, read or not, through Apple's proxies: a machine open
+///   (`apple_privacy`), recognised by the proxy's bare user agent, or by an
+///   Apple Mail user agent from Apple's own networks.
+/// - Gmail's and Yahoo's image proxies fetch when the reader opens the
+///   message (Gmail caches it after, so it is one open per recipient): a
+///   person's open, though their user agents read as preview fetchers.
+/// - Everything else as a click's own signals say (a scanner network, a
+///   HEAD, a prefetch header, a bot...), reported by group
+///   ([`ricochet_schemas::MachineOpen`]).
+pub fn per_open(event: &ClickEvent, fetcher: Fetcher) -> Reason {
+    if fetcher.client == MailClient::AppleMail && (fetcher.proxy || APPLE_ASNS.contains(&event.signals.asn)) {
+        return Reason::ApplePrivacy;
+    }
+    let own = per_request(event);
+    if fetcher.proxy && matches!(own, Reason::PreviewFetcher | Reason::BotUserAgent) {
+        return Reason::Human;
+    }
+    own
 }
 
 /// The per-message rules' thresholds. [`Rules::with_delay`] gives the defaults.
@@ -391,10 +420,10 @@ impl<T> PartitionState<T> {
 
     /// The verdict on `e`, from its own signals and what this partition saw.
     fn judge(&mut self, rules: &Rules, e: &ClickEvent, keys: &Keys, offset: i64) -> Reason {
-        let own = per_request(e);
         if e.event_type == EventType::Open {
-            return own;
+            return per_open(e, crate::dimensions::pixel_fetcher(e));
         }
+        let own = per_request(e);
         let reason = if own.is_human() { self.per_message(rules, e, keys, offset).unwrap_or(own) } else { own };
         if !reason.is_human() {
             if let (Some(m), Some(net)) = (keys.message, keys.sweep) {
@@ -628,6 +657,48 @@ mod tests {
     // ---- the per-message engine ----
 
     const SEND: i64 = 1_800_000_000_000;
+
+    /// An open fetched by `ua`, classed by the edge as `ua_class`, from `asn`.
+    fn open(ua: &str, ua_class: UaClass, asn: u32) -> ClickEvent {
+        let mut e = event();
+        e.event_type = EventType::Open;
+        e.user_agent = Some(ua.into());
+        e.signals.ua_class = ua_class;
+        e.signals.asn = asn;
+        e
+    }
+
+    fn open_verdict(e: &ClickEvent) -> Reason {
+        per_open(e, crate::dimensions::pixel_fetcher(e))
+    }
+
+    #[test]
+    fn opens_are_judged_by_who_fetched_the_pixel() {
+        use ricochet_schemas::MachineOpen;
+        let webkit = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
+        let outlook = "Mozilla/4.0 (compatible; ms-office; MSOffice 16)";
+        let gmail = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
+        let cases = [
+            // Mail Privacy Protection's proxy: its bare user agent, from anywhere.
+            (open("Mozilla/5.0", UaClass::Browser, 36183), Some(MachineOpen::ApplePrivacy)),
+            // Apple Mail's own user agent, from Apple's network: the proxy too.
+            (open(webkit, UaClass::Browser, 714), Some(MachineOpen::ApplePrivacy)),
+            // ...from a home network: the reader, MPP off.
+            (open(webkit, UaClass::Browser, 3320), None),
+            (open(outlook, UaClass::Browser, 3320), None),
+            // Gmail's proxy reads as a preview fetcher; it fetches on opening.
+            (open(gmail, UaClass::Preview, 15169), None),
+            (open("curl/8.5.0", UaClass::HttpClient, 3320), Some(MachineOpen::Prefetch)),
+        ];
+        for (e, want) in cases {
+            let got = open_verdict(&e);
+            assert_eq!(got.machine_open(), want, "{:?} from AS{}: {got:?}", e.user_agent, e.signals.asn);
+        }
+        let mut gateway = open(outlook, UaClass::Browser, 3320);
+        gateway.signals.network_class = NetworkClass::Scanner;
+        assert_eq!(open_verdict(&gateway), Reason::ScannerNetwork);
+        assert_eq!(Reason::ScannerNetwork.machine_open(), Some(MachineOpen::Scanner));
+    }
 
     fn click(recipient: &str, link: &str, at_ms: i64) -> ClickEvent {
         let mut e = event();

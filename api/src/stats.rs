@@ -485,7 +485,7 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
     // reason, `REASON_ROWS + code`, through an ARRAY JOIN of the sums.
     let reason_sums: Vec<String> = Reason::ALL
         .iter()
-        .filter(|r| !r.is_human())
+        .filter(|r| !r.is_human() && r.applies_to_clicks())
         .map(|r| format!("(toUInt32({}), sum(bot_{}))", *r as u8, r.as_str()))
         .collect();
     let reason_sums = reason_sums.join(", ");

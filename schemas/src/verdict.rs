@@ -97,6 +97,12 @@ impl Reason {
         matches!(self, Reason::Human | Reason::AllowListed)
     }
 
+    /// Whether a click can get this verdict (`apple_privacy` is an open's
+    /// alone): the rollups have a per-reason column for each of these.
+    pub fn applies_to_clicks(self) -> bool {
+        self != Reason::ApplePrivacy
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Human => "human",

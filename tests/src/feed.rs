@@ -219,7 +219,16 @@ pub async fn rollup_per_link_at(ch: &ClickHouse, grain: u32) -> BTreeMap<String,
 }
 
 async fn per_link_at(ch: &ClickHouse, table: &str, grain: u32) -> BTreeMap<String, u64> {
-    let sql = format!("SELECT link_id, sum(clicks) FROM {table} WHERE grain = {grain} GROUP BY link_id FORMAT TSV");
+    per_link_of(ch, table, grain, "").await
+}
+
+/// Clicks per link in the rows of one breakdown `dimension` (`""`: the
+/// rollups themselves) at `grain`: every event counts once in each dimension.
+async fn per_link_of(ch: &ClickHouse, table: &str, grain: u32, dimension: &str) -> BTreeMap<String, u64> {
+    let sql = format!(
+        "SELECT link_id, sum(clicks) FROM {table} WHERE grain = {grain} AND dimension = '{dimension}' \
+         GROUP BY link_id HAVING sum(clicks) > 0 FORMAT TSV"
+    );
     per_link(ch, &sql).await
 }
 
@@ -270,6 +279,18 @@ pub async fn assert_counted_exactly_in(ch: &ClickHouse, suffix: &str, tally: &Ta
     tokio::time::sleep(Duration::from_secs(2)).await;
     for grain in [60, 900, 3600, 86_400] {
         assert_eq!(per_link_at(ch, &rollups, grain).await, tally.per_link, "rollups at grain {grain} s");
+    }
+    // The breakdowns are written in the same inserts: each dimension counts
+    // every click exactly once too.
+    use ricochet_warehouse::tables::{BREAKDOWN_DIMENSIONS, BREAKDOWN_GRAINS};
+    for grain in BREAKDOWN_GRAINS {
+        for dimension in BREAKDOWN_DIMENSIONS {
+            assert_eq!(
+                per_link_of(ch, &rollups, grain, dimension).await,
+                tally.per_link,
+                "breakdown by {dimension} at grain {grain} s"
+            );
+        }
     }
     assert_eq!(
         ch.number(&format!("SELECT count(DISTINCT event_id) FROM {events}")).await,

@@ -36,13 +36,14 @@ async fn a_replica_killed_under_load_ends_with_exact_counts_on_both_replicas() {
         let engines = r
             .query(
                 "SELECT name, engine FROM system.tables WHERE database = 'default' \
-                 AND name LIKE 'click_rollups%' ORDER BY name FORMAT TSV",
+                 AND (name LIKE 'click_rollups%' OR name LIKE 'click_counts%') ORDER BY name FORMAT TSV",
             )
             .await
             .unwrap();
         assert_eq!(
             engines,
-            "click_rollups\tDistributed\nclick_rollups_fence\tMaterializedView\nclick_rollups_in\tNull\n\
+            "click_counts_fence\tMaterializedView\nclick_counts_in\tNull\n\
+             click_rollups\tDistributed\nclick_rollups_fence\tMaterializedView\nclick_rollups_in\tNull\n\
              click_rollups_local\tReplicatedSummingMergeTree\n",
             "replica r{}: the rollups, and the fence in front of them",
             i + 1

@@ -1,7 +1,8 @@
-//! The fence of `infra/migrations/0007_fenced_rollups.sql`, as SQL, on both
-//! servers the product supports: ClickHouse 18.16 (a real server) and a
-//! current one (chDB 26.x in the test venv). The same inserts go to
-//! `click_rollups_in` on each, and `click_rollups` must hold exactly the rows
+//! The fence of `infra/migrations/0007_fenced_rollups.sql` (and of its copy
+//! for breakdowns in 0010), as SQL, on both servers the product supports:
+//! ClickHouse 18.16 (a real server) and a current one (chDB 26.x in the test
+//! venv). The same inserts go to `click_counts_in` on each, each flush with a
+//! breakdown row per link, and `click_rollups` must hold exactly the rows
 //! written under each partition's current token: the newest owner row of the
 //! highest generation. (Found this way: on 26.x an `ANY INNER JOIN` version of
 //! the view also dropped every row but one per token, because `ANY` there
@@ -11,21 +12,28 @@ use ricochet_tests::repo_root;
 use ricochet_tests::servers::ClickHouse;
 
 const COLUMNS: &str =
-    "grain, client_id, link_id, source_topic, source_partition, clicks, position_delta, fence_partition, fence_token";
+    "grain, client_id, link_id, source_topic, source_partition, dimension, value, clicks, position_delta, \
+     fence_partition, fence_token";
 
 /// Owner rows and writes, in order; what lands is checked below.
 fn statements() -> Vec<String> {
     let owner = |partition: i32, generation: i32, at: u64, token: u64| {
         format!("INSERT INTO click_owners VALUES ('clicks', {partition}, {generation}, {at}, {token})")
     };
-    // One flush: a count row per link and the position row, under `token`.
+    // One flush: a count row and a breakdown row per link, and the position
+    // row, under `token`.
     let flush = |partition: i32, token: u64, links: &[(&str, u64)], delta: i64| {
         let mut rows: Vec<String> = links
             .iter()
-            .map(|(link, clicks)| format!("(60, 'c', '{link}', '', 0, {clicks}, 0, {partition}, {token})"))
+            .flat_map(|(link, clicks)| {
+                [
+                    format!("(60, 'c', '{link}', '', 0, '', '', {clicks}, 0, {partition}, {token})"),
+                    format!("(3600, 'c', '{link}', '', 0, 'country', 'DE', {clicks}, 0, {partition}, {token})"),
+                ]
+            })
             .collect();
-        rows.push(format!("(0, '', '', 'clicks', {partition}, 0, {delta}, {partition}, {token})"));
-        format!("INSERT INTO click_rollups_in ({COLUMNS}) VALUES {}", rows.join(", "))
+        rows.push(format!("(0, '', '', 'clicks', {partition}, '', '', 0, {delta}, {partition}, {token})"));
+        format!("INSERT INTO click_counts_in ({COLUMNS}) VALUES {}", rows.join(", "))
     };
     vec![
         owner(0, 5, 1_000, 111),
@@ -46,8 +54,9 @@ fn statements() -> Vec<String> {
 const RESULT: &str = "SELECT grain, source_partition, sum(clicks), sum(position_delta) FROM click_rollups \
                       GROUP BY grain, source_partition ORDER BY grain, source_partition FORMAT TSV";
 
-/// Count rows (grain 60, partition 0 on count rows) 1 + 5 + 2; positions 7 + 3.
-const EXPECTED: &str = "0\t0\t0\t10\n60\t0\t8\t0\n";
+/// Count rows (grain 60, partition 0 on count rows) 1 + 5 + 2, and the same
+/// in the breakdown rows (grain 3600); positions 7 + 3.
+const EXPECTED: &str = "0\t0\t0\t10\n60\t0\t8\t0\n3600\t0\t8\t0\n";
 
 #[tokio::test]
 async fn the_fence_passes_only_the_current_token_on_clickhouse_18_16() {
@@ -63,11 +72,13 @@ async fn the_fence_passes_only_the_current_token_on_clickhouse_18_16() {
 #[test]
 fn the_fence_passes_only_the_current_token_on_current_clickhouse() {
     let python = ricochet_tests::test_python();
-    // The rollups and the fence (0006's data migration needs the runner's checks).
+    // The rollups and the fences (0006's data migration needs the runner's
+    // checks; 0010's changes to the raw events need their tables).
     let migrations: Vec<String> = ricochet_warehouse::migrations::MIGRATIONS
         .iter()
-        .filter(|(version, _)| ["0005_click_rollups", "0007_fenced_rollups"].contains(version))
+        .filter(|(version, _)| ["0005_click_rollups", "0007_fenced_rollups", "0010_breakdowns"].contains(version))
         .flat_map(|(_, sql)| ricochet_warehouse::migrations::statements(sql))
+        .filter(|s| !s.contains("ALTER TABLE click_events") && !s.contains("ALTER TABLE click_recipients"))
         .collect();
     let script = r#"
 import json, sys

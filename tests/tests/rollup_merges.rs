@@ -44,12 +44,23 @@ async fn merging_mid_load_changes_no_count_and_no_position() {
     let keys = ch
         .number(
             "SELECT count() FROM (SELECT DISTINCT grain, client_id, campaign_id, link_id, bucket_start, \
-             source_topic, source_partition FROM click_rollups)",
+             source_topic, source_partition, dimension, value FROM click_rollups)",
         )
         .await;
     assert_eq!(rows, keys, "one row per bucket and per partition position once merged");
+    // A client's events all come from one partition (the topic is keyed by
+    // client), so a breakdown keeps one row per (link, bucket, value).
+    let breakdown_rows = ch.number("SELECT count() FROM click_rollups WHERE dimension != ''").await;
+    let values = ch
+        .number(
+            "SELECT count() FROM (SELECT DISTINCT grain, link_id, bucket_start, dimension, value \
+             FROM click_rollups WHERE dimension != '')",
+        )
+        .await;
+    assert!(values > 0, "breakdown rows were written");
+    assert_eq!(breakdown_rows, values, "breakdown rows per (bucket, value) after merges");
     let flushes = ch
-        .number("SELECT count() FROM system.query_log WHERE type = 2 AND query LIKE 'INSERT INTO click_rollups%'")
+        .number("SELECT count() FROM system.query_log WHERE type = 2 AND query LIKE 'INSERT INTO click_counts_in%'")
         .await;
     eprintln!("{} clicks, {flushes} rollup inserts, {rows} rows after merging", tally.total());
     aggregator.proc.assert_running();

@@ -175,9 +175,9 @@ mod tests {
         // The column as the last migration that defines it leaves it.
         let column = super::MIGRATIONS
             .iter()
-            .flat_map(|(_, sql)| sql.lines())
-            .filter(|l| l.contains("COLUMN verdict_reason"))
-            .last()
+            .rev()
+            .flat_map(|(_, sql)| sql.lines().rev())
+            .find(|l| l.contains("COLUMN verdict_reason"))
             .unwrap();
         let wanted = ricochet_schemas::Reason::clickhouse_enum();
         assert_eq!(column.matches(wanted.as_str()).count(), 2, "type and default cast: {column}");

@@ -21,6 +21,25 @@ pub const RECIPIENT_ERASURES_TABLE: &str = "recipient_erasures";
 /// the one before, and 15 minutes divides every time zone's UTC offset.
 pub const GRAINS: [u32; 4] = [86_400, 3_600, 900, 60];
 
+/// The breakdowns' dimensions: the values of `click_rollups.dimension` on
+/// breakdown rows (`""` on the rollups), each also a `click_events` column.
+pub const BREAKDOWN_DIMENSIONS: [&str; 9] = [
+    "country",
+    "device",
+    "os",
+    "browser",
+    "mail_client",
+    "referrer_domain",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+];
+
+/// The grains breakdown rows are kept at (hour and UTC day): enough for
+/// hourly and daily breakdowns in whole-hour time zones, at a quarter of the
+/// 15-minute grain's rows.
+pub const BREAKDOWN_GRAINS: [u32; 2] = [3_600, 86_400];
+
 /// The bucket width of [`RECIPIENTS_TABLE`], in seconds.
 pub const RECIPIENT_BUCKET_SECS: u32 = 900;
 

@@ -110,6 +110,10 @@ pub struct AgentDimensions {
     pub browser: Arc<str>,
     /// The mail client, if this user agent fetched an open's pixel.
     pub open_mail_client: MailClient,
+    /// The user agent is a mail provider's image proxy (Gmail's, Yahoo's,
+    /// Apple's Mail Privacy Protection): it fetched the pixel, not the
+    /// reader's device (`signals/data/mail-clients.txt`, `proxy-*` lines).
+    pub open_proxy: bool,
 }
 
 /// The uap-core extractor, the mail-client list and the cache; built once at
@@ -164,6 +168,7 @@ impl Agents {
             os: self.os.name(packed.os),
             browser: self.browsers.name(packed.browser),
             open_mail_client: packed.mail,
+            open_proxy: packed.proxy,
         }
     }
 
@@ -175,6 +180,7 @@ impl Agents {
             os: self.os.name(0),
             browser: self.browsers.name(0),
             open_mail_client: MailClient::Other,
+            open_proxy: false,
         }
     }
 
@@ -187,6 +193,7 @@ impl Agents {
             os: self.os.name(p.os),
             browser: self.browsers.name(p.browser),
             open_mail_client: p.mail,
+            open_proxy: p.proxy,
         }
     }
 
@@ -203,7 +210,13 @@ impl Agents {
         // A mail provider's image proxy is nobody's device (rule 0 below).
         let (device, os) =
             if fetcher.proxy { (DeviceClass::Other, OTHER_FAMILY) } else { (device_class(ua, device, os), os) };
-        Packed { device, mail: fetcher.client, os: self.os.id(os), browser: self.browsers.id(browser) }
+        Packed {
+            device,
+            mail: fetcher.client,
+            proxy: fetcher.proxy,
+            os: self.os.id(os),
+            browser: self.browsers.id(browser),
+        }
     }
 }
 
@@ -284,6 +297,7 @@ pub fn device_class(ua: &str, device: &str, os: &str) -> DeviceClass {
 struct Packed {
     device: DeviceClass,
     mail: MailClient,
+    proxy: bool,
     os: u16,
     browser: u16,
 }
@@ -331,12 +345,12 @@ impl Families {
 }
 
 /// The parse of recently seen user agents: a table of atomic words in buckets
-/// of two (one cache line holds both). A word is the top 34 bits of the
-/// agent's hash (a seeded one, fresh per process) over 30 bits of answer:
-/// browser id (12), OS id (12), mail client (3) and device class + 1 (3; so an
-/// empty slot, 0, never decodes). The bucket comes from the hash's low bits, so
-/// a false hit needs two agents to agree on the bucket and on 34 more bits
-/// (odds ~2^-34 per miss).
+/// of two (one cache line holds both). A word is the top 33 bits of the
+/// agent's hash (a seeded one, fresh per process) over 31 bits of answer:
+/// image proxy (1), browser id (12), OS id (12), mail client (3) and device
+/// class + 1 (3; so an empty slot, 0, never decodes). The bucket comes from the
+/// hash's low bits, so a false hit needs two agents to agree on the bucket and
+/// on 33 more bits (odds ~2^-33 per miss).
 ///
 /// Two ways, not the UA class cache's one: a miss here costs ~9 µs, not ~1, and
 /// with one way a few thousand agents in 32 k slots still collide in pairs
@@ -350,7 +364,7 @@ struct AgentCache {
     hasher: foldhash::fast::RandomState,
 }
 
-const ANSWER_BITS: u32 = 30;
+const ANSWER_BITS: u32 = 31;
 const ANSWER_MASK: u64 = (1 << ANSWER_BITS) - 1;
 
 impl AgentCache {
@@ -378,12 +392,14 @@ impl AgentCache {
             mail: MailClient::from_u8(((word >> 3) & 0b111) as u8),
             os: ((word >> 6) & 0xfff) as u16,
             browser: ((word >> 18) & 0xfff) as u16,
+            proxy: (word >> 30) & 1 == 1,
         })
     }
 
     fn insert(&self, ua: &str, p: Packed) {
         let (first, tag) = self.bucket(ua);
         let word = tag
+            | (u64::from(p.proxy) << 30)
             | (u64::from(p.browser & 0xfff) << 18)
             | (u64::from(p.os & 0xfff) << 6)
             | ((p.mail as u64) << 3)
@@ -411,7 +427,7 @@ mod tests {
     use super::*;
 
     fn packed(os: u16) -> Packed {
-        Packed { device: DeviceClass::Tablet, mail: MailClient::AppleMail, os, browser: 4095 - os }
+        Packed { device: DeviceClass::Tablet, mail: MailClient::AppleMail, proxy: os % 2 == 0, os, browser: 4095 - os }
     }
 
     #[test]
@@ -435,7 +451,7 @@ mod tests {
         for (i, (device, mail)) in
             DeviceClass::ALL.into_iter().flat_map(|d| MailClient::ALL.map(move |m| (d, m))).enumerate()
         {
-            let p = Packed { device, mail, os: (i * 163 % 4096) as u16, browser: 4095 - i as u16 };
+            let p = Packed { device, mail, proxy: i % 2 == 1, os: (i * 163 % 4096) as u16, browser: 4095 - i as u16 };
             let ua = format!("agent {i}");
             cache.insert(&ua, p);
             assert_eq!(cache.get(&ua), Some(p), "{ua}");
