@@ -26,7 +26,9 @@ use ricochet_schemas::{CampaignId, ClientId, LinkRecord, MachineOpen, Reason};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use ricochet_warehouse::tables::{coarsest_grain, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS, ROLLUP_TABLE};
+use ricochet_warehouse::tables::{
+    coarsest_grain, BREAKDOWN_GRAINS, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS, ROLLUP_TABLE,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -409,7 +411,7 @@ pub struct Series {
 /// counts and the bot clicks by reason are the range's, so only that row has them.
 impl crate::format::CsvBody for Series {
     fn csv(&self, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
-        let reasons: Vec<Reason> = Reason::ALL.into_iter().filter(|r| !r.is_human()).collect();
+        let reasons: Vec<Reason> = Reason::ALL.into_iter().filter(|r| !r.is_human() && r.applies_to_clicks()).collect();
         let mut header: Vec<String> =
             ["bucket_start", "human_clicks", "bot_clicks", "clicks", "opens", "human_opens", "machine_opens"]
                 .map(String::from)
@@ -750,7 +752,10 @@ impl BreakdownSpec {
         if !self.filters.is_empty() {
             return None;
         }
-        [86_400, 3_600].into_iter().find(|g| self.from % i64::from(*g) == 0 && self.to % i64::from(*g) == 0)
+        // Coarsest first.
+        let mut grains = BREAKDOWN_GRAINS;
+        grains.sort_unstable_by(|a, b| b.cmp(a));
+        grains.into_iter().find(|g| self.from % i64::from(*g) == 0 && self.to % i64::from(*g) == 0)
     }
 }
 
@@ -965,6 +970,25 @@ mod tests {
         assert!(err(None, None, Some("week"), None).contains("minute, hour or day"));
         assert!(err(Some("0"), Some("1000000"), None, None).contains("at most 7 days"));
         assert!(err(None, None, None, Some("Mars/Olympus")).contains("IANA"));
+    }
+
+    #[test]
+    fn dimensions_are_the_ones_the_aggregator_writes() {
+        let names = Dimension::ALL.map(Dimension::as_str);
+        assert_eq!(names, ricochet_warehouse::tables::BREAKDOWN_DIMENSIONS);
+        for d in Dimension::ALL {
+            assert_eq!(Dimension::parse(d.as_str()), Some(d));
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str(), "the JSON name is the parameter's");
+        }
+    }
+
+    #[test]
+    fn machine_open_reasons_are_the_schemas() {
+        let json = serde_json::to_value(MachineOpens { apple_privacy: 1, scanner: 2, prefetch: 3 }).unwrap();
+        for (i, reason) in MachineOpen::ALL.into_iter().enumerate() {
+            assert_eq!(json[reason.as_str()], i as u64 + 1, "{json}");
+        }
+        assert_eq!(json.as_object().unwrap().len(), MachineOpen::ALL.len());
     }
 
     #[test]
