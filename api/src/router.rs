@@ -103,6 +103,17 @@ mod tests {
             let body = &stats["responses"][status]["content"]["application/json"]["schema"]["$ref"];
             assert_eq!(body, "#/components/schemas/ErrorBody", "{status}");
         }
+        let breakdown = &paths["/v1/clients/{client_id}/campaigns/{campaign_id}/breakdown"]["get"];
+        let param =
+            |name: &str| breakdown["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(param("by")["required"], true);
+        assert_eq!(param("by")["schema"]["enum"].as_array().unwrap().len(), 9);
+        assert_eq!(param("country")["schema"]["pattern"], crate::routes::breakdowns::COUNTRY_PATTERN);
+        assert_eq!(param("format")["schema"]["enum"], serde_json::json!(["json", "csv"]));
+        let ok = &breakdown["responses"]["200"]["content"];
+        assert_eq!(ok["application/json"]["schema"]["$ref"], "#/components/schemas/Breakdown");
+        assert_eq!(ok["text/csv"]["schema"]["type"], "string");
+        assert!(paths["/v1/links/{link_id}/stats"]["get"]["responses"]["200"]["content"]["text/csv"].is_object());
         let top = &paths["/v1/clients/{client_id}/campaigns/{campaign_id}/top-links"]["get"]["parameters"];
         let limit = top.as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();
         assert_eq!(

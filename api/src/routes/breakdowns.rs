@@ -309,7 +309,12 @@ pub async fn breakdown(ch: &clickhouse::Client, scope: &Scope, req: &BreakdownRe
     let values = stats::breakdown_counts(ch, scope, spec).await?;
     let (listed, mut other) = rank(values, req.human_only, req.limit);
     let page: Vec<&str> = listed.iter().map(|v| v.value.as_str()).collect();
-    let (recipients, other_recipients) = stats::breakdown_recipients(ch, scope, spec, &page).await?;
+    // Without a human click there is no human recipient to count.
+    let (recipients, other_recipients) = if listed.iter().any(|v| v.human_clicks > 0) || other.human_clicks > 0 {
+        stats::breakdown_recipients(ch, scope, spec, &page).await?
+    } else {
+        Default::default()
+    };
     other.unique_human_recipients = other_recipients;
     let rows = listed
         .iter()
