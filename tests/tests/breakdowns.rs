@@ -166,6 +166,18 @@ fn expected(events: &[&Stored], by: &str, human_only: bool) -> BTreeMap<String, 
     out
 }
 
+/// A new key of `client` with one scope.
+async fn key(base: &str, client: &str, scope: &str) -> String {
+    let r = http()
+        .post(format!("{base}/v1/clients/{client}/api-keys"))
+        .json(&serde_json::json!({"scopes": [scope]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned()
+}
+
 async fn get(url: &str) -> Value {
     let r = http().get(url).send().await.unwrap();
     let status = r.status();
@@ -435,6 +447,20 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
     assert_eq!(cell("human_opens"), human_opens.to_string());
     assert_eq!(cell("machine_opens_apple_privacy"), "1");
     assert_eq!(cell("unique_human_openers"), openers.len().to_string());
+
+    // Who may read: a key with the read scope, its own client only (as the stats).
+    let (reader, recipients_only, other_client) =
+        (key(&base, "acme", "read").await, key(&base, "acme", "recipients").await, key(&base, "globex", "read").await);
+    for url in [
+        format!("{campaign}?by=os"),
+        format!("{base}/v1/clients/acme/breakdown?by=os"),
+        format!("{base}/v1/links/{}/breakdown?by=os", links[1].link_id),
+    ] {
+        for (key, status) in [(&reader, 200), (&recipients_only, 403), (&other_client, 404)] {
+            let r = client::http_as(Some(key.as_str())).get(&url).send().await.unwrap();
+            assert_eq!(r.status(), status, "{url}");
+        }
+    }
 
     // Bad requests say what is allowed.
     for (query, says) in [
