@@ -1,18 +1,22 @@
-//! The aggregate queries behind the API: time series, totals, top lists and
-//! recipients, for a client, a campaign or a link; and the two other reads
-//! the API makes, the time zones ClickHouse knows and the status's
-//! freshness. Every SQL string of the API is here, so that one file shows
-//! what it asks ClickHouse. The handlers are in [`crate::routes::stats`] and
-//! [`crate::routes::recipients`], and a [`Series`] or [`Recipient`] is what
-//! they answer, as it comes from here.
+//! The aggregate queries behind the API: time series, totals, top lists,
+//! recipients and breakdowns, for a client, a campaign or a link; and the two
+//! other reads the API makes, the time zones ClickHouse knows and the
+//! status's freshness. Every SQL string of the API is here, so that one file
+//! shows what it asks ClickHouse. The handlers are in [`crate::routes::stats`],
+//! [`crate::routes::recipients`] and [`crate::routes::breakdowns`], and a
+//! [`Series`] or [`Recipient`] is what they answer, as it comes from here.
 //!
 //! Every query filters on a prefix of the tables' sort key (grain, client,
 //! campaign, link), so it is a range read. Each reads the coarsest rollup
 //! grain that is exact for its buckets in the requested IANA time zone (UTC
 //! days, hours, 15 minutes or minutes; see `Range::series_grain`), and the
 //! series is zero-filled here with the same bucket boundaries (a day in a zone
-//! with daylight saving can last 23 or 25 hours). Unique recipients come from
-//! the 15-minute recipients table, and from raw events only for the minutes a
+//! with daylight saving can last 23 or 25 hours). `click_rollups` holds, beside
+//! each grain's rollup rows (`dimension = ''`), breakdown rows that count the
+//! same events again per dimension value: series and top lists read
+//! `dimension = ''`, breakdowns one dimension. Unique recipients come from
+//! the 15-minute recipients table (its click rows, `is_open = 0`; its open
+//! rows count unique human openers), and from raw events only for the minutes a
 //! minute-granularity range has outside whole quarter hours. Values are bound on the
 //! client (ClickHouse 18.16 has no server-side parameters).
 
