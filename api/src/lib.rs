@@ -20,7 +20,7 @@
 //! - [`auth`]: API keys and who may read what.
 //! - [`limits`]: a token bucket per key, requests in flight, the request timeout.
 //! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
-//! - [`format`]: JSON or CSV answers (`format=csv`, `Accept: text/csv`).
+//! - [`mod@format`]: JSON or CSV answers (`format=csv`, `Accept: text/csv`).
 //! - [`stats`]: the aggregate queries, all their SQL, and the series and recipient rows they return.
 //! - [`status`]: lag and freshness across every aggregator (`/v1/status`).
 //! - [`dashboard`]: the embedded dashboard page.
