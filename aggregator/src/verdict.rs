@@ -103,6 +103,11 @@ pub const APPLE_ASNS: [u32; 2] = [714, 6185];
 /// - Gmail's and Yahoo's image proxies fetch when the reader opens the
 ///   message (Gmail caches it after, so it is one open per recipient): a
 ///   person's open, though their user agents read as preview fetchers.
+/// - A mail app loading the images of the message its reader opened
+///   (Outlook's "Microsoft Office/16.0 … Microsoft Outlook" agent, Outlook
+///   for iOS): a person's open. On a click the same agents are the app
+///   previewing a link, so the edge's signals call them preview fetchers;
+///   a pixel is only fetched when the message is shown.
 /// - Everything else as a click's own signals say (a scanner network, a
 ///   HEAD, a prefetch header, a bot...), reported by group
 ///   ([`ricochet_schemas::MachineOpen`]).
@@ -111,7 +116,8 @@ pub fn per_open(event: &ClickEvent, fetcher: Fetcher) -> Reason {
         return Reason::ApplePrivacy;
     }
     let own = per_request(event);
-    if fetcher.proxy && matches!(own, Reason::PreviewFetcher | Reason::BotUserAgent) {
+    let reader_app = fetcher.proxy || fetcher.client != MailClient::Other;
+    if (reader_app && own == Reason::PreviewFetcher) || (fetcher.proxy && own == Reason::BotUserAgent) {
         return Reason::Human;
     }
     own
@@ -677,6 +683,7 @@ mod tests {
         use ricochet_schemas::MachineOpen;
         let webkit = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
         let outlook = "Mozilla/4.0 (compatible; ms-office; MSOffice 16)";
+        let office = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)";
         let gmail = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
         let cases = [
             // Mail Privacy Protection's proxy: its bare user agent, from anywhere.
@@ -689,6 +696,11 @@ mod tests {
             // Gmail's proxy reads as a preview fetcher; it fetches on opening.
             (open(gmail, UaClass::Preview, 15169), None),
             (open("curl/8.5.0", UaClass::HttpClient, 3320), Some(MachineOpen::Prefetch)),
+            // Outlook's own agent, a link previewer on a click: on an open the
+            // reader's app showing the message.
+            (open(office, UaClass::Preview, 3320), None),
+            // A chat app's unfurler is no mail client: still a machine.
+            (open("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", UaClass::Preview, 3320), Some(MachineOpen::Prefetch)),
         ];
         for (e, want) in cases {
             let got = open_verdict(&e);

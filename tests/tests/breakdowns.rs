@@ -33,6 +33,9 @@ const APPLE_PROXY: &str = "Mozilla/5.0";
 const GMAIL_PROXY: &str = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
 /// Outlook for Windows loading a message's images (its Trident web view).
 const OUTLOOK_DESKTOP: &str = "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 10.0; WOW64; Trident/7.0; .NET4.0C; .NET4.0E; Microsoft Outlook 16.0.5266; ms-office; MSOffice 16)";
+/// Outlook for Windows (Microsoft 365 builds) fetching the images itself: the
+/// agent the edge also knows as Office's link preview, a machine on a click.
+const OUTLOOK_OFFICE: &str = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)";
 
 /// Every dimension, as the aggregator writes them.
 const DIMENSIONS: [&str; 9] = ricochet_warehouse::tables::BREAKDOWN_DIMENSIONS;
@@ -83,6 +86,7 @@ fn requests() -> Vec<Request> {
         r(0, Some("r1@x.example"), true, "17.58.0.1", APPLE_PROXY, None, false, "US", "", "apple_mail", ""),
         r(0, Some("r2@x.example"), true, "79.192.1.1", OUTLOOK_DESKTOP, None, true, "DE", "desktop", "outlook", ""),
         r(1, Some("r3@x.example"), true, "66.249.80.1", GMAIL_PROXY, None, true, "US", "other", "gmail", ""),
+        r(1, Some("r4@x.example"), true, "90.0.0.1", OUTLOOK_OFFICE, None, true, "FR", "desktop", "outlook", ""),
     ]
 }
 

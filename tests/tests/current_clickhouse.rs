@@ -97,6 +97,18 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
             }
         }
     }
+    // Breakdowns: every dimension at each scope, with and without a filter on another
+    // (the filtered query reads the raw events, the plain one the breakdown rows).
+    for scope in [format!("links/{}", link.link_id), "clients/acme".to_owned(), "clients/acme/campaigns/bf".to_owned()]
+    {
+        for by in ricochet_warehouse::tables::BREAKDOWN_DIMENSIONS {
+            for human in ["false", "true"] {
+                urls.push(format!("{base}/v1/{scope}/breakdown?by={by}&{range}&tz=Asia/Kathmandu&human_only={human}"));
+            }
+        }
+        urls.push(format!("{base}/v1/{scope}/breakdown?by=country&{range}&device=desktop&limit=3"));
+        urls.push(format!("{base}/v1/{scope}/breakdown?by=mail_client&{range}&format=csv"));
+    }
     for human in ["false", "true"] {
         urls.push(format!("{base}/v1/clients/acme/campaigns/bf/top-links?{range}&human_only={human}&limit=5"));
         urls.push(format!("{base}/v1/clients/acme/top-campaigns?{range}&human_only={human}"));
