@@ -32,6 +32,7 @@
 #   BLAST_PROFILE=dev       or release
 #   BLAST_SKIP_BUILD=1      use the binaries already built
 #   BLAST_KEEP=1            keep the temporary directory (logs, data)
+#   CARGO_TARGET_DIR        where the binaries are built and looked for (default: target/)
 #   RICOCHET_*              reach the services as set (e.g. the verdict delay)
 #
 # Exit status: 0 when every blast ran and was scored (goals met or not), 1 otherwise.
@@ -46,7 +47,10 @@ TIME_SCALE="${BLAST_TIME_SCALE:-30}"
 MIN_GAP="${BLAST_MIN_GAP_SECS:-15}"
 HORIZON="${BLAST_HORIZON_HOURS:-3}"
 PROFILE="${BLAST_PROFILE:-dev}"
-if [[ "$PROFILE" == dev ]]; then BIN="$ROOT/target/debug"; else BIN="$ROOT/target/$PROFILE"; fi
+# Binaries where cargo puts them: $CARGO_TARGET_DIR when set (a worktree with
+# its own target directory), else the repository's target/.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [[ "$PROFILE" == dev ]]; then BIN="$TARGET_DIR/debug"; else BIN="$TARGET_DIR/$PROFILE"; fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ricochet-blast.XXXXXX")"
 OUT="$ROOT/bench/out/blast-$(date -u +%Y%m%dT%H%M%SZ)"
