@@ -12,7 +12,8 @@
 //! holds rollup rows and a *stored position* `S(p)`: the sum of the position
 //! deltas written with them (`warehouse::positions`). `S(p)` is the first
 //! offset whose event is not counted. Every flush writes, per partition, the
-//! counts of the events in `[first, next)` and the delta `next - S(p)` **in
+//! counts of the events in `[first, next)` (every grain, and the breakdowns
+//! by each dimension: rows of the same table) and the delta `next - S(p)` **in
 //! one block** (one part: the batch is capped below `max_insert_block_size`
 //! and that setting is pinned on the insert), so for one partition the counts
 //! and the position land together or not at all.
@@ -30,7 +31,7 @@
 //!    running any more, killing those that outlive the fence timeout;
 //! 3. it reads `S(p)` and starts from there ([`Protocol::assign`]).
 //!
-//! Every rollup insert goes through `click_rollups_in`, whose materialized
+//! Every rollup insert goes through `click_counts_in`, whose materialized
 //! view passes a row on only if it carries the *current* token of its
 //! partition: the newest owner row of the highest generation. So after step 1,
 //! a write of anyone else (a member frozen for a minute, cut off from the

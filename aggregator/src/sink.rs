@@ -253,8 +253,9 @@ impl EventRow {
     }
 }
 
-/// One row of `click_rollups_in` (= `click_rollups` + the fence): the counts
-/// of one bucket at one grain, or the position delta of one partition
+/// One row of `click_counts_in` (= `click_rollups` + the fence): the counts
+/// of one bucket at one grain (of one dimension value, on a breakdown row),
+/// or the position delta of one partition
 /// (`grain` 0). Field order is the table's;
 /// the reason fields follow [`Reason::ALL`] without `Human` (see
 /// [`reason_columns`]).
@@ -294,7 +295,7 @@ pub struct RollupRow {
     pub bot_too_fast_after_send: u64,
     pub bot_rescan: u64,
     pub position_delta: i64,
-    /// The fence the row is written under (`click_rollups_in` only): its
+    /// The fence the row is written under (`click_counts_in` only): its
     /// partition and the writer's token for it.
     pub fence_partition: i32,
     pub fence_token: u64,

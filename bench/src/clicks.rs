@@ -67,7 +67,10 @@ impl Traffic {
     }
 
     /// A click as the edge publishes it: a browser (5% link-preview
-    /// fetchers), a signed recipient on most clicks, an anonymized IP.
+    /// fetchers), a signed recipient on most clicks, an anonymized IP, and
+    /// what the breakdowns read varied as in a real blast (browsers and
+    /// phones of many versions, webmail referers, public addresses of many
+    /// countries, some IPv6).
     pub fn click(&self, pick: Pick, link_id: &str, event_time_ms: i64, rng: &mut impl Rng) -> ClickEvent {
         let prefetch = rng.random_bool(0.05);
         let recipient = rng.random_bool(0.7).then(|| format!("r{}@example.com", rng.random_range(0..1_000_000u32)));
@@ -85,14 +88,64 @@ impl Traffic {
                 pick.client, pick.link
             ),
             http_method: if prefetch { "HEAD" } else { "GET" }.into(),
-            user_agent: Some(crate::USER_AGENT.into()),
-            referer: None,
-            client_ip: Some(format!("203.0.{}.0", rng.random_range(0..=255u8))),
+            user_agent: Some(user_agent(rng)),
+            referer: REFERERS[rng.random_range(0..REFERERS.len())].map(String::from),
+            client_ip: Some(anonymized_address(rng)),
             edge_node: "edge-bench-1".into(),
             event_type: EventType::Click,
             is_prefetch: prefetch,
         }
     }
+}
+
+/// A browser, phone, tablet or mail client's user agent, one of a few
+/// hundred (families × versions): the aggregator parses each distinct one once.
+fn user_agent(rng: &mut impl Rng) -> String {
+    let v = rng.random_range(100..140u32);
+    let ios = rng.random_range(14..19u32);
+    match rng.random_range(0..8u32) {
+        0 | 1 => format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
+        ),
+        2 => format!(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS {ios}_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+             Version/{ios}.1 Mobile/15E148 Safari/604.1"
+        ),
+        3 => format!(
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36"
+        ),
+        4 => format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7; rv:{v}.0) Gecko/20100101 Firefox/{v}.0"),
+        5 => format!(
+            "Mozilla/5.0 (iPad; CPU OS {ios}_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{ios}.1 \
+             Mobile/15E148 Safari/604.1"
+        ),
+        6 => format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 \
+             Safari/537.36 Edg/{v}.0.0.0"
+        ),
+        _ => format!("Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.{}; Pro)", 17_000 + v),
+    }
+}
+
+/// Clicks from webmail carry its address; from apps and desktop clients none.
+const REFERERS: [Option<&str>; 6] = [
+    Some("https://mail.google.com/"),
+    Some("https://outlook.live.com/"),
+    Some("https://mail.yahoo.com/"),
+    Some("android-app://com.google.android.gm/"),
+    None,
+    None,
+];
+
+/// An address as the edge anonymizes it: a public IPv4 /24 (first octets of
+/// several registries' blocks, so many countries) or, one time in ten, an IPv6 /48.
+fn anonymized_address(rng: &mut impl Rng) -> String {
+    const FIRST_OCTETS: [u8; 16] = [5, 24, 31, 41, 46, 62, 78, 81, 88, 95, 103, 151, 177, 186, 201, 213];
+    if rng.random_bool(0.1) {
+        return format!("2a02:{:x}:{:x}::", rng.random_range(0x100..0x2000u16), rng.random::<u16>());
+    }
+    let a = FIRST_OCTETS[rng.random_range(0..FIRST_OCTETS.len())];
+    format!("{a}.{}.{}.0", rng.random::<u8>(), rng.random::<u8>())
 }
 
 /// The JSON copy of a click for ClickHouse's Kafka engine (`JSONEachRow`):

@@ -26,7 +26,7 @@
 //!   between two of its writes on demand: it forwards every request untouched,
 //!   watches A's inserts (`INSERT INTO click_…`, classified by the table name
 //!   that follows the prefix, so that a renamed table such as
-//!   `click_rollups_in` is still recognised), and when the chosen kind of
+//!   `click_counts_in` is still recognised), and when the chosen kind of
 //!   insert has been answered, it delivers the answer and SIGSTOPs A at once.
 //!   B talks to ClickHouse directly.
 //!
