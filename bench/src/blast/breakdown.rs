@@ -118,6 +118,10 @@ pub struct Opens {
     pub by_opener: BTreeMap<Opener, (u64, u64, u64)>,
     /// Per opener, the verdict reasons given.
     pub reasons: BTreeMap<Opener, BTreeMap<String, u64>>,
+    /// Per (opener, recipient's mail client): (opens, judged machine), so a
+    /// miss can be traced to the fetcher that caused it (the reader's own app
+    /// is Outlook, Apple Mail, Thunderbird or a browser).
+    pub by_fetcher: BTreeMap<(Opener, String), (u64, u64)>,
     pub missing: usize,
     pub extra: usize,
     /// Per recipient's mail client: the truth's (human, machine) opens.
@@ -147,6 +151,10 @@ impl Opens {
                 }
             }
             *o.reasons.entry(opener).or_default().entry(j.reason.to_owned()).or_default() += 1;
+            let client = j.sent.request.mail_client.map_or("", |c| c.as_str()).to_owned();
+            let f = o.by_fetcher.entry((opener, client)).or_default();
+            f.0 += 1;
+            f.1 += u64::from(j.flagged);
         }
         for s in m.judged.iter().map(|j| j.sent).chain(m.missing.iter().copied()) {
             let q = &s.request;
@@ -222,6 +230,12 @@ pub fn render(shares: &[Shares], opens: &Opens) -> String {
         let share = if *n == 0 { 0.0 } else { *flagged as f64 / *n as f64 };
         let right = if opener.machine_group().is_some() { right.to_string() } else { "-".into() };
         let _ = writeln!(o, "  {:<12} {n:>7} {:>9} {right:>12}  {}", opener.as_str(), pct(share), reasons.join(", "));
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "{:<30} {:>7} {:>9}", "opens by fetcher · mail client", "opens", "machine");
+    for ((opener, client), (n, flagged)) in &opens.by_fetcher {
+        let share = if *n == 0 { 0.0 } else { *flagged as f64 / *n as f64 };
+        let _ = writeln!(o, "  {:<28} {n:>7} {:>9}", format!("{} · {client}", opener.as_str()), pct(share));
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "opens by mail client   truth human  machine   stored human  machine");
