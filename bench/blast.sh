@@ -18,7 +18,9 @@
 #    and writes its truth file;
 # 4. scores each one with `blast-score`: the verdicts in click_events and the
 #    API's totals against the truth (confusion matrix by vendor, network,
-#    hard case and seconds since send; the goals of issue 8);
+#    hard case and seconds since send; the goals of issue 8), and issue 16's:
+#    each breakdown's share error (country, device, mail client) and the
+#    opens' verdicts (machine-open recall, human opens flagged);
 # 5. stops everything it started, on exit, failure or Ctrl-C.
 #
 # Results go to bench/out/blast-<UTC time>/ (git-ignored): truth-*.jsonl,
