@@ -18,7 +18,9 @@
 #    and writes its truth file;
 # 4. scores each one with `blast-score`: the verdicts in click_events and the
 #    API's totals against the truth (confusion matrix by vendor, network,
-#    hard case and seconds since send; the goals of issue 8);
+#    hard case and seconds since send; the goals of issue 8), and issue 16's:
+#    each breakdown's share error (country, device, mail client) and the
+#    opens' verdicts (machine-open recall, human opens flagged);
 # 5. stops everything it started, on exit, failure or Ctrl-C.
 #
 # Results go to bench/out/blast-<UTC time>/ (git-ignored): truth-*.jsonl,
@@ -32,6 +34,7 @@
 #   BLAST_PROFILE=dev       or release
 #   BLAST_SKIP_BUILD=1      use the binaries already built
 #   BLAST_KEEP=1            keep the temporary directory (logs, data)
+#   CARGO_TARGET_DIR        where the binaries are built and looked for (default: target/)
 #   RICOCHET_*              reach the services as set (e.g. the verdict delay)
 #
 # Exit status: 0 when every blast ran and was scored (goals met or not), 1 otherwise.
@@ -46,7 +49,10 @@ TIME_SCALE="${BLAST_TIME_SCALE:-30}"
 MIN_GAP="${BLAST_MIN_GAP_SECS:-15}"
 HORIZON="${BLAST_HORIZON_HOURS:-3}"
 PROFILE="${BLAST_PROFILE:-dev}"
-if [[ "$PROFILE" == dev ]]; then BIN="$ROOT/target/debug"; else BIN="$ROOT/target/$PROFILE"; fi
+# Binaries where cargo puts them: $CARGO_TARGET_DIR when set (a worktree with
+# its own target directory), else the repository's target/.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [[ "$PROFILE" == dev ]]; then BIN="$TARGET_DIR/debug"; else BIN="$TARGET_DIR/$PROFILE"; fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ricochet-blast.XXXXXX")"
 OUT="$ROOT/bench/out/blast-$(date -u +%Y%m%dT%H%M%SZ)"

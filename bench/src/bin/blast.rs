@@ -18,8 +18,13 @@
 //! Every request carries exactly ONE `X-Forwarded-For` address (the edge
 //! must trust its loopback proxy) and only the headers the model gives it.
 //!
-//! Output: the truth file (`--truth`), and one line
-//! `blast_result client=… requests=… humans=… scanners=… non_302=… late_p99_ms=… replay_secs=…`.
+//! Opens (issue 16) fetch the open pixel of the campaign's first link,
+//! `/o/{code}/{token}.gif`, with the same signed recipient token; the edge
+//! answers them 200 (clicks 302).
+//!
+//! Output: the truth file (`--truth`), and one line `blast_result client=…
+//! requests=… humans=… scanners=… opens=… unexpected_status=… late_p99_ms=… replay_secs=…`
+//! (`humans`: people's clicks; `scanners`: gateways' clicks).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,13 +221,14 @@ async fn main() -> anyhow::Result<()> {
     let plan = model::plan(&params);
     let min_gap_ms = (args.min_gap_secs * 1000.0) as i64;
     let offsets = model::compress(&plan, args.time_scale, min_gap_ms);
-    let humans = plan.requests.iter().filter(|q| q.actor == Actor::Human).count();
+    let opens = plan.requests.iter().filter(|q| q.is_open()).count();
+    let humans = plan.requests.iter().filter(|q| !q.is_open() && q.actor == Actor::Human).count();
     let replay_ms = offsets.iter().copied().max().unwrap_or(0);
     eprintln!(
-        "blast {client}: {} recipients, {} requests ({humans} human, {} scanner), replay {:.0} s",
+        "blast {client}: {} recipients, {} requests ({humans} human clicks, {} scanner clicks, {opens} opens), replay {:.0} s",
         plan.recipients.len(),
         plan.requests.len(),
-        plan.requests.len() - humans,
+        plan.requests.len() - humans - opens,
         replay_ms as f64 / 1000.0
     );
     if args.dry_run {
@@ -274,7 +280,8 @@ async fn main() -> anyhow::Result<()> {
                     headers.push((name, v));
                 }
             }
-            let status = send(&http, edge, q.method.as_str(), &format!("/{code}/{token}"), &headers).await.unwrap_or(0);
+            let path = if q.is_open() { format!("/o/{code}/{token}.gif") } else { format!("/{code}/{token}") };
+            let status = send(&http, edge, q.method.as_str(), &path, &headers).await.unwrap_or(0);
             Sent {
                 client_id: client,
                 campaign_id: q.campaign.as_str().to_owned(),
@@ -296,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let finished_ms = now_ms();
     anyhow::ensure!(sent.len() == plan.requests.len(), "{} of {} requests recorded", sent.len(), plan.requests.len());
-    let non_302 = sent.iter().filter(|s| s.status != 302).count();
+    let unexpected = sent.iter().filter(|s| s.status != if s.request.is_open() { 200 } else { 302 }).count();
     lateness_ms.sort_unstable();
     let late_p99 = lateness_ms.get(lateness_ms.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0);
     let header = Header {
@@ -313,11 +320,15 @@ async fn main() -> anyhow::Result<()> {
     };
     truth::write(&args.truth, &header, &sent)?;
     println!(
-        "blast_result client={client} requests={} humans={humans} scanners={} non_302={non_302} late_p99_ms={late_p99} replay_secs={:.0}",
+        "blast_result client={client} requests={} humans={humans} scanners={} opens={opens} unexpected_status={unexpected} \
+         late_p99_ms={late_p99} replay_secs={:.0}",
         sent.len(),
-        sent.len() - humans,
+        sent.len() - humans - opens,
         (finished_ms - started_ms) as f64 / 1000.0
     );
-    anyhow::ensure!(non_302 == 0, "{non_302} requests were not answered 302 (see the truth file's status)");
+    anyhow::ensure!(
+        unexpected == 0,
+        "{unexpected} requests were not answered 302 (clicks) or 200 (opens): see the truth file's status"
+    );
     Ok(())
 }

@@ -8,11 +8,14 @@
 //!   a quick replay.
 //! - [`truth`]: one line per request sent, with its label, for the scorer.
 //! - [`score`]: matching the stored events to the truth, and the tables.
+//! - [`breakdown`]: issue 16's scores: the breakdowns of human clicks by
+//!   country, device and mail client against the truth, and the opens' verdicts.
 //!
 //! The binaries are `blast` (plan, create links, replay, write the truth)
 //! and `blast-score` (read verdicts back, print the tables); `bench/blast.sh`
 //! starts the stack around them.
 
+pub mod breakdown;
 pub mod model;
 pub mod networks;
 pub mod score;

@@ -17,14 +17,29 @@
 //! browser-identical requests, re-scans, cloud sandboxes, honeypot
 //! following) and in [`HumanModel`]. Each is a behaviour, none is a rule of
 //! the aggregator's: nothing here knows what the verdict code looks at.
+//!
+//! Issue 16 adds who the recipients are and how they read: a country
+//! ([`networks::COUNTRY_NETS`], addresses from the vendored country table's
+//! ranges of that country), a mail setup ([`CONSUMER_SETUPS`],
+//! [`COMPANY_SETUPS`]: mail client, device, browser, the Referer of their
+//! clicks, and who fetches their open pixel), and the opens themselves:
+//! Apple's privacy proxy at delivery for Apple Mail readers with Mail
+//! Privacy Protection on (read or not), a gateway's image fetch during its
+//! sweep, Gmail's and Yahoo's image proxies when the message is opened, and
+//! desktop and mobile apps fetching from the reader's own address. The shares
+//! are assumptions, written beside each.
 
 use std::net::Ipv4Addr;
+use std::sync::LazyLock;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
-use super::networks::{self, NetKind, Pool};
+use super::networks::{self, Eyeball, Geo, NetKind, Pool, COUNTRY_NETS};
+
+/// The vendored country table and the countries' address ranges, loaded on first use.
+pub static GEO: LazyLock<Geo> = LazyLock::new(|| Geo::load().expect("the vendored country table loads"));
 
 /// What a blast looks like. Times are "virtual": the blast's own timeline,
 /// which [`compress`] maps onto the replay's wall clock.
@@ -139,6 +154,8 @@ pub struct VendorProfile {
     pub time_of_click: f64,
     /// Its fleet: how many distinct addresses its bursts come from, per run.
     pub fleet: usize,
+    /// Probability that its sweep also loads the message's images (the open pixel).
+    pub fetches_images: f64,
     /// User agents of the non-identical requests: (weight, user agent or none).
     pub user_agents: &'static [(f64, Option<&'static str>)],
 }
@@ -168,6 +185,7 @@ pub static VENDORS: [VendorProfile; 5] = [
         pre_delivery: false,
         time_of_click: 0.5,
         fleet: 60,
+        fetches_images: 0.5,
         user_agents: &[(0.6, Some(EDGE_WIN)), (0.25, Some(CHROME_WIN_OLD)), (0.15, None)],
     },
     VendorProfile {
@@ -184,6 +202,7 @@ pub static VENDORS: [VendorProfile; 5] = [
         pre_delivery: true,
         time_of_click: 0.0,
         fleet: 40,
+        fetches_images: 0.7,
         user_agents: &[(0.5, Some(CHROME_WIN_OLD)), (0.3, Some(IE11_WIN7)), (0.2, Some(PYTHON))],
     },
     VendorProfile {
@@ -200,6 +219,7 @@ pub static VENDORS: [VendorProfile; 5] = [
         pre_delivery: true,
         time_of_click: 0.0,
         fleet: 30,
+        fetches_images: 0.6,
         user_agents: &[(0.6, Some(CHROME_WIN_OLD)), (0.3, Some(HEADLESS)), (0.1, None)],
     },
     VendorProfile {
@@ -216,6 +236,7 @@ pub static VENDORS: [VendorProfile; 5] = [
         pre_delivery: true,
         time_of_click: 0.0,
         fleet: 20,
+        fetches_images: 0.6,
         user_agents: &[(0.5, Some(IE11_WIN7)), (0.3, Some(CHROME_WIN_OLD)), (0.2, Some(JAVA))],
     },
     VendorProfile {
@@ -232,6 +253,7 @@ pub static VENDORS: [VendorProfile; 5] = [
         pre_delivery: true,
         time_of_click: 0.0,
         fleet: 20,
+        fetches_images: 0.5,
         user_agents: &[(0.7, Some(CHROME_WIN_OLD)), (0.3, Some(HEADLESS))],
     },
 ];
@@ -250,12 +272,244 @@ pub const HUMAN_USER_AGENTS: [&str; 7] = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
 ];
+const CHROME_WIN: &str = HUMAN_USER_AGENTS[0];
+const SAFARI_MAC: &str = HUMAN_USER_AGENTS[2];
+const SAFARI_IPHONE: &str = HUMAN_USER_AGENTS[3];
+const CHROME_ANDROID: &str = HUMAN_USER_AGENTS[4];
+const FIREFOX_WIN: &str = HUMAN_USER_AGENTS[5];
+const CHROME_MAC: &str = HUMAN_USER_AGENTS[6];
+/// Chrome on an Android tablet: no `Mobile` token.
+const CHROME_ANDROID_TABLET: &str =
+    "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// Pixel fetchers' user agents (`signals/data/mail-clients.txt` names the sources).
+pub const GOOGLE_IMAGE_PROXY_UA: &str =
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
+pub const YAHOO_PROXY_UA: &str = "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html";
+/// Apple Mail Privacy Protection's proxy, as ESPs report it.
+pub const APPLE_PROXY_UA: &str = "Mozilla/5.0";
+const APPLE_MAIL_MAC_UA: &str =
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
+const APPLE_MAIL_IPHONE_UA: &str =
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148";
+const APPLE_MAIL_IPAD_UA: &str =
+    "Mozilla/5.0 (iPad; CPU OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148";
+pub const OUTLOOK_DESKTOP_UA: &str = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)";
+/// An assumption: the Outlook app on Android loading images itself under its own name.
+const OUTLOOK_ANDROID_UA: &str = "Outlook-Android/2.0";
+const THUNDERBIRD_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Thunderbird/128.5.0";
+
+/// The mail client a recipient reads with, in the breakdowns' names. The
+/// truth's own type, not `ricochet_signals`' (which tells it from requests):
+/// the truth file is written without the classifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailClient {
+    Gmail,
+    Outlook,
+    Yahoo,
+    AppleMail,
+    Other,
+}
+
+impl MailClient {
+    pub const ALL: [MailClient; 5] =
+        [MailClient::Gmail, MailClient::Outlook, MailClient::Yahoo, MailClient::AppleMail, MailClient::Other];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailClient::Gmail => "gmail",
+            MailClient::Outlook => "outlook",
+            MailClient::Yahoo => "yahoo",
+            MailClient::AppleMail => "apple_mail",
+            MailClient::Other => "other",
+        }
+    }
+}
+
+/// The device a recipient clicks on, in the breakdowns' names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    Desktop,
+    Mobile,
+    Tablet,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Desktop => "desktop",
+            Device::Mobile => "mobile",
+            Device::Tablet => "tablet",
+        }
+    }
+}
+
+/// Who loads a reader's images when they open the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Images {
+    /// Gmail's image proxy (Google's addresses), once per recipient.
+    GmailProxy,
+    /// Yahoo's image proxy.
+    YahooProxy,
+    /// Apple Mail: Apple's privacy proxy at delivery when Mail Privacy
+    /// Protection is on ([`APPLE_MPP_SHARE`]); else the app itself, with this
+    /// user agent, from the reader's address.
+    AppleMail(&'static str),
+    /// A mail app, with this user agent, from the reader's address.
+    App(&'static str),
+    /// Webmail in the reader's browser: the browser's own user agent.
+    Browser,
+}
+
+/// How a recipient reads mail.
+#[derive(Debug)]
+pub struct Setup {
+    pub name: &'static str,
+    pub client: MailClient,
+    pub device: Device,
+    /// The browser their clicks open in (one per recipient, picked evenly).
+    pub browsers: &'static [&'static str],
+    /// The Referer of their clicks: the webmail's origin, the app's
+    /// `android-app://` referer, or none (desktop and iOS apps send none).
+    pub referer: Option<&'static str>,
+    pub images: Images,
+}
+
+/// Of Apple Mail readers, those with Mail Privacy Protection on (an
+/// assumption: ESPs report most Apple Mail opens as MPP).
+pub const APPLE_MPP_SHARE: f64 = 0.85;
+/// Of recipients who do not click, those who open the message (images on).
+pub const READ_RATE: f64 = 0.3;
+
+const fn setup(
+    name: &'static str,
+    client: MailClient,
+    device: Device,
+    browsers: &'static [&'static str],
+    referer: Option<&'static str>,
+    images: Images,
+) -> Setup {
+    Setup { name, client, device, browsers, referer, images }
+}
+
+use Device::{Desktop, Mobile, Tablet};
+use MailClient::{AppleMail as Apple, Gmail, Other as OtherClient, Outlook, Yahoo};
+
+const DESKTOP_BROWSERS: &[&str] = &[CHROME_WIN, EDGE_WIN, FIREFOX_WIN, CHROME_MAC];
+pub static GMAIL_WEB: Setup =
+    setup("gmail_web", Gmail, Desktop, DESKTOP_BROWSERS, Some("https://mail.google.com/"), Images::GmailProxy);
+pub static GMAIL_ANDROID: Setup = setup(
+    "gmail_android",
+    Gmail,
+    Mobile,
+    &[CHROME_ANDROID],
+    Some("android-app://com.google.android.gm/"),
+    Images::GmailProxy,
+);
+pub static GMAIL_ANDROID_TABLET: Setup = setup(
+    "gmail_android_tablet",
+    Gmail,
+    Tablet,
+    &[CHROME_ANDROID_TABLET],
+    Some("android-app://com.google.android.gm/"),
+    Images::GmailProxy,
+);
+pub static GMAIL_IOS: Setup = setup("gmail_ios", Gmail, Mobile, &[SAFARI_IPHONE], None, Images::GmailProxy);
+pub static APPLE_IPHONE: Setup =
+    setup("apple_mail_iphone", Apple, Mobile, &[SAFARI_IPHONE], None, Images::AppleMail(APPLE_MAIL_IPHONE_UA));
+pub static APPLE_MAC: Setup =
+    setup("apple_mail_mac", Apple, Desktop, &[SAFARI_MAC, CHROME_MAC], None, Images::AppleMail(APPLE_MAIL_MAC_UA));
+/// iPadOS Safari asks for desktop pages with a Mac user agent: these clicks
+/// read as desktop, and the truth says tablet (a loss the user agent forces).
+pub static APPLE_IPAD: Setup =
+    setup("apple_mail_ipad", Apple, Tablet, &[SAFARI_MAC], None, Images::AppleMail(APPLE_MAIL_IPAD_UA));
+pub static OUTLOOK_DESKTOP: Setup =
+    setup("outlook_desktop", Outlook, Desktop, &[EDGE_WIN, CHROME_WIN], None, Images::App(OUTLOOK_DESKTOP_UA));
+pub static OUTLOOK_COM: Setup =
+    setup("outlook_com", Outlook, Desktop, DESKTOP_BROWSERS, Some("https://outlook.live.com/"), Images::Browser);
+pub static OUTLOOK_365_WEB: Setup = setup(
+    "outlook_365_web",
+    Outlook,
+    Desktop,
+    &[EDGE_WIN, CHROME_WIN],
+    Some("https://outlook.office.com/"),
+    Images::Browser,
+);
+pub static OUTLOOK_ANDROID: Setup = setup(
+    "outlook_android",
+    Outlook,
+    Mobile,
+    &[CHROME_ANDROID],
+    Some("android-app://com.microsoft.office.outlook/"),
+    Images::App(OUTLOOK_ANDROID_UA),
+);
+pub static YAHOO_WEB: Setup =
+    setup("yahoo_web", Yahoo, Desktop, DESKTOP_BROWSERS, Some("https://mail.yahoo.com/"), Images::YahooProxy);
+pub static YAHOO_ANDROID: Setup = setup(
+    "yahoo_android",
+    Yahoo,
+    Mobile,
+    &[CHROME_ANDROID],
+    Some("android-app://com.yahoo.mobile.client.android.mail/"),
+    Images::YahooProxy,
+);
+pub static THUNDERBIRD: Setup =
+    setup("thunderbird", OtherClient, Desktop, &[FIREFOX_WIN, CHROME_WIN], None, Images::App(THUNDERBIRD_UA));
+
+/// The mail client a click's Referer names, by the setups' own referers
+/// (`other` for none): what a click can show of its reader's mail client.
+pub fn referer_client(referer: Option<&str>) -> MailClient {
+    let all = CONSUMER_SETUPS.iter().chain(COMPANY_SETUPS.iter()).map(|(_, s)| *s);
+    referer.and_then(|r| all.into_iter().find(|s| s.referer == Some(r))).map_or(MailClient::Other, |s| s.client)
+}
+
+/// Consumers' mail setups and their shares (assumptions, in the rough order
+/// of Litmus's published client market shares: Apple Mail and Gmail lead).
+pub static CONSUMER_SETUPS: [(f64, &Setup); 13] = [
+    (0.16, &GMAIL_WEB),
+    (0.12, &GMAIL_ANDROID),
+    (0.02, &GMAIL_ANDROID_TABLET),
+    (0.06, &GMAIL_IOS),
+    (0.22, &APPLE_IPHONE),
+    (0.05, &APPLE_MAC),
+    (0.03, &APPLE_IPAD),
+    (0.04, &OUTLOOK_DESKTOP),
+    (0.08, &OUTLOOK_COM),
+    (0.03, &OUTLOOK_ANDROID),
+    (0.06, &YAHOO_WEB),
+    (0.03, &YAHOO_ANDROID),
+    (0.10, &THUNDERBIRD),
+];
+
+/// Staff of companies behind gateways: mostly Outlook.
+pub static COMPANY_SETUPS: [(f64, &Setup); 7] = [
+    (0.55, &OUTLOOK_DESKTOP),
+    (0.12, &OUTLOOK_365_WEB),
+    (0.05, &OUTLOOK_ANDROID),
+    (0.10, &APPLE_IPHONE),
+    (0.05, &APPLE_MAC),
+    (0.10, &GMAIL_WEB),
+    (0.03, &GMAIL_ANDROID),
+];
+
 pub const BROWSER_ACCEPT: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8";
 const LANGUAGES: [&str; 5] =
     ["en-US,en;q=0.9", "en-GB,en;q=0.9", "de-DE,de;q=0.9,en;q=0.8", "fr-FR,fr;q=0.9", "es-ES,es;q=0.9"];
-const WEBMAIL_REFERERS: [&str; 3] =
-    ["https://mail.google.com/", "https://outlook.live.com/", "https://mail.yahoo.com/"];
+
+/// A person's Accept-Language by country.
+fn language(country: &str) -> &'static str {
+    match country {
+        "GB" | "AU" | "IN" => LANGUAGES[1],
+        "DE" => LANGUAGES[2],
+        "FR" => LANGUAGES[3],
+        "ES" => LANGUAGES[4],
+        "NL" => "nl-NL,nl;q=0.9,en;q=0.8",
+        "BR" => "pt-BR,pt;q=0.9,en;q=0.8",
+        _ => LANGUAGES[0],
+    }
+}
 
 /// How people behave. Assumptions, see the module doc.
 #[derive(Clone, Debug)]
@@ -291,6 +545,8 @@ impl Default for HumanModel {
 pub enum Actor {
     Human,
     Scanner,
+    /// A mail provider's privacy proxy fetching a pixel without a reader (Apple's MPP).
+    Proxy,
 }
 
 /// Why a request happens.
@@ -305,6 +561,47 @@ pub enum Kind {
     TimeOfClick,
     /// A person's click.
     Click,
+    /// A fetch of the open pixel (who fetched it: [`Request::opener`]).
+    Open,
+}
+
+/// Who fetched an open's pixel: the label of an open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Opener {
+    /// Apple Mail Privacy Protection's proxy, at delivery, read or not: a machine.
+    AppleProxy,
+    /// A security gateway loading the images during its sweep: a machine.
+    Gateway,
+    /// Gmail's image proxy, when the reader opens the message: a person.
+    GmailProxy,
+    /// Yahoo's image proxy, when the reader opens the message: a person.
+    YahooProxy,
+    /// The reader's own mail app or browser, from their address: a person.
+    Reader,
+}
+
+impl Opener {
+    pub const ALL: [Opener; 5] =
+        [Opener::AppleProxy, Opener::Gateway, Opener::GmailProxy, Opener::YahooProxy, Opener::Reader];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Opener::AppleProxy => "apple_proxy",
+            Opener::Gateway => "gateway",
+            Opener::GmailProxy => "gmail_proxy",
+            Opener::YahooProxy => "yahoo_proxy",
+            Opener::Reader => "reader",
+        }
+    }
+    /// The group a machine open is reported under (`apple_privacy`,
+    /// `scanner`), as `ricochet_schemas::MachineOpen` names them; `None` for a person's.
+    pub fn machine_group(self) -> Option<&'static str> {
+        match self {
+            Opener::AppleProxy => Some("apple_privacy"),
+            Opener::Gateway => Some("scanner"),
+            Opener::GmailProxy | Opener::YahooProxy | Opener::Reader => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -342,6 +639,13 @@ pub struct Recipient {
     pub gateway: Option<(Vendor, u32)>,
     /// Seconds after the blast starts that the message is sent.
     pub send_secs: f64,
+    /// Where they live (or their company is): a country of [`COUNTRY_NETS`].
+    pub country: &'static str,
+    pub setup: &'static Setup,
+    /// The browser user agent of their clicks.
+    pub browser: &'static str,
+    /// Apple Mail Privacy Protection on (only Apple Mail readers have it).
+    pub mpp: bool,
 }
 
 /// One planned request, in virtual time.
@@ -369,10 +673,32 @@ pub struct Request {
     /// Which session of its message this request belongs to (requests of a
     /// session keep their exact relative timing when compressed).
     pub session: u32,
+    /// Who fetched the pixel, for an open ([`Kind::Open`]); `None` for a click.
+    #[serde(default)]
+    pub opener: Option<Opener>,
+    /// The truth of the breakdowns: the vendored table's country of the full
+    /// address (`""`: none), and the recipient's device and mail client.
+    #[serde(default)]
+    pub country: String,
+    #[serde(default)]
+    pub device: Option<Device>,
+    #[serde(default)]
+    pub mail_client: Option<MailClient>,
+}
+
+impl Request {
+    pub fn is_open(&self) -> bool {
+        self.kind == Kind::Open
+    }
+    /// Whether a person made it: a human click or a person's open.
+    pub fn by_a_person(&self) -> bool {
+        self.actor == Actor::Human
+    }
 }
 
 /// A company behind a gateway: its staff share the office's egress.
 struct Company {
+    country: &'static str,
     office: Vec<Ipv4Addr>,
     proxied: bool,
 }
@@ -436,7 +762,9 @@ impl Builder<'_> {
 
     fn scanner_headers(&mut self, p: &VendorProfile, identical: bool) -> Headers {
         if identical {
-            return self.browser_headers(None);
+            let ua = HUMAN_USER_AGENTS[self.rng.random_range(0..HUMAN_USER_AGENTS.len())];
+            let lang = LANGUAGES[self.rng.random_range(0..LANGUAGES.len())];
+            return browser_headers(ua, lang, None);
         }
         let ua = weighted(&mut self.rng, p.user_agents);
         Headers {
@@ -450,13 +778,43 @@ impl Builder<'_> {
         }
     }
 
-    fn browser_headers(&mut self, referer: Option<&str>) -> Headers {
-        Headers {
-            user_agent: Some(HUMAN_USER_AGENTS[self.rng.random_range(0..HUMAN_USER_AGENTS.len())].into()),
-            accept: Some(BROWSER_ACCEPT.into()),
-            accept_language: Some(LANGUAGES[self.rng.random_range(0..LANGUAGES.len())].into()),
-            referer: referer.map(str::to_owned),
-        }
+    /// A request of recipient `r`'s, labelled with the truth of the breakdowns.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        r: &Recipient,
+        (actor, kind, opener): (Actor, Kind, Option<Opener>),
+        link: u32,
+        (net, ip): (NetKind, Ipv4Addr),
+        method: Method,
+        headers: Headers,
+        browser_identical: bool,
+        since_send_ms: i64,
+        session: u32,
+    ) {
+        let visible = r.campaign.visible_links(self.params);
+        self.requests.push(Request {
+            recipient: r.id.clone(),
+            campaign: r.campaign,
+            link,
+            honeypot: kind != Kind::Open && link == visible,
+            actor,
+            vendor: r.gateway.map(|(v, _)| v),
+            kind,
+            net,
+            ip,
+            method,
+            headers,
+            browser_identical,
+            behind_gateway: r.gateway.is_some(),
+            single_link: r.campaign == Campaign::Single,
+            since_send_ms,
+            session,
+            opener,
+            country: GEO.country(ip),
+            device: Some(r.setup.device),
+            mail_client: Some(r.setup.client),
+        });
     }
 
     /// One pass of a gateway over `links` of the message, starting at `start_ms`.
@@ -471,7 +829,6 @@ impl Builder<'_> {
         let headers = self.scanner_headers(p, identical);
         // Every link within 1–2 s.
         let span_ms = self.rng.random_range(300..2000);
-        let visible = r.campaign.visible_links(self.params);
         for &link in links {
             if spread {
                 addr = self.fleet_address(vendor);
@@ -482,26 +839,26 @@ impl Builder<'_> {
                 methods.insert(0, Method::Head);
             }
             for method in methods {
-                self.requests.push(Request {
-                    recipient: r.id.clone(),
-                    campaign: r.campaign,
-                    link,
-                    honeypot: link == visible,
-                    actor: Actor::Scanner,
-                    vendor: Some(vendor),
-                    kind,
-                    net: addr.0,
-                    ip: addr.1,
-                    method,
-                    headers: headers.clone(),
-                    browser_identical: identical,
-                    behind_gateway: true,
-                    single_link: r.campaign == Campaign::Single,
-                    since_send_ms: at,
-                    session,
-                });
+                self.push(r, (Actor::Scanner, kind, None), link, addr, method, headers.clone(), identical, at, session);
                 at += self.rng.random_range(40..300);
             }
+        }
+        // The gateway renders the message too: its images (the pixel) load
+        // within the sweep, from the same place, with the same headers.
+        if kind == Kind::Sweep && self.rng.random_bool(p.fetches_images) {
+            let at = start_ms + self.rng.random_range(0..=span_ms);
+            let open = (Actor::Scanner, Kind::Open, Some(Opener::Gateway));
+            self.push(
+                r,
+                open,
+                0,
+                addr,
+                Method::Get,
+                image_headers(headers.user_agent.as_deref()),
+                identical,
+                at,
+                session,
+            );
         }
     }
 
@@ -521,16 +878,16 @@ impl Builder<'_> {
         links
     }
 
-    /// Where a person clicks from.
+    /// Where a person clicks (and reads) from.
     fn human_address(&mut self, r: &Recipient) -> (NetKind, Ipv4Addr) {
         let (kind, pool): (NetKind, &Pool) = match r.gateway {
             Some((_, company)) => {
                 let c = &self.companies[company as usize];
                 let x: f64 = self.rng.random();
                 if x < 0.2 {
-                    (NetKind::Mobile, &networks::MOBILE)
+                    return (NetKind::Mobile, GEO.address(r.country, Eyeball::Mobile, &mut self.rng));
                 } else if x < 0.3 {
-                    (NetKind::Residential, &networks::RESIDENTIAL)
+                    return (NetKind::Residential, GEO.address(r.country, Eyeball::Residential, &mut self.rng));
                 } else if c.proxied {
                     (NetKind::CorporateProxy, &networks::ZSCALER)
                 } else {
@@ -541,9 +898,9 @@ impl Builder<'_> {
             None => {
                 let x: f64 = self.rng.random();
                 if x < 0.6 {
-                    (NetKind::Residential, &networks::RESIDENTIAL)
+                    return (NetKind::Residential, GEO.address(r.country, Eyeball::Residential, &mut self.rng));
                 } else if x < 0.88 {
-                    (NetKind::Mobile, &networks::MOBILE)
+                    return (NetKind::Mobile, GEO.address(r.country, Eyeball::Mobile, &mut self.rng));
                 } else if x < 0.94 {
                     (NetKind::Vpn, &networks::PRIVATE_RELAY)
                 } else if x < 0.97 {
@@ -555,6 +912,61 @@ impl Builder<'_> {
             }
         };
         (kind, pool.address(&mut self.rng))
+    }
+
+    /// The opens of a message: Apple's proxy at delivery (MPP on, read or
+    /// not), and, when the reader opens it at `read_ms`, whoever loads their
+    /// images. One fetch per message each: Gmail and Apple cache the image.
+    fn opens(
+        &mut self,
+        r: &Recipient,
+        delivered_ms: i64,
+        read_ms: Option<i64>,
+        own: (NetKind, Ipv4Addr),
+        session: &mut u32,
+    ) {
+        let horizon_ms = (self.params.horizon_secs * 1000.0) as i64;
+        let proxy_headers = |ua: &str| Headers {
+            user_agent: Some(ua.to_owned()),
+            accept: Some("image/*,*/*;q=0.8".into()),
+            ..Headers::default()
+        };
+        let mpp = matches!(r.setup.images, Images::AppleMail(_)) && r.mpp;
+        if mpp {
+            // Shortly after delivery, whether or not anyone reads it.
+            let at = delivered_ms + (lognormal(&mut self.rng, 60.0, 1.0) * 1000.0) as i64;
+            let addr = if self.rng.random_bool(0.5) {
+                (NetKind::Cloud, networks::APPLE.address(&mut self.rng))
+            } else {
+                (NetKind::Vpn, networks::PRIVATE_RELAY.address(&mut self.rng))
+            };
+            if at < horizon_ms {
+                let open = (Actor::Proxy, Kind::Open, Some(Opener::AppleProxy));
+                self.push(r, open, 0, addr, Method::Get, proxy_headers(APPLE_PROXY_UA), false, at, *session);
+                *session += 1;
+            }
+        }
+        let Some(at) = read_ms.filter(|at| *at < horizon_ms) else { return };
+        let (opener, addr, headers) = match r.setup.images {
+            Images::GmailProxy => (
+                Opener::GmailProxy,
+                (NetKind::Cloud, networks::GOOGLE_IMAGE_PROXY.address(&mut self.rng)),
+                proxy_headers(GOOGLE_IMAGE_PROXY_UA),
+            ),
+            Images::YahooProxy => (
+                Opener::YahooProxy,
+                (NetKind::Cloud, networks::YAHOO_PROXY.address(&mut self.rng)),
+                proxy_headers(YAHOO_PROXY_UA),
+            ),
+            // Apple's proxy fetched it already.
+            Images::AppleMail(_) if mpp => return,
+            Images::AppleMail(ua) | Images::App(ua) => {
+                (Opener::Reader, own, image_headers(Some(ua)).with_language(language(r.country)))
+            }
+            Images::Browser => (Opener::Reader, own, image_headers(Some(r.browser)).with_language(language(r.country))),
+        };
+        self.push(r, (Actor::Human, Kind::Open, Some(opener)), 0, addr, Method::Get, headers, false, at, *session);
+        *session += 1;
     }
 
     fn recipient(&mut self, r: &Recipient) {
@@ -588,26 +1000,34 @@ impl Builder<'_> {
                 }
             }
         }
-        if !self.rng.random_bool(self.params.click_rate) {
-            return;
-        }
         let h = self.human.clone();
+        let clicks = self.rng.random_bool(self.params.click_rate);
         let first_ms = delivered_ms
             + if self.rng.random_bool(h.fast) {
                 self.rng.random_range(5_000..55_000)
             } else {
                 (lognormal(&mut self.rng, h.delay_median_secs, h.delay_sigma) * 1000.0) as i64
             };
+        let addr = self.human_address(r);
+        // A clicker reads the message first; others read it at some point, or never.
+        let read_ms = if clicks {
+            Some((first_ms - self.rng.random_range(3_000..60_000)).max(delivered_ms + 1000))
+        } else if self.rng.random_bool(READ_RATE) {
+            Some(delivered_ms + (lognormal(&mut self.rng, 30.0 * 60.0, 1.2) * 1000.0) as i64)
+        } else {
+            None
+        };
+        self.opens(r, delivered_ms, read_ms, addr, &mut session);
+        if !clicks {
+            return;
+        }
         let count =
             weighted(&mut self.rng, &[(h.links_weights[0], 1), (h.links_weights[1], 2), (h.links_weights[2], 3)])
                 .min(visible);
         // The first (hero) link is the likeliest; each link at most once.
         let mut remaining: Vec<u32> = (0..visible).collect();
         let mut at = first_ms;
-        let referer = (r.gateway.is_none() && self.rng.random_bool(0.3))
-            .then(|| WEBMAIL_REFERERS[self.rng.random_range(0..WEBMAIL_REFERERS.len())]);
-        let headers = self.browser_headers(referer);
-        let addr = self.human_address(r);
+        let headers = browser_headers(r.browser, language(r.country), r.setup.referer);
         for n in 0..count {
             if n > 0 {
                 at += ((lognormal(&mut self.rng, h.next_link_median_secs, 1.0) * 1000.0) as i64).max(3000);
@@ -629,27 +1049,47 @@ impl Builder<'_> {
             }
             let repeats = if self.rng.random_bool(h.double_click) { 2 } else { 1 };
             for k in 0..repeats {
-                self.requests.push(Request {
-                    recipient: r.id.clone(),
-                    campaign: r.campaign,
+                let t = click_at + k * self.rng.random_range(300..1500);
+                self.push(
+                    r,
+                    (Actor::Human, Kind::Click, None),
                     link,
-                    honeypot: false,
-                    actor: Actor::Human,
-                    vendor: r.gateway.map(|(v, _)| v),
-                    kind: Kind::Click,
-                    net: addr.0,
-                    ip: addr.1,
-                    method: Method::Get,
-                    headers: headers.clone(),
-                    browser_identical: false,
-                    behind_gateway: r.gateway.is_some(),
-                    single_link: r.campaign == Campaign::Single,
-                    since_send_ms: click_at + k * self.rng.random_range(300..1500),
+                    addr,
+                    Method::Get,
+                    headers.clone(),
+                    false,
+                    t,
                     session,
-                });
+                );
             }
             session += 1;
         }
+    }
+}
+
+/// A browser's request headers for a page.
+fn browser_headers(ua: &str, language: &str, referer: Option<&str>) -> Headers {
+    Headers {
+        user_agent: Some(ua.into()),
+        accept: Some(BROWSER_ACCEPT.into()),
+        accept_language: Some(language.into()),
+        referer: referer.map(str::to_owned),
+    }
+}
+
+/// An image fetch's headers.
+fn image_headers(ua: Option<&str>) -> Headers {
+    Headers {
+        user_agent: ua.map(str::to_owned),
+        accept: Some("image/avif,image/webp,image/apng,image/*,*/*;q=0.8".into()),
+        ..Headers::default()
+    }
+}
+
+impl Headers {
+    fn with_language(mut self, language: &str) -> Headers {
+        self.accept_language = Some(language.into());
+        self
     }
 }
 
@@ -676,14 +1116,20 @@ pub fn plan(params: &Params) -> Plan {
     let mut company_vendor: Vec<Vendor> = Vec::new();
     let mut company_left = 0u32;
     let market: Vec<(f64, Vendor)> = VENDORS.iter().map(|p| (p.market_share, p.vendor)).collect();
+    let consumer_countries: Vec<(f64, &'static str)> =
+        COUNTRY_NETS.iter().map(|c| (c.consumer_weight, c.country)).collect();
+    let company_countries: Vec<(f64, &'static str)> =
+        COUNTRY_NETS.iter().map(|c| (c.company_weight, c.country)).collect();
     let mut recipients = Vec::with_capacity(params.recipients as usize);
     for i in 0..params.recipients {
         let campaign = if rng.random_bool(params.single_link_share) { Campaign::Single } else { Campaign::Main };
         let gateway = rng.random_bool(params.scanner_share).then(|| {
             if company_left == 0 {
                 company_left = (lognormal(&mut rng, 8.0, 1.0).round() as u32).clamp(1, 300);
-                let office = (0..rng.random_range(1..=3)).map(|_| networks::CORPORATE.address(&mut rng)).collect();
-                companies.push(Company { office, proxied: rng.random_bool(0.15) });
+                let country = weighted(&mut rng, &company_countries);
+                let office =
+                    (0..rng.random_range(1..=3)).map(|_| GEO.address(country, Eyeball::Business, &mut rng)).collect();
+                companies.push(Company { country, office, proxied: rng.random_bool(0.15) });
                 company_vendor.push(weighted(&mut rng, &market));
             }
             company_left -= 1;
@@ -694,7 +1140,14 @@ pub fn plan(params: &Params) -> Plan {
             Some((_, c)) => format!("r{i:06}@corp{c:04}.example"),
             None => format!("r{i:06}@mail.example"),
         };
-        recipients.push(Recipient { id, campaign, gateway, send_secs: rng.random_range(0.0..params.send_window_secs) });
+        let send_secs = rng.random_range(0.0..params.send_window_secs);
+        let (country, setup) = match gateway {
+            Some((_, c)) => (companies[c as usize].country, weighted(&mut rng, &COMPANY_SETUPS)),
+            None => (weighted(&mut rng, &consumer_countries), weighted(&mut rng, &CONSUMER_SETUPS)),
+        };
+        let browser = setup.browsers[rng.random_range(0..setup.browsers.len())];
+        let mpp = setup.client == MailClient::AppleMail && rng.random_bool(APPLE_MPP_SHARE);
+        recipients.push(Recipient { id, campaign, gateway, send_secs, country, setup, browser, mpp });
     }
     let mut b = Builder { params, human: HumanModel::default(), rng, fleets, companies, requests: Vec::new() };
     for r in &recipients {
@@ -815,7 +1268,7 @@ mod tests {
             let behind = p.recipients.iter().filter(|r| r.gateway.is_some()).count() as f64 / 3000.0;
             assert!((behind - share).abs() < 0.03, "{behind} behind a gateway, asked {share}");
             let mut per: std::collections::HashMap<&str, std::collections::HashSet<u32>> = Default::default();
-            for q in p.requests.iter().filter(|q| q.actor == Actor::Human) {
+            for q in p.requests.iter().filter(|q| q.actor == Actor::Human && !q.is_open()) {
                 per.entry(&q.recipient).or_default().insert(q.link);
             }
             let clickers = per.len() as f64 / 3000.0;
@@ -828,7 +1281,7 @@ mod tests {
     #[test]
     fn the_hard_cases_are_all_there() {
         let p = plan(&params(0.5));
-        let humans: Vec<&Request> = p.requests.iter().filter(|q| q.actor == Actor::Human).collect();
+        let humans: Vec<&Request> = p.requests.iter().filter(|q| q.actor == Actor::Human && !q.is_open()).collect();
         assert!(humans.iter().any(|q| q.since_send_ms < 60_000), "a human within 60 s of the send");
         assert!(humans.iter().any(|q| q.behind_gateway), "a human behind a gateway");
         assert!(humans.iter().any(|q| matches!(q.net, NetKind::Vpn | NetKind::CorporateProxy)), "humans on cloud");

@@ -178,14 +178,14 @@ pub fn report(m: &Matched, stored: &[Stored], api: Option<ApiTotals>) -> Report 
         by_bucket.entry((bucket, q.actor)).or_default().add(j);
         let mut rows = Vec::new();
         match q.actor {
-            Actor::Scanner => {
+            Actor::Scanner | Actor::Proxy => {
                 let vendor = q.vendor.map_or("?", |v| v.as_str());
                 rows.push(format!("scanner  {vendor}"));
                 let kind = match q.kind {
                     Kind::Sweep => "sweep",
                     Kind::Rescan => "re-scan",
                     Kind::TimeOfClick => "time-of-click check",
-                    Kind::Click => "?",
+                    Kind::Click | Kind::Open => "?",
                 };
                 rows.push(format!("scanner  · {kind}"));
                 if q.browser_identical {
@@ -393,13 +393,18 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::blast::model::{plan, Params};
 
+    /// The clicks of a plan as sent (opens are scored apart, `breakdown`).
     fn sent_of(p: &crate::blast::model::Plan) -> Vec<Sent> {
-        p.requests
-            .iter()
+        as_sent(p.requests.iter().filter(|q| !q.is_open()))
+    }
+
+    /// Requests as the replay would record them, answered as the edge does.
+    pub(crate) fn as_sent<'a>(requests: impl Iterator<Item = &'a crate::blast::model::Request>) -> Vec<Sent> {
+        requests
             .enumerate()
             .map(|(i, q)| Sent {
                 client_id: "c".into(),
@@ -409,7 +414,7 @@ mod tests {
                 request: q.clone(),
                 token_sent_at_ms: 0,
                 sent_ms: 1_000_000 + q.since_send_ms + i as i64 % 3,
-                status: 302,
+                status: if q.is_open() { 200 } else { 302 },
             })
             .collect()
     }
