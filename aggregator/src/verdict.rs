@@ -93,8 +93,10 @@ pub fn per_request(event: &ClickEvent) -> Reason {
 /// from which Mail Privacy Protection's proxies fetch images.
 pub const APPLE_ASNS: [u32; 2] = [714, 6185];
 
-/// The verdict on an open: who fetched the pixel, then the request's own
-/// signals. Opens are judged alone: the per-message rules read clicks.
+/// The verdict on an open from who fetched the pixel and the request's own
+/// signals; an open this calls human is then judged by the sweep around it
+/// as clicks are (`PartitionState::judge`), unless a provider's proxy
+/// fetched it.
 ///
 /// - Apple Mail Privacy Protection loads every image of a message delivered
 ///   to Apple Mail, read or not, through Apple's proxies: a machine open
@@ -105,9 +107,10 @@ pub const APPLE_ASNS: [u32; 2] = [714, 6185];
 ///   person's open, though their user agents read as preview fetchers.
 /// - A mail app loading the images of the message its reader opened
 ///   (Outlook's "Microsoft Office/16.0 … Microsoft Outlook" agent, Outlook
-///   for iOS): a person's open. On a click the same agents are the app
-///   previewing a link, so the edge's signals call them preview fetchers;
-///   a pixel is only fetched when the message is shown.
+///   for iOS and Android): a person's open. On a click the same agents are
+///   the app previewing a link, so the edge's signals call them preview
+///   fetchers (or bots, by isbot's generic patterns); a pixel is only
+///   fetched when the message is shown.
 /// - Everything else as a click's own signals say (a scanner network, a
 ///   HEAD, a prefetch header, a bot...), reported by group
 ///   ([`ricochet_schemas::MachineOpen`]).
@@ -117,7 +120,7 @@ pub fn per_open(event: &ClickEvent, fetcher: Fetcher) -> Reason {
     }
     let own = per_request(event);
     let reader_app = fetcher.proxy || fetcher.client != MailClient::Other;
-    if (reader_app && own == Reason::PreviewFetcher) || (fetcher.proxy && own == Reason::BotUserAgent) {
+    if reader_app && matches!(own, Reason::PreviewFetcher | Reason::BotUserAgent) {
         return Reason::Human;
     }
     own
@@ -427,7 +430,21 @@ impl<T> PartitionState<T> {
     /// The verdict on `e`, from its own signals and what this partition saw.
     fn judge(&mut self, rules: &Rules, e: &ClickEvent, keys: &Keys, offset: i64) -> Reason {
         if e.event_type == EventType::Open {
-            return per_open(e, crate::dimensions::pixel_fetcher(e));
+            // A gateway fetches images inside its sweep of the message's
+            // links, often from a cloud sandbox with a browser's agent that
+            // its own signals cannot tell from a reader: the sweep around it
+            // (burst, honeypot, rescan, fan-out, too fast with weak evidence)
+            // convicts it as it does the sweep's clicks. A provider's proxy
+            // is exempt: it fetches on behalf of the reader, from networks
+            // shared by every reader of that provider. An open never marks a
+            // network for rescans: Apple's proxy shares Private Relay's
+            // addresses with the people clicking behind it.
+            let fetcher = crate::dimensions::pixel_fetcher(e);
+            let own = per_open(e, fetcher);
+            if own.is_human() && !fetcher.proxy {
+                return self.per_message(rules, e, keys, offset).unwrap_or(own);
+            }
+            return own;
         }
         let own = per_request(e);
         let reason = if own.is_human() { self.per_message(rules, e, keys, offset).unwrap_or(own) } else { own };
@@ -775,6 +792,32 @@ mod tests {
         // Three links, but spread over more than the window.
         let slow = vec![click("r1", "l1", t), click("r1", "l2", t + 1_500), click("r1", "l3", t + 3_000)];
         assert_eq!(decide(rules(), slow), vec![Reason::Human; 3]);
+    }
+
+    #[test]
+    fn an_open_inside_a_sweep_is_the_sweeps_and_a_proxys_open_never_is() {
+        let t = SEND + 43_000;
+        let as_open = |mut e: ClickEvent, ua: &str, ua_class: UaClass| {
+            e.event_type = EventType::Open;
+            e.user_agent = Some(ua.into());
+            e.signals.ua_class = ua_class;
+            e
+        };
+        let browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36";
+        let gmail = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
+        let sweep = || vec![click("r1", "l1", t), click("r1", "l2", t + 300), click("r1", "l3", t + 900)];
+        // A gateway's image fetch inside its sweep of the message's links.
+        let mut gateway = sweep();
+        gateway.insert(1, as_open(click("r1", "l1", t + 100), browser, UaClass::Browser));
+        assert_eq!(decide(rules(), gateway), vec![Reason::Burst; 4]);
+        // The same fetch alone is the reader's.
+        let alone = vec![as_open(click("r1", "l1", t + 100), browser, UaClass::Browser)];
+        assert_eq!(decide(rules(), alone), vec![Reason::Human]);
+        // Gmail's proxy fetching in the middle of a sweep from the same
+        // network is still the reader opening the message.
+        let mut proxied = sweep();
+        proxied.insert(1, as_open(click("r1", "l1", t + 100), gmail, UaClass::Preview));
+        assert_eq!(decide(rules(), proxied)[1], Reason::Human);
     }
 
     #[test]
