@@ -717,7 +717,10 @@ mod tests {
             // reader's app showing the message.
             (open(office, UaClass::Preview, 3320), None),
             // A chat app's unfurler is no mail client: still a machine.
-            (open("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", UaClass::Preview, 3320), Some(MachineOpen::Prefetch)),
+            (
+                open("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", UaClass::Preview, 3320),
+                Some(MachineOpen::Prefetch),
+            ),
         ];
         for (e, want) in cases {
             let got = open_verdict(&e);

@@ -1,7 +1,10 @@
 //! The live dashboard in a real browser: a seeded blast goes through the edge,
 //! then headless Chromium (Debian's `chromium`) loads `/dashboard` with a
-//! client's API key and must show exactly what was sent. A screenshot is kept
-//! in `tests/artifacts/dashboard.png`.
+//! client's API key and must show exactly what was sent: totals, human and
+//! machine opens, top links, and the breakdown panels, once as they are and
+//! once filtered on a country (the filter chip's state is the address's
+//! `?country=`, which a click on a value sets). A screenshot is kept in
+//! `tests/artifacts/dashboard.png`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -24,6 +27,17 @@ const CAMPAIGN: &str = "black-friday";
 /// The blast: this many clicks on the campaign's links, drawn from a fixed seed.
 const CLICKS: usize = 320;
 const SEED: u64 = 20_261_122;
+/// Apple Mail Privacy Protection's proxy fetching the pixel: a machine open.
+const APPLE_PROXY: &str = "Mozilla/5.0";
+const IPHONE_SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
+const LINUX_FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0";
+/// Addresses of the blast's untokened human clicks (the vendored country
+/// table's German and French ISPs) and of its bots (Google's, US). Clicks
+/// with a recipient token come from the test's own loopback address (no
+/// country), so no network ever clicks for many recipients at once.
+const GERMANY: &str = "79.192.0.1";
+const FRANCE: &str = "90.0.0.1";
+const BOTS: &str = "8.8.8.8";
 
 /// What the dashboard must show for the campaign.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +49,12 @@ struct Expected {
     recipients: BTreeSet<String>,
     /// Per link code: (clicks, human clicks).
     per_link: BTreeMap<String, (u64, u64)>,
+    human_opens: u64,
+    machine_opens: u64,
+    /// Per country as the API names it: (human clicks, bot clicks).
+    by_country: BTreeMap<&'static str, (u64, u64)>,
+    /// Human clicks per device of the German clicks.
+    german_devices: BTreeMap<&'static str, u64>,
 }
 
 /// Sends `req` and returns its JSON body, which must come with status `want`.
@@ -55,7 +75,7 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
          install it with `infra/install.sh --browser` (infra/test.sh does) or `apt-get install chromium`"
     );
     let servers = Servers::start().await;
-    let env = [("RICOCHET_TOKEN_KEYS", TOKEN_KEYS.to_owned())];
+    let env = [("RICOCHET_TOKEN_KEYS", TOKEN_KEYS.to_owned()), ("RICOCHET_TRUSTED_PROXIES", "127.0.0.0/8".to_owned())];
     let aggregator = services::aggregator(&servers, "aggregator", &env).await;
     let api_service = services::api(&servers, "api", &env).await;
     let api = api_service.url();
@@ -93,11 +113,26 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
         let link = &links[[0, 0, 0, 0, 0, 1, 1, 1, 2][rng.random_range(0..9)]];
         let bot = rng.random_bool(1.0 / 6.0);
         let mut path = format!("/{}", link.code);
-        if !bot && rng.random_bool(1.0 / 3.0) {
+        let mobile = rng.random_bool(0.4);
+        let (country, address) = if bot {
+            ("US", Some(BOTS))
+        } else if rng.random_bool(1.0 / 3.0) {
             let recipient = format!("r{}@example.com", rng.random_range(0..40));
             let token = mint_with_client_key(&kid, &secret, &link.code, &RecipientId::parse(&recipient).unwrap());
             path = format!("{path}/{token}");
             expected.recipients.insert(recipient);
+            ("unknown", None)
+        } else if rng.random_bool(0.6) {
+            *expected.german_devices.entry(if mobile { "mobile" } else { "desktop" }).or_default() += 1;
+            ("DE", Some(GERMANY))
+        } else {
+            ("FR", Some(FRANCE))
+        };
+        let per_country = expected.by_country.entry(country).or_default();
+        if bot {
+            per_country.1 += 1;
+        } else {
+            per_country.0 += 1;
         }
         let entry = expected.per_link.get_mut(&link.code).unwrap();
         entry.0 += 1;
@@ -110,18 +145,26 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
         expected.clicks += 1;
         let agent = if bot {
             "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
+        } else if mobile {
+            IPHONE_SAFARI
         } else {
-            "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
+            LINUX_FIREFOX
         };
-        requests.push((path, agent, 302));
+        requests.push((path, agent, address, 302));
     }
+    // Opens: readers' own fetches, and Apple's privacy proxy fetching for some.
     for i in 0..37 {
-        requests.push((format!("/o/{}.gif", links[i % links.len()].code), client::BROWSER_UA, 200));
-        expected.opens += 1;
+        requests.push((format!("/o/{}.gif", links[i % links.len()].code), client::BROWSER_UA, None, 200));
+        expected.human_opens += 1;
     }
+    for i in 0..9 {
+        requests.push((format!("/o/{}.gif", links[i % links.len()].code), APPLE_PROXY, None, 200));
+        expected.machine_opens += 1;
+    }
+    expected.opens = expected.human_opens + expected.machine_opens;
     for code in [&other_campaign.code, &other_client.code] {
         for _ in 0..11 {
-            requests.push((format!("/{code}"), client::BROWSER_UA, 302));
+            requests.push((format!("/{code}"), client::BROWSER_UA, Some(GERMANY), 302));
         }
     }
     assert!(expected.bot > 20 && expected.recipients.len() > 10, "the seed gives a useful mix: {expected:?}");
@@ -132,8 +175,24 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
     let stats_url = format!("{api}/v1/clients/{CLIENT}/campaigns/{CAMPAIGN}/stats");
     let totals = eventually("the stats API to count the blast", Duration::from_secs(60), || async {
         let t = json(as_client.get(&stats_url), 200).await["totals"].clone();
-        let seen = [&t["clicks"], &t["human_clicks"], &t["bot_clicks"], &t["opens"], &t["unique_recipients"]];
-        let want = [expected.clicks, expected.human, expected.bot, expected.opens, expected.recipients.len() as u64];
+        let seen = [
+            &t["clicks"],
+            &t["human_clicks"],
+            &t["bot_clicks"],
+            &t["opens"],
+            &t["human_opens"],
+            &t["machine_opens"],
+            &t["unique_recipients"],
+        ];
+        let want = [
+            expected.clicks,
+            expected.human,
+            expected.bot,
+            expected.opens,
+            expected.human_opens,
+            expected.machine_opens,
+            expected.recipients.len() as u64,
+        ];
         (seen.iter().zip(want).all(|(s, w)| s.as_u64() == Some(w))).then_some(t)
     })
     .await;
@@ -171,6 +230,8 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
     assert_eq!(shown("total-human-clicks"), expected.human, "human clicks shown");
     assert_eq!(shown("total-bot-clicks"), expected.bot, "bot clicks shown");
     assert_eq!(shown("total-opens"), expected.opens, "opens shown");
+    assert_eq!(shown("total-human-opens"), expected.human_opens, "human opens shown");
+    assert_eq!(shown("total-machine-opens"), expected.machine_opens, "machine opens shown");
     assert_eq!(shown("total-unique-recipients"), expected.recipients.len() as u64, "unique recipients shown");
 
     // Top links: every link of the campaign, most clicked first, with its numbers.
@@ -192,6 +253,37 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
         assert!(options.contains(&campaign), "campaign {campaign} offered: {options:?}");
     }
     assert!(!dom.contains("globex"), "another client's data leaked into the page");
+
+    // The country panel: every country with its human and bot clicks, human first.
+    let countries = breakdown_rows(&dom, "breakdown-country");
+    let shown_countries: Vec<(String, u64, u64)> = countries.iter().map(|(v, c)| (v.clone(), c[1], c[2])).collect();
+    let mut want_countries: Vec<(String, u64, u64)> =
+        expected.by_country.iter().map(|(c, (h, b))| (c.to_string(), *h, *b)).collect();
+    want_countries.sort_by(|a, b| (b.1, b.1 + b.2).cmp(&(a.1, a.1 + a.2)).then_with(|| a.0.cmp(&b.0)));
+    assert_eq!(shown_countries, want_countries, "country panel rows: {countries:?}");
+    // The mail-client panel shows Apple's proxy's opens as machine opens.
+    let mail = breakdown_rows(&dom, "breakdown-mail_client");
+    let apple = mail.iter().find(|(v, _)| v == "apple_mail").unwrap_or_else(|| panic!("no apple_mail row: {mail:?}"));
+    assert_eq!((apple.1[3], apple.1[4]), (0, expected.machine_opens), "Apple Mail's opens: {mail:?}");
+    assert!(element_text(&dom, "filters").is_none_or(|t| t.is_empty()), "no filter chip before a filter");
+
+    // Filtered on Germany, as a click on its row does: the chip, and the
+    // device panel counts only the German clicks.
+    let filtered = format!("{url}&country=DE");
+    let (dom, _) = chromium(&filtered, &["--dump-dom"]).await;
+    assert_eq!(element_text(&dom, "status").as_deref(), Some("Live"), "the filtered page polled without errors");
+    let chip = dom.split("class=\"chip\"").nth(1).unwrap_or_else(|| panic!("no filter chip:\n{dom}"));
+    assert!(chip.contains("data-dimension=\"country\"") && chip.contains("data-value=\"DE\""), "{chip}");
+    let devices = breakdown_rows(&dom, "breakdown-device");
+    let shown_devices: BTreeMap<&str, u64> =
+        devices.iter().filter(|(_, c)| c[1] > 0).map(|(v, c)| (v.as_str(), c[1])).collect();
+    assert_eq!(shown_devices, expected.german_devices, "German clicks by device: {devices:?}");
+    let countries = breakdown_rows(&dom, "breakdown-country");
+    assert_eq!(
+        countries.iter().map(|(v, c)| (v.as_str(), c[1])).collect::<Vec<_>>(),
+        vec![("DE", expected.by_country["DE"].0)],
+        "the filtered country panel"
+    );
     assert!(!dom.contains(&key), "the API key is not written into the page");
 
     // The screenshot, kept as a test artifact.
@@ -199,24 +291,29 @@ async fn the_dashboard_shows_a_seeded_blast_in_a_real_browser() {
     std::fs::create_dir_all(&dir).unwrap();
     let png = dir.join("dashboard.png");
     let _ = std::fs::remove_file(&png);
-    chromium(&url, &[&format!("--screenshot={}", png.display()), "--window-size=1280,900"]).await;
+    chromium(&url, &[&format!("--screenshot={}", png.display()), "--window-size=1280,2000"]).await;
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
     let (w, h) =
         (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
-    assert_eq!((w, h), (1280, 900), "screenshot size");
+    assert_eq!((w, h), (1280, 2000), "screenshot size");
     eprintln!("screenshot: {}", png.display());
     drop((edge, api_service, aggregator));
 }
 
-/// Sends every `(path, user agent, expected status)` to the edge, 32 at a time.
-async fn send_all(edge: &str, requests: Vec<(String, &'static str, u16)>) {
+/// Sends every `(path, user agent, client address, expected status)` to the
+/// edge, 32 at a time; the address goes in `X-Forwarded-For`, which the edge
+/// trusts from loopback here.
+async fn send_all(edge: &str, requests: Vec<(String, &'static str, Option<&'static str>, u16)>) {
     let http = http_as(None);
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
     let mut tasks = Vec::new();
-    for (path, agent, want) in requests {
+    for (path, agent, address, want) in requests {
         let permit = permits.clone().acquire_owned().await.unwrap();
-        let req = http.get(format!("{edge}{path}")).header("user-agent", agent);
+        let mut req = http.get(format!("{edge}{path}")).header("user-agent", agent);
+        if let Some(address) = address {
+            req = req.header("x-forwarded-for", address);
+        }
         tasks.push(tokio::spawn(async move {
             let status = req.send().await.map(|r| r.status().as_u16());
             drop(permit);
@@ -283,6 +380,29 @@ fn table_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Each row of a breakdown panel's body: its `data-value` (the API's value)
+/// and its cells as numbers (the value's own cell reads 0).
+fn breakdown_rows(dom: &str, id: &str) -> Vec<(String, Vec<u64>)> {
+    let start = dom.find(&format!("<tbody id=\"{id}\">")).unwrap_or_else(|| panic!("no tbody #{id}:\n{dom}"));
+    let body = &dom[start..start + dom[start..].find("</tbody>").unwrap()];
+    body.split("<tr")
+        .skip(1)
+        .filter_map(|row| {
+            let value = row.split("data-value=\"").nth(1)?.split('"').next()?;
+            let cells = row
+                .split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let text = strip_tags(&cell[cell.find('>').unwrap() + 1..]);
+                    text.trim().replace(',', "").parse().unwrap_or(0)
+                })
+                .collect();
+            Some((unescape(value), cells))
+        })
+        .filter(|(value, _)| !value.is_empty())
+        .collect()
+}
+
 fn strip_tags(html: &str) -> String {
     let mut out = String::new();
     let mut in_tag = false;
@@ -310,4 +430,6 @@ fn dom_helpers_read_what_chromium_dumps() {
     let dom = r#"<dd id="total-clicks" data-value="1234">1,234</dd><tbody id="top-links"><tr><td class="code">Ab</td><td class="destination" title="x"><a href="x">https://a.example/?a=1&amp;b=2</a></td><td class="num">9</td></tr></tbody>"#;
     assert_eq!(element_text(dom, "total-clicks").as_deref(), Some("1,234"));
     assert_eq!(table_rows(dom, "top-links"), vec![vec!["Ab", "https://a.example/?a=1&b=2", "9"]]);
+    let panel = r#"<tbody id="breakdown-country"><tr data-value="DE"><td><button class="link value"><span class="flag">x</span> DE</button></td><td class="num bar" style="--share: 100.0%;">1,200</td><td class="num">3</td></tr><tr class="other" data-value=""><td>All others</td><td class="num">1</td></tr></tbody>"#;
+    assert_eq!(breakdown_rows(panel, "breakdown-country"), vec![("DE".to_owned(), vec![0, 1200, 3])]);
 }

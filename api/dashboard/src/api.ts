@@ -11,11 +11,21 @@ export interface Campaign {
   links: number;
 }
 
+/** Machine opens by why they were a machine's; they sum to `machine_opens`. */
+export interface MachineOpens {
+  apple_privacy: number;
+  scanner: number;
+  prefetch: number;
+}
+
 export interface Counts {
   clicks: number;
   human_clicks: number;
   bot_clicks: number;
   opens: number;
+  human_opens: number;
+  machine_opens: number;
+  machine_opens_by_reason: MachineOpens;
 }
 
 export interface Point extends Counts {
@@ -30,6 +40,7 @@ export interface Stats {
   totals: Counts & {
     unique_human_recipients: number;
     unique_recipients: number;
+    unique_human_openers: number;
     /** Bot clicks per verdict reason ("head", "burst", …). */
     bot_by_reason: Record<string, number>;
   };
@@ -94,4 +105,48 @@ export function topLinks(
 ): Promise<{ links: TopLink[] }> {
   const q = new URLSearchParams({ from: String(from), limit: String(limit) });
   return get(creds, `/v1/clients/${seg(creds.client)}/campaigns/${seg(campaign)}/top-links?${q}`, signal);
+}
+
+/** The dimensions the dashboard has a panel for, in the API's names. */
+export const DIMENSIONS = ["country", "device", "os", "browser", "mail_client", "referrer_domain", "utm_source"] as const;
+export type Dimension = (typeof DIMENSIONS)[number];
+
+export interface BreakdownCounts {
+  human_clicks: number;
+  bot_clicks: number;
+  clicks: number;
+  unique_human_recipients: number;
+  human_opens: number;
+  machine_opens: number;
+}
+
+export interface BreakdownRow extends BreakdownCounts {
+  /** ISO 3166 alpha-2 for countries, lowercase names for devices and mail clients, "unknown" when not known. */
+  value: string;
+}
+
+export interface Breakdown {
+  by: Dimension;
+  rows: BreakdownRow[];
+  /** Every value past the listed rows, summed. */
+  other: BreakdownCounts;
+}
+
+/**
+ * One campaign's clicks and opens by `by`, machines included (ranked human
+ * first by the server), from `from` (Unix seconds) to the server's now,
+ * filtered on `filters` (dimension → value).
+ */
+export function breakdown(
+  creds: Credentials,
+  campaign: string,
+  by: Dimension,
+  from: number,
+  filters: ReadonlyMap<Dimension, string>,
+  limit: number,
+  signal?: AbortSignal,
+): Promise<Breakdown> {
+  const q = new URLSearchParams({ by, from: String(from), human_only: "false", limit: String(limit) });
+  for (const [d, v] of filters) q.set(d, v);
+  return get(creds, `/v1/clients/${seg(creds.client)}/campaigns/${seg(campaign)}/breakdown?${q}`, signal);
 }

@@ -1,4 +1,7 @@
-// The live dashboard: pick a campaign, then poll its stats and top links.
+// The live dashboard: pick a campaign, then poll its stats, top links and
+// breakdowns. Human clicks have a chart of their own, so a scanner's sweep
+// never flattens them; a value clicked in a breakdown panel filters the
+// panels (kept in the address as `?country=DE`, the API's own parameter).
 //
 // Credentials come from the URL (`/dashboard?client=acme&key=rk_…`) or the
 // sign-in form and are kept in local storage; the key is then removed from
@@ -6,11 +9,27 @@
 
 import "./style.css";
 
-import { ApiError, campaignStats, campaigns, topLinks, type Credentials, type Stats, type TopLink } from "./api";
-import { ClicksChart } from "./chart";
+import {
+  ApiError,
+  breakdown,
+  campaignStats,
+  campaigns,
+  DIMENSIONS,
+  topLinks,
+  type Breakdown,
+  type Credentials,
+  type Dimension,
+  type Stats,
+  type TopLink,
+} from "./api";
+import { emptyRow, numberCell } from "./cells";
+import { BarChart, BOT, HUMAN } from "./chart";
+import { label, Panels, title } from "./panels";
 
 const POLL_MS = 2500;
 const TOP_LINKS = 10;
+const BREAKDOWN_ROWS = 8;
+const MACHINE_OPEN = "#94a3b8";
 const STORAGE_KEY = "ricochet.dashboard";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -27,8 +46,30 @@ const ui = {
   status: $("status"),
   updated: $("updated"),
   topLinks: $("top-links"),
+  filters: $("filters"),
 };
-const chart = new ClicksChart($("chart"));
+const charts = [
+  new BarChart($("chart-human"), "Human clicks", [{ label: "Human", color: HUMAN, value: (p) => p.human_clicks }], 260),
+  new BarChart($("chart-bot"), "Bot clicks", [{ label: "Bot", color: BOT, value: (p) => p.bot_clicks }], 180),
+  new BarChart(
+    $("chart-opens"),
+    "Opens",
+    [
+      { label: "Human", color: HUMAN, value: (p) => p.human_opens },
+      { label: "Machine", color: MACHINE_OPEN, value: (p) => p.machine_opens },
+    ],
+    180,
+  ),
+];
+const panels = new Panels($("panels"), (d, value) => {
+  filters.set(d, value);
+  showFilters();
+  rewatch();
+});
+
+/** The breakdown filters, dimension → value, as in the address bar. */
+const filters = new Map<Dimension, string>();
+let rewatch: () => void = () => {};
 
 /** Bumped whenever what is shown changes, so answers to older requests are dropped. */
 let generation = 0;
@@ -64,6 +105,11 @@ function setUrlParams(change: Record<string, string | null>): void {
 
 function start(): void {
   const params = new URLSearchParams(location.search);
+  for (const d of DIMENSIONS) {
+    const v = params.get(d);
+    if (v) filters.set(d, v);
+  }
+  showFilters();
   const client = params.get("client");
   const key = params.get("key");
   if (client && key) {
@@ -150,6 +196,7 @@ async function openDashboard(creds: Credentials, wanted: string | null): Promise
     watch(creds);
   };
   ui.window.onchange = () => watch(creds);
+  rewatch = () => watch(creds);
   watch(creds);
 }
 
@@ -168,12 +215,13 @@ async function poll(creds: Credentials, campaign: string, windowSecs: number, ge
   const abort = new AbortController();
   inFlight = abort;
   try {
-    const [stats, top] = await Promise.all([
+    const [stats, top, ...breakdowns] = await Promise.all([
       campaignStats(creds, campaign, from, abort.signal),
       topLinks(creds, campaign, from, TOP_LINKS, abort.signal),
+      ...DIMENSIONS.map((d) => breakdown(creds, campaign, d, from, filters, BREAKDOWN_ROWS, abort.signal)),
     ]);
     if (gen !== generation) return;
-    render(stats, top.links);
+    render(stats, top.links, breakdowns);
     setStatus("Live", false);
     ui.updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
@@ -197,18 +245,51 @@ const TOTALS = [
   "unique_human_recipients",
   "bot_clicks",
   "clicks",
+  "human_opens",
+  "unique_human_openers",
+  "machine_opens",
   "opens",
   "unique_recipients",
 ] as const;
 
-function render(stats: Stats, links: TopLink[]): void {
+function render(stats: Stats, links: TopLink[], breakdowns: Breakdown[]): void {
   for (const name of TOTALS) showNumber($(`total-${name.replace(/_/g, "-")}`), stats.totals[name]);
-  $("total-bot-clicks").title = Object.entries(stats.totals.bot_by_reason ?? {})
+  $("total-bot-clicks").title = reasons(stats.totals.bot_by_reason ?? {});
+  $("total-machine-opens").title = reasons({ ...stats.totals.machine_opens_by_reason });
+  for (const c of charts) c.update(stats.series);
+  ui.topLinks.replaceChildren(...(links.length ? links.map(linkRow) : [emptyRow(5, "No clicks in this window yet.")]));
+  for (const b of breakdowns) panels.render(b.by, b);
+}
+
+/** "reason: n" lines, largest first, for a tooltip. */
+function reasons(by: Record<string, number>): string {
+  return Object.entries(by)
+    .filter(([, n]) => n > 0)
     .sort((a, b) => b[1] - a[1])
     .map(([reason, n]) => `${reason.replace(/_/g, " ")}: ${n.toLocaleString()}`)
     .join("\n");
-  chart.update(stats.series);
-  ui.topLinks.replaceChildren(...(links.length ? links.map(linkRow) : [emptyRow()]));
+}
+
+/** The filter chips; each removes its filter when clicked. */
+function showFilters(): void {
+  const chips = [...filters].map(([d, v]) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "chip";
+    chip.dataset.dimension = d;
+    chip.dataset.value = v;
+    chip.title = "Remove this filter";
+    chip.textContent = `${title(d)}: ${label(d, v)} ×`;
+    chip.addEventListener("click", () => {
+      filters.delete(d);
+      showFilters();
+      rewatch();
+    });
+    return chip;
+  });
+  ui.filters.replaceChildren(...chips);
+  ui.filters.hidden = chips.length === 0;
+  setUrlParams(Object.fromEntries(DIMENSIONS.map((d) => [d, filters.get(d) ?? null])));
 }
 
 function showNumber(el: HTMLElement, n: number): void {
@@ -222,6 +303,7 @@ function clearNumbers(): void {
     el.textContent = "–";
     delete el.dataset.value;
   }
+  panels.clear();
 }
 
 function linkRow(l: TopLink): HTMLTableRowElement {
@@ -244,23 +326,6 @@ function linkRow(l: TopLink): HTMLTableRowElement {
     dest.textContent = url || "–";
   }
   row.append(code, dest, numberCell(l.clicks), numberCell(l.human_clicks), numberCell(l.clicks - l.human_clicks));
-  return row;
-}
-
-function numberCell(n: number): HTMLTableCellElement {
-  const td = document.createElement("td");
-  td.className = "num";
-  td.textContent = n.toLocaleString();
-  return td;
-}
-
-function emptyRow(): HTMLTableRowElement {
-  const row = document.createElement("tr");
-  const td = document.createElement("td");
-  td.colSpan = 5;
-  td.className = "muted";
-  td.textContent = "No clicks in this window yet.";
-  row.append(td);
   return row;
 }
 
