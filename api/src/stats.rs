@@ -748,19 +748,45 @@ pub struct BreakdownSpec {
 }
 
 impl BreakdownSpec {
-    /// The rollup grain whose breakdown rows answer exactly, if any: UTC days
-    /// when the range tiles whole days, else hours when it tiles whole hours,
-    /// and none with a filter (breakdown rows count one dimension at a time)
-    /// or a range off the hours: then the raw events answer.
-    pub fn rollup_grain(&self) -> Option<u32> {
+    /// The breakdown rows that answer exactly, as `(grain, from, to)` spans
+    /// tiling `[from, to)`, coarsest first: the whole UTC days inside the
+    /// range from the day rows, the hours before the first and after the
+    /// last whole day from the hour rows (a 30-day range ending on the hour
+    /// reads 30 days of day rows and at most 46 hours of hour rows, not 720
+    /// hours). None with a filter (breakdown rows count one dimension at a
+    /// time) or a range off the hours: then the raw events answer.
+    pub fn rollup_spans(&self) -> Option<Vec<(u32, i64, i64)>> {
         if !self.filters.is_empty() {
             return None;
         }
-        // Coarsest first.
         let mut grains = BREAKDOWN_GRAINS;
         grains.sort_unstable_by(|a, b| b.cmp(a));
-        grains.into_iter().find(|g| self.from % i64::from(*g) == 0 && self.to % i64::from(*g) == 0)
+        let finest = i64::from(*grains.last()?);
+        if self.from % finest != 0 || self.to % finest != 0 {
+            return None;
+        }
+        Some(tile(self.from, self.to, &grains))
     }
+}
+
+/// `[from, to)` as spans of the coarsest grain that fits, then the next
+/// finer one for what is left at either end (`from` and `to` are multiples
+/// of the finest grain, which every coarser grain is a multiple of).
+fn tile(from: i64, to: i64, grains: &[u32]) -> Vec<(u32, i64, i64)> {
+    let Some((&grain, finer)) = grains.split_first() else { return Vec::new() };
+    let g = i64::from(grain);
+    let (start, end) = (from + (g - from.rem_euclid(g)) % g, to - to.rem_euclid(g));
+    if finer.is_empty() || start >= end {
+        return if finer.is_empty() { vec![(grain, from, to)] } else { tile(from, to, finer) };
+    }
+    let mut spans = vec![(grain, start, end)];
+    if from < start {
+        spans.extend(tile(from, start, finer));
+    }
+    if end < to {
+        spans.extend(tile(end, to, finer));
+    }
+    spans
 }
 
 /// The counts of one value of a breakdown, as ClickHouse sums them.
@@ -775,7 +801,7 @@ pub struct ValueCounts {
 }
 
 /// The counts per value of a breakdown (every value; the caller ranks them).
-/// From the breakdown rows of `click_rollups` when [`BreakdownSpec::rollup_grain`]
+/// From the breakdown rows of `click_rollups` when [`BreakdownSpec::rollup_spans`]
 /// allows, a range read on (grain, client, campaign[, link]); else from the raw events.
 pub async fn breakdown_counts(
     ch: &Client,
@@ -783,19 +809,23 @@ pub async fn breakdown_counts(
     spec: &BreakdownSpec,
 ) -> Result<Vec<ValueCounts>, StatsError> {
     let (filter, values) = scope.filter();
-    let query = match spec.rollup_grain() {
-        Some(grain) => {
+    let query = match spec.rollup_spans() {
+        Some(spans) => {
+            let span = "(grain = ? AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?))";
             let sql = format!(
                 "SELECT value, sum(human_clicks) AS human_clicks, sum(bot_clicks) AS bot_clicks, \
                  sum(clicks) AS clicks, sum(human_opens) AS human_opens, sum(machine_opens) AS machine_opens \
-                 FROM {ROLLUP_TABLE} WHERE grain = ? AND {filter} AND dimension = ? \
-                 AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) GROUP BY value"
+                 FROM {ROLLUP_TABLE} WHERE ({}) AND {filter} AND dimension = ? GROUP BY value",
+                vec![span; spans.len()].join(" OR ")
             );
-            let mut query = ch.query(&sql).bind(grain);
+            let mut query = ch.query(&sql);
+            for (grain, from, to) in spans {
+                query = query.bind(grain).bind(from as u32).bind(to as u32);
+            }
             for v in &values {
                 query = query.bind(v.as_str());
             }
-            query.bind(spec.by.as_str()).bind(spec.from as u32).bind(spec.to as u32)
+            query.bind(spec.by.as_str())
         }
         None => {
             let column = spec.by.as_str();

@@ -107,6 +107,10 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
             }
         }
         urls.push(format!("{base}/v1/{scope}/breakdown?by=country&{range}&device=desktop&limit=3"));
+        // From the rows: a day and the ragged hours either side of it.
+        let (hour, day) = (now / 1000 - (now / 1000).rem_euclid(3_600), now / 1000 - (now / 1000).rem_euclid(86_400));
+        let rows = format!("from={}&to={}", day - 86_400 - 3_600, hour + 3_600);
+        urls.push(format!("{base}/v1/{scope}/breakdown?by=browser&{rows}&human_only=false"));
         urls.push(format!("{base}/v1/{scope}/breakdown?by=mail_client&{range}&format=csv"));
     }
     for human in ["false", "true"] {

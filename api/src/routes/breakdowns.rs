@@ -331,7 +331,7 @@ pub async fn breakdown(ch: &clickhouse::Client, scope: &Scope, req: &BreakdownRe
         to: stats::rfc3339(spec.to, req.tz),
         tz: req.tz.name().to_owned(),
         human_only: req.human_only,
-        source: if spec.rollup_grain().is_some() { Source::Rollups } else { Source::Events },
+        source: if spec.rollup_spans().is_some() { Source::Rollups } else { Source::Events },
         rows,
         other,
     })
@@ -540,18 +540,38 @@ mod tests {
         assert_eq!(r.spec.to, 1_800_003_600);
         assert_eq!(r.spec.to - r.spec.from, 30 * 86_400);
         assert!(r.human_only && r.limit == 10 && r.spec.filters.is_empty() && r.tz == Tz::UTC);
-        assert_eq!(r.spec.rollup_grain(), Some(3_600), "whole hours: the hour rollups");
+        assert!(r.spec.rollup_spans().is_some(), "whole hours: the rollups");
     }
 
     #[test]
-    fn the_source_is_the_coarsest_rollup_grain_that_fits_else_the_events() {
-        let grain = |q: &str| parse(q).unwrap().spec.rollup_grain();
-        let day = 20_000 * 86_400;
-        assert_eq!(grain(&format!("by=os&from={day}&to={}", day + 7 * 86_400)), Some(86_400));
-        assert_eq!(grain(&format!("by=os&from={}&to={}", day - 3_600, day + 3_600)), Some(3_600));
-        assert_eq!(grain(&format!("by=os&from={}&to={}", day + 60, day + 3_600)), None, "off the hour");
-        assert_eq!(grain(&format!("by=os&from={day}&to={}&device=mobile", day + 86_400)), None, "a filter");
-        assert_eq!(grain("by=os&from=2026-11-01T00:00:00%2B01:00&to=2026-11-02T00:00:00%2B01:00"), Some(3_600));
+    fn whole_days_come_from_the_day_rows_the_ragged_ends_from_the_hours_else_the_events() {
+        let spans = |q: &str| parse(q).unwrap().spec.rollup_spans();
+        let (day, h) = (20_000 * 86_400, 3_600);
+        assert_eq!(
+            spans(&format!("by=os&from={day}&to={}", day + 7 * 86_400)),
+            Some(vec![(86_400, day, day + 7 * 86_400)])
+        );
+        assert_eq!(
+            spans(&format!("by=os&from={}&to={}", day - 3 * h, day + 2 * 86_400 + 5 * h)),
+            Some(vec![
+                (86_400, day, day + 2 * 86_400),
+                (3_600, day - 3 * h, day),
+                (3_600, day + 2 * 86_400, day + 2 * 86_400 + 5 * h)
+            ]),
+            "days inside, hours at the ends"
+        );
+        assert_eq!(
+            spans(&format!("by=os&from={}&to={}", day - h, day + h)),
+            Some(vec![(3_600, day - h, day + h)]),
+            "no whole day"
+        );
+        assert_eq!(spans(&format!("by=os&from={}&to={}", day + 60, day + h)), None, "off the hour");
+        assert_eq!(spans(&format!("by=os&from={day}&to={}&device=mobile", day + 86_400)), None, "a filter");
+        // Local midnights are not UTC days: hours, one day's worth.
+        assert_eq!(
+            spans("by=os&from=2026-11-01T00:00:00%2B01:00&to=2026-11-02T00:00:00%2B01:00"),
+            Some(vec![(3_600, 1793487600, 1793574000)])
+        );
     }
 
     #[test]
