@@ -702,15 +702,16 @@ impl Pipeline {
             }
             let mut any_sent = false;
             for w in &shards {
-                let rows = batch.rollup_rows(&ctx.topic, &w.parts);
-                match ctx.sink.write_rollups(w.shard, &rows).await {
-                    Ok(()) => any_sent = true,
+                match ctx.sink.write_rollups(w.shard, batch.rollup_rows(&ctx.topic, &w.parts)).await {
+                    Ok(rows) => {
+                        any_sent = true;
+                        metrics::histogram!("ricochet_aggregator_flush_rows").record(rows as f64);
+                    }
                     Err(e @ WriteError::Retry(_)) | Err(e @ WriteError::Refused(_)) if !any_sent => {
                         return Outcome::NotApplied(e)
                     }
                     Err(e) => return Outcome::Unknown(e),
                 }
-                metrics::histogram!("ricochet_aggregator_flush_rows").record(rows.len() as f64);
             }
             match ctx.sink.read_positions_of(&attempt.partitions()).await {
                 Ok(stored) => Outcome::Written(stored),

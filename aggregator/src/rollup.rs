@@ -198,6 +198,48 @@ impl From<&ComboKeyRef<'_>> for ComboKey {
     }
 }
 
+/// What one breakdown row counts: clicks and opens by verdict, without the
+/// click reasons (those are on the rollup rows), so the flush's map of
+/// breakdown values stays a third of the size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BreakdownCounts {
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub opens: u64,
+    pub human_opens: u64,
+    /// Machine opens per [`MachineOpen`], indexed like [`MachineOpen::ALL`].
+    pub by_machine_open: [u64; MachineOpen::ALL.len()],
+}
+
+impl BreakdownCounts {
+    /// Counts one decided event.
+    pub fn count(&mut self, event_type: EventType, reason: Reason) {
+        match event_type {
+            EventType::Open => {
+                self.opens += 1;
+                match reason.machine_open() {
+                    None => self.human_opens += 1,
+                    Some(m) => self.by_machine_open[m as usize] += 1,
+                }
+            }
+            EventType::Click => {
+                self.clicks += 1;
+                self.human_clicks += u64::from(reason.is_human());
+            }
+        }
+    }
+
+    pub fn add(&mut self, other: &BreakdownCounts) {
+        self.clicks += other.clicks;
+        self.human_clicks += other.human_clicks;
+        self.opens += other.opens;
+        self.human_opens += other.human_opens;
+        for (mine, theirs) in self.by_machine_open.iter_mut().zip(other.by_machine_open) {
+            *mine += theirs;
+        }
+    }
+}
+
 /// What one rollup row counts. `clicks = human_clicks + bot_clicks`, and
 /// `by_reason` splits the clicks by the verdict's reason; `opens =
 /// human_opens + the machine opens`, which `by_machine_open` splits.
@@ -276,7 +318,7 @@ struct PartitionBatch {
     range: PartitionRange,
     rollups: ByRef<RollupKey, Counts>,
     /// Per link-hour and combination of dimension values.
-    breakdowns: ByRef<ComboKey, Counts>,
+    breakdowns: ByRef<ComboKey, BreakdownCounts>,
     events: Vec<EventRow>,
     ids: HashSet<u128>,
     recipients: SetByRef<RecipientRow>,
@@ -458,40 +500,48 @@ impl Batch {
     /// the deltas at every grain (minutes folded into their coarser buckets),
     /// plus one position row per partition moving it from the part's previous
     /// position to its end, each row tagged with its partition's fence.
-    pub fn rollup_rows(&self, topic: &str, parts: &[&Part]) -> Vec<RollupRow> {
-        let mut rows = Vec::with_capacity(self.num_rollup_rows());
-        for part in parts {
-            let Some(pb) = self.partitions.get(&part.range.partition) else { continue };
-            rows.push(RollupRow::position(topic, part));
-            let fenced = |row: RollupRow| row.fenced(part);
-            rows.extend(
-                pb.rollups.iter().map(|(key, counts)| fenced(RollupRow::delta(key.borrowed(), Grain::Minute, counts))),
-            );
-            for grain in &Grain::ALL[1..] {
-                let mut folded: HashMap<RollupKeyRef<'_>, Counts> = HashMap::with_capacity(pb.rollups.len());
-                for (key, counts) in &pb.rollups {
-                    let bucket = BucketStart(grain.floor(key.bucket.0));
-                    folded.entry(RollupKeyRef { bucket, ..key.borrowed() }).or_default().add(counts);
-                }
-                rows.extend(folded.iter().map(|(key, counts)| fenced(RollupRow::delta(*key, *grain, counts))));
-            }
-            // Breakdowns: each combination counts once for each dimension's value.
-            let mut by_value: HashMap<(Grain, RollupKeyRef<'_>, usize, &str), Counts> =
-                HashMap::with_capacity(pb.breakdowns.len() * DIMENSIONS.len());
-            for (combo, counts) in &pb.breakdowns {
-                for grain in BREAKDOWN_GRAINS {
-                    let key =
-                        RollupKeyRef { bucket: BucketStart(grain.floor(combo.key.bucket.0)), ..combo.key.borrowed() };
-                    for (dimension, value) in combo.values.iter().enumerate() {
-                        by_value.entry((grain, key, dimension, value)).or_default().add(counts);
+    /// Made as they are written: a flush of a busy batch has hundreds of
+    /// thousands of rows, which are never collected.
+    pub fn rollup_rows<'a>(
+        &'a self,
+        topic: &'a str,
+        parts: &'a [&'a Part],
+    ) -> impl Iterator<Item = RollupRow<'a>> + 'a {
+        parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
+            move |(part, pb)| {
+                let minutes =
+                    pb.rollups.iter().map(|(key, counts)| RollupRow::delta(key.borrowed(), Grain::Minute, counts));
+                let coarser = Grain::ALL[1..].iter().flat_map(move |grain| {
+                    let mut folded: HashMap<RollupKeyRef<'a>, Counts> = HashMap::with_capacity(pb.rollups.len());
+                    for (key, counts) in &pb.rollups {
+                        let bucket = BucketStart(grain.floor(key.bucket.0));
+                        folded.entry(RollupKeyRef { bucket, ..key.borrowed() }).or_default().add(counts);
                     }
-                }
-            }
-            rows.extend(by_value.into_iter().map(|((grain, key, dimension, value), counts)| {
-                fenced(RollupRow::breakdown(key, grain, DIMENSIONS[dimension], value, &counts))
-            }));
-        }
-        rows
+                    folded.into_iter().map(move |(key, counts)| RollupRow::delta(key, *grain, &counts))
+                });
+                // Breakdowns: each combination counts once for each dimension's value.
+                let breakdowns = std::iter::once(()).flat_map(move |()| {
+                    let mut by_value: HashMap<(Grain, RollupKeyRef<'a>, usize, &'a str), BreakdownCounts> =
+                        HashMap::with_capacity(pb.breakdowns.len() * DIMENSIONS.len());
+                    for (combo, counts) in &pb.breakdowns {
+                        for grain in BREAKDOWN_GRAINS {
+                            let key = RollupKeyRef {
+                                bucket: BucketStart(grain.floor(combo.key.bucket.0)),
+                                ..combo.key.borrowed()
+                            };
+                            for (dimension, value) in combo.values.iter().enumerate() {
+                                by_value.entry((grain, key, dimension, &**value)).or_default().add(counts);
+                            }
+                        }
+                    }
+                    by_value.into_iter().map(|((grain, key, dimension, value), counts)| {
+                        RollupRow::breakdown(key, grain, DIMENSIONS[dimension], value, &counts)
+                    })
+                });
+                std::iter::once(RollupRow::position(topic, part))
+                    .chain(minutes.chain(coarser).chain(breakdowns).map(move |row| row.fenced(part)))
+            },
+        )
     }
 
     /// The batch is stored (or was already): its event ids join the dedup
@@ -564,7 +614,8 @@ mod tests {
         assert_eq!(b.num_events(), 4);
         // Partition 0 had 10 stored, partition 1 nothing yet.
         let parts = parts(&b, |p| (p == 0).then_some(10));
-        let all = b.rollup_rows("clicks", &parts.iter().collect::<Vec<_>>());
+        let refs: Vec<&Part> = parts.iter().collect();
+        let all: Vec<RollupRow> = b.rollup_rows("clicks", &refs).collect();
         let (rows, breakdowns): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r.dimension.is_empty());
         for grain in Grain::ALL {
             let total: u64 = rows.iter().filter(|r| r.grain == grain.secs()).map(|r| r.clicks).sum();
@@ -620,7 +671,8 @@ mod tests {
             b.add(0, i as i64, Some((e, bucket, reason)), 0);
         }
         let parts = parts(&b, |_| None);
-        let rows = b.rollup_rows("clicks", &parts.iter().collect::<Vec<_>>());
+        let refs: Vec<&Part> = parts.iter().collect();
+        let rows: Vec<RollupRow> = b.rollup_rows("clicks", &refs).collect();
         let clicks = events.iter().filter(|e| e.1 == EventType::Click).count() as u64;
         for grain in BREAKDOWN_GRAINS {
             for (d, dimension) in DIMENSIONS.into_iter().enumerate() {
@@ -749,11 +801,8 @@ mod tests {
         b.add(0, 2, Some((open, bucket, Reason::Human)), 0);
         b.add(0, 3, Some(click("a", "l1", 60_000)), 0);
         let parts = parts(&b, |_| None);
-        let row = b
-            .rollup_rows("clicks", &parts.iter().collect::<Vec<_>>())
-            .into_iter()
-            .find(|r| r.grain == 60 && r.link_id == "l1")
-            .unwrap();
+        let refs: Vec<&Part> = parts.iter().collect();
+        let row = b.rollup_rows("clicks", &refs).find(|r| r.grain == 60 && r.link_id == "l1").unwrap();
         assert_eq!((row.clicks, row.human_clicks, row.bot_clicks, row.opens), (2, 1, 1, 1));
         assert_eq!((row.bot_head, row.human_allow_listed), (1, 0));
         let counts = b.partitions[&0].rollups.values().next().unwrap();

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dimensions::EventDimensions;
 use crate::protocol::{Acquired, Fence, Part};
-use crate::rollup::{Counts, Grain, RollupKeyRef};
+use crate::rollup::{BreakdownCounts, Counts, Grain, RollupKeyRef};
 use crate::sql;
 
 pub use crate::sql::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
@@ -258,20 +258,22 @@ impl EventRow {
 /// or the position delta of one partition
 /// (`grain` 0). Field order is the table's;
 /// the reason fields follow [`Reason::ALL`] without `Human` (see
-/// [`reason_columns`]).
+/// [`reason_columns`]). Its strings borrow from the batch: a flush writes
+/// up to ten rows per event (the breakdowns), which are serialized as they
+/// are made, never copied or collected ([`ClickHouseSink::write_rollups`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize)]
-pub struct RollupRow {
+pub struct RollupRow<'a> {
     pub grain: u32,
-    pub client_id: String,
-    pub campaign_id: String,
-    pub link_id: String,
+    pub client_id: &'a str,
+    pub campaign_id: &'a str,
+    pub link_id: &'a str,
     pub bucket_start: u32,
-    pub source_topic: String,
+    pub source_topic: &'a str,
     pub source_partition: i32,
     /// `""` on the rollup rows; on a breakdown row, one of
     /// [`crate::rollup::DIMENSIONS`] and the events' value of it.
     pub dimension: &'static str,
-    pub value: String,
+    pub value: &'a str,
     pub clicks: u64,
     pub human_clicks: u64,
     pub bot_clicks: u64,
@@ -310,17 +312,17 @@ pub fn reason_columns() -> impl Iterator<Item = (Reason, String)> {
     })
 }
 
-impl RollupRow {
+impl<'a> RollupRow<'a> {
     /// The counts of `key`'s minute folded into its bucket at `grain`.
-    pub fn delta(key: RollupKeyRef<'_>, grain: Grain, counts: &Counts) -> Self {
+    pub fn delta(key: RollupKeyRef<'a>, grain: Grain, counts: &Counts) -> Self {
         let r = |reason| counts.reason(reason);
         RollupRow {
             grain: grain.secs(),
-            client_id: key.client_id.as_str().to_owned(),
-            campaign_id: key.campaign_id.as_str().to_owned(),
-            link_id: key.link_id.as_str().to_owned(),
+            client_id: key.client_id.as_str(),
+            campaign_id: key.campaign_id.as_str(),
+            link_id: key.link_id.as_str(),
             bucket_start: grain.floor(key.bucket.0),
-            source_topic: String::new(),
+            source_topic: "",
             source_partition: 0,
             clicks: counts.clicks,
             human_clicks: counts.human_clicks,
@@ -350,25 +352,44 @@ impl RollupRow {
     }
 
     /// The breakdown row of `key`'s bucket at `grain`: the counts of the
-    /// events whose `dimension` is `value`.
+    /// events whose `dimension` is `value`. Breakdown rows count clicks and
+    /// opens by verdict; the click reasons are on the rollup rows only.
     pub fn breakdown(
-        key: RollupKeyRef<'_>,
+        key: RollupKeyRef<'a>,
         grain: Grain,
         dimension: &'static str,
-        value: &str,
-        counts: &Counts,
+        value: &'a str,
+        counts: &BreakdownCounts,
     ) -> Self {
-        RollupRow { dimension, value: value.to_owned(), ..RollupRow::delta(key, grain, counts) }
+        RollupRow {
+            grain: grain.secs(),
+            client_id: key.client_id.as_str(),
+            campaign_id: key.campaign_id.as_str(),
+            link_id: key.link_id.as_str(),
+            bucket_start: grain.floor(key.bucket.0),
+            dimension,
+            value,
+            clicks: counts.clicks,
+            human_clicks: counts.human_clicks,
+            bot_clicks: counts.clicks - counts.human_clicks,
+            opens: counts.opens,
+            human_opens: counts.human_opens,
+            machine_opens: counts.opens - counts.human_opens,
+            open_apple_privacy: counts.by_machine_open[MachineOpen::ApplePrivacy as usize],
+            open_scanner: counts.by_machine_open[MachineOpen::Scanner as usize],
+            open_prefetch: counts.by_machine_open[MachineOpen::Prefetch as usize],
+            ..RollupRow::default()
+        }
     }
 
     /// The row that moves a partition's stored position from `previous`
     /// (`None`: nothing stored yet, i.e. 0) to `range.next`. Positive for every
     /// batch (a batch holds at least one offset at or past the stored
     /// position), so neither this row nor the sum it merges into is all-zero.
-    pub fn position(topic: &str, part: &Part) -> Self {
+    pub fn position(topic: &'a str, part: &Part) -> Self {
         RollupRow {
             grain: 0,
-            source_topic: topic.to_owned(),
+            source_topic: topic,
             source_partition: part.range.partition,
             position_delta: part.range.next - part.previous.unwrap_or(0),
             ..RollupRow::default()
@@ -597,13 +618,19 @@ impl ClickHouseSink {
 
     /// One shard's rollup deltas and positions in ONE insert through the
     /// fence, tagged with a fresh query id of this deployment.
-    pub async fn write_rollups(&self, shard: usize, rows: &[RollupRow]) -> Result<(), WriteError> {
+    /// Writes `rows` as one insert (one block, one part: all or nothing),
+    /// serializing each as it comes; returns how many there were.
+    pub async fn write_rollups<'a>(
+        &self,
+        shard: usize,
+        rows: impl Iterator<Item = RollupRow<'a>>,
+    ) -> Result<usize, WriteError> {
         let s = &self.shards[shard];
         let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
         let run = async {
             let mut insert = s
                 .client
-                .insert::<RollupRow>(&s.rollups_in)
+                .insert::<RollupRow<'static>>(&s.rollups_in)
                 .await?
                 .with_option("query_id", query_id.as_str())
                 .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
@@ -611,10 +638,12 @@ impl ClickHouseSink {
                 insert = insert.with_option(name, value);
             }
             insert = self.with_quorum(insert);
+            let mut written = 0;
             for row in rows {
-                insert.write(row).await?;
+                insert.write(&row).await?;
+                written += 1;
             }
-            insert.end().await
+            insert.end().await.map(|()| written)
         };
         run.await.map_err(WriteError::of_insert)
     }
@@ -901,7 +930,7 @@ mod tests {
 
     #[test]
     fn rows_match_their_tables_column_for_column() {
-        assert_eq!(<RollupRow as Row>::COLUMN_NAMES, table_columns(sql::ROLLUP_INPUT_TABLE));
+        assert_eq!(<RollupRow<'static> as Row>::COLUMN_NAMES, table_columns(sql::ROLLUP_INPUT_TABLE));
         let mut counted: Vec<String> =
             table_columns(sql::ROLLUP_INPUT_TABLE).into_iter().filter(|c| !c.starts_with("fence_")).collect();
         // Column order differs: 0010 appended the new ones to click_rollups.
@@ -944,7 +973,7 @@ mod tests {
 
     #[test]
     fn every_reason_but_human_has_its_column_in_order() {
-        let names = <RollupRow as Row>::COLUMN_NAMES;
+        let names = <RollupRow<'static> as Row>::COLUMN_NAMES;
         let first = names.iter().position(|c| *c == "human_allow_listed").unwrap();
         let columns: Vec<String> = reason_columns().map(|(_, c)| c).collect();
         assert_eq!(columns.len(), Reason::ALL.len() - 2, "every reason but human and apple_privacy");
