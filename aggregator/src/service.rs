@@ -32,7 +32,9 @@ pub async fn migrate(config: &AggregatorConfig) -> anyhow::Result<String> {
         .await
         .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse.clickhouse_url))?;
     tracing::info!(%version, "clickhouse reachable");
-    let applied = migrations::apply(&clickhouse, cluster.as_ref()).await.context("applying ClickHouse migrations")?;
+    let applied = migrations::apply(&clickhouse, cluster.as_ref(), &config.shard_clients())
+        .await
+        .context("applying ClickHouse migrations")?;
     tracing::info!(?applied, "migrations up to date");
     Ok(version)
 }

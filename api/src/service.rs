@@ -29,7 +29,8 @@ pub async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to ClickHouse at {}", config.clickhouse.clickhouse_url))?;
     tracing::info!(%version, "clickhouse reachable");
     let cluster = config.clickhouse.cluster().context("RICOCHET_CLICKHOUSE_CLUSTER")?;
-    let applied = migrations::apply(&clickhouse, cluster.as_ref()).await.context("applying ClickHouse migrations")?;
+    let applied =
+        migrations::apply(&clickhouse, cluster.as_ref(), &[]).await.context("applying ClickHouse migrations")?;
     tracing::info!(?applied, "migrations up to date");
     Ok(())
 }

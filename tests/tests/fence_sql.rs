@@ -62,7 +62,7 @@ const EXPECTED: &str = "0\t0\t0\t10\n60\t0\t8\t0\n3600\t0\t8\t0\n";
 async fn the_fence_passes_only_the_current_token_on_clickhouse_18_16() {
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(dir.path()).await;
-    ricochet_warehouse::migrations::apply(&ch.warehouse_client(), None).await.unwrap();
+    ricochet_warehouse::migrations::apply(&ch.warehouse_client(), None, &[]).await.unwrap();
     for s in statements() {
         ch.query(&s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
     }

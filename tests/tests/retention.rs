@@ -17,7 +17,7 @@ async fn the_job_expires_old_data_and_keeps_positions_and_recent_rows() {
     let dir = tempfile::tempdir().unwrap();
     let ch = ClickHouse::start(dir.path()).await;
     let client = ch.warehouse_client();
-    migrations::apply(&client, None).await.unwrap();
+    migrations::apply(&client, None, &[]).await.unwrap();
     let version = client.query("SELECT version()").fetch_one::<String>().await.unwrap();
     assert!(!ServerVersion::parse(&version).unwrap().has_ttl(), "this test is the job path: {version}");
 

@@ -25,6 +25,12 @@
 //! Writes that must stay atomic (the rollup + positions insert) go to the
 //! `_local` table, never through `Distributed`: see `sink.rs`.
 
+/// Marks a rewritten statement that runs on one server of each shard rather
+/// than `ON CLUSTER`: 18.16's distributed DDL refuses `MODIFY ORDER BY` (code
+/// 48, "Unsupported type of ALTER query"), while on a replicated table the
+/// ALTER reaches the shard's other replicas through ZooKeeper.
+pub const EACH_SHARD: &str = "/* each shard */ ";
+
 /// Suffix of the replicated table behind each `Distributed` one.
 pub const LOCAL_SUFFIX: &str = "_local";
 
@@ -101,11 +107,16 @@ impl Cluster {
                 ]);
             }
             let change = rest[name_end..].trim();
+            let alter = if change.to_ascii_uppercase().contains("MODIFY ORDER BY") {
+                format!("{EACH_SHARD}ALTER TABLE {db}.{table}{LOCAL_SUFFIX} {change}")
+            } else {
+                format!("ALTER TABLE {db}.{table}{LOCAL_SUFFIX} ON CLUSTER {c} {change}")
+            };
             // 18.16 refuses `ALTER … ON CLUSTER` on a Distributed table of a
             // replicated shard (code 371), so that one is rebuilt over the altered
             // table. Every table a migration alters has `client_id`.
             return Ok(vec![
-                format!("ALTER TABLE {db}.{table}{LOCAL_SUFFIX} ON CLUSTER {c} {change}"),
+                alter,
                 format!("DROP TABLE IF EXISTS {db}.{table} ON CLUSTER {c}"),
                 format!(
                     "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {c} AS {db}.{table}{LOCAL_SUFFIX} \
@@ -395,6 +406,14 @@ mod tests {
                 "DROP TABLE IF EXISTS default.click_events_in ON CLUSTER ricochet",
                 "CREATE TABLE IF NOT EXISTS default.click_events_in ON CLUSTER ricochet AS default.click_events_local ENGINE = Null"
             ]
+        );
+        let out = cluster.rewrite("ALTER TABLE click_rollups ADD COLUMN d String, MODIFY ORDER BY (grain, d)").unwrap();
+        assert_eq!(
+            out[0],
+            format!(
+                "{EACH_SHARD}ALTER TABLE default.click_rollups_local ADD COLUMN d String, MODIFY ORDER BY (grain, d)"
+            ),
+            "a sort key change runs on each shard, not ON CLUSTER"
         );
         let out = cluster.rewrite("ALTER TABLE click_events ADD COLUMN device String").unwrap();
         assert!(out[0].starts_with("ALTER TABLE default.click_events_local ON CLUSTER"), "{out:?}");

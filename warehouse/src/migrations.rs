@@ -106,7 +106,16 @@ async fn legacy_rollups(client: &Client, cluster: Option<&Cluster>) -> Result<bo
 }
 
 /// Applies the migrations not yet recorded. Returns the versions it applied.
-pub async fn apply(client: &Client, cluster: Option<&Cluster>) -> Result<Vec<String>, MigrationError> {
+/// Runs what is missing on `client`; a statement the cluster rewrite marks
+/// [`crate::cluster::EACH_SHARD`] runs on each of `shards` instead (one
+/// server per shard; empty: `client` alone, a single shard).
+pub async fn apply(
+    client: &Client,
+    cluster: Option<&Cluster>,
+    shards: &[Client],
+) -> Result<Vec<String>, MigrationError> {
+    let one = std::slice::from_ref(client);
+    let servers = |s: &str| if s.starts_with(crate::cluster::EACH_SHARD) && !shards.is_empty() { shards } else { one };
     let err = |version: &str| {
         let version = version.to_owned();
         move |source: clickhouse::error::Error| MigrationError { version, source: source.into() }
@@ -115,7 +124,9 @@ pub async fn apply(client: &Client, cluster: Option<&Cluster>) -> Result<Vec<Str
         let rendered =
             render(statement, cluster).map_err(|e| MigrationError { version: version.into(), source: e.into() })?;
         for s in rendered {
-            client.query(&s).execute().await.map_err(err(version))?;
+            for server in servers(&s) {
+                server.query(&s).execute().await.map_err(err(version))?;
+            }
         }
         Ok::<(), MigrationError>(())
     };
@@ -138,15 +149,17 @@ pub async fn apply(client: &Client, cluster: Option<&Cluster>) -> Result<Vec<Str
             for s in render(&statement, cluster)
                 .map_err(|e| MigrationError { version: (*version).into(), source: e.into() })?
             {
-                match client.query(&s).execute().await {
-                    Ok(()) => {}
-                    // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the columns are
-                    // there already when another aggregator ran this ALTER at the
-                    // same moment (one ALTER adds them all or none).
-                    Err(e) if is_add_column(&s) && e.to_string().contains(DUPLICATE_COLUMN) => {
-                        tracing::info!(version, "columns already added by another aggregator");
+                for server in servers(&s) {
+                    match server.query(&s).execute().await {
+                        Ok(()) => {}
+                        // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the columns are
+                        // there already when another aggregator ran this ALTER at the
+                        // same moment (one ALTER adds them all or none).
+                        Err(e) if is_add_column(&s) && e.to_string().contains(DUPLICATE_COLUMN) => {
+                            tracing::info!(version, "columns already added by another aggregator");
+                        }
+                        Err(e) => return Err(err(version)(e)),
                     }
-                    Err(e) => return Err(err(version)(e)),
                 }
             }
         }
@@ -165,6 +178,8 @@ fn is_add_column(statement: &str) -> bool {
     let code: Vec<String> =
         statement.lines().filter(|l| !l.trim_start().starts_with("--")).map(str::to_ascii_uppercase).collect();
     let code = code.join("\n");
+    let code = code.trim_start();
+    let code = code.strip_prefix(&crate::cluster::EACH_SHARD.to_ascii_uppercase()).unwrap_or(code);
     code.trim_start().starts_with("ALTER TABLE") && code.contains("ADD COLUMN")
 }
 
