@@ -6,13 +6,14 @@
 //! A proxy stands in between the aggregator and the real ClickHouse because a
 //! real server cannot be made to lose the answer to one particular insert on
 //! demand. It forwards every request untouched, except that chosen rollup
-//! inserts (`INSERT INTO click_rollups`) are forwarded whole and then
+//! inserts (`INSERT INTO click_counts_in`, the fenced input of `click_rollups`) are forwarded whole and then
 //! their connection to the aggregator is dropped:
 //! - `LoseAnswer`: after ClickHouse answered (the insert landed);
 //! - `CutAfterRequest`: as soon as the request is through, while the insert may
 //!   still be running;
 //! - `HoldAnswer`: the answer is held past the aggregator's insert timeout.
 
+use ricochet_aggregator::sql::ROLLUP_INPUT_TABLE;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,7 +114,7 @@ async fn relay(mut client: TcpStream, upstream_port: u16, c: &Counters) -> std::
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let request_line = head.lines().next().unwrap_or_default();
-    let fault = if request_line.contains("click_rollups") && request_line.contains("INSERT") {
+    let fault = if request_line.contains(ROLLUP_INPUT_TABLE) && request_line.contains("INSERT") {
         let n = c.rollup_inserts.fetch_add(1, Ordering::SeqCst);
         PLAN.get(n).copied().unwrap_or(Fault::Pass)
     } else {
