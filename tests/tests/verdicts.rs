@@ -247,3 +247,36 @@ async fn a_curl_click_through_the_edge_is_not_human() {
     assert_eq!(stats["totals"]["human_clicks"], 0);
     assert!(stats["totals"]["bot_by_reason"]["http_client"].as_u64().unwrap() >= 1, "{stats}");
 }
+
+/// An edge whose clock is a day ahead does not run a partition's verdict
+/// clock ahead (issue 18): its event counts as arriving now for the clock, so
+/// a click already held keeps waiting for its context and a sweep arriving
+/// after the bad event is still judged a sweep. Before clamping, the future
+/// event released the sweep's first click at once, alone, as human.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dated_event_does_not_release_held_clicks_early() {
+    // Longer than the documented skew (5 s), as the 10 s default is.
+    const DELAY_MS: u64 = 8_000;
+    let servers = Servers::start().await;
+    let _aggregator =
+        services::aggregator(&servers, "aggregator", &[("RICOCHET_VERDICT_DELAY_MS", DELAY_MS.to_string())]).await;
+    let ch = &servers.clickhouse;
+    let feed = Feed::new(&servers.kafka.brokers());
+    let c = "skewed";
+    // Sent 43 s ago: the sweep's clicks are current.
+    let sent = client::now_millis() - 43_000;
+    let first = click(c, "r1", "l1", sent, 43.0);
+    // Another recipient's click from an edge a day ahead, same partition (same client).
+    let future = click(c, "r9", "l1", sent, 43.0 + 86_400.0);
+    feed.send_all(&[first.clone(), future.clone()], &mut Tally::default()).await;
+    // The rest of the sweep arrives a moment later, as it would.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let rest: Vec<ClickEvent> = ["l2", "l3", "l4"].iter().map(|l| click(c, "r1", l, sent, 43.3)).collect();
+    feed.send_all(&rest, &mut Tally::default()).await;
+
+    let stored = verdicts(ch, c, 5).await;
+    for e in std::iter::once(&first).chain(&rest) {
+        assert_eq!(stored[&e.event_id.to_string()], "burst", "the sweep's click on {}", e.link_id);
+    }
+    assert_eq!(stored[&future.event_id.to_string()], "human", "the future-dated click itself");
+}
