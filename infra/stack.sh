@@ -222,7 +222,12 @@ make_demo() {
         TRACKING="$tracking" python3 -c '
 import base64, hashlib, hmac, json, os, sys
 key = json.load(sys.stdin)["keys"][0]
-tracking, recipient = os.environ["TRACKING"], "alice@example.com"
+# An opaque recipient id, as docs/recipient-tokens.md recommends: the sender
+# keeps HMAC(its own secret, address) beside the address, and the tracking URL,
+# which mail scanners and proxies log, never carries the address itself.
+address = "alice@example.com"
+recipient = hmac.new(b"demo-sender-secret", address.encode(), hashlib.sha256).hexdigest()[:32]
+tracking = os.environ["TRACKING"]
 code = tracking.rsplit("/", 1)[1]
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 sig = hmac.new(bytes.fromhex(key["key"]), f"{code}.{recipient}".encode(), hashlib.sha256).digest()[:16]
@@ -235,6 +240,7 @@ print_demo() {
     cat <<MSG
   Click this tracking link:  $tracking
   Or as recipient alice:     $recipient_url
+                             (an opaque id, not her address: docs/recipient-tokens.md)
   Watch it on the dashboard: http://127.0.0.1:$api_port/dashboard?client=demo&key=$demo_key
   Or as JSON:                curl -H @$dir/demo.header http://127.0.0.1:$api_port/v1/links/$link_id/stats
 MSG
