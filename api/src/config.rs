@@ -102,6 +102,17 @@ pub struct ApiConfig {
     /// 0: no limit.
     #[arg(long, env = "RICOCHET_API_CLICKHOUSE_MAX_EXECUTION_SECS", default_value_t = 10, global = true)]
     pub clickhouse_max_execution_secs: u64,
+
+    /// Seconds ClickHouse may spend on one export (`GET …/events`), which
+    /// streams for as long as the caller reads. 0: no limit.
+    #[arg(long, env = "RICOCHET_API_EXPORT_MAX_EXECUTION_SECS", default_value_t = 3600, global = true)]
+    pub export_max_execution_secs: u64,
+
+    /// Exports streaming at once, all callers together; past it: 503 with
+    /// `Retry-After`. An export holds a ClickHouse query and a connection for
+    /// its whole length, outside `RICOCHET_MAX_CONCURRENT_REQUESTS`.
+    #[arg(long, env = "RICOCHET_API_MAX_CONCURRENT_EXPORTS", default_value_t = 4, global = true)]
+    pub max_concurrent_exports: usize,
 }
 
 #[derive(Subcommand, Clone, Debug)]

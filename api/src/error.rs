@@ -45,6 +45,9 @@ pub enum ApiError {
     /// Not answered within the request timeout, in seconds.
     #[error("the request was not answered within {0} s; retry later")]
     Timeout(u64),
+    /// Every export slot is taken (`RICOCHET_API_MAX_CONCURRENT_EXPORTS`).
+    #[error("{0} exports are streaming already, the most this API runs at once; retry in a few seconds")]
+    ExportsBusy(usize),
 }
 
 impl IntoResponse for ApiError {
@@ -62,6 +65,7 @@ impl IntoResponse for ApiError {
             ApiError::Loading(_) => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ApiError::ExportsBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "exports_busy"),
         };
         let backend = self.backend();
         let message = match backend {
@@ -81,6 +85,7 @@ impl IntoResponse for ApiError {
                 let wait = if matches!(self, ApiError::Timeout(_)) { 1 } else { secs };
                 (status, [(header::RETRY_AFTER, wait.to_string())], body).into_response()
             }
+            ApiError::ExportsBusy(_) => (status, [(header::RETRY_AFTER, "5")], body).into_response(),
             _ => (status, body).into_response(),
         }
     }

@@ -27,16 +27,10 @@ impl Format {
             Some(other) => return Err(ApiError::BadRequest(format!("format must be json or csv, not {other:?}"))),
             None => {}
         }
-        let accept =
-            headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
-        for media in accept.split(',') {
-            let mut parts = media.split(';');
-            let kind = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-            let refused =
-                parts.any(|p| matches!(p.trim().replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+        for kind in accepted(headers) {
             match kind.as_str() {
-                "text/csv" if !refused => return Ok(Format::Csv),
-                "application/json" if !refused => return Ok(Format::Json),
+                "text/csv" => return Ok(Format::Csv),
+                "application/json" => return Ok(Format::Json),
                 _ => {}
             }
         }
@@ -49,6 +43,22 @@ impl Format {
             Format::Csv => "text/csv; charset=utf-8",
         }
     }
+}
+
+/// The media types `Accept` names, lowercase, in the order given, without
+/// those it refuses (`q=0`).
+pub fn accepted(headers: &HeaderMap) -> Vec<String> {
+    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    accept
+        .split(',')
+        .filter_map(|media| {
+            let mut parts = media.split(';');
+            let kind = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let refused =
+                parts.any(|p| matches!(p.trim().replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            (!refused && !kind.is_empty()).then_some(kind)
+        })
+        .collect()
 }
 
 /// An answer laid out as CSV: a header row, then the rows.

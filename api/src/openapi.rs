@@ -72,11 +72,13 @@ pub const MAX_VALIDITY_SECONDS: i64 = 253_402_300_799;
                        timeout."
     ),
     modifiers(&BearerAuth),
+    components(schemas(crate::routes::events::ExportedEvent)),
     tags(
         (name = "links", description = "Creating and managing tracking links (admin)."),
         (name = "clients", description = "Clients, their API keys and recipient-token keys."),
         (name = "aggregates", description = "Click and open series, top lists, recipients and breakdowns, cached for a second; JSON or CSV."),
         (name = "recipients", description = "Erasing a recipient's data."),
+        (name = "exports", description = "A campaign's decided events, streamed as NDJSON or CSV."),
         (name = "operations", description = "Health, readiness, metrics, status and this document."),
     )
 )]

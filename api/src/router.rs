@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
-use crate::routes::{breakdowns, clients, keys, links, operations, recipients, stats};
+use crate::routes::{breakdowns, clients, events, keys, links, operations, recipients, stats};
 use crate::state::ApiState;
 
 /// The documented routes, with their handlers.
@@ -48,6 +48,8 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
         // Recipients.
         .routes(routes!(recipients::recipients))
         .routes(routes!(recipients::erase_recipient))
+        // Exports: the decided raw events.
+        .routes(routes!(events::campaign_events))
         // Keys.
         .routes(routes!(keys::create_api_key, keys::list_api_keys))
         .routes(routes!(keys::revoke_api_key))
@@ -93,7 +95,7 @@ mod tests {
             println!("{doc:#}");
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
         let stats = &paths["/v1/links/{link_id}/stats"]["get"];
         let param = |name: &str| stats["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
         assert_eq!(param("link_id")["schema"]["pattern"], crate::openapi::ID_PATTERN);

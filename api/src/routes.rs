@@ -10,6 +10,7 @@
 
 pub mod breakdowns;
 pub mod clients;
+pub mod events;
 pub mod keys;
 pub mod links;
 pub mod operations;

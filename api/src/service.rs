@@ -88,6 +88,7 @@ pub async fn run(config: ApiConfig, listener: TcpListener, shutdown: Cancellatio
         status_cache: ResponseCache::with_freshness(1, crate::status::FRESHNESS),
         limits: config.http_limits(),
         rate_limiter: RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
+        exports: crate::routes::events::Exports::new(config.max_concurrent_exports, config.export_max_execution_secs),
         links,
         writer,
         tail: Some(tail),

@@ -30,6 +30,8 @@ pub struct ApiState {
     pub limits: crate::limits::HttpLimits,
     /// The token buckets; `None`: no rate limit.
     pub rate_limiter: Option<crate::limits::RateLimiter>,
+    /// Exports' own cap and time limit ([`crate::routes::events`]).
+    pub exports: crate::routes::events::Exports,
 }
 
 /// The ClickHouse client every request's queries go through: `readonly = 1`

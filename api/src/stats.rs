@@ -1043,3 +1043,63 @@ mod tests {
         assert_eq!(c.filtered(false), c);
     }
 }
+
+// ------------------------------------------------------------------ exports
+
+/// What `GET …/events` streams: the decided raw events of a scope, in a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSpec {
+    pub from: i64,
+    pub to: i64,
+    pub human_only: bool,
+    /// `click` or `open`; `None`: both.
+    pub event_type: Option<&'static str>,
+    /// ClickHouse's own output format: `CSVWithNames` or `JSONEachRow`.
+    pub format: &'static str,
+    /// `max_execution_time` of the export's query, longer than an aggregate's:
+    /// ClickHouse counts the time it waits for a slow reader.
+    pub max_execution_secs: u64,
+}
+
+/// The export's columns, as `GET …/events` documents them
+/// (`crate::routes::events::ExportedEvent`): the same names in CSV's header row
+/// and in each NDJSON object. Only strings, so that every ClickHouse version
+/// writes them alike (64-bit integers are quoted in JSON by some and not others).
+const EXPORT_COLUMNS: &str = "event_id, toString(event_type) AS type, \
+     concat(formatDateTime(event_time, '%Y-%m-%dT%H:%M:%S', 'UTC'), '.', \
+            substring(toString(1000 + (event_time_ms % 1000)), 2, 3), 'Z') AS occurred_at, \
+     client_id, campaign_id, link_id, recipient_id, \
+     if(is_human = 1, 'human', if(event_type = 'click', 'bot', 'machine')) AS verdict, \
+     toString(verdict_reason) AS reason, \
+     country, device, os, browser, mail_client, referrer_domain, utm_source, utm_medium, utm_campaign, \
+     destination_url";
+
+/// The decided raw events of `scope`, as ClickHouse writes them in
+/// `spec.format`, a chunk at a time: the API forwards the chunks, so its
+/// memory stays flat whatever the size of the campaign. `FINAL` keeps one
+/// copy of an event the aggregator wrote twice (`docs/data-model.md`,
+/// "Duplicates"). No `ORDER BY`: the rows come in the table's order (link,
+/// then time), which needs no sort on the server either.
+pub fn export_events(
+    ch: &Client,
+    scope: &Scope,
+    spec: &ExportSpec,
+) -> Result<clickhouse::query::BytesCursor, StatsError> {
+    let (filter, values) = scope.filter();
+    let human = if spec.human_only { " AND is_human = 1" } else { "" };
+    let event_type = if spec.event_type.is_some() { " AND event_type = ?" } else { "" };
+    let sql = format!(
+        "SELECT {EXPORT_COLUMNS} FROM {EVENTS_TABLE} FINAL WHERE {filter} \
+         AND event_time >= toDateTime(?) AND event_time < toDateTime(?){human}{event_type}"
+    );
+    let mut query = ch.query(&sql).with_option("max_execution_time", spec.max_execution_secs.to_string());
+    for v in &values {
+        query = query.bind(v.as_str());
+    }
+    query = query.bind(spec.from as u32).bind(spec.to as u32);
+    if let Some(t) = spec.event_type {
+        query = query.bind(t);
+    }
+    metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
+    Ok(query.fetch_bytes(spec.format)?)
+}

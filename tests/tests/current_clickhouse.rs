@@ -117,6 +117,11 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
         urls.push(format!("{base}/v1/clients/acme/campaigns/bf/top-links?{range}&human_only={human}&limit=5"));
         urls.push(format!("{base}/v1/clients/acme/top-campaigns?{range}&human_only={human}"));
         urls.push(format!("{base}/v1/clients/acme/campaigns/bf/recipients?{range}&human_only={human}&limit=2"));
+        // Exports, both formats, with and without the type filter.
+        urls.push(format!("{base}/v1/clients/acme/campaigns/bf/events?{range}&human_only={human}"));
+        urls.push(format!(
+            "{base}/v1/clients/acme/campaigns/bf/events?{range}&human_only={human}&type=click&format=csv"
+        ));
     }
     for url in &urls {
         let r = http().get(url).send().await.unwrap();
