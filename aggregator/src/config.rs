@@ -60,6 +60,12 @@ pub struct AggregatorConfig {
     #[arg(long, env = "RICOCHET_DEAD_LETTER_TOPIC", default_value = "clicks-dlq", global = true)]
     pub dead_letter_topic: String,
 
+    /// Where every click and open is published once its verdict is final and
+    /// counted (`DecidedEvent`, Avro, keyed by client id; partition N mirrors
+    /// the clicks topic's partition N). Empty: not published.
+    #[arg(long, env = "RICOCHET_DECIDED_TOPIC", default_value = "decided", global = true)]
+    pub decided_topic: String,
+
     #[command(flatten)]
     pub clickhouse: ClickHouseConfig,
 
@@ -196,6 +202,25 @@ impl AggregatorConfig {
             assignment_strategy: self.assignment_strategy.clone(),
             group_instance_id: self.group_instance_id.clone(),
             verdict_delay: Duration::from_millis(self.verdict_delay_ms),
+            decided_topic: self.decided_topic(),
         }
+    }
+
+    /// The decided-events topic, `None` when it is turned off (set empty).
+    pub fn decided_topic(&self) -> Option<String> {
+        (!self.decided_topic.is_empty()).then(|| self.decided_topic.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decided_topic_is_on_by_default_and_off_when_set_empty() {
+        let on = AggregatorConfig::try_parse_from(["ricochet-aggregator"]).unwrap();
+        assert_eq!(on.decided_topic().as_deref(), Some("decided"));
+        let off = AggregatorConfig::try_parse_from(["ricochet-aggregator", "--decided-topic", ""]).unwrap();
+        assert_eq!(off.decided_topic(), None);
     }
 }

@@ -21,6 +21,7 @@
 //! - [`dimensions`]: device, OS, browser, mail client, referrer, UTM of each raw event.
 //! - [`checkpoint`]: positions and the guard against applying twice.
 //! - [`dead_letter`]: poison messages to `clicks-dlq`.
+//! - [`decided`]: every counted event, with its final verdict, to the `decided` topic, once.
 //! - [`limits`]: click counts fed back to the edges for links with a click limit.
 //! - [`mirror`]: the link registry and client states mirrored into ClickHouse.
 //! - [`status`]: this member's consumer lag and event-time freshness (gauges, `/v1/status`).
@@ -31,6 +32,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
+pub mod decided;
 pub mod dimensions;
 pub mod erasure;
 pub mod limits;

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Admit, PartitionRange};
 use crate::dead_letter::{self, DeadLetter, DeadLetters};
+use crate::decided::{DecidedPublisher, FlushRecords};
 use crate::protocol::{Acquired, Attempt, Protocol, ProtocolError, Verdict};
 use crate::rollup::BucketStart;
 use crate::sink::{ClickHouseSink, WriteError};
@@ -81,6 +82,9 @@ pub struct PipelineConfig {
     /// How long a click waits for the clicks that may change its verdict
     /// before it is counted.
     pub verdict_delay: Duration,
+    /// Where stored events are published with their verdicts
+    /// ([`crate::decided`]); `None`: not published.
+    pub decided_topic: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,8 @@ struct Ctx {
     /// Dead-letter deliveries in flight, per partition.
     dead_letters: Mutex<HashMap<i32, Vec<dead_letter::Pending>>>,
     status: Arc<PipelineStatus>,
+    /// The decided-events topic's publisher, if it is on.
+    decided: Option<DecidedPublisher>,
     shutdown: CancellationToken,
 }
 
@@ -126,6 +132,10 @@ impl ConsumerContext for Ctx {
                     return;
                 };
                 for a in &acquired {
+                    // What a previous owner counted but did not publish goes out first.
+                    if let Some(decided) = &self.decided {
+                        decided.catch_up(&self.rt, &self.sink, a.partition, a.stored);
+                    }
                     let offset = a.stored.map_or(Offset::Beginning, Offset::Offset);
                     if let Err(e) = tpl.set_partition_offset(&self.topic, a.partition, offset) {
                         tracing::error!(partition = a.partition, error = %e, "cannot set start offset");
@@ -145,6 +155,10 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.settle_blocking();
+                // The next owner reads the decided partitions' ends: ours must be there.
+                if let Some(decided) = &self.decided {
+                    decided.flush(Duration::from_secs(10));
+                }
                 let dropped: usize = partitions.iter().map(|p| self.forget(*p)).sum();
                 metrics::counter!("ricochet_aggregator_revoked_pending_events_total").increment(dropped as u64);
                 tracing::info!(
@@ -244,7 +258,13 @@ impl Ctx {
         let mut seeks = Vec::new();
         for (p, verdict) in verdicts {
             let label = match verdict {
-                Verdict::Stored => "applied",
+                Verdict::Stored => {
+                    // Counted, and its batch is gone: published by a catch-up.
+                    if let Some(decided) = &self.decided {
+                        decided.mark_behind(p);
+                    }
+                    "applied"
+                }
                 Verdict::Retry { stored } => {
                     seeks.push((p, stored));
                     "not_applied"
@@ -310,6 +330,10 @@ impl Pipeline {
         rt: Handle,
         shutdown: CancellationToken,
     ) -> Result<Self, PipelineError> {
+        let decided = match &config.decided_topic {
+            Some(topic) => Some(DecidedPublisher::new(&config.kafka, topic, &config.topic, &config.group_id)?),
+            None => None,
+        };
         let ctx = Ctx {
             rt,
             sink,
@@ -318,6 +342,7 @@ impl Pipeline {
             held: Mutex::new(Held::default()),
             dead_letters: Mutex::new(HashMap::new()),
             status: PipelineStatus::new(&config.topic),
+            decided,
             shutdown,
         };
         let mut client = config.kafka.client_config();
@@ -600,12 +625,14 @@ impl Pipeline {
             let started = Instant::now();
             match self.write(&attempt) {
                 Outcome::Written(stored) => {
+                    let decided = self.decided_records(&attempt, &stored);
                     let (verdicts, newest) = {
                         let mut protocol = self.ctx().protocol();
                         let newest = protocol.newest_event_ms();
                         (protocol.written(&stored).unwrap_or_default(), newest)
                     };
                     self.apply(&attempt, verdicts, newest, started);
+                    self.publish_decided(decided, &stored);
                     self.commit_hint(&attempt.ranges());
                     break;
                 }
@@ -637,6 +664,42 @@ impl Pipeline {
         let pending = self.ctx().protocol().num_unstored();
         self.ctx().status.pending(pending, false);
         self.refresh_dead_letters();
+        if let Some(decided) = &self.ctx().decided {
+            let owned: HashMap<i32, Option<i64>> = self.ctx().protocol().owned().into_iter().collect();
+            decided.catch_up_behind(&self.ctx().rt, &self.ctx().sink, &owned);
+        }
+    }
+
+    /// The decided events of each partition the written attempt stored,
+    /// encoded before the batch lets go of them.
+    fn decided_records(&self, attempt: &Attempt, stored: &HashMap<i32, i64>) -> Vec<FlushRecords> {
+        let ctx = self.ctx();
+        let Some(decided) = &ctx.decided else { return Vec::new() };
+        let protocol = ctx.protocol();
+        attempt
+            .parts
+            .iter()
+            .filter(|part| stored.get(&part.range.partition) == Some(&part.range.next))
+            .map(|part| {
+                let p = part.range.partition;
+                FlushRecords {
+                    partition: p,
+                    next: part.range.next,
+                    records: decided.encode(p, protocol.batch().event_rows_of(&[p])),
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes what [`Self::decided_records`] encoded, once stored.
+    fn publish_decided(&self, flushed: Vec<FlushRecords>, stored: &HashMap<i32, i64>) {
+        let ctx = self.ctx();
+        let Some(decided) = &ctx.decided else { return };
+        for f in flushed {
+            if stored.get(&f.partition) == Some(&f.next) {
+                decided.publish(&ctx.rt, &ctx.sink, f.partition, f.next, f.records);
+            }
+        }
     }
 
     /// A failed write: pause consumption and wait out the backoff, serving rebalances.

@@ -90,6 +90,9 @@ pub async fn run(config: AggregatorConfig, listener: TcpListener, shutdown: Canc
     )
     .await
     .context("creating topics")?;
+    if let Some(decided) = config.decided_topic() {
+        crate::decided::ensure_topic(&kafka, &decided, &config.clicks_topic, &config.group_id, &sink).await?;
+    }
 
     let links = Arc::new(Registry::new());
     // The registry is mirrored into ClickHouse for the data team's joins.

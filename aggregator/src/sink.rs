@@ -542,6 +542,12 @@ impl ClickHouseSink {
         self.shards.len()
     }
 
+    /// The client and raw-events table of `partition`'s shard.
+    pub fn events_of(&self, partition: i32) -> (&Client, &str) {
+        let shard = &self.shards[self.shard_of(partition)];
+        (&shard.client, &shard.events)
+    }
+
     /// The shard that holds `partition`'s rows.
     pub fn shard_of(&self, partition: i32) -> usize {
         partition.rem_euclid(self.shards.len() as i32) as usize

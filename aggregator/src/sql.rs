@@ -190,3 +190,28 @@ pub fn expired_rows(policy: &crate::retention::RetentionPolicy, now: DateTime<Ut
     }
     out
 }
+
+// ------------------------------------------------------------------ decided events
+
+/// The stored verdicts and dimensions of events a member counted but did not
+/// get to publish to the decided topic (`crate::decided`): looked up by their
+/// sort key (client, campaign, link, a time range, then the ids), which the
+/// gap's messages, read again from Kafka, give. `FINAL`: the last written copy
+/// of an event, the one the rollups counted. Binds the clients, campaigns,
+/// links (`counts`: how many of each), the first and last second, then the
+/// event ids (`counts.3`), each value its own placeholder: ClickHouse 18.16
+/// reads a bound array after `IN` as one value, and `has()` skips the index.
+pub fn stored_decided(table: &str, counts: (usize, usize, usize, usize)) -> String {
+    let list = |n: usize| vec!["?"; n.max(1)].join(", ");
+    format!(
+        "SELECT event_id, toString(event_type) AS event_type, event_time_ms, client_id, campaign_id, link_id, \
+         recipient_id, is_human, toString(verdict_reason) AS reason, country, device, os, browser, mail_client, \
+         referrer_domain, utm_source, utm_medium, utm_campaign, destination_url \
+         FROM {table} FINAL WHERE client_id IN ({}) AND campaign_id IN ({}) AND link_id IN ({}) \
+         AND event_time >= toDateTime(?) AND event_time <= toDateTime(?) AND event_id IN ({})",
+        list(counts.0),
+        list(counts.1),
+        list(counts.2),
+        list(counts.3),
+    )
+}

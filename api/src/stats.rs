@@ -556,7 +556,7 @@ pub async fn series(ch: &Client, scope: &Scope, range: Range) -> Result<Series, 
                 (r.clicks, r.human_clicks, r.human_opens);
         } else if r.bucket >= REASON_ROWS {
             let code = r.bucket - REASON_ROWS;
-            if let Some(reason) = Reason::ALL.into_iter().find(|x| *x as u32 == code) {
+            if let Some(reason) = Reason::from_code(code) {
                 if !range.human_only {
                     bot_by_reason.insert(reason.as_str(), r.clicks);
                 }

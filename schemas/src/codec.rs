@@ -208,6 +208,13 @@ impl Fields {
         }
     }
 
+    pub(crate) fn int(&mut self, field: &'static str) -> Result<i32, CodecError> {
+        match self.take(field)? {
+            Value::Int(v) => Ok(v),
+            other => Err(self.shape(field, format!("expected an int, found {other:?}"))),
+        }
+    }
+
     pub(crate) fn boolean(&mut self, field: &'static str) -> Result<bool, CodecError> {
         match self.take(field)? {
             Value::Boolean(b) => Ok(b),

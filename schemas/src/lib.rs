@@ -17,6 +17,7 @@
 //! - [`link`]: `LinkRecord`, the registry's record on the compacted `links` topic.
 //! - [`api_key`]: `ApiKeyRecord`, a client's hashed API key on the compacted `api_keys` topic.
 //! - [`client`]: `ClientRecord`, a sender's state on the compacted `clients` topic.
+//! - [`decided`]: `DecidedEvent`, a click or open with its final verdict, published by the aggregator to the `decided` topic.
 //! - [`verdict`]: `Reason`, why a click was judged human or bot (aggregator → ClickHouse → API).
 //!
 //! Evolution rules (checked by `tests/evolution.rs`): a new version may only add
@@ -28,6 +29,7 @@ pub mod click;
 pub mod click_wire;
 pub mod client;
 pub mod codec;
+pub mod decided;
 pub mod framing;
 pub mod ids;
 pub mod link;
@@ -38,6 +40,7 @@ pub use click::{ClickEvent, EventType, NetworkClass, RecipientToken, Signals, Ua
 pub use click_wire::ClickWire;
 pub use client::{ClientRecord, ClientStatus};
 pub use codec::{Codec, CodecError, SchemaId};
+pub use decided::DecidedEvent;
 pub use ids::{CampaignId, ClientId, EventId, IdError, LinkCode, LinkId, RecipientId};
 pub use link::{LinkCount, LinkRecord, LinkStatus};
 pub use verdict::{MachineOpen, Reason};

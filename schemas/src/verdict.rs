@@ -147,6 +147,11 @@ impl Reason {
         Reason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
+    /// The reason of a ClickHouse `Enum8` code (`verdict_reason`, `reason_code`).
+    pub fn from_code(code: u32) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| *r as u32 == code)
+    }
+
     /// The ClickHouse `Enum8(...)` type, from [`Reason::ALL`], for migrations.
     pub fn clickhouse_enum() -> String {
         let values: Vec<String> = Reason::ALL.iter().map(|r| format!("'{}' = {}", r.as_str(), *r as u8)).collect();
@@ -168,7 +173,9 @@ mod tests {
     fn symbols_round_trip_and_are_unique() {
         for r in Reason::ALL {
             assert_eq!(Reason::parse(r.as_str()), Some(r));
+            assert_eq!(Reason::from_code(r as u32), Some(r));
         }
+        assert_eq!(Reason::from_code(0), None);
         let mut codes: Vec<u8> = Reason::ALL.iter().map(|r| *r as u8).collect();
         codes.dedup();
         assert_eq!(codes.len(), Reason::ALL.len());

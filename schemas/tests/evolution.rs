@@ -29,6 +29,7 @@ fn published_versions_are_mutually_readable() {
     assert_all_versions_mutually_readable::<ClientRecord>();
     assert_all_versions_mutually_readable::<LinkCount>();
     assert_all_versions_mutually_readable::<ApiKeyRecord>();
+    assert_all_versions_mutually_readable::<ricochet_schemas::DecidedEvent>();
 }
 
 /// The rule the check above enforces, shown on a candidate next version: adding a

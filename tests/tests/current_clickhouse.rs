@@ -22,6 +22,40 @@ use ricochet_tests::servers::Servers;
 use ricochet_tests::{eventually, repo_root, services, sql};
 use serde_json::json;
 
+/// Appends to each written partition of the `decided` topic a record whose
+/// source offset is 0, as if a member had died having published only that.
+async fn rewind_decided_topic(brokers: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use ricochet_schemas::{Codec, DecidedEvent};
+    let config = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).clone();
+    let consumer: BaseConsumer = config.create().unwrap();
+    let producer: FutureProducer = config.create().unwrap();
+    let metadata = consumer.fetch_metadata(Some("decided"), Duration::from_secs(10)).unwrap();
+    let mut rewound = 0;
+    for p in metadata.topics()[0].partitions().iter().map(|p| p.id()) {
+        let (_, high) = consumer.fetch_watermarks("decided", p, Duration::from_secs(10)).unwrap();
+        if high == 0 {
+            continue;
+        }
+        let event = DecidedEvent {
+            event_id: "00000000-0000-7000-8000-000000000000".into(),
+            event_type: "click".into(),
+            client_id: "acme".into(),
+            verdict: "human".into(),
+            reason: "human".into(),
+            source_partition: p,
+            source_offset: 0,
+            ..DecidedEvent::default()
+        };
+        let payload = Codec::<DecidedEvent>::new().encode(&event).unwrap();
+        let record = FutureRecord::to("decided").partition(p).key("acme").payload(&payload);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+        rewound += 1;
+    }
+    assert!(rewound > 0, "the aggregator published acme's clicks to the decided topic");
+}
+
 fn python() -> std::path::PathBuf {
     ricochet_tests::test_python()
 }
@@ -150,7 +184,10 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
         (n > 0).then_some(())
     })
     .await;
-    // A restart makes the aggregator fence and read its positions again.
+    // A restart makes the aggregator fence and read its positions again. A
+    // decided record that claims only offset 0 was published makes the next
+    // start catch the decided topic up, looking the verdicts up in ClickHouse.
+    rewind_decided_topic(&servers.kafka.brokers()).await;
     drop(aggregator);
     let _aggregator = services::aggregator(&servers, "aggregator-2", &[]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
