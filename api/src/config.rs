@@ -84,6 +84,12 @@ pub struct ApiConfig {
     #[arg(long, env = "RICOCHET_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub request_timeout_secs: u64,
 
+    /// Seconds a connection may go without the client taking any of its
+    /// answer (pipelining requests and never reading them, or pausing an
+    /// export); past it the connection is closed. 0: no limit.
+    #[arg(long, env = "RICOCHET_SEND_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub send_timeout_secs: u64,
+
     /// Connections open at once; past it new ones wait in the kernel's queue.
     #[arg(long, env = "RICOCHET_MAX_CONNECTIONS", default_value_t = 1024, global = true)]
     pub max_connections: usize,
@@ -143,6 +149,7 @@ impl ApiConfig {
         ricochet_serve::Limits {
             header_read_timeout: (self.header_read_timeout_secs > 0)
                 .then(|| std::time::Duration::from_secs(self.header_read_timeout_secs)),
+            send_timeout: (self.send_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.send_timeout_secs)),
             max_connections: self.max_connections,
         }
     }

@@ -22,6 +22,12 @@ pub struct RedirectConfig {
     #[arg(long, env = "RICOCHET_OPS_LISTEN", default_value = "127.0.0.1:9090")]
     pub ops_listen: SocketAddr,
 
+    /// Seconds a connection may go without the client taking any of its
+    /// answer (pipelining requests and never reading them, or pausing an
+    /// export); past it the connection is closed. 0: no limit.
+    #[arg(long, env = "RICOCHET_SEND_TIMEOUT_SECS", default_value_t = 30)]
+    pub send_timeout_secs: u64,
+
     /// Connections open at once on the public port. Past it the edge stops
     /// accepting and new connections wait in the kernel's queue. HTTP/1.1
     /// serves one request at a time on a connection and the edge answers from
@@ -130,6 +136,7 @@ impl RedirectConfig {
         ricochet_serve::Limits {
             header_read_timeout: (self.header_read_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.header_read_timeout_secs)),
+            send_timeout: (self.send_timeout_secs > 0).then(|| Duration::from_secs(self.send_timeout_secs)),
             max_connections: self.max_connections,
         }
     }

@@ -10,6 +10,14 @@
 //!   within it is closed, so a client trickling its headers (slowloris) cannot
 //!   hold one for ever. On a kept-alive connection the clock starts when the
 //!   previous response is sent, so it also closes idle connections.
+//! - **Send timeout.** A connection whose answer the client has not taken for
+//!   this long (its writes blocked throughout) is closed. Without it a client
+//!   that pipelines requests and never reads the answers (a "slow read") holds
+//!   its connection, and its slot under the cap, for ever: the header-read
+//!   timeout does not run while the server waits to write. It counts time
+//!   without progress, so a slow but steady reader of a long export is not cut.
+//!   For the edge, whose handlers answer from memory, the header-read and send
+//!   timeouts together bound a whole request.
 //! - **Connection cap.** Past it the service stops accepting: new connections
 //!   wait in the kernel's accept queue (and time out there, on the client's
 //!   side) instead of using up file descriptors and memory. Since HTTP/1.1
@@ -31,6 +39,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tower::Service as _;
 
 /// How connections are held.
@@ -38,6 +47,9 @@ use tower::Service as _;
 pub struct Limits {
     /// Time a connection may take to send a request head; `None`: no limit.
     pub header_read_timeout: Option<Duration>,
+    /// Time a connection's writes may stay blocked (the client not reading);
+    /// `None`: no limit.
+    pub send_timeout: Option<Duration>,
     /// Connections open at once; past it, new ones wait in the accept queue.
     pub max_connections: usize,
 }
@@ -85,7 +97,10 @@ where
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "TCP_NODELAY not set");
         }
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service_for(peer)));
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(limits.send_timeout);
+        let stream = TokioIo::new(Box::pin(stream));
+        let connection = graceful.watch(http.serve_connection(stream, service_for(peer)));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection closed with an error");

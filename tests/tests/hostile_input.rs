@@ -101,6 +101,21 @@ async fn answers_within(port: u16, path: &str, within: Duration) -> bool {
     tokio::time::timeout(within, attempt).await.ok().flatten().is_some()
 }
 
+/// Opens a connection with a small receive buffer and pipelines `GET path`
+/// on it without ever reading an answer (a "slow read"), until the server
+/// stops taking requests or cuts the connection. The task ends when the
+/// server closes the connection.
+async fn never_read(port: u16, path: &str) -> tokio::task::JoinHandle<()> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: e\r\n\r\n").repeat(100);
+    tokio::spawn(async move {
+        // Blocks once the server stops reading; fails once it closes.
+        while s.write_all(request.as_bytes()).await.is_ok() {}
+    })
+}
+
 /// Holds `n` idle connections open; returns them.
 async fn hold_connections(port: u16, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::new();
@@ -503,6 +518,35 @@ async fn hostile_probes_get_4xx_and_never_5xx() {
     for (name, port) in [("api", api.port), ("edge", edge.port)] {
         let held = trickle(port, "/healthz", Duration::from_secs(10)).await;
         broken.check(held < Duration::from_secs(5), format!("a trickled head held the {name} for {held:?}"));
+    }
+    broken.assert_none();
+}
+
+/// A client that sends requests and never reads the answers holds a
+/// connection only for the send timeout, on the edge and on the API: with a
+/// cap of one connection, the next client is served once it is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_at_the_send_timeout() {
+    let servers = Servers::start().await;
+    let one = [("RICOCHET_MAX_CONNECTIONS", "1".to_owned()), ("RICOCHET_SEND_TIMEOUT_SECS", "2".to_owned())];
+    let api = services::api(&servers, "api", &one).await;
+    let link = client::create_link(&api.url(), "acme", "c", "https://shop.example/").await;
+    let edge = services::redirect(&servers, "edge", &one).await;
+    let mut broken = Broken::default();
+    for (name, port, path) in [("edge", edge.port, format!("/{}", link.code)), ("api", api.port, "/healthz".to_owned())]
+    {
+        let reader = never_read(port, &path).await;
+        // Long enough to fill every buffer between the two and stall the server's writes.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        let served = answers_within(port, &path, Duration::from_secs(20)).await;
+        broken.check(served, format!("the {name}'s one connection was held by a client that never reads"));
+        broken.check(
+            start.elapsed() < Duration::from_secs(10),
+            format!("the {name} served the next client after {:?}, past a 2 s send timeout", start.elapsed()),
+        );
+        let closed = tokio::time::timeout(Duration::from_secs(10), reader).await.is_ok();
+        broken.check(closed, format!("the {name} kept the connection of a client that never reads"));
     }
     broken.assert_none();
 }
