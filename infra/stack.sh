@@ -175,7 +175,13 @@ up() {
     export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$edge_port"
     # Both apply the ClickHouse migrations (idempotent) and create the topics they use at start.
     RICOCHET_LISTEN="127.0.0.1:$aggregator_port" start aggregator "$bin/ricochet-aggregator"
-    RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
+    if [[ -z $external_ch ]]; then
+        # The API's own ClickHouse user: its settings profile and a quota per client
+        # (infra/clickhouse/users.xml, docs/security.md).
+        RICOCHET_CLICKHOUSE_USER=ricochet_api RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
+    else
+        RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
+    fi
     wait_for aggregator "http://127.0.0.1:$aggregator_port/readyz" 60
     wait_for api "http://127.0.0.1:$api_port/readyz" 60
     make_demo

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// Not answered within the request timeout, in seconds.
     #[error("the request was not answered within {0} s; retry later")]
     Timeout(u64),
+    /// ClickHouse refused the query: the client used up its share of the
+    /// API user's keyed quota (code 201, QUOTA_EXPIRED) for the interval.
+    #[error("this client used up its share of ClickHouse for now (its quota); retry in a minute")]
+    ClientQuota,
     /// Every export slot is taken (`RICOCHET_API_MAX_CONCURRENT_EXPORTS`).
     #[error("{0} exports are streaming already, the most this API runs at once; retry in a few seconds")]
     ExportsBusy(usize),
@@ -64,6 +68,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Loading(_) => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::ClientQuota => (StatusCode::TOO_MANY_REQUESTS, "clickhouse_quota"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::ExportsBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "exports_busy"),
         };
@@ -86,6 +91,8 @@ impl IntoResponse for ApiError {
                 (status, [(header::RETRY_AFTER, wait.to_string())], body).into_response()
             }
             ApiError::ExportsBusy(_) => (status, [(header::RETRY_AFTER, "5")], body).into_response(),
+            // The quota's shortest interval is a minute (infra/clickhouse/users.xml).
+            ApiError::ClientQuota => (status, [(header::RETRY_AFTER, "60")], body).into_response(),
             _ => (status, body).into_response(),
         }
     }
@@ -102,10 +109,16 @@ impl ApiError {
     }
 
     /// A ClickHouse failure: [`ApiError::StoreTimeout`] when the server
-    /// stopped the query at `max_execution_time` (code 159, TIMEOUT_EXCEEDED).
+    /// stopped the query at `max_execution_time` (code 159, TIMEOUT_EXCEEDED),
+    /// [`ApiError::ClientQuota`] when the client's quota is spent (code 201).
     pub fn from_clickhouse(message: String) -> Self {
         if message.contains("Code: 159") {
             ApiError::StoreTimeout(message)
+        } else if message.contains("Code: 201") {
+            // Not a failure of the store: the caller's own use. Logged, not shown.
+            tracing::warn!(%message, "a client's ClickHouse quota is spent");
+            metrics::counter!("ricochet_api_client_quota_refusals_total").increment(1);
+            ApiError::ClientQuota
         } else {
             ApiError::Store(message)
         }

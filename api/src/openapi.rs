@@ -67,7 +67,8 @@ pub const MAX_VALIDITY_SECONDS: i64 = 253_402_300_799;
                        its own client's data). Errors are `{\"error\": {\"code\", \"message\"}}`: 400 a value \
                        outside what this document allows (and any query parameter it does not list), 422 \
                        allowed values that conflict, 429 too many requests with one key (or, without a \
-                       valid key, from one address; `Retry-After` says when to retry), 503 a backing \
+                       valid key, from one address), or a client's share of ClickHouse spent for the \
+                       minute (`clickhouse_quota`; `Retry-After` says when to retry), 503 a backing \
                        server failed (the body names which) or the request took longer than the request \
                        timeout."
     ),
@@ -105,7 +106,8 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `unprocessable`,
-    /// `rate_limited`, `unavailable`, `timeout`, `query_timeout` or `loading`.
+    /// `rate_limited`, `clickhouse_quota`, `unavailable`, `timeout`, `query_timeout`,
+    /// `exports_busy` or `loading`.
     pub code: String,
     /// What was wrong and what is allowed; for a 503, which server failed.
     pub message: String,
@@ -477,10 +479,13 @@ pub fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
                 .entry("400".into())
                 .or_insert_with(|| error("A query parameter this route does not list.").build().into());
             responses.entry("429".into()).or_insert_with(|| {
-                error("Too many requests with this key (without a valid key: from this address).")
-                    .header("Retry-After", retry_after.clone())
-                    .build()
-                    .into()
+                error(
+                    "Too many requests with this key (without a valid key: from this address), or the \
+                     client's share of ClickHouse is spent for now (`clickhouse_quota`).",
+                )
+                .header("Retry-After", retry_after.clone())
+                .build()
+                .into()
             });
             responses.entry("503".into()).or_insert_with(|| {
                 error("Not answered within the request timeout, or a backing server failed.")

@@ -34,6 +34,20 @@ pub struct ApiState {
     pub exports: crate::routes::events::Exports,
 }
 
+impl ApiState {
+    /// The client for queries over `scope`'s data. Each is sent with the
+    /// quota key (`X-ClickHouse-Quota`: the client crate authenticates with
+    /// headers, and ClickHouse refuses a `quota_key` parameter beside them) =
+    /// the client id, so it counts against that client's share
+    /// of the API user's keyed ClickHouse quota (`infra/clickhouse/users.xml`,
+    /// docs/security.md): one client's dashboards and exports cannot use
+    /// ClickHouse up for the others. Erasure requests are not keyed: a
+    /// client's spent quota must never hold up an erasure.
+    pub fn clickhouse_for(&self, scope: &crate::stats::Scope) -> clickhouse::Client {
+        self.clickhouse.clone().with_header("X-ClickHouse-Quota", scope.client_id())
+    }
+}
+
 /// The ClickHouse client every request's queries go through: `readonly = 1`
 /// and `max_execution_time`, sent as settings with each query, so ClickHouse
 /// itself refuses a write and stops a query past the limit (the API answers

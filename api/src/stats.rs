@@ -246,6 +246,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Whose data it is: the client whose ClickHouse quota a query counts against.
+    pub fn client_id(&self) -> &str {
+        match self {
+            Scope::Client(c) | Scope::Campaign(c, _) => c.as_str(),
+            Scope::Link(l) => l.client_id.as_str(),
+        }
+    }
+
     /// A `WHERE` prefix on the sort key, and its values to bind in order.
     fn filter(&self) -> (&'static str, Vec<String>) {
         match self {

@@ -110,6 +110,12 @@ impl ClickHouse {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// The server's users, profiles and quotas (a copy of
+    /// `infra/clickhouse/users.xml`), which it rereads within seconds of a change.
+    pub fn users_xml(&self) -> PathBuf {
+        self.dir.join("users.xml")
+    }
+
     /// The product's own ClickHouse client for this server (database `default`,
     /// user `default`, no compression), for tests that call warehouse code.
     pub fn warehouse_client(&self) -> clickhouse::Client {

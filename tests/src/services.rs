@@ -116,7 +116,11 @@ pub async fn aggregator(servers: &Servers, name: &str, env: &[(&str, String)]) -
 /// until its registry is loaded.
 pub async fn api(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
     let port = free_port();
-    let cmd = command("ricochet-api", servers, port, env);
+    let mut cmd = command("ricochet-api", servers, port, &[]);
+    // The API's own ClickHouse user, with its profile and per-client quota
+    // (infra/clickhouse/users.xml), as on the local stack.
+    cmd.env("RICOCHET_CLICKHOUSE_USER", "ricochet_api");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };
     s.wait_ready().await;

@@ -2,6 +2,9 @@
 //! query it sends carries `max_execution_time` and `readonly = 1`, so a slow
 //! query answers a clear 503 instead of holding a connection and a ClickHouse
 //! thread, and nothing the API sends can write; migrations, at start, still do.
+//! The API connects as its own ClickHouse user, `ricochet_api`, whose quota is
+//! keyed by client (`infra/clickhouse/users.xml`): one client past its share
+//! gets 429 while the others are still served.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +63,53 @@ async fn a_query_past_the_limit_answers_503_and_the_read_client_cannot_write() {
         assert!(err.contains("readonly"), "{write}: {err}");
     }
     assert_eq!(ch.number("SELECT count() FROM click_recipients_real").await, 6);
+}
+
+/// The API sends each query with its client as `quota_key`: a client past its
+/// share of ClickHouse gets 429 `clickhouse_quota`, another client does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_past_its_clickhouse_quota_gets_429_and_another_client_does_not() {
+    let servers = Servers::start().await;
+    let api = services::api(&servers, "api", &[]).await;
+    client::create_link(&api.url(), "acme", "bf", "https://acme.example/").await;
+    client::create_link(&api.url(), "globex", "bf", "https://globex.example/").await;
+
+    // The shipped quota, tightened for the test to 10 queries a minute per
+    // client. ClickHouse rereads users.xml within seconds (and starts counting
+    // afresh), so the API's own start-up queries do not count.
+    let users = servers.clickhouse.users_xml();
+    let shipped = std::fs::read_to_string(&users).unwrap();
+    assert!(shipped.contains("<queries>2000</queries>"), "the API's per-client quota in users.xml");
+    std::fs::write(&users, shipped.replace("<queries>2000</queries>", "<queries>10</queries>")).unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Distinct ranges, so the API's response cache does not answer.
+    let now = client::now_millis() / 1000;
+    let stats = |client: &str, i: i64| {
+        format!("{}/v1/clients/{client}/campaigns/bf/stats?from={}&to={}", api.url(), now - 3600 - i, now + 60)
+    };
+    let mut refused = None;
+    for i in 0..40 {
+        let r = http_as(Some(client::ADMIN_KEY)).get(stats("acme", i)).send().await.unwrap();
+        if r.status() == 429 {
+            let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            refused = Some((i, retry_after, r.json::<Value>().await.unwrap()));
+            break;
+        }
+        assert_eq!(r.status(), 200, "acme's request {i}");
+    }
+    let (after, retry_after, body) = refused.expect("acme was never refused past 10 queries a minute");
+    assert_eq!(body["error"]["code"], "clickhouse_quota", "{body}");
+    assert_eq!(retry_after.as_deref(), Some("60"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.contains("Code: 201") && !message.contains("ricochet_api"),
+        "ClickHouse's words stay in the log: {body}"
+    );
+    eprintln!("acme refused after {after} requests");
+
+    let (status, body) = get(&stats("globex", 0)).await;
+    assert_eq!(status, 200, "globex is served while acme's quota is spent: {body}");
 }
 
 async fn get(url: &str) -> (u16, Value) {

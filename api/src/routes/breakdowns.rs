@@ -431,7 +431,7 @@ async fn respond(
     let Query(q) = query?;
     let req = BreakdownRequest::parse(&q, chrono::Utc::now().timestamp())?;
     let format = Format::negotiate(q.format.as_deref(), headers)?;
-    let ch = s.clickhouse.clone();
+    let ch = s.clickhouse_for(&scope);
     s.cache.respond_as(cache_key(&uri), headers, format, || async move { breakdown(&ch, &scope, &req).await }).await
 }
 

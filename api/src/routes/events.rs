@@ -217,7 +217,7 @@ pub(crate) async fn campaign_events(
     let Query(q) = query?;
     let (spec, csv) = spec(&q, &headers, chrono::Utc::now().timestamp(), &s.exports)?;
     let permit = s.exports.slots.clone().try_acquire_owned().map_err(|_| ApiError::ExportsBusy(s.exports.max))?;
-    let mut cursor = stats::export_events(&s.clickhouse, &scope, &spec)?;
+    let mut cursor = stats::export_events(&s.clickhouse_for(&scope), &scope, &spec)?;
     // The first chunk before the status line: a query ClickHouse refuses is
     // still a clear 503, not a 200 with a broken body.
     let first = cursor.next().await.map_err(|e| ApiError::from_clickhouse(e.to_string()))?;

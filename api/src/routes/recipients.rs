@@ -104,7 +104,7 @@ pub(crate) async fn recipients(
         .map(|c| RecipientId::parse(c).map(String::from).map_err(|e| ApiError::BadRequest(format!("cursor: {e}"))))
         .transpose()?;
     let format = Format::negotiate(q.format.as_deref(), &headers)?;
-    let ch = s.clickhouse.clone();
+    let ch = s.clickhouse_for(&scope);
     s.cache
         .respond_as(cache_key(&uri), &headers, format, || async move {
             let page = stats::recipients(&ch, &scope, range, after.as_deref(), n).await?;

@@ -77,7 +77,7 @@ async fn series_response(
     (q, range): (StatsQuery, Range),
 ) -> Result<Response, ApiError> {
     let format = Format::negotiate(q.format.as_deref(), headers)?;
-    let ch = s.clickhouse.clone();
+    let ch = s.clickhouse_for(&scope);
     s.cache
         .respond_as(cache_key(&uri), headers, format, || async move { Ok(stats::series(&ch, &scope, range).await?) })
         .await
@@ -183,7 +183,7 @@ pub(crate) async fn top_links(
     let (q, range) = parse_range(query)?;
     let n = limit(&q, 10, 100)?;
     let format = Format::negotiate(q.format.as_deref(), &headers)?;
-    let (ch, links) = (s.clickhouse.clone(), s.links.clone());
+    let (ch, links) = (s.clickhouse_for(&scope), s.links.clone());
     s.cache
         .respond_as(cache_key(&uri), &headers, format, || async move {
             let rows = stats::top(&ch, &scope, TopBy::Link, range, n).await?;
@@ -227,14 +227,14 @@ pub(crate) async fn top_campaigns(
     Path(ClientPath { client_id }): Path<ClientPath>,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let client = client_scope(&principal, &client_id, KeyScope::Read)?;
+    let scope = Scope::Client(client_scope(&principal, &client_id, KeyScope::Read)?);
     let (q, range) = parse_range(query)?;
     let n = limit(&q, 10, 100)?;
     let format = Format::negotiate(q.format.as_deref(), &headers)?;
-    let ch = s.clickhouse.clone();
+    let ch = s.clickhouse_for(&scope);
     s.cache
         .respond_as(cache_key(&uri), &headers, format, || async move {
-            let rows = stats::top(&ch, &Scope::Client(client), TopBy::Campaign, range, n).await?;
+            let rows = stats::top(&ch, &scope, TopBy::Campaign, range, n).await?;
             let campaigns = rows
                 .into_iter()
                 .map(|r| TopCampaign {
