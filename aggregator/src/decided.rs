@@ -7,9 +7,9 @@
 //!
 //! Partition N of the decided topic mirrors partition N of the clicks topic,
 //! and only the member that owns clicks partition N writes to it, in offset
-//! order, with an idempotent producer (`acks=all`, no delivery timeout, so a
-//! record is never skipped while a later one lands). Each record carries its
-//! source partition and offset.
+//! order (`acks=all`, one request in flight, no delivery timeout: a record is
+//! never skipped while a later one lands). Each record carries its source
+//! partition and offset.
 //!
 //! - **After the count, never before.** A flush publishes a partition's events
 //!   only once its fenced rollup insert is stored (`Verdict::Stored`): what is
@@ -41,8 +41,9 @@
 //!   of its first acquisition.)
 //!
 //! What is left: a member frozen after its insert was stored, waking up after
-//! the next owner caught up, can still publish its batch, so an event can
-//! appear twice, with the same `event_id` (and the stored verdict). Consumers
+//! the next owner caught up, can still publish its batch, and a produce
+//! request retried after a lost answer lands twice, so an event can appear
+//! twice, with the same `event_id` (and the stored verdict). Consumers
 //! deduplicate on `event_id`: at least once, exactly once in the absence of a
 //! member that wakes up late.
 
@@ -147,7 +148,12 @@ impl DecidedPublisher {
         let behind = Behind::default();
         let mut config = kafka.client_config();
         config
-            .set("enable.idempotence", "true")
+            // One request in flight keeps the order through retries without
+            // idempotence, whose producer spun its broker thread at ~30 µs of
+            // CPU per record against nisshi (docs/benchmarks.md); a retried
+            // request can leave a duplicate, which consumers drop by event_id.
+            .set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1")
             .set("acks", "all")
             // Never give a record up: a later one must not land past a lost one.
             .set("message.timeout.ms", "0")
