@@ -10,8 +10,10 @@
 //!   `RICOCHET_KAFKA_SECURITY_PROTOCOL=ssl` and `RICOCHET_KAFKA_SSL_CA_LOCATION`.
 //!
 //! - SASL: nisshi does SCRAM-SHA-256/512 (`nisshi user create`, then
-//!   `--authentication`): every service authenticates with SCRAM-SHA-512 over
-//!   TLS (`sasl_ssl`), and a wrong password is refused. nisshi has no PLAIN;
+//!   `--authentication`): the aggregator and the API authenticate with
+//!   SCRAM-SHA-512 over TLS (`sasl_ssl`), the edge with SCRAM-SHA-256, and a
+//!   wrong password is refused with either. nisshi has no PLAIN and does not
+//!   ask for client certificates (so mutual TLS is not shown here);
 //!   `registry/src/kafka.rs`'s `librdkafka_takes_every_protocol_and_mechanism`
 //!   shows librdkafka takes PLAIN and SCRAM-SHA-256 with every protocol.
 
@@ -249,12 +251,14 @@ async fn every_service_authenticates_with_scram_over_tls() {
     // nisshi keeps SCRAM credentials in its storage: made on an open broker,
     // then the same storage is served with authentication required, over TLS.
     let (clickhouse, mut open) = tokio::join!(ClickHouse::start(&ch_dir), Kafka::start(&kafka_dir));
-    let out = Command::new(nisshi())
-        .args(["user", "create", "--broker", &format!("tcp://{}", open.brokers()), "--mechanism", "scram512"])
-        .args(["ricochet", "s3cret"])
-        .output()
-        .expect("nisshi user create");
-    assert!(out.status.success(), "nisshi user create: {}", String::from_utf8_lossy(&out.stderr));
+    for (mechanism, user, password) in [("scram512", "ricochet", "s3cret"), ("scram256", "ricochet256", "s3cret256")] {
+        let out = Command::new(nisshi())
+            .args(["user", "create", "--broker", &format!("tcp://{}", open.brokers()), "--mechanism", mechanism])
+            .args([user, password])
+            .output()
+            .expect("nisshi user create");
+        assert!(out.status.success(), "nisshi user create: {}", String::from_utf8_lossy(&out.stderr));
+    }
     open.stop();
     drop(open);
     let args = [
@@ -265,14 +269,16 @@ async fn every_service_authenticates_with_scram_over_tls() {
         path(&certs.server_key),
     ];
     let kafka = Kafka::start_with(&kafka_dir, &args).await;
-    // The broker does check: a wrong password gets no metadata, the right one does.
-    let metadata = |password: &str| {
+    // The broker does check: a wrong password gets no metadata, the right one
+    // does, with either mechanism.
+    use ricochet_registry::kafka::SaslMechanism;
+    let metadata = |mechanism: SaslMechanism, user: &str, password: &str| {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        use ricochet_registry::kafka::{KafkaConnection, KafkaSecurity, SaslMechanism, SecurityProtocol};
+        use ricochet_registry::kafka::{KafkaConnection, KafkaSecurity, SecurityProtocol};
         let security = KafkaSecurity {
             protocol: SecurityProtocol::SaslSsl,
-            sasl_mechanism: Some(SaslMechanism::ScramSha512),
-            sasl_username: Some("ricochet".into()),
+            sasl_mechanism: Some(mechanism),
+            sasl_username: Some(user.into()),
             sasl_password: Some(password.into()),
             ssl_ca_location: Some(certs.ca.clone()),
             ..KafkaSecurity::default()
@@ -281,8 +287,14 @@ async fn every_service_authenticates_with_scram_over_tls() {
             KafkaConnection::new(&kafka.brokers(), &security).unwrap().client_config().create().unwrap();
         client.fetch_metadata(None, Duration::from_secs(5)).map(|_| ())
     };
-    assert!(metadata("wrong").is_err(), "a wrong SCRAM password was accepted");
-    metadata("s3cret").expect("metadata with the right SCRAM password");
+    assert!(metadata(SaslMechanism::ScramSha512, "ricochet", "wrong").is_err(), "a wrong SCRAM password was accepted");
+    metadata(SaslMechanism::ScramSha512, "ricochet", "s3cret").expect("metadata with the right SCRAM-SHA-512 password");
+    assert!(
+        metadata(SaslMechanism::ScramSha256, "ricochet256", "wrong").is_err(),
+        "a wrong SCRAM-SHA-256 password was accepted"
+    );
+    metadata(SaslMechanism::ScramSha256, "ricochet256", "s3cret256")
+        .expect("metadata with the right SCRAM-SHA-256 password");
     let servers = Servers { clickhouse, kafka, dir };
     let sasl = [
         ("RICOCHET_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
@@ -293,6 +305,14 @@ async fn every_service_authenticates_with_scram_over_tls() {
     ];
     let _aggregator = services::aggregator(&servers, "aggregator", &sasl).await;
     let api = services::api(&servers, "api", &sasl).await;
-    let edge = services::redirect(&servers, "edge", &sasl).await;
+    // The edge with the other mechanism: both work end to end.
+    let sasl_256 = [
+        ("RICOCHET_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
+        ("RICOCHET_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256".to_owned()),
+        ("RICOCHET_KAFKA_SASL_USERNAME", "ricochet256".to_owned()),
+        ("RICOCHET_KAFKA_SASL_PASSWORD", "s3cret256".to_owned()),
+        ("RICOCHET_KAFKA_SSL_CA_LOCATION", path(&certs.ca)),
+    ];
+    let edge = services::redirect(&servers, "edge", &sasl_256).await;
     one_click_is_counted(&api.url(), &edge.url()).await;
 }
