@@ -180,15 +180,11 @@ impl DecidedPublisher {
     /// The stored events of a partition's flush, encoded now (the batch is
     /// dropped once the insert is stored) and sent by [`Self::publish`].
     pub fn encode<'a>(&self, partition: i32, rows: impl Iterator<Item = &'a EventRow>) -> Records {
-        rows.filter_map(|row| {
+        rows.map(|row| {
             let event = from_row(row, partition);
-            match self.codec.encode(&event) {
-                Ok(bytes) => Some((event.client_id, bytes)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode a decided event");
-                    None
-                }
-            }
+            let mut bytes = Vec::with_capacity(256);
+            event.encode_wire(&mut bytes);
+            (event.client_id, bytes)
         })
         .collect()
     }
@@ -303,10 +299,9 @@ impl DecidedPublisher {
                 // Not stored: erased since, or set aside as poison.
                 let Some(row) = found.get(&click.event_id.to_string()) else { continue };
                 let event = row.decided(partition, *offset);
-                records.push((
-                    event.client_id.clone(),
-                    self.codec.encode(&event).map_err(|e| DecidedError::Read(e.to_string()))?,
-                ));
+                let mut bytes = Vec::with_capacity(256);
+                event.encode_wire(&mut bytes);
+                records.push((event.client_id, bytes));
             }
             published_now += records.len();
             self.send(partition, records);

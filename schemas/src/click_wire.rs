@@ -131,7 +131,7 @@ impl<'a> ClickWire<'a> {
 
 /// Avro `long` (and `int`, enum index, union branch): zig-zag, then a
 /// little-endian base-128 varint.
-fn long(out: &mut Vec<u8>, n: i64) {
+pub(crate) fn long(out: &mut Vec<u8>, n: i64) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -144,7 +144,7 @@ fn boolean(out: &mut Vec<u8>, b: bool) {
     out.push(u8::from(b));
 }
 
-fn string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     long(out, s.len() as i64);
     out.extend_from_slice(s.as_bytes());
 }
@@ -165,7 +165,7 @@ fn lossy_string(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// A `["null", T]` union: branch 0 is null, branch 1 carries the value.
-fn optional<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+pub(crate) fn optional<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
     match value {
         None => long(out, 0),
         Some(v) => {

@@ -41,8 +41,50 @@ const TYPES: [&str; 2] = ["click", "open"];
 const VERDICTS: [&str; 3] = ["human", "bot", "machine"];
 
 fn symbol(symbols: &[&str], value: &str) -> Value {
-    let i = symbols.iter().position(|s| *s == value).unwrap_or(0);
+    let i = index(symbols, value);
     Value::Enum(i as u32, symbols[i].to_owned())
+}
+
+/// An enum's index; an unknown value is written as the first symbol.
+fn index(symbols: &[&str], value: &str) -> usize {
+    symbols.iter().position(|s| *s == value).unwrap_or(0)
+}
+
+impl DecidedEvent {
+    /// Appends the framed message (Confluent header with schema id 11, then
+    /// the datum) to `out`, byte for byte what [`crate::Codec::encode`]
+    /// writes, without building `apache_avro`'s value tree: the aggregator
+    /// encodes every event it counts, and the tree cost it ~5 µs an event.
+    pub fn encode_wire(&self, out: &mut Vec<u8>) {
+        use crate::click_wire::{long, optional, string};
+        out.push(crate::framing::MAGIC);
+        out.extend_from_slice(&DECIDED_EVENT_V1.0.to_be_bytes());
+        string(out, &self.event_id);
+        long(out, index(&TYPES, &self.event_type) as i64);
+        long(out, self.occurred_at_ms);
+        string(out, &self.client_id);
+        string(out, &self.campaign_id);
+        string(out, &self.link_id);
+        optional(out, self.recipient_id.as_deref(), string);
+        long(out, index(&VERDICTS, &self.verdict) as i64);
+        for s in [
+            &self.reason,
+            &self.country,
+            &self.device,
+            &self.os,
+            &self.browser,
+            &self.mail_client,
+            &self.referrer_domain,
+            &self.utm_source,
+            &self.utm_medium,
+            &self.utm_campaign,
+            &self.destination_url,
+        ] {
+            string(out, s);
+        }
+        long(out, i64::from(self.source_partition));
+        long(out, self.source_offset);
+    }
 }
 
 impl Contract for DecidedEvent {
@@ -107,8 +149,62 @@ impl Contract for DecidedEvent {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::Codec;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-z0-9_.:/-]{1,40}", "\\PC{0,20}"]
+    }
+
+    prop_compose! {
+        fn decided()(
+            ids in proptest::collection::vec(text(), 4),
+            event_type in prop_oneof![Just("click"), Just("open"), Just("other")],
+            verdict in prop_oneof![Just("human"), Just("bot"), Just("machine")],
+            recipient in proptest::option::of(text()),
+            dims in proptest::collection::vec(text(), 11),
+            occurred_at_ms in any::<i64>(),
+            source_partition in any::<i32>(),
+            source_offset in any::<i64>(),
+        ) -> DecidedEvent {
+            DecidedEvent {
+                event_id: ids[0].clone(),
+                event_type: event_type.into(),
+                occurred_at_ms,
+                client_id: ids[1].clone(),
+                campaign_id: ids[2].clone(),
+                link_id: ids[3].clone(),
+                recipient_id: recipient,
+                verdict: verdict.into(),
+                reason: dims[0].clone(),
+                country: dims[1].clone(),
+                device: dims[2].clone(),
+                os: dims[3].clone(),
+                browser: dims[4].clone(),
+                mail_client: dims[5].clone(),
+                referrer_domain: dims[6].clone(),
+                utm_source: dims[7].clone(),
+                utm_medium: dims[8].clone(),
+                utm_campaign: dims[9].clone(),
+                destination_url: dims[10].clone(),
+                source_partition,
+                source_offset,
+            }
+        }
+    }
+
+    proptest! {
+        /// The hand encoder writes exactly apache-avro's bytes, whatever the event.
+        #[test]
+        fn the_hand_encoder_writes_what_apache_avro_writes(e in decided()) {
+            let codec = Codec::<DecidedEvent>::new();
+            let mut wire = Vec::new();
+            e.encode_wire(&mut wire);
+            prop_assert_eq!(&wire, &codec.encode(&e).unwrap());
+        }
+    }
 
     #[test]
     fn a_decided_event_survives_the_round_trip() {
