@@ -106,6 +106,9 @@ impl Behind {
     fn take(&self, partition: i32) -> bool {
         self.0.lock().unwrap().remove(&partition)
     }
+    fn any(&self) -> bool {
+        !self.0.lock().unwrap().is_empty()
+    }
     fn all(&self) -> Vec<i32> {
         self.0.lock().unwrap().iter().copied().collect()
     }
@@ -223,6 +226,11 @@ impl DecidedPublisher {
     /// unknown outcome): caught up at its next flush or [`Self::catch_up_behind`].
     pub fn mark_behind(&self, partition: i32) {
         self.behind.mark(partition);
+    }
+
+    /// Whether some partition waits to be caught up.
+    pub fn is_behind(&self) -> bool {
+        self.behind.any()
     }
 
     /// Catches up every partition marked behind that this member still owns

@@ -664,7 +664,9 @@ impl Pipeline {
         let pending = self.ctx().protocol().num_unstored();
         self.ctx().status.pending(pending, false);
         self.refresh_dead_letters();
-        if let Some(decided) = &self.ctx().decided {
+        // Nearly always nothing is behind: the owned positions are only
+        // gathered when a partition needs catching up.
+        if let Some(decided) = self.ctx().decided.as_ref().filter(|d| d.is_behind()) {
             let owned: HashMap<i32, Option<i64>> = self.ctx().protocol().owned().into_iter().collect();
             decided.catch_up_behind(&self.ctx().rt, &self.ctx().sink, &owned);
         }
