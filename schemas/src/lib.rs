@@ -18,6 +18,7 @@
 //! - [`api_key`]: `ApiKeyRecord`, a client's hashed API key on the compacted `api_keys` topic.
 //! - [`client`]: `ClientRecord`, a sender's state on the compacted `clients` topic.
 //! - [`decided`]: `DecidedEvent`, a click or open with its final verdict, published by the aggregator to the `decided` topic.
+//! - [`webhook`]: `WebhookRecord`, a client's webhook endpoint on the compacted `webhooks` topic.
 //! - [`verdict`]: `Reason`, why a click was judged human or bot (aggregator → ClickHouse → API).
 //!
 //! Evolution rules (checked by `tests/evolution.rs`): a new version may only add
@@ -34,6 +35,7 @@ pub mod framing;
 pub mod ids;
 pub mod link;
 pub mod verdict;
+pub mod webhook;
 
 pub use api_key::ApiKeyRecord;
 pub use click::{ClickEvent, EventType, NetworkClass, RecipientToken, Signals, UaClass};
@@ -44,3 +46,4 @@ pub use decided::DecidedEvent;
 pub use ids::{CampaignId, ClientId, EventId, IdError, LinkCode, LinkId, RecipientId};
 pub use link::{LinkCount, LinkRecord, LinkStatus};
 pub use verdict::{MachineOpen, Reason};
+pub use webhook::{Replay, WebhookRecord};

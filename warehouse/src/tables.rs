@@ -16,6 +16,10 @@ pub const ERASURE_REQUESTS_TABLE: &str = "erasure_requests";
 /// Recipients whose rows are never stored again, on every shard.
 pub const RECIPIENT_ERASURES_TABLE: &str = "recipient_erasures";
 
+/// Every attempt to deliver a webhook: written by the deliverer, read by
+/// the API's deliveries list.
+pub const WEBHOOK_DELIVERIES_TABLE: &str = "webhook_deliveries";
+
 /// The grains of [`ROLLUP_TABLE`] (the `grain` column: bucket widths in
 /// seconds), coarsest first: UTC day, hour, 15 minutes, minute. Each divides
 /// the one before, and 15 minutes divides every time zone's UTC offset.
