@@ -119,6 +119,17 @@ pub struct ApiConfig {
     /// its whole length, outside `RICOCHET_MAX_CONCURRENT_REQUESTS`.
     #[arg(long, env = "RICOCHET_API_MAX_CONCURRENT_EXPORTS", default_value_t = 4, global = true)]
     pub max_concurrent_exports: usize,
+
+    /// Compacted topic of clients' webhook endpoints (they hold signing
+    /// secrets: only the API and the deliverer may read it).
+    #[arg(long, env = "RICOCHET_WEBHOOKS_TOPIC", default_value = "webhooks", global = true)]
+    pub webhooks_topic: String,
+
+    /// Let webhook URLs name loopback, private and link-local addresses
+    /// (receivers on a private network: the local stack, the tests). Off,
+    /// such a URL is refused at registration with a 400.
+    #[arg(long, env = "RICOCHET_WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false, global = true)]
+    pub webhooks_allow_private_targets: bool,
 }
 
 #[derive(Subcommand, Clone, Debug)]

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// Each value is allowed, but not together (see `openapi.rs`).
     #[error("{0}")]
     Unprocessable(String),
+    /// The request is fine, but the resource's state refuses it (a client's
+    /// webhooks at their limit, a replay of a disabled endpoint).
+    #[error("{0}")]
+    Conflict(String),
     /// Writing to the registry topics failed.
     #[error("the Kafka broker did not take the registry write: {0}")]
     Registry(String),
@@ -62,6 +66,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::StoreTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "query_timeout"),
             ApiError::Registry(_) | ApiError::Store(_) | ApiError::Kafka(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

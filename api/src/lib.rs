@@ -15,7 +15,8 @@
 //! - [`state`]: what the handlers share; [`error`]: the one error type.
 //! - [`routes`]: the handlers, one file per resource with the types it answers: [`routes::links`],
 //!   [`routes::clients`], [`routes::keys`], [`routes::stats`] (series and top
-//!   lists), [`routes::breakdowns`] (by country, device, mail client…), [`routes::recipients`] (lists and erasure), [`routes::events`] (the streamed export of decided events) and
+//!   lists), [`routes::breakdowns`] (by country, device, mail client…), [`routes::recipients`] (lists and erasure), [`routes::events`] (the streamed export of decided events),
+//!   [`routes::webhooks`] (clients' webhook endpoints, their deliveries and replays) and
 //!   [`routes::operations`] (health, metrics, status, the document).
 //! - [`auth`]: API keys and who may read what.
 //! - [`limits`]: a token bucket per key, requests in flight, the request timeout.

@@ -30,6 +30,8 @@ pub const ID_PATTERN: &str = r"^[A-Za-z0-9._-]{1,64}$";
 pub const RECIPIENT_PATTERN: &str = r"^[A-Za-z0-9._@+-]{1,128}$";
 /// An API key's id: the SHA-256 of the key, in lowercase hex.
 pub const KEY_ID_PATTERN: &str = r"^[0-9a-f]{64}$";
+/// A webhook endpoint's id: `wh_` and base62 characters (22 when the API mints it).
+pub const WEBHOOK_ID_PATTERN: &str = r"^wh_[A-Za-z0-9]{1,61}$";
 /// A destination (or fallback) URL: http or https, a host name, optional port,
 /// path, query and fragment, no credentials, no spaces or control characters.
 /// The host's last label starts with a letter (no bare IP addresses), and
@@ -65,8 +67,9 @@ pub const MAX_VALIDITY_SECONDS: i64 = 253_402_300_799;
                        Every /v1 route but the OpenAPI document needs \
                        `Authorization: Bearer <key>` (the admin key, or a client's key, which sees only \
                        its own client's data). Errors are `{\"error\": {\"code\", \"message\"}}`: 400 a value \
-                       outside what this document allows (and any query parameter it does not list), 422 \
-                       allowed values that conflict, 429 too many requests with one key (or, without a \
+                       outside what this document allows (and any query parameter it does not list), 409 \
+                       a request the resource's state refuses (a client's webhooks at their limit, a replay \
+                       of a disabled webhook), 422 allowed values that conflict, 429 too many requests with one key (or, without a \
                        valid key, from one address), or a client's share of ClickHouse spent for the \
                        minute (`clickhouse_quota`; `Retry-After` says when to retry), 503 a backing \
                        server failed (the body names which) or the request took longer than the request \
@@ -80,6 +83,7 @@ pub const MAX_VALIDITY_SECONDS: i64 = 253_402_300_799;
         (name = "aggregates", description = "Click and open series, top lists, recipients and breakdowns, cached for a second; JSON or CSV."),
         (name = "recipients", description = "Erasing a recipient's data."),
         (name = "exports", description = "A campaign's decided events, streamed as NDJSON or CSV."),
+        (name = "webhooks", description = "Endpoints that receive a client's decided clicks and opens, signed (Standard Webhooks); their deliveries and replays."),
         (name = "operations", description = "Health, readiness, metrics, status and this document."),
     )
 )]
@@ -105,7 +109,7 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `unprocessable`,
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `unprocessable`,
     /// `rate_limited`, `clickhouse_quota`, `unavailable`, `timeout`, `query_timeout`,
     /// `exports_busy` or `loading`.
     pub code: String,
@@ -236,6 +240,32 @@ pub enum AdminErrors {
     Kafka(ErrorBody),
 }
 
+/// What changing a webhook can answer besides success (creating one and
+/// replaying add 409 and 422, stated on their routes).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
+pub enum WebhookErrors {
+    #[response(
+        status = 400,
+        description = "A value outside its documented pattern, enum or range, or a body that is not the documented JSON; the message says what is allowed."
+    )]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No API key, or an unknown, revoked or expired one.")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "A client key without the `write` and `recipients` scopes (the message names the one missing), or of a paused client."
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "No such webhook, or not this key's client.")]
+    NotFound(ErrorBody),
+    #[response(
+        status = 503,
+        description = "The Kafka broker failed; the body names it (`backend`). Nothing changed: retry."
+    )]
+    Kafka(ErrorBody),
+}
+
 /// What the status can answer besides 200 and 304.
 #[derive(IntoResponses)]
 #[allow(dead_code)] // Only documents: handlers answer with `ApiError`.
@@ -294,6 +324,14 @@ path_params!(
     ApiKeyPath {
         client_id: "The client's id.", ID_PATTERN;
         key_id: "The key's id (its SHA-256, as returned at creation).", KEY_ID_PATTERN;
+    }
+);
+
+path_params!(
+    /// `{client_id}/webhooks/{webhook_id}`.
+    WebhookPath {
+        client_id: "The client's id.", ID_PATTERN;
+        webhook_id: "The webhook's id, as returned at creation.", WEBHOOK_ID_PATTERN;
     }
 );
 

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::dashboard;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
-use crate::routes::{breakdowns, clients, events, keys, links, operations, recipients, stats};
+use crate::routes::{breakdowns, clients, events, keys, links, operations, recipients, stats, webhooks};
 use crate::state::ApiState;
 
 /// The documented routes, with their handlers.
@@ -54,6 +54,12 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(keys::create_api_key, keys::list_api_keys))
         .routes(routes!(keys::revoke_api_key))
         .routes(routes!(keys::token_keys))
+        // Webhooks.
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::replay))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -95,7 +101,7 @@ mod tests {
             println!("{doc:#}");
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
         let stats = &paths["/v1/links/{link_id}/stats"]["get"];
         let param = |name: &str| stats["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
         assert_eq!(param("link_id")["schema"]["pattern"], crate::openapi::ID_PATTERN);

@@ -16,6 +16,7 @@ pub mod links;
 pub mod operations;
 pub mod recipients;
 pub mod stats;
+pub mod webhooks;
 
 use std::sync::Arc;
 

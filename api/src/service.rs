@@ -1,5 +1,6 @@
 //! The API as a service: [`run`] applies the migrations, checks the config,
-//! starts the registry tail and serves the router until `shutdown` fires.
+//! starts the registry tail and the webhooks follower, and serves the router
+//! until `shutdown` fires.
 //! `main.rs` only parses the config, binds the listener and turns a signal
 //! into `shutdown`, as the aggregator's does; tests can run an API in
 //! process the same way.
@@ -11,6 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ricochet_registry::topics;
 use ricochet_registry::{KafkaConnection, Registry, RegistryTail, RegistryWriter, TokenKeys};
 use ricochet_warehouse::migrations;
+use ricochet_webhooks::endpoints::{self, EndpointWriter, Endpoints};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -68,11 +70,13 @@ pub async fn run(config: ApiConfig, listener: TcpListener, shutdown: Cancellatio
     };
 
     let metrics = metrics()?;
-    // The API writes the registry topics, so it makes sure they exist; the
-    // clicks topic is the aggregator's and the edges'.
+    // The API writes the registry topics and the webhooks topic, so it makes
+    // sure they exist; the clicks topic is the aggregator's and the edges'.
     let kafka =
         KafkaConnection::new(&config.kafka_brokers, &config.kafka_security).context("Kafka security settings")?;
-    topics::ensure(&kafka, &config.registry_topics().specs()).await.context("creating topics")?;
+    let mut specs = config.registry_topics().specs();
+    specs.push(endpoints::topic_spec(&config.webhooks_topic));
+    topics::ensure(&kafka, &specs).await.context("creating topics")?;
 
     let links = Arc::new(Registry::new());
     let (tail, tail_task) = RegistryTail::start(&kafka, &config.registry_topics(), links.clone(), shutdown.clone())
@@ -82,6 +86,10 @@ pub async fn run(config: ApiConfig, listener: TcpListener, shutdown: Cancellatio
         Arc::new(RegistryWriter::new(&kafka, &config.registry_topics()).context("creating the registry writer")?);
     let status =
         ClusterStatus::new(&kafka, &config.clicks_topic, &config.group_id).context("creating the status client")?;
+    let webhooks = Endpoints::new();
+    let webhook_writer = EndpointWriter::new(&kafka, &config.webhooks_topic).context("creating the webhooks writer")?;
+    let follower = endpoints::Follower::start(&kafka, &config.webhooks_topic, webhooks.clone())
+        .context("starting the webhooks follower")?;
     let state = Arc::new(ApiState {
         admin_key,
         cache: ResponseCache::default(),
@@ -98,6 +106,11 @@ pub async fn run(config: ApiConfig, listener: TcpListener, shutdown: Cancellatio
         public_redirect_url: config.public_redirect_url.clone(),
         metrics: Some(metrics),
         status: Some(status),
+        webhooks: crate::routes::webhooks::WebhookState::new(
+            webhooks,
+            webhook_writer,
+            ricochet_webhooks::target::Policy { allow_private: config.webhooks_allow_private_targets },
+        ),
     });
     tracing::info!(listen = %listener.local_addr()?, "API serving");
     let router = crate::router::router(state);
@@ -110,5 +123,6 @@ pub async fn run(config: ApiConfig, listener: TcpListener, shutdown: Cancellatio
     )
     .await?;
     tail_task.abort();
+    follower.stop().await;
     Ok(())
 }

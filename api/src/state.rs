@@ -1,4 +1,4 @@
-//! What every handler shares: the registry, its writer, ClickHouse, the cache.
+//! What every handler shares: the registry, its writer, ClickHouse, the cache, the webhook endpoints.
 
 use std::sync::Arc;
 
@@ -32,6 +32,8 @@ pub struct ApiState {
     pub rate_limiter: Option<crate::limits::RateLimiter>,
     /// Exports' own cap and time limit ([`crate::routes::events`]).
     pub exports: crate::routes::events::Exports,
+    /// Clients' webhook endpoints, their writer and the target policy ([`crate::routes::webhooks`]).
+    pub webhooks: crate::routes::webhooks::WebhookState,
 }
 
 impl ApiState {

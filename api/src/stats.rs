@@ -1,7 +1,7 @@
 //! The aggregate queries behind the API: time series, totals, top lists,
-//! recipients and breakdowns, for a client, a campaign or a link; and the two
-//! other reads the API makes, the time zones ClickHouse knows and the
-//! status's freshness. Every SQL string of the API is here, so that one file
+//! recipients and breakdowns, for a client, a campaign or a link; and the
+//! other reads the API makes: the time zones ClickHouse knows, the
+//! status's freshness and a webhook's deliveries. Every SQL string of the API is here, so that one file
 //! shows what it asks ClickHouse. The handlers are in [`crate::routes::stats`],
 //! [`crate::routes::recipients`] and [`crate::routes::breakdowns`], and a
 //! [`Series`] or [`Recipient`] is what they answer, as it comes from here.
@@ -32,6 +32,7 @@ use utoipa::ToSchema;
 
 use ricochet_warehouse::tables::{
     coarsest_grain, BREAKDOWN_GRAINS, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS, ROLLUP_TABLE,
+    WEBHOOK_DELIVERIES_TABLE,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
@@ -943,6 +944,40 @@ pub async fn newest_event_ms(ch: &Client, days: u32) -> Result<Option<i64>, clic
         .fetch_one::<Newest>()
         .await?;
     Ok((newest.rows > 0).then_some(newest.newest))
+}
+
+/// One attempt to deliver a webhook, as the deliverer wrote it to
+/// `webhook_deliveries` (migration 0011); the columns in table order, as
+/// RowBinary reads them.
+#[derive(Debug, Row, Deserialize)]
+pub struct DeliveryRow {
+    pub message_id: String,
+    pub attempted_at_ms: i64,
+    pub attempt: u32,
+    pub events: u32,
+    pub replay: u8,
+    pub outcome: String,
+    pub status: u16,
+    pub latency_ms: u32,
+    pub error: String,
+}
+
+/// A webhook endpoint's newest `limit` delivery attempts, newest first
+/// (the routes in [`crate::routes::webhooks`]). A range read on the table's
+/// sort key (client, webhook, time).
+pub async fn webhook_deliveries(
+    ch: &Client,
+    client_id: &str,
+    webhook_id: &str,
+    limit: u32,
+) -> Result<Vec<DeliveryRow>, StatsError> {
+    let sql = format!(
+        "SELECT message_id, attempted_at_ms, attempt, events, replay, outcome, status, latency_ms, error \
+         FROM {WEBHOOK_DELIVERIES_TABLE} WHERE client_id = ? AND webhook_id = ? \
+         ORDER BY attempted_at_ms DESC, message_id DESC, attempt DESC LIMIT ?"
+    );
+    metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
+    Ok(ch.query(&sql).bind(client_id).bind(webhook_id).bind(limit).fetch_all::<DeliveryRow>().await?)
 }
 
 #[cfg(test)]

@@ -120,6 +120,11 @@ pub async fn api(servers: &Servers, name: &str, env: &[(&str, String)]) -> Servi
     // The API's own ClickHouse user, with its profile and per-client quota
     // (infra/clickhouse/users.xml), as on the local stack.
     cmd.env("RICOCHET_CLICKHOUSE_USER", "ricochet_api");
+    // Webhook receivers in tests listen on 127.0.0.1, which the API refuses
+    // by default; a test of that refusal passes `false`.
+    if !env.iter().any(|(k, _)| *k == "RICOCHET_WEBHOOKS_ALLOW_PRIVATE_TARGETS") {
+        cmd.env("RICOCHET_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true");
+    }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
     let mut s = Service { proc, port };
@@ -168,3 +173,17 @@ pub async fn sharded_aggregator(
 
 /// The aggregator's list of one replica per shard, in shard order.
 pub const SHARD_URLS: &str = "RICOCHET_CLICKHOUSE_SHARD_URLS";
+
+/// Starts `ricochet-webhooks` (the deliverer) and waits until it has read
+/// the endpoints. Private targets are allowed unless `env` says otherwise:
+/// the tests' receivers listen on loopback.
+pub async fn webhooks(servers: &Servers, name: &str, env: &[(&str, String)]) -> Service {
+    let port = free_port();
+    let mut cmd = command("ricochet-webhooks", servers, port, &[]);
+    cmd.env("RICOCHET_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let proc = Proc::spawn(name, cmd, &servers.path().join(format!("{name}.log")));
+    let mut s = Service { proc, port };
+    s.wait_ready().await;
+    s
+}

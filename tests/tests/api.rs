@@ -278,7 +278,7 @@ async fn the_openapi_document_is_served_and_every_operation_in_it_is_routed() {
             operations.insert((method.clone(), path.clone()));
         }
     }
-    assert_eq!(operations.len(), 28, "{operations:?}");
+    assert_eq!(operations.len(), 35, "{operations:?}");
     for (method, path) in &operations {
         let url = format!(
             "{}{}",
@@ -288,6 +288,7 @@ async fn the_openapi_document_is_served_and_every_operation_in_it_is_routed() {
                 .replace("{campaign_id}", "c")
                 .replace("{key_id}", "k")
                 .replace("{recipient_id}", "r")
+                .replace("{webhook_id}", "wh_x")
         );
         let r = http().request(method.to_uppercase().parse().unwrap(), &url).send().await.unwrap();
         assert_ne!(r.status(), 405, "{method} {path}");

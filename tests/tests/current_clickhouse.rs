@@ -157,6 +157,17 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
             "{base}/v1/clients/acme/campaigns/bf/events?{range}&human_only={human}&type=click&format=csv"
         ));
     }
+    // A webhook's deliveries (webhook_deliveries, which the deliverer writes).
+    let r = http()
+        .post(format!("{base}/v1/clients/acme/webhooks"))
+        .json(&json!({"url": "https://hooks.acme.example/ricochet", "events": ["click.human"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let webhook: serde_json::Value = r.json().await.unwrap();
+    let webhook_id = webhook["webhook_id"].as_str().unwrap();
+    urls.push(format!("{base}/v1/clients/acme/webhooks/{webhook_id}/deliveries?limit=5"));
     for url in &urls {
         let r = http().get(url).send().await.unwrap();
         let status = r.status();

@@ -22,17 +22,19 @@ pub(crate) async fn healthz(_: NoQuery) -> &'static str {
     "ok"
 }
 
-/// Readiness: once the link registry has been loaded.
+/// Readiness: once the link registry and the webhook endpoints have been loaded.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready.", body = String, content_type = "text/plain"),
-        (status = 503, description = "Still loading the link registry from Kafka.", body = ErrorBody),
+        (status = 503, description = "Still loading the link registry or the webhook endpoints from Kafka.", body = ErrorBody),
     ))]
 pub(crate) async fn readyz(State(s): State<Arc<ApiState>>, _: NoQuery) -> Result<&'static str, ApiError> {
-    if s.tail.as_ref().is_none_or(RegistryTail::is_ready) {
-        Ok("ready")
-    } else {
+    if !s.tail.as_ref().is_none_or(RegistryTail::is_ready) {
         Err(ApiError::Loading("the link registry is still being read from the Kafka broker".into()))
+    } else if !s.webhooks.endpoints.is_loaded() {
+        Err(ApiError::Loading("the webhook endpoints are still being read from the Kafka broker".into()))
+    } else {
+        Ok("ready")
     }
 }
 
