@@ -26,6 +26,7 @@ dir="${RICOCHET_STACK_DIR:-$repo/.stack}"
 edge_port="${RICOCHET_EDGE_PORT:-8080}"
 api_port="${RICOCHET_API_PORT:-8081}"
 aggregator_port="${RICOCHET_AGGREGATOR_PORT:-8082}"
+webhooks_port="${RICOCHET_WEBHOOKS_PORT:-8084}"
 edge_ops_port="${RICOCHET_EDGE_OPS_PORT:-9090}"
 kafka_port="${RICOCHET_KAFKA_PORT:-9092}"
 ch_http_port="${RICOCHET_CLICKHOUSE_HTTP_PORT:-8123}"
@@ -140,7 +141,7 @@ up() {
     # What the build itself needs (librdkafka's TLS: libssl-dev) comes first.
     infra/install.sh --build-deps || die "installing the build's dependencies failed (output above)"
     say "building the services (release) beside the installer; log: $dir/logs/build.log"
-    cargo build --release --bins -p ricochet-redirect -p ricochet-aggregator -p ricochet-api \
+    cargo build --release --bins -p ricochet-redirect -p ricochet-aggregator -p ricochet-api -p ricochet-webhooks \
         >"$dir/logs/build.log" 2>&1 &
     local build=$!
     if ! infra/install.sh --stack; then
@@ -175,15 +176,23 @@ up() {
     export RICOCHET_PUBLIC_REDIRECT_URL="http://127.0.0.1:$edge_port"
     # Both apply the ClickHouse migrations (idempotent) and create the topics they use at start.
     RICOCHET_LISTEN="127.0.0.1:$aggregator_port" start aggregator "$bin/ricochet-aggregator"
+    # The stack's webhooks may go to receivers on this machine (the API
+    # checks targets at registration, the deliverer again at delivery).
     if [[ -z $external_ch ]]; then
         # The API's own ClickHouse user: its settings profile and a quota per client
         # (infra/clickhouse/users.xml, docs/security.md).
-        RICOCHET_CLICKHOUSE_USER=ricochet_api RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
+        RICOCHET_WEBHOOKS_ALLOW_PRIVATE_TARGETS=true RICOCHET_CLICKHOUSE_USER=ricochet_api \
+            RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
     else
-        RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
+        RICOCHET_WEBHOOKS_ALLOW_PRIVATE_TARGETS=true RICOCHET_LISTEN="127.0.0.1:$api_port" start api "$bin/ricochet-api"
     fi
     wait_for aggregator "http://127.0.0.1:$aggregator_port/readyz" 60
     wait_for api "http://127.0.0.1:$api_port/readyz" 60
+    # The webhook deliverer. Receivers on this machine or its network are
+    # allowed here only: in production private targets are refused (no SSRF).
+    RICOCHET_WEBHOOKS_ALLOW_PRIVATE_TARGETS=true RICOCHET_LISTEN="127.0.0.1:$webhooks_port" \
+        start webhooks "$bin/ricochet-webhooks"
+    wait_for webhooks "http://127.0.0.1:$webhooks_port/readyz" 60
     make_demo
     # Started after the demo link exists: the edge reports ready only once it has
     # loaded the registry up to that point, so the link works at the first click.
@@ -201,7 +210,10 @@ up() {
                                -d '{"client_id":"demo","campaign_id":"welcome","destination_url":"https://example.com/"}'
   API reference:             http://127.0.0.1:$api_port/v1/openapi.json
   Status (lag, freshness):   curl -H @$dir/admin.header http://127.0.0.1:$api_port/v1/status
-  Metrics:                   http://127.0.0.1:$edge_ops_port/metrics (the edge's operations port)  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics
+  Webhooks of decided clicks: curl -X POST http://127.0.0.1:$api_port/v1/clients/demo/webhooks -H @$dir/admin.header \\
+                               -H 'content-type: application/json' \\
+                               -d '{"url":"http://127.0.0.1:9999/hook","events":["click.human"]}'   (docs/webhooks.md)
+  Metrics:                   http://127.0.0.1:$edge_ops_port/metrics (the edge's operations port)  http://127.0.0.1:$api_port/metrics  http://127.0.0.1:$aggregator_port/metrics  http://127.0.0.1:$webhooks_port/metrics
   ClickHouse (raw events):   $clickhouse_url   (click_events, click_rollups, click_recipients: docs/data-model.md)
   Logs:                      $dir/logs/
   Stop everything:           infra/stack.sh down
@@ -254,7 +266,7 @@ MSG
 
 down() {
     local name
-    for name in redirect api aggregator kafka clickhouse; do
+    for name in redirect webhooks api aggregator kafka clickhouse; do
         if running "$name"; then
             kill "$(cat "$(pidfile "$name")")" 2>/dev/null || true
             for _ in $(seq 1 100); do running "$name" || break; sleep 0.1; done
@@ -267,7 +279,7 @@ down() {
 
 status() {
     local name
-    for name in clickhouse kafka aggregator api redirect; do
+    for name in clickhouse kafka aggregator api webhooks redirect; do
         if running "$name"; then say "$name: running (pid $(cat "$(pidfile "$name")"))"; else say "$name: stopped"; fi
     done
 }

@@ -220,6 +220,10 @@ pub fn producer(brokers: &str, linger_ms: u32) -> anyhow::Result<BaseProducer<De
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        // The edge's partitioner (ingest/src/config.rs): a client's clicks
+        // land where the edge would put them, which the webhook deliverer
+        // relies on to read one partition per client.
+        .set("partitioner", "murmur2_random")
         .set("compression.type", "lz4")
         .set("linger.ms", linger_ms.to_string())
         .set("batch.size", "1000000")

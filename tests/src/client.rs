@@ -31,6 +31,11 @@ pub fn http_as(key: Option<&str>) -> reqwest::Client {
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header value"));
     }
     reqwest::Client::builder()
+        // The tests speak plain HTTP to loopback. The workspace's reqwest has
+        // rustls with the system's roots (the webhook deliverer's), which
+        // would read the trust store for every client made: ~15 ms each,
+        // too slow for tests that open hundreds of clients at once.
+        .tls_built_in_root_certs(false)
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)

@@ -90,12 +90,28 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// Keyed by client id with librdkafka's default partitioner (CRC32): the
+    /// partition a client lands on differs from the edge's, which most
+    /// aggregator tests do not mind (and their client sets are chosen to
+    /// reach every partition with it).
     pub fn new(brokers: &str) -> Feed {
+        Self::with_partitioner(brokers, "consistent_random")
+    }
+
+    /// Keyed by client id with the edge's partitioner (Java's `murmur2`,
+    /// `ingest/src/config.rs`): for tests of consumers that find a client's
+    /// partition from its id, as the webhook deliverer does.
+    pub fn like_the_edge(brokers: &str) -> Feed {
+        Self::with_partitioner(brokers, "murmur2_random")
+    }
+
+    fn with_partitioner(brokers: &str, partitioner: &str) -> Feed {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
+            .set("partitioner", partitioner)
             .create()
             .expect("producer");
         Feed { producer, codec: Arc::new(Codec::new()), topic: "clicks".into() }

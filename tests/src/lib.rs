@@ -9,7 +9,8 @@
 //!
 //! - [`process`]: the child-process guard.
 //! - [`servers`]: ClickHouse and the Kafka broker.
-//! - [`services`]: the `ricochet-redirect`, `ricochet-aggregator` and `ricochet-api` binaries.
+//! - [`services`]: the `ricochet-redirect`, `ricochet-aggregator`, `ricochet-api` and `ricochet-webhooks` binaries.
+//! - [`receiver`]: a webhook receiver that checks signatures and can fail, stall or go down.
 //! - [`sql`]: the product's SQL, from ClickHouse's query log and from its sources.
 //! - [`feed`]: clicks straight into Kafka, and checking ClickHouse counted them exactly once.
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod feed;
 pub mod load;
 pub mod process;
+pub mod receiver;
 pub mod servers;
 pub mod services;
 pub mod sql;

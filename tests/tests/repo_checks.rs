@@ -9,8 +9,8 @@
 //!   key on a command line.
 //!
 //! The services' settings come from their clap definitions, which are what
-//! `ricochet-redirect --help`, `ricochet-aggregator --help` and `ricochet-api --help`
-//! print, so nothing here parses Rust source.
+//! `ricochet-redirect --help`, `ricochet-aggregator --help`, `ricochet-api --help` and
+//! `ricochet-webhooks --help` print, so nothing here parses Rust source.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -28,7 +28,7 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
-const SERVICES: [&str; 3] = ["ricochet-redirect", "ricochet-aggregator", "ricochet-api"];
+const SERVICES: [&str; 4] = ["ricochet-redirect", "ricochet-aggregator", "ricochet-api", "ricochet-webhooks"];
 
 /// One environment variable a service reads.
 #[derive(Debug)]
@@ -46,6 +46,7 @@ fn settings() -> BTreeMap<String, Setting> {
         ("ricochet-redirect", ricochet_redirect::RedirectConfig::command()),
         ("ricochet-aggregator", ricochet_aggregator::AggregatorConfig::command()),
         ("ricochet-api", ricochet_api::ApiConfig::command()),
+        ("ricochet-webhooks", ricochet_webhooks::config::WebhooksConfig::command()),
     ] {
         collect(service, &command, &mut out);
     }
