@@ -25,6 +25,11 @@ pub struct Delivery {
     pub webhook_id: String,
     pub events: Vec<Value>,
     pub at: Instant,
+    /// As received, for checking with another implementation: the
+    /// `webhook-id`, `webhook-timestamp` and `webhook-signature` headers, and
+    /// the body.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 #[derive(Default)]
@@ -34,6 +39,9 @@ struct Behaviour {
     delay_ms: AtomicU64,
     gone: AtomicU32,
     deliveries: Mutex<Vec<Delivery>>,
+    /// Every correctly signed request, accepted or failed on purpose: its
+    /// `webhook-id` and the ids of the events it carried.
+    attempts: Mutex<Vec<(String, Vec<String>)>>,
     requests: AtomicU64,
     bad_signatures: AtomicU64,
 }
@@ -133,6 +141,18 @@ impl Receiver {
         *self.stop.lock().unwrap() = Some((tx, task));
     }
 
+    /// The `webhook-id`s each event came with, over every signed request
+    /// (failed ones too): a retry must carry the same.
+    pub fn webhook_ids_by_event(&self) -> std::collections::HashMap<String, HashSet<String>> {
+        let mut by_event: std::collections::HashMap<String, HashSet<String>> = Default::default();
+        for (webhook_id, events) in self.behaviour.attempts.lock().unwrap().iter() {
+            for e in events {
+                by_event.entry(e.clone()).or_default().insert(webhook_id.clone());
+            }
+        }
+        by_event
+    }
+
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.behaviour.deliveries.lock().unwrap().clone()
     }
@@ -174,14 +194,22 @@ async fn receive(State(b): State<Arc<Behaviour>>, headers: HeaderMap, body: Byte
             return StatusCode::BAD_REQUEST;
         }
     }
-    if rand::random_range(0..100) < b.fail_percent.load(Ordering::Relaxed) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
     let events = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Array(events)) => events,
         Ok(one) => vec![one],
         Err(_) => return StatusCode::BAD_REQUEST,
     };
-    b.deliveries.lock().unwrap().push(Delivery { webhook_id: id, events, at: Instant::now() });
+    let ids = events.iter().filter_map(|e| e["data"]["event_id"].as_str().map(str::to_owned)).collect();
+    b.attempts.lock().unwrap().push((id.clone(), ids));
+    if rand::random_range(0..100) < b.fail_percent.load(Ordering::Relaxed) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let headers = vec![
+        ("webhook-id".to_owned(), id.clone()),
+        ("webhook-timestamp".to_owned(), timestamp),
+        ("webhook-signature".to_owned(), signature),
+    ];
+    let body = String::from_utf8_lossy(&body).into_owned();
+    b.deliveries.lock().unwrap().push(Delivery { webhook_id: id, events, at: Instant::now(), headers, body });
     StatusCode::NO_CONTENT
 }

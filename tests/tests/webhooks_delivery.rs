@@ -44,6 +44,45 @@ async fn deliveries(api: &str, client_id: &str, webhook_id: &str) -> Vec<Value> 
     list["deliveries"].as_array().expect("a list of deliveries").clone()
 }
 
+/// Checks deliveries, as the receiver got them, with `standardwebhooks` from
+/// PyPI (the test venv): every one must verify with `secret`.
+fn assert_reference_library_verifies(deliveries: &[ricochet_tests::receiver::Delivery], secret: &str) {
+    const VERIFY: &str = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+cases = json.load(open(sys.argv[1]))
+bad = []
+for case in cases:
+    try:
+        Webhook(case["secret"]).verify(case["body"], case["headers"])
+    except Exception as e:
+        bad.append((case["headers"]["webhook-id"], str(e)))
+print(json.dumps({"checked": len(cases), "bad": bad}))
+"#;
+    let cases: Vec<Value> = deliveries
+        .iter()
+        .take(500)
+        .map(|d| {
+            let headers: serde_json::Map<String, Value> =
+                d.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            json!({"secret": secret, "body": d.body, "headers": headers})
+        })
+        .collect();
+    assert!(!cases.is_empty(), "deliveries to check");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deliveries.json");
+    std::fs::write(&path, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let out = std::process::Command::new(ricochet_tests::test_python())
+        .args(["-c", VERIFY])
+        .arg(&path)
+        .output()
+        .expect("running the reference library");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["checked"], cases.len(), "{report}");
+    assert_eq!(report["bad"], json!([]), "deliveries the reference library refuses");
+}
+
 /// The ids of a client's events ClickHouse counted as human.
 async fn human_events(ch: &ClickHouse, client_id: &str) -> HashSet<String> {
     let sql =
@@ -121,6 +160,13 @@ async fn a_receiver_failing_30_percent_and_down_for_a_minute_gets_every_human_cl
     eprintln!("{} clicks sent; {before} deliveries before the receiver came back", tally.total());
     assert_every_human_click_delivered(&s.servers.clickhouse, &receiver, "acme", Duration::from_secs(90)).await;
     assert!(receiver.requests() > receiver.deliveries().len() as u64, "some requests failed and were retried");
+    // One event, one webhook-id, however often it was sent.
+    for (event, ids) in receiver.webhook_ids_by_event() {
+        assert_eq!(ids.len(), 1, "event {event} came with several webhook-ids: {ids:?}");
+    }
+    // The deliveries as received verify with the specification's own library.
+    let secret = created["secret"].as_str().unwrap();
+    assert_reference_library_verifies(&receiver.deliveries(), secret);
 
     // The attempts are listed, failures with their status.
     let id = created["webhook_id"].as_str().unwrap();
