@@ -53,8 +53,9 @@ pub struct WebhooksConfig {
     #[arg(long, env = "RICOCHET_WEBHOOKS_TIMEOUT_SECS", default_value_t = 10)]
     pub timeout_secs: u64,
 
-    /// Requests in flight per endpoint: its lanes, each one recipient's
-    /// events in order (`webhooks/src/lanes.rs`).
+    /// Requests in flight per endpoint. Its recipients are spread over 64
+    /// lanes, each in order (`webhooks/src/lanes.rs`); this many lanes send
+    /// at once.
     #[arg(long, env = "RICOCHET_WEBHOOKS_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
 

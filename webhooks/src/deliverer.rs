@@ -57,6 +57,13 @@ use crate::signing::WebhookSecret;
 /// through an outage).
 const REPLAY_DECIDED_SLACK_MS: i64 = 3_600_000;
 
+/// Lanes per endpoint: recipients are spread over this many, each in order.
+/// Far more than the requests in flight, so that a lane waiting out a retry
+/// holds up only its share of recipients while the others keep every request
+/// slot busy (with as many lanes as slots, a receiver failing 30 % of
+/// requests at random left each slot waiting most of the time).
+const LANES: usize = 64;
+
 /// What every run shares.
 pub struct Shared {
     pub kafka: KafkaConnection,
@@ -238,8 +245,9 @@ async fn run(
     tracing::info!(webhook_id, group, partition, start, end, "webhook run started");
 
     let codec: Codec<DecidedEvent> = Codec::new();
-    let mut lanes: Lanes<DecidedEvent> = Lanes::new(shared.concurrency, start);
+    let mut lanes: Lanes<DecidedEvent> = Lanes::new(LANES, start);
     let lane_count = lanes.lane_count();
+    let mut next_lane = 0;
     let mut attempts = vec![Attempts::default(); lane_count];
     let mut retry_at: Vec<Option<Instant>> = vec![None; lane_count];
     let mut health = Health { failing_since_ms: w.failing_since_ms };
@@ -253,11 +261,18 @@ async fn run(
     let mut outcome: Option<bool> = None;
 
     while outcome.is_none() {
-        // Send what each idle lane holds, unless it is waiting to retry.
+        // Send what idle lanes hold, unless waiting to retry, up to the
+        // endpoint's cap of requests in flight; the lanes are visited from
+        // where the last pass stopped, so none waits behind the others.
         let now = Instant::now();
         if let Some(w) = shared.endpoints.get(webhook_id) {
-            for (lane, retry) in retry_at.iter().enumerate() {
-                if retry.is_some_and(|t| t > now) {
+            for _ in 0..lane_count {
+                if in_flight.len() >= shared.concurrency {
+                    break;
+                }
+                let lane = next_lane;
+                next_lane = (next_lane + 1) % lane_count;
+                if retry_at[lane].is_some_and(|t| t > now) {
                     continue;
                 }
                 let Some(batch) = lanes.take(lane, w.batch_size.max(1).into()) else { continue };
@@ -437,6 +452,12 @@ async fn handle(
             latency_ms: attempt.latency.as_millis().min(u128::from(u32::MAX)) as u32,
             error: attempt.error,
         });
+    }
+    if answer == Answer::Delivered {
+        // The receiver is up: lanes waiting out a backoff try again now
+        // (keeping their count of failures, so their day still runs out),
+        // rather than each sleeping out its own wait after an outage.
+        retry_at.iter_mut().for_each(|at| *at = None);
     }
     match next {
         Next::Done | Next::Dropped => {

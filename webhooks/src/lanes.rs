@@ -7,8 +7,8 @@
 //! others skipped. A lane is chosen by recipient, so one recipient's events
 //! stay in one lane, and a lane sends one batch at a time and retries it
 //! until it is done: events of one recipient arrive in order, while the
-//! endpoint still has as many requests in flight as it has lanes (its
-//! concurrency cap).
+//! other lanes go on (the deliverer keeps up to its concurrency cap of them
+//! sending at once).
 //!
 //! **Argument.** The position to commit is the lowest offset still queued
 //! in any lane, or, with every lane empty, the offset after the last record
