@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use ricochet_tests::feed::{Feed, Load, Target};
+use ricochet_tests::feed::{self, Feed, Load, Target};
 use ricochet_tests::receiver::Receiver;
 use ricochet_tests::servers::{ClickHouse, Servers};
 use ricochet_tests::services::{self, Service};
@@ -158,6 +158,7 @@ async fn a_receiver_failing_30_percent_and_down_for_a_minute_gets_every_human_cl
     tokio::time::sleep(Duration::from_secs(3)).await;
     let tally = load.stop().await;
     eprintln!("{} clicks sent; {before} deliveries before the receiver came back", tally.total());
+    feed::assert_counted_exactly(&s.servers.clickhouse, &tally, Duration::from_secs(60)).await;
     assert_every_human_click_delivered(&s.servers.clickhouse, &receiver, "acme", Duration::from_secs(90)).await;
     assert!(receiver.requests() > receiver.deliveries().len() as u64, "some requests failed and were retried");
     // One event, one webhook-id, however often it was sent.
@@ -189,6 +190,7 @@ async fn a_killed_deliverer_resumes_its_retries() {
         Load::start(Feed::like_the_edge(&s.servers.kafka.brokers()), vec![Target::new("acme", "spring", "a-1")], 100);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let tally = load.stop().await;
+    feed::assert_counted_exactly(&s.servers.clickhouse, &tally, Duration::from_secs(60)).await;
     // Deliveries are being retried (the receiver refuses connections) when
     // the deliverer dies.
     let ch = &s.servers.clickhouse;
@@ -305,8 +307,10 @@ async fn a_replay_sends_a_time_range_again_signed_with_the_rotated_secret() {
     let load =
         Load::start(Feed::like_the_edge(&s.servers.kafka.brokers()), vec![Target::new("acme", "spring", "a-1")], 50);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    load.stop().await;
+    let tally = load.stop().await;
     let to = chrono::Utc::now() + chrono::Duration::seconds(1);
+    // Everything sent is counted (so published) before the range is replayed.
+    feed::assert_counted_exactly(&s.servers.clickhouse, &tally, Duration::from_secs(60)).await;
     assert_every_human_click_delivered(&s.servers.clickhouse, &receiver, "acme", Duration::from_secs(30)).await;
     let first = receiver.deliveries().len();
 
@@ -336,4 +340,36 @@ async fn a_replay_sends_a_time_range_again_signed_with_the_rotated_secret() {
     })
     .await;
     assert_eq!(receiver.bad_signatures(), 0, "replayed deliveries are signed with the new secret too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliverer_stopped_with_sigterm_lets_its_requests_finish_and_the_next_delivers_the_rest() {
+    let s = stack().await;
+    let mut deliverer = services::webhooks(&s.servers, "webhooks-1", &fast_retries()).await;
+    let receiver = Receiver::start().await;
+    // Each answer takes 1.5 s, so requests are in flight when the stop comes.
+    receiver.delay(Duration::from_millis(1500));
+    let created = create_webhook(&s.api.url(), "acme", json!({"url": receiver.url(), "events": ["click.human"]})).await;
+    receiver.expect_secret(created["secret"].as_str().unwrap());
+    let load =
+        Load::start(Feed::like_the_edge(&s.servers.kafka.brokers()), vec![Target::new("acme", "spring", "a-1")], 50);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tally = load.stop().await;
+    feed::assert_counted_exactly(&s.servers.clickhouse, &tally, Duration::from_secs(60)).await;
+    eventually("requests in flight", Duration::from_secs(30), || async { (receiver.requests() > 0).then_some(()) })
+        .await;
+    let exited = tokio::task::block_in_place(|| deliverer.proc.terminate_and_wait(Duration::from_secs(30)));
+    assert!(exited, "the deliverer exits cleanly on SIGTERM, within its grace");
+    let answered = receiver.deliveries().len();
+    assert!(answered > 0, "the requests in flight at the stop were let finish");
+    assert_eq!(receiver.requests(), answered as u64, "nothing was cut off mid-request");
+
+    receiver.delay(Duration::ZERO);
+    let _deliverer = services::webhooks(&s.servers, "webhooks-2", &fast_retries()).await;
+    // The rest (at least once: events answered in one lane past another
+    // lane's unanswered one are sent again, with the same webhook-id).
+    assert_every_human_click_delivered(&s.servers.clickhouse, &receiver, "acme", Duration::from_secs(60)).await;
+    for (event, ids) in receiver.webhook_ids_by_event() {
+        assert_eq!(ids.len(), 1, "event {event} came with several webhook-ids: {ids:?}");
+    }
 }
