@@ -151,7 +151,7 @@ pub fn follow(
     assignment.add_partition_offset(topic, 0, Offset::Beginning).map_err(EndpointsError::Read)?;
     consumer.assign(&assignment).map_err(EndpointsError::Read)?;
     let codec: Codec<WebhookRecord> = Codec::new();
-    let (_, mut end) = loop {
+    let (_, end) = loop {
         match consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
             Ok(w) => break w,
             Err(e) if stop.load(Ordering::Relaxed) => return Err(EndpointsError::Read(e)),
@@ -189,9 +189,6 @@ pub fn follow(
                 let at = position.elements().first().and_then(|e| e.offset().to_raw()).unwrap_or(0);
                 if at >= end {
                     endpoints.loaded.store(true, Ordering::Release);
-                }
-                if let Ok((_, high)) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
-                    end = end.min(high);
                 }
             }
         }
