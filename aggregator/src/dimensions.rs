@@ -15,9 +15,11 @@
 //! the lookup answers the country of the block's first address. So the
 //! country costs the edge nothing and the full address is never kept.
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::LazyLock;
 
+use foldhash::{HashMap, HashMapExt};
 use ricochet_schemas::{ClickEvent, EventType};
 use ricochet_signals::dimensions::{self, Agents, Countries, Fetcher, MailClient};
 
@@ -64,13 +66,13 @@ fn country(event: &ClickEvent) -> String {
 
 /// The dimensions of one event, as the `click_events` columns hold them:
 /// names as the API filters on them, `""` for unknown where there is no name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventDimensions {
     pub country: String,
     pub device: &'static str,
     pub os: String,
     pub browser: String,
-    pub mail_client: &'static str,
+    pub mail_client: MailClient,
     pub referrer_domain: String,
     pub utm_source: String,
     pub utm_medium: String,
@@ -85,7 +87,7 @@ impl EventDimensions {
             self.device,
             &self.os,
             &self.browser,
-            self.mail_client,
+            self.mail_client.as_str(),
             &self.referrer_domain,
             &self.utm_source,
             &self.utm_medium,
@@ -108,10 +110,169 @@ pub fn of(event: &ClickEvent) -> EventDimensions {
         device: d.device.as_str(),
         os: d.os.to_string(),
         browser: d.browser.to_string(),
-        mail_client: d.mail_client.as_str(),
+        mail_client: d.mail_client,
         referrer_domain: d.referrer_domain.unwrap_or_default(),
         utm_source: utm.source.unwrap_or_default(),
         utm_medium: utm.medium.unwrap_or_default(),
         utm_campaign: utm.campaign.unwrap_or_default(),
+    }
+}
+
+/// Recipients whose mail client [`Openers`] remembers, per generation: two
+/// generations of 1 M are at most ~40 MB, and a blast's openers fit.
+const OPENERS_PER_GENERATION: usize = 1 << 20;
+
+/// The mail client each recipient was last seen opening a message with, so
+/// that their clicks name it too.
+///
+/// Why: a click names its mail client only through a webmail Referer
+/// (mail.google.com, outlook.live.com, ...). The apps people read mail in
+/// (Apple Mail, Outlook, the Gmail and Yahoo apps) open links in a browser
+/// with no Referer, so most clicks would read `other`. The pixel of the same
+/// recipient's open does name the client (Apple's privacy proxy, Gmail's and
+/// Yahoo's image proxies, Outlook's agent), and a message is opened before a
+/// link in it is clicked. So a click with no webmail Referer takes the client
+/// of its recipient's latest open, of any of the client's campaigns, that this
+/// member has read; an open names only a client it recognises, never `other`
+/// (a gateway's image fetch says nothing about the reader).
+///
+/// Bounded by two generations: when the newer fills, the older is dropped, so
+/// a recipient not seen for a generation is forgotten. Like the verdicts'
+/// context it is not stored: after an assignment it starts empty, and until a
+/// recipient opens again their clicks without Referer read `other`. That loses
+/// attribution, never counts: each event is still counted once, under the
+/// value it was stored with.
+#[derive(Debug)]
+pub struct Openers {
+    newer: HashMap<u64, MailClient>,
+    older: HashMap<u64, MailClient>,
+    per_generation: usize,
+}
+
+impl Default for Openers {
+    fn default() -> Self {
+        Openers::with_capacity(OPENERS_PER_GENERATION)
+    }
+}
+
+impl Openers {
+    pub fn with_capacity(per_generation: usize) -> Self {
+        Openers { newer: HashMap::new(), older: HashMap::new(), per_generation: per_generation.max(1) }
+    }
+
+    /// Fills in a click's mail client from its recipient's latest open, or
+    /// remembers an open's: call once per event, in offset order.
+    pub fn attribute(&mut self, event: &ClickEvent, dimensions: &mut EventDimensions) {
+        let Some(recipient) = event.recipient_id.as_ref() else { return };
+        let key = foldhash::quality::FixedState::with_seed(0x0be4e45)
+            .hash_one((event.client_id.as_str(), recipient.as_str()));
+        match event.event_type {
+            EventType::Open if dimensions.mail_client != MailClient::Other => {
+                if self.newer.len() >= self.per_generation && !self.newer.contains_key(&key) {
+                    self.older =
+                        std::mem::replace(&mut self.newer, HashMap::with_capacity(self.per_generation.min(1 << 16)));
+                }
+                self.newer.insert(key, dimensions.mail_client);
+            }
+            EventType::Click if dimensions.mail_client == MailClient::Other => {
+                if let Some(client) = self.newer.get(&key).or_else(|| self.older.get(&key)) {
+                    dimensions.mail_client = *client;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Recipients remembered (both generations; one may be in both).
+    pub fn len(&self) -> usize {
+        self.newer.len() + self.older.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.newer.is_empty() && self.older.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ricochet_schemas::{CampaignId, ClientId, EventId, LinkId, RecipientId, RecipientToken, Signals};
+
+    const CHROME: &str =
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+    const OUTLOOK_DESKTOP: &str = "Mozilla/4.0 (compatible; ms-office; MSOffice 16)";
+    const APPLE_PROXY: &str = "Mozilla/5.0";
+    const GMAIL_PROXY: &str =
+        "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
+
+    fn event(client: &str, recipient: &str, open: bool, ua: &str, referer: Option<&str>) -> ClickEvent {
+        ClickEvent {
+            event_id: EventId::mint(),
+            event_time_ms: 1_000,
+            client_id: ClientId::parse(client).unwrap(),
+            campaign_id: CampaignId::parse("camp").unwrap(),
+            link_id: LinkId::parse("l1").unwrap(),
+            recipient_id: Some(RecipientId::parse(recipient).unwrap()),
+            destination_url: "https://x.example/".into(),
+            http_method: "GET".into(),
+            user_agent: Some(ua.into()),
+            referer: referer.map(Into::into),
+            client_ip: None,
+            edge_node: "e".into(),
+            event_type: if open { EventType::Open } else { EventType::Click },
+            is_prefetch: false,
+            recipient_token: RecipientToken::Absent,
+            signals: Signals::default(),
+        }
+    }
+
+    /// The mail client stored for `e` after `openers` saw what came before.
+    fn stored(openers: &mut Openers, e: &ClickEvent) -> MailClient {
+        let mut d = of(e);
+        openers.attribute(e, &mut d);
+        d.mail_client
+    }
+
+    #[test]
+    fn a_click_without_a_webmail_referer_names_the_client_its_recipient_opened_with() {
+        let mut o = Openers::default();
+        assert_eq!(stored(&mut o, &event("acme", "ann", false, CHROME, None)), MailClient::Other, "nothing seen yet");
+        assert_eq!(stored(&mut o, &event("acme", "ann", true, APPLE_PROXY, None)), MailClient::AppleMail);
+        assert_eq!(stored(&mut o, &event("acme", "bob", true, OUTLOOK_DESKTOP, None)), MailClient::Outlook);
+        assert_eq!(stored(&mut o, &event("acme", "ann", false, CHROME, None)), MailClient::AppleMail);
+        assert_eq!(stored(&mut o, &event("acme", "bob", false, CHROME, None)), MailClient::Outlook);
+        // Another recipient, and the same recipient id at another client, learn nothing.
+        assert_eq!(stored(&mut o, &event("acme", "cyd", false, CHROME, None)), MailClient::Other);
+        assert_eq!(stored(&mut o, &event("other", "ann", false, CHROME, None)), MailClient::Other);
+        // A webmail Referer is the click's own evidence and wins.
+        let webmail = event("acme", "ann", false, CHROME, Some("https://mail.google.com/"));
+        assert_eq!(stored(&mut o, &webmail), MailClient::Gmail);
+        // The latest open counts: ann now reads in Gmail.
+        assert_eq!(stored(&mut o, &event("acme", "ann", true, GMAIL_PROXY, None)), MailClient::Gmail);
+        assert_eq!(stored(&mut o, &event("acme", "ann", false, CHROME, None)), MailClient::Gmail);
+    }
+
+    #[test]
+    fn an_open_by_an_unknown_fetcher_teaches_nothing() {
+        // A security gateway fetching images with a browser's agent says
+        // nothing about the reader's mail client.
+        let mut o = Openers::default();
+        assert_eq!(stored(&mut o, &event("acme", "ann", true, OUTLOOK_DESKTOP, None)), MailClient::Outlook);
+        assert_eq!(stored(&mut o, &event("acme", "ann", true, CHROME, None)), MailClient::Other);
+        assert_eq!(stored(&mut o, &event("acme", "ann", false, CHROME, None)), MailClient::Outlook);
+    }
+
+    #[test]
+    fn openers_are_bounded_by_two_generations() {
+        let mut o = Openers::with_capacity(2);
+        for r in ["r0", "r1", "r2", "r3", "r4"] {
+            stored(&mut o, &event("acme", r, true, OUTLOOK_DESKTOP, None));
+            assert!(o.len() <= 4, "{}", o.len());
+        }
+        // r0 and r1 filled the first generation, r2 and r3 the second; r4 dropped the first.
+        assert_eq!(stored(&mut o, &event("acme", "r0", false, CHROME, None)), MailClient::Other);
+        for r in ["r2", "r3", "r4"] {
+            assert_eq!(stored(&mut o, &event("acme", r, false, CHROME, None)), MailClient::Outlook, "{r}");
+        }
     }
 }

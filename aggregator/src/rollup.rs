@@ -353,6 +353,10 @@ pub struct Batch {
     opened_at: Option<Instant>,
     /// Survives `clear`: the dedup window of each owned partition.
     recent: HashMap<i32, RecentIds>,
+    /// Survives `clear` and revokes: the mail client each recipient opened
+    /// with, for their clicks that name none (a stale entry of a partition
+    /// now elsewhere is still the recipient's client).
+    openers: crate::dimensions::Openers,
 }
 
 impl Batch {
@@ -402,7 +406,8 @@ impl Batch {
             pb.recipients.get_or_insert_with(&r, RecipientRef::to_row);
         }
         pb.rollups.entry_ref(&key).or_default().count(event.event_type, reason);
-        let dimensions = crate::dimensions::of(&event);
+        let mut dimensions = crate::dimensions::of(&event);
+        self.openers.attribute(&event, &mut dimensions);
         let combo = ComboKeyRef {
             key: RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key },
             values: dimensions.values(),

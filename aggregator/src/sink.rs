@@ -217,7 +217,7 @@ impl EventRow {
             device: d.device.to_owned(),
             os: d.os,
             browser: d.browser,
-            mail_client: d.mail_client.to_owned(),
+            mail_client: d.mail_client.as_str().to_owned(),
             referrer_domain: d.referrer_domain,
             utm_source: d.utm_source,
             utm_medium: d.utm_medium,
