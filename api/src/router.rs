@@ -58,6 +58,7 @@ fn documented() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
         .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
         .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::enable))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::replay))
 }

@@ -92,6 +92,11 @@ impl Receiver {
         self.behaviour.gone.store(1, Ordering::Relaxed);
     }
 
+    /// Answer `200` again after [`gone`](Self::gone).
+    pub fn not_gone(&self) {
+        self.behaviour.gone.store(0, Ordering::Relaxed);
+    }
+
     /// Closes the listener and every connection: requests are refused.
     pub async fn down(&self) {
         let stop = self.stop.lock().unwrap().take();

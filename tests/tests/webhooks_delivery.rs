@@ -261,7 +261,7 @@ async fn a_name_resolving_to_a_private_address_is_refused_at_delivery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_disables_an_endpoint_and_a_day_of_failures_does_too() {
+async fn gone_disables_an_endpoint_a_day_of_failures_does_too_and_enabling_resumes_where_it_stopped() {
     let s = stack().await;
     // "A day" is three seconds here.
     let env = [fast_retries(), vec![("RICOCHET_WEBHOOKS_GIVE_UP_SECS", "3".to_owned())]].concat();
@@ -292,8 +292,19 @@ async fn gone_disables_an_endpoint_and_a_day_of_failures_does_too() {
     assert_eq!(w["disabled_reason"], "failing", "{w}");
     assert!(w["failing_since"].is_string(), "{w}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    load.stop().await;
+    let tally = load.stop().await;
     assert_eq!(gone.requests(), requests, "a disabled endpoint gets no more requests");
+
+    // The receiver is back and its owner enables the endpoint: every human
+    // click of acme's is delivered, those decided while it was disabled too.
+    gone.not_gone();
+    let r = client::http().post(format!("{api}/v1/clients/acme/webhooks/{gone_id}/enable")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let w: Value = r.json().await.unwrap();
+    assert_eq!((w["status"].as_str(), w["disabled_reason"].as_str()), (Some("active"), None), "{w}");
+    assert_eq!(webhook(&api, "acme", gone_id).await["status"], "active");
+    feed::assert_counted_exactly(&s.servers.clickhouse, &tally, Duration::from_secs(60)).await;
+    assert_every_human_click_delivered(&s.servers.clickhouse, &gone, "acme", Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

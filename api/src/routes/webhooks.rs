@@ -8,7 +8,8 @@
 //! rotate the secret, replay, delete) and answers once the broker
 //! acknowledged it; the deliverer (`ricochet-webhooks`) follows the topic,
 //! delivers, and writes back what it found out (disabled: `gone` after a
-//! `410`, `failing` after a day of failures; failing since). The API holds
+//! `410`, `failing` after a day of failures; failing since), which `enable`
+//! clears. The API holds
 //! every endpoint in memory ([`WebhookState::endpoints`]), followed the same way,
 //! so `/readyz` waits for it too. Deliveries are read from ClickHouse's
 //! `webhook_deliveries` ([`stats::webhook_deliveries`]), where the deliverer
@@ -477,6 +478,42 @@ pub(crate) async fn rotate_secret(
     s.webhooks.put(record).await?;
     tracing::info!(%client, webhook_id, "webhook secret rotated");
     Ok(Json(SecretRotated { webhook_id, secret, previous_secret_valid_until: rfc3339(until) }))
+}
+
+/// `POST /v1/clients/{client_id}/webhooks/{webhook_id}/enable`.
+#[utoipa::path(
+    post,
+    path = "/v1/clients/{client_id}/webhooks/{webhook_id}/enable",
+    tag = "webhooks",
+    summary = "Turn a disabled webhook back on; deliveries resume where they stopped (admin, or the `write` and `recipients` scopes).",
+    description = "The deliverer disables a webhook whose receiver answered `410 Gone` or failed for a day. \
+        Enabling it clears `disabled_at`, `disabled_reason` and `failing_since`, and the deliverer sends \
+        every event from the first one it did not deliver: nothing decided while the webhook was disabled \
+        is skipped, as far back as the decided topic keeps events. Enabling an active webhook changes nothing.",
+    params(WebhookPath),
+    responses(
+        (status = 200, description = "Active.", body = Webhook),
+        WebhookErrors,
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn enable(
+    State(s): State<Arc<ApiState>>,
+    principal: Principal,
+    _: NoQuery,
+    Path(WebhookPath { client_id, webhook_id }): Path<WebhookPath>,
+) -> Result<Json<Webhook>, ApiError> {
+    let client = manage_scope(&principal, &client_id)?;
+    let _one_at_a_time = s.webhooks.writes.lock().await;
+    let webhook = visible(&s, &client, &webhook_id)?;
+    if webhook.is_active() {
+        return Ok(Json(Webhook::from(&*webhook)));
+    }
+    let record = WebhookRecord { disabled: None, failing_since_ms: None, ..(*webhook).clone() };
+    let answer = Webhook::from(&record);
+    s.webhooks.put(record).await?;
+    tracing::info!(%client, webhook_id, "webhook enabled");
+    Ok(Json(answer))
 }
 
 /// The query of `GET …/deliveries`; unknown parameters are refused.
