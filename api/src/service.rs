@@ -63,6 +63,16 @@ pub async fn run(config: ApiConfig, listener: TcpListener, shutdown: Cancellatio
     let clickhouse = crate::state::query_client(&config);
     let zones = crate::openapi::probe_zones(&clickhouse).await.context("asking ClickHouse for its time zones")?;
     tracing::info!(zones, "time zones both chrono-tz and ClickHouse know");
+    let quota_keys =
+        crate::stats::accepts_quota_keys(&clickhouse).await.context("asking ClickHouse whether it takes quota keys")?;
+    if !quota_keys {
+        tracing::warn!(
+            user = %config.clickhouse.clickhouse_user,
+            "ClickHouse user's quota is not keyed: queries go without the client's quota key, so one client's \
+             reads can use up the API's share for all (use the ricochet_api user of infra/clickhouse/users.xml; \
+             docs/security.md)"
+        );
+    }
     let admin_key = match config.admin_key.clone() {
         Some(k) if k.len() >= 16 => k,
         Some(_) => anyhow::bail!("RICOCHET_ADMIN_KEY must be at least 16 characters"),
@@ -102,6 +112,7 @@ pub async fn run(config: ApiConfig, listener: TcpListener, shutdown: Cancellatio
         tail: Some(tail),
         token_keys: config.token_keys.as_deref().map(TokenKeys::parse).transpose().context("RICOCHET_TOKEN_KEYS")?,
         clickhouse,
+        quota_keys,
         erasures: crate::state::erasure_client(&config),
         public_redirect_url: config.public_redirect_url.clone(),
         metrics: Some(metrics),

@@ -12,6 +12,9 @@ pub struct ApiState {
     pub writer: Arc<RegistryWriter>,
     pub tail: Option<RegistryTail>,
     pub clickhouse: clickhouse::Client,
+    /// Whether queries carry the client's quota key: only where the API's
+    /// ClickHouse user has a keyed quota ([`crate::stats::accepts_quota_keys`]).
+    pub quota_keys: bool,
     /// The one client that writes: erasure requests ([`crate::routes::recipients`]).
     pub erasures: clickhouse::Client,
     /// Base of tracking URLs handed out, e.g. `https://t.example.com`.
@@ -45,8 +48,14 @@ impl ApiState {
     /// docs/security.md): one client's dashboards and exports cannot use
     /// ClickHouse up for the others. Erasure requests are not keyed: a
     /// client's spent quota must never hold up an erasure.
+    ///
+    /// A user whose quota is not keyed refuses every keyed query, so the key
+    /// goes only where the start-up probe found it taken ([`Self::quota_keys`]).
     pub fn clickhouse_for(&self, scope: &crate::stats::Scope) -> clickhouse::Client {
-        self.clickhouse.clone().with_header("X-ClickHouse-Quota", scope.client_id())
+        match self.quota_keys {
+            true => self.clickhouse.clone().with_header("X-ClickHouse-Quota", scope.client_id()),
+            false => self.clickhouse.clone(),
+        }
     }
 }
 

@@ -921,6 +921,20 @@ pub async fn breakdown_recipients(
     Ok((by_value, other))
 }
 
+/// Whether ClickHouse takes a quota key (`X-ClickHouse-Quota`) from the
+/// API's user: `false` when that user's quota is not keyed by the client
+/// (ClickHouse then refuses every keyed query: "doesn't allow client supplied
+/// keys"), as with a stock `default` user. Other errors are errors.
+pub async fn accepts_quota_keys(ch: &Client) -> Result<bool, clickhouse::error::Error> {
+    match ch.clone().with_header("X-ClickHouse-Quota", "ricochet-probe").query("SELECT 1").fetch_one::<u8>().await {
+        Ok(_) => Ok(true),
+        Err(clickhouse::error::Error::BadResponse(reason)) if reason.contains("doesn't allow client supplied keys") => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether ClickHouse knows the time zone `name`; an unknown one is a
 /// `BadResponse` ([`crate::openapi::probe_zones`]).
 pub async fn check_zone(ch: &Client, name: &str) -> Result<(), clickhouse::error::Error> {

@@ -116,3 +116,23 @@ async fn get(url: &str) -> (u16, Value) {
     let r = http_as(Some(client::ADMIN_KEY)).get(url).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
+
+/// An operator who points the API at a user without a keyed quota (a stock
+/// `default` user, a managed service's) still gets answers: ClickHouse
+/// refuses every query that carries a quota key for such a user, so the API
+/// sends none there (and says so in its log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_user_without_a_keyed_quota_the_api_still_answers() {
+    let servers = Servers::start().await;
+    let api = services::api(&servers, "api", &[("RICOCHET_CLICKHOUSE_USER", "default".into())]).await;
+    let link = client::create_link(&api.url(), "acme", "bf", "https://acme.example/").await;
+    for url in [
+        format!("{}/v1/clients/acme/campaigns/bf/stats", api.url()),
+        format!("{}/v1/links/{}/breakdown?by=country", api.url(), link.link_id),
+    ] {
+        let (status, body) = get(&url).await;
+        assert_eq!(status, 200, "{url}: {body}");
+    }
+    let log = std::fs::read_to_string(servers.path().join("api.log")).unwrap();
+    assert!(log.contains("quota is not keyed"), "the API says its queries go unkeyed");
+}
