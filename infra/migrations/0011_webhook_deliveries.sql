@@ -10,8 +10,9 @@
 -- outcome: delivered (2xx), failed (any other status, or no answer: see
 -- error), gone (410: the endpoint is disabled), refused (the target resolved
 -- to an address webhooks may not reach), dropped (retried for a day: given
--- up). status is 0 when there was no HTTP answer. Partitioned by month so
--- that old attempts go by dropping a partition.
+-- up). status is 0 when there was no HTTP answer. Partitioned by day so
+-- that old attempts go by dropping a partition (RICOCHET_WEBHOOKS_LOG_DAYS,
+-- webhooks/src/log.rs): a month would keep up to two months of a busy log.
 CREATE TABLE IF NOT EXISTS webhook_deliveries
 (
     client_id        String,
@@ -28,5 +29,5 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries
     error            String
 )
 ENGINE = MergeTree()
-PARTITION BY toYYYYMM(attempted_at)
+PARTITION BY toYYYYMMDD(attempted_at)
 ORDER BY (client_id, webhook_id, attempted_at_ms);

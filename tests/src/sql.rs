@@ -12,7 +12,7 @@ use proc_macro2::{TokenStream, TokenTree};
 use crate::servers::ClickHouse;
 
 /// Crates whose SQL is the product's.
-pub const PRODUCT_CRATES: &[&str] = &["aggregator", "api", "warehouse", "registry", "redirect", "ingest"];
+pub const PRODUCT_CRATES: &[&str] = &["aggregator", "api", "warehouse", "registry", "redirect", "ingest", "webhooks"];
 
 /// Files whose SQL is not run on a single server, and why; everything else must be covered.
 pub const NOT_ON_ONE_SERVER: &[(&str, &str)] = &[

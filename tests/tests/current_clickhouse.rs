@@ -209,6 +209,14 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
     let policy = RetentionPolicy { raw_days: 1, fine_rollup_days: 1, rollup_days: 1, ..Default::default() };
     let pass = retention::run_once(&client, &policy, chrono::Utc::now() + chrono::Duration::days(400)).await.unwrap();
     assert!(!pass.months_dropped.is_empty() && pass.deletes.len() == 3, "{pass:?}");
+    // The deliverer's expiry of its log (webhook_deliveries), with a day to drop.
+    servers
+        .clickhouse
+        .query("INSERT INTO webhook_deliveries (client_id, attempted_at) VALUES ('acme', now() - 86400 * 40)")
+        .await
+        .unwrap();
+    let dropped = ricochet_webhooks::log::expire_once(&client, 30).await.unwrap();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
 
     let statements = sql::captured(&servers.clickhouse).await;
     let collapsed: Vec<String> = statements.iter().map(|s| sql::collapse(s)).collect();

@@ -82,3 +82,31 @@ async fn the_job_expires_old_data_and_keeps_positions_and_recent_rows() {
     // A second pass finds nothing left to do: no mutation per pass when nothing expired.
     assert_eq!(retention::run_once(&client, &policy, now).await.unwrap(), retention::Pass::default());
 }
+
+/// The deliveries log keeps its last days: a day wholly past the limit goes
+/// (its partition dropped), the days within it stay, and a second pass finds
+/// nothing more to drop.
+#[tokio::test]
+async fn the_webhook_deliveries_log_drops_the_days_past_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouse::start(dir.path()).await;
+    let client = ch.warehouse_client();
+    migrations::apply(&client, None, &[]).await.unwrap();
+    let t = Utc::now().timestamp();
+    let ages = [40, 31, 29, 10, 0];
+    let rows: Vec<String> =
+        ages.iter().map(|age| format!("('c', 'w', 'msg-{age}', toDateTime({}), 'delivered')", t - age * DAY)).collect();
+    ch.query(&format!(
+        "INSERT INTO webhook_deliveries (client_id, webhook_id, message_id, attempted_at, outcome) VALUES {}",
+        rows.join(", ")
+    ))
+    .await
+    .unwrap();
+
+    let dropped = ricochet_webhooks::log::expire_once(&client, 30).await.unwrap();
+    assert_eq!(dropped.len(), 2, "the days 40 and 31 days back: {dropped:?}");
+    let left: Vec<String> =
+        client.query("SELECT message_id FROM webhook_deliveries ORDER BY message_id").fetch_all().await.unwrap();
+    assert_eq!(left, vec!["msg-0", "msg-10", "msg-29"]);
+    assert!(ricochet_webhooks::log::expire_once(&client, 30).await.unwrap().is_empty(), "nothing more to drop");
+}

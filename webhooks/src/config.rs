@@ -77,6 +77,11 @@ pub struct WebhooksConfig {
     #[arg(long, env = "RICOCHET_WEBHOOKS_GIVE_UP_SECS", default_value_t = 86_400)]
     pub give_up_secs: u64,
 
+    /// Days of delivery attempts `webhook_deliveries` keeps (whole days
+    /// older go, once an hour); 0 keeps every attempt.
+    #[arg(long, env = "RICOCHET_WEBHOOKS_LOG_DAYS", default_value_t = 30)]
+    pub log_days: u32,
+
     /// How long in-flight deliveries may finish at shutdown.
     #[arg(long, env = "RICOCHET_WEBHOOKS_SHUTDOWN_GRACE_SECS", default_value_t = 15)]
     pub shutdown_grace_secs: u64,

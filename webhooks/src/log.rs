@@ -2,6 +2,12 @@
 //! `webhook_deliveries` in batches about once a second, for the API's
 //! deliveries list (and the data team). It is a record for people, not the
 //! deliverer's state: a batch ClickHouse refuses is logged and dropped.
+//!
+//! Kept `RICOCHET_WEBHOOKS_LOG_DAYS` days ([`expire`]): the table holds one
+//! partition per day of attempts, and a day wholly past the limit goes by
+//! dropping its partition, which costs ClickHouse no rewrite on any version
+//! (18.16 has no TTL). A busy endpoint logs a row per request, so without it
+//! the log would outgrow what it is for.
 
 use std::time::Duration;
 
@@ -82,4 +88,45 @@ async fn insert(clickhouse: &clickhouse::Client, rows: &[DeliveryRow]) -> Result
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+/// The days (partitions, `YYYYMMDD` of `attempted_at` in the server's time
+/// zone) wholly older than `?` days before today.
+const EXPIRED_DAYS: &str = "SELECT DISTINCT partition FROM system.parts \
+     WHERE database = currentDatabase() AND table = 'webhook_deliveries' AND active \
+     AND toUInt32(partition) < toYYYYMMDD(today() - ?) ORDER BY partition";
+
+const DROP_DAY: &str = "ALTER TABLE webhook_deliveries DROP PARTITION ?";
+
+/// Drops the days of attempts older than `days` days; answers the days dropped.
+pub async fn expire_once(clickhouse: &clickhouse::Client, days: u32) -> Result<Vec<u32>, clickhouse::error::Error> {
+    let expired: Vec<String> = clickhouse.query(EXPIRED_DAYS).bind(days).fetch_all().await?;
+    let mut dropped = Vec::new();
+    for day in expired {
+        // Partitions of this table are days; anything else is not ours to drop.
+        let Ok(day) = day.parse::<u32>() else { continue };
+        clickhouse.query(DROP_DAY).bind(day).execute().await?;
+        dropped.push(day);
+    }
+    Ok(dropped)
+}
+
+/// Expires old attempts at start and then every `interval`, until `shutdown`;
+/// `days` 0 keeps every attempt. A failed pass is logged and tried again at
+/// the next.
+pub async fn expire(clickhouse: clickhouse::Client, days: u32, interval: Duration, shutdown: CancellationToken) {
+    if days == 0 {
+        return;
+    }
+    loop {
+        match expire_once(&clickhouse, days).await {
+            Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, days, "deliveries log: old days dropped"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "deliveries log: expiring old days failed; next pass retries"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

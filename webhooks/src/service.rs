@@ -44,6 +44,12 @@ pub async fn run(config: WebhooksConfig, listener: TcpListener, shutdown: Cancel
         .context("starting the webhooks follower")?;
     let log_stop = CancellationToken::new();
     let (log, log_task) = DeliveryLog::start(config.clickhouse.client(), log_stop.clone());
+    let expiry = tokio::spawn(crate::log::expire(
+        config.clickhouse.client(),
+        config.log_days,
+        Duration::from_secs(3600),
+        shutdown.clone(),
+    ));
     let shared = Arc::new(Shared {
         kafka: kafka.clone(),
         decided_topic: config.decided_topic.clone(),
@@ -93,6 +99,7 @@ pub async fn run(config: WebhooksConfig, listener: TcpListener, shutdown: Cancel
     let _ = supervisor.await;
     log_stop.cancel();
     let _ = log_task.await;
+    let _ = expiry.await;
     follower.stop().await;
     served?;
     Ok(())
