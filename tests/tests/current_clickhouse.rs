@@ -160,12 +160,17 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
     // A webhook's deliveries (webhook_deliveries, which the deliverer writes).
     let r = http()
         .post(format!("{base}/v1/clients/acme/webhooks"))
-        .json(&json!({"url": "https://hooks.acme.example/ricochet", "events": ["click.human"]}))
+        .json(&json!({"url": "https://hooks.acme.example/ricochet", "events": ["click.human", "click.bot"]}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     let webhook: serde_json::Value = r.json().await.unwrap();
+    // The deliverer tries it (the name does not resolve here: a failed
+    // attempt) and logs the attempt: its insert into webhook_deliveries.
+    let _deliverer = services::webhooks(&servers, "webhooks", &[]).await;
+    let later: Vec<_> = (0..3).map(|i| target.click(client::now_millis() + i)).collect();
+    Feed::like_the_edge(&servers.kafka.brokers()).send_all(&later, &mut tally).await;
     let webhook_id = webhook["webhook_id"].as_str().unwrap();
     urls.push(format!("{base}/v1/clients/acme/webhooks/{webhook_id}/deliveries?limit=5"));
     for url in &urls {
@@ -209,6 +214,11 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
     let policy = RetentionPolicy { raw_days: 1, fine_rollup_days: 1, rollup_days: 1, ..Default::default() };
     let pass = retention::run_once(&client, &policy, chrono::Utc::now() + chrono::Duration::days(400)).await.unwrap();
     assert!(!pass.months_dropped.is_empty() && pass.deletes.len() == 3, "{pass:?}");
+    eventually("the deliverer logged an attempt", Duration::from_secs(90), || async {
+        let n = servers.clickhouse.number("SELECT count() FROM webhook_deliveries").await;
+        (n > 0).then_some(())
+    })
+    .await;
     // The deliverer's expiry of its log (webhook_deliveries), with a day to drop.
     servers
         .clickhouse
