@@ -102,7 +102,7 @@ mod tests {
             println!("{doc:#}");
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 30, "{:?}", paths.keys().collect::<Vec<_>>());
         let stats = &paths["/v1/links/{link_id}/stats"]["get"];
         let param = |name: &str| stats["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
         assert_eq!(param("link_id")["schema"]["pattern"], crate::openapi::ID_PATTERN);

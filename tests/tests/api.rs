@@ -278,7 +278,7 @@ async fn the_openapi_document_is_served_and_every_operation_in_it_is_routed() {
             operations.insert((method.clone(), path.clone()));
         }
     }
-    assert_eq!(operations.len(), 35, "{operations:?}");
+    assert_eq!(operations.len(), 36, "{operations:?}");
     for (method, path) in &operations {
         let url = format!(
             "{}{}",
