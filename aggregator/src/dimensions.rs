@@ -118,9 +118,10 @@ pub fn of(event: &ClickEvent) -> EventDimensions {
     }
 }
 
-/// Recipients whose mail client [`Openers`] remembers, per generation: two
-/// generations of 1 M are at most ~40 MB, and a blast's openers fit.
-const OPENERS_PER_GENERATION: usize = 1 << 20;
+/// Recipients whose mail client [`Openers`] remembers, per generation: each
+/// takes at most 2^20 slots of 17 bytes (~18 MB), both ~36 MB, and a
+/// million-recipient blast's openers fit in the two.
+const OPENERS_PER_GENERATION: usize = 1 << 19;
 
 /// The mail client each recipient was last seen opening a message with, so
 /// that their clicks name it too.
