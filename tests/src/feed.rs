@@ -211,7 +211,8 @@ impl Load {
     }
 }
 
-fn merge(into: &mut Tally, from: Tally) {
+/// Adds `from`'s clicks to `into`'s.
+pub fn merge(into: &mut Tally, from: Tally) {
     for (k, v) in from.per_link {
         *into.per_link.entry(k).or_default() += v;
     }

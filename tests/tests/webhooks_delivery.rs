@@ -384,3 +384,45 @@ async fn a_deliverer_stopped_with_sigterm_lets_its_requests_finish_and_the_next_
         assert_eq!(ids.len(), 1, "event {event} came with several webhook-ids: {ids:?}");
     }
 }
+
+/// Whether the deliverer says it is the active one (`ricochet_webhooks_active`).
+async fn is_active(deliverer: &Service) -> bool {
+    let text = client::http().get(format!("{}/metrics", deliverer.url())).send().await.unwrap().text().await.unwrap();
+    text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["ricochet_webhooks_active", "1"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_deliverers_one_delivers_and_the_standby_takes_over_when_it_dies() {
+    let s = stack().await;
+    let mut first = services::webhooks(&s.servers, "webhooks-1", &fast_retries()).await;
+    let mut second = services::webhooks(&s.servers, "webhooks-2", &fast_retries()).await;
+    let receiver = Receiver::start().await;
+    let created = create_webhook(&s.api.url(), "acme", json!({"url": receiver.url(), "events": ["click.human"]})).await;
+    receiver.expect_secret(created["secret"].as_str().unwrap());
+    let ch = &s.servers.clickhouse;
+
+    // Both run: every event is delivered once, by the active one only.
+    let load =
+        Load::start(Feed::like_the_edge(&s.servers.kafka.brokers()), vec![Target::new("acme", "spring", "a-1")], 50);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tally = load.stop().await;
+    feed::assert_counted_exactly(ch, &tally, Duration::from_secs(60)).await;
+    assert_every_human_click_delivered(ch, &receiver, "acme", Duration::from_secs(60)).await;
+    let delivered: usize = receiver.deliveries().iter().map(|d| d.events.len()).sum();
+    assert_eq!(delivered, receiver.event_ids().len(), "no event delivered twice while two deliverers run");
+    let first_active = is_active(&first).await;
+    assert_ne!(first_active, is_active(&second).await, "exactly one deliverer is active");
+
+    // The active one dies (kill -9: no goodbye to the group); the standby
+    // takes over and delivers what came after.
+    let (dead, standby) = if first_active { (&mut first, &second) } else { (&mut second, &first) };
+    dead.proc.kill();
+    let load =
+        Load::start(Feed::like_the_edge(&s.servers.kafka.brokers()), vec![Target::new("acme", "spring", "a-1")], 50);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut all = tally;
+    feed::merge(&mut all, load.stop().await);
+    feed::assert_counted_exactly(ch, &all, Duration::from_secs(60)).await;
+    assert_every_human_click_delivered(ch, &receiver, "acme", Duration::from_secs(60)).await;
+    assert!(is_active(standby).await, "the standby is the active one now");
+}

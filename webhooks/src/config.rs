@@ -36,7 +36,8 @@ pub struct WebhooksConfig {
 
     /// Each endpoint's position in the decided topic is committed as the
     /// consumer group `{prefix}.{webhook_id}` (a replay's as
-    /// `{prefix}.{webhook_id}.replay.{replay_id}`).
+    /// `{prefix}.{webhook_id}.replay.{replay_id}`). The deliverers running
+    /// side by side elect the active one as the group `{prefix}.active`.
     #[arg(long, env = "RICOCHET_WEBHOOKS_GROUP_PREFIX", default_value = "ricochet-webhooks")]
     pub group_prefix: String,
 

@@ -77,6 +77,9 @@ pub struct Shared {
     pub writer: EndpointWriter,
     pub sender: Sender,
     pub log: DeliveryLog,
+    /// Whether this deliverer is the active one ([`crate::active`]): a
+    /// standby runs no endpoint.
+    pub active: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,18 +99,22 @@ enum RunKey {
     Replay(String, String),
 }
 
-/// Starts a run for every active endpoint and pending replay, stops the
-/// runs of endpoints deleted or disabled, and restarts runs that failed, until
-/// `shutdown`; then stops every run (each lets its requests in flight finish
-/// and commits its position) and returns.
+/// While this deliverer is the active one, starts a run for every active
+/// endpoint and pending replay, stops the runs of endpoints deleted or
+/// disabled, and restarts runs that failed; a standby runs none, and one that
+/// stops being active stops them all. Until `shutdown`; then stops every run
+/// (each lets its requests in flight finish and commits its position) and
+/// returns.
 pub async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut changes = shared.endpoints.subscribe();
+    let mut active = shared.active.clone();
     let mut running: HashMap<RunKey, (CancellationToken, tokio::task::JoinHandle<bool>)> = HashMap::new();
     // Replays that reached their end in this process: not started again.
     let mut finished: HashSet<RunKey> = HashSet::new();
     loop {
         let mut wanted: HashMap<RunKey, (Arc<WebhookRecord>, Option<Replay>)> = HashMap::new();
-        for w in shared.endpoints.all().into_iter().filter(|w| w.is_active()) {
+        let delivering = *active.borrow_and_update();
+        for w in shared.endpoints.all().into_iter().filter(|w| delivering && w.is_active()) {
             if let Some(r) = w.replay.clone() {
                 wanted.insert(RunKey::Replay(w.webhook_id.clone(), r.id.clone()), (w.clone(), Some(r)));
             }
@@ -139,6 +146,7 @@ pub async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
         metrics::gauge!("ricochet_webhook_runs").set(running.len() as f64);
         tokio::select! {
             _ = changes.changed() => {}
+            Ok(()) = active.changed() => {}
             // Also a restart of failed runs, at most every few seconds.
             _ = tokio::time::sleep(Duration::from_secs(3)) => {}
             () = shutdown.cancelled() => break,

@@ -24,9 +24,12 @@
 //! - [`send`]: one signed POST, connecting only to allowed addresses.
 //! - [`deliverer`]: one run per endpoint (and replay): read, send, retry,
 //!   commit; the supervisor that starts and stops them.
+//! - [`active`]: which of several deliverers delivers (one at a time, the
+//!   others stand by), by a consumer group on the webhooks topic.
 //! - [`log`]: every attempt into ClickHouse's `webhook_deliveries`.
 //! - [`config`], [`service`]: the service's settings and its `run`.
 
+pub mod active;
 pub mod config;
 pub mod deliverer;
 pub mod endpoints;

@@ -42,6 +42,9 @@ pub async fn run(config: WebhooksConfig, listener: TcpListener, shutdown: Cancel
     let endpoints = Endpoints::new();
     let follower = endpoints::Follower::start(&kafka, &config.webhooks_topic, endpoints.clone())
         .context("starting the webhooks follower")?;
+    let election =
+        crate::active::Election::start(&kafka, &config.webhooks_topic, &format!("{}.active", config.group_prefix))
+            .context("joining the deliverers' group")?;
     let log_stop = CancellationToken::new();
     let (log, log_task) = DeliveryLog::start(config.clickhouse.client(), log_stop.clone());
     let expiry = tokio::spawn(crate::log::expire(
@@ -63,6 +66,7 @@ pub async fn run(config: WebhooksConfig, listener: TcpListener, shutdown: Cancel
         sender: Sender::new(config.policy(), Duration::from_secs(config.timeout_secs.max(1)))
             .context("creating the HTTP client")?,
         log,
+        active: election.active(),
     });
     let supervisor = {
         let (shared, shutdown, endpoints) = (shared.clone(), shutdown.clone(), endpoints.clone());
@@ -97,6 +101,8 @@ pub async fn run(config: WebhooksConfig, listener: TcpListener, shutdown: Cancel
     shutdown.cancel();
     tracing::info!("shutting down: finishing requests in flight and committing positions");
     let _ = supervisor.await;
+    // Positions are committed: a standby may take over from them now.
+    election.stop().await;
     log_stop.cancel();
     let _ = log_task.await;
     let _ = expiry.await;
