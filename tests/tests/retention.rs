@@ -109,4 +109,24 @@ async fn the_webhook_deliveries_log_drops_the_days_past_its_limit() {
         client.query("SELECT message_id FROM webhook_deliveries ORDER BY message_id").fetch_all().await.unwrap();
     assert_eq!(left, vec!["msg-0", "msg-10", "msg-29"]);
     assert!(ricochet_webhooks::log::expire_once(&client, 30).await.unwrap().is_empty(), "nothing more to drop");
+
+    // A table partitioned by month (the first version of migration 0011):
+    // its partitions (YYYYMM) are not days, and none is dropped, not even
+    // the current month's.
+    ch.query("DROP TABLE webhook_deliveries").await.unwrap();
+    ch.query(
+        "CREATE TABLE webhook_deliveries (client_id String, webhook_id String, message_id String,          attempted_at DateTime, outcome String) ENGINE = MergeTree() PARTITION BY toYYYYMM(attempted_at)          ORDER BY (client_id, webhook_id)",
+    )
+    .await
+    .unwrap();
+    ch.query(&format!(
+        "INSERT INTO webhook_deliveries (client_id, message_id, attempted_at) VALUES ('c', 'now', toDateTime({t})),          ('c', 'old', toDateTime({}))",
+        t - 75 * DAY
+    ))
+    .await
+    .unwrap();
+    assert!(ricochet_webhooks::log::expire_once(&client, 30).await.unwrap().is_empty(), "months are not days");
+    let left: Vec<String> =
+        client.query("SELECT message_id FROM webhook_deliveries ORDER BY message_id").fetch_all().await.unwrap();
+    assert_eq!(left, vec!["now", "old"]);
 }

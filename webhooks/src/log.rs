@@ -103,8 +103,10 @@ pub async fn expire_once(clickhouse: &clickhouse::Client, days: u32) -> Result<V
     let expired: Vec<String> = clickhouse.query(EXPIRED_DAYS).bind(days).fetch_all().await?;
     let mut dropped = Vec::new();
     for day in expired {
-        // Partitions of this table are days; anything else is not ours to drop.
-        let Ok(day) = day.parse::<u32>() else { continue };
+        // Only days (YYYYMMDD). The first version of migration 0011 made the
+        // table by month (YYYYMM, which compares below any day): a table
+        // made so keeps its months rather than losing the current one.
+        let Some(day) = day.parse::<u32>().ok().filter(|d| *d >= 19_700_101) else { continue };
         clickhouse.query(DROP_DAY).bind(day).execute().await?;
         dropped.push(day);
     }
