@@ -11,14 +11,14 @@
 #    BREAKDOWN_LINKS links in all) spread evenly over the last 30 days, with
 #    varied agents, referers and countries (bench/src/clicks.rs), and drains
 #    them with the aggregator until every one is counted;
-# 3. merges (`OPTIMIZE TABLE click_rollups FINAL`) and reports the breakdown
-#    rows per (link, bucket, dimension, value): goal <= 1.1;
+# 3. merges (`OPTIMIZE TABLE click_breakdowns FINAL`) and reports the breakdown
+#    rows per (link or campaign, bucket, dimension, value): goal <= 1.1;
 # 4. asks the API for a 30-day breakdown of one campaign by each dimension
 #    (`GET /v1/clients/{id}/campaigns/{id}/breakdown?by=…`, the default range:
 #    30 days to the end of the current hour), and reports the
 #    rows ClickHouse read for it (`system.query_log`, read_rows of the
 #    queries the API ran) against the campaign's raw events: the counts'
-#    query (breakdown rows) against the goal <= 1/20, and the exact unique
+#    query (click_breakdowns) against the goal <= 1/20, and the exact unique
 #    human recipients' query (raw events) beside it;
 # 5. stops everything it started, on exit, failure or Ctrl-C.
 #
@@ -103,9 +103,9 @@ PID[aggregator]=$!
     --expect "$EVENTS" --timeout-secs 1800 >"$WORK/ch-wait.log" 2>&1 || die "the rollups did not reach $EVENTS clicks"
 log "all $EVENTS clicks counted"
 
-ch "OPTIMIZE TABLE click_rollups FINAL" >/dev/null
-read -r ROWS KEYS < <(ch "SELECT count(), uniqExact(grain, link_id, bucket_start, dimension, value)
-    FROM click_rollups WHERE dimension != '' FORMAT TSV")
+ch "OPTIMIZE TABLE click_breakdowns FINAL" >/dev/null
+read -r ROWS KEYS < <(ch "SELECT count(), uniqExact(grain, client_id, campaign_id, link_id, bucket_start, dimension, value)
+    FROM click_breakdowns WHERE grain != 0 FORMAT TSV")
 PER_VALUE="$(awk -v r="$ROWS" -v k="$KEYS" 'BEGIN { printf "%.3f", r / k }')"
 
 CLIENT="$(ch "SELECT any(client_id) FROM click_events FORMAT TSV")"
@@ -121,9 +121,9 @@ wait_until 60 "the API" curl -sf "http://127.0.0.1:$API_PORT/healthz"
 
 {
     echo "breakdowns: $EVENTS clicks of one sender over 30 days, $LINKS links; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "breakdown rows after merges: $ROWS rows for $KEYS (link, bucket, dimension, value): $PER_VALUE per value (goal <= 1.1)"
+    echo "breakdown rows after merges: $ROWS rows for $KEYS (link or campaign, bucket, dimension, value): $PER_VALUE per value (goal <= 1.1)"
     echo "campaign $CAMPAIGN: $RAW raw events"
-    echo "rows read per 30-day breakdown: the counts (breakdown rows of click_rollups) against the goal, and the"
+    echo "rows read per 30-day breakdown: the counts (rows of click_breakdowns) against the goal, and the"
     echo "exact unique human recipients (raw click_events: a recipient set cannot be summed from rows) beside"
     printf '%-16s %12s %8s %-12s %14s %8s\n' by counts_read ratio "goal <= 0.05" uniques_read ratio
 } | tee "$WORK/summary.txt"
@@ -141,7 +141,7 @@ for by in country device os browser mail_client referrer_domain utm_source utm_m
             AND toUInt32(query_start_time) >= $T0 AND query LIKE '%$CAMPAIGN%' AND query LIKE '%FROM $1 %'
             AND query NOT LIKE '%query_log%' FORMAT TSV"
     }
-    COUNTS="$(read_from click_rollups)"
+    COUNTS="$(read_from click_breakdowns)"
     UNIQUES="$(read_from click_events)"
     ratio() { awk -v r="$1" -v n="$RAW" 'BEGIN { printf "%.4f", r / n }'; }
     printf '%-16s %12s %8s %-12s %14s %8s\n' "$by" "$COUNTS" "$(ratio "$COUNTS")" \

@@ -548,7 +548,7 @@ pub async fn ensure_topic(
     let partitions =
         metadata.topics().iter().find(|t| t.name() == clicks_topic).map_or(0, |t| t.partitions().len()) as i32;
     let all: Vec<i32> = (0..partitions).collect();
-    let stored = sink.read_positions_of(&all).await.context("reading the stored positions")?;
+    let (stored, _) = sink.read_positions_of(&all).await.context("reading the stored positions")?;
     let mut marks = TopicPartitionList::new();
     for p in &all {
         marks.add_partition_offset(clicks_topic, *p, Offset::Offset(stored.get(p).copied().unwrap_or(0)))?;

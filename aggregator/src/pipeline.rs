@@ -17,8 +17,9 @@
 //! - **flush** (every `flush_interval`, or at `max_batch_events`, or before
 //!   the rollup rows could outgrow one block): dead letters confirmed (a
 //!   refused one blocks only its partition), raw events and recipients
-//!   (idempotent), then per shard one rollup + positions insert through the
-//!   fence, then the positions read back. On failure the assignment is paused
+//!   (idempotent), then per shard one breakdowns + their positions insert
+//!   and one rollups + positions insert, each through the fence, then the
+//!   positions read back. On failure the assignment is paused
 //!   (Kafka keeps the backlog, memory stays one batch), an unknown outcome is
 //!   settled before anything is written again, and the loop keeps polling so
 //!   rebalances are served; then every partition is sought back to its stored
@@ -41,7 +42,7 @@ use crate::dead_letter::{self, DeadLetter, DeadLetters};
 use crate::decided::{DecidedPublisher, FlushRecords};
 use crate::protocol::{Acquired, Attempt, Protocol, ProtocolError, Verdict};
 use crate::rollup::BucketStart;
-use crate::sink::{ClickHouseSink, WriteError};
+use crate::sink::{ClickHouseSink, Positions, WriteError};
 use crate::sql::MAX_INSERT_BLOCK_ROWS;
 use crate::status::{self, PipelineStatus};
 use crate::verdict::Rules;
@@ -308,8 +309,9 @@ impl Ctx {
 
 /// How one write of an attempt ended.
 enum Outcome {
-    /// The rollup inserts were acknowledged; the positions read back.
-    Written(HashMap<i32, i64>),
+    /// The breakdown and rollup inserts were acknowledged; the positions
+    /// read back (the rollups', then the breakdowns').
+    Written(Positions, Positions),
     /// Nothing of the rollups can have landed.
     NotApplied(WriteError),
     /// Some rollup insert may have landed: settle.
@@ -624,12 +626,12 @@ impl Pipeline {
             self.ctx().status.pending(self.ctx().protocol().num_unstored(), paused);
             let started = Instant::now();
             match self.write(&attempt) {
-                Outcome::Written(stored) => {
+                Outcome::Written(stored, breakdowns) => {
                     let decided = self.decided_records(&attempt, &stored);
                     let (verdicts, newest) = {
                         let mut protocol = self.ctx().protocol();
                         let newest = protocol.newest_event_ms();
-                        (protocol.written(&stored).unwrap_or_default(), newest)
+                        (protocol.written(&stored, &breakdowns).unwrap_or_default(), newest)
                     };
                     self.apply(&attempt, verdicts, newest, started);
                     self.publish_decided(decided, &stored);
@@ -765,21 +767,30 @@ impl Pipeline {
                     return Outcome::NotApplied(e);
                 }
             }
+            // Per shard, the breakdowns first, then the rollups: the rollups
+            // decide where reading resumes, so the breakdowns are never behind
+            // them (see `protocol::breakdowns_from`). Once anything was sent,
+            // any failure may have left part of the flush stored: settle.
             let mut any_sent = false;
             for w in &shards {
-                match ctx.sink.write_rollups(w.shard, batch.rollup_rows(&ctx.topic, &w.parts)).await {
+                let breakdowns = batch.breakdown_rows(&ctx.topic, &w.parts);
+                match ctx.sink.write_breakdowns(w.shard, breakdowns).await {
                     Ok(rows) => {
                         any_sent = true;
-                        metrics::histogram!("ricochet_aggregator_flush_rows").record(rows as f64);
+                        metrics::histogram!("ricochet_aggregator_flush_breakdown_rows").record(rows as f64);
                     }
                     Err(e @ WriteError::Retry(_)) | Err(e @ WriteError::Refused(_)) if !any_sent => {
                         return Outcome::NotApplied(e)
                     }
                     Err(e) => return Outcome::Unknown(e),
                 }
+                match ctx.sink.write_rollups(w.shard, batch.rollup_rows(&ctx.topic, &w.parts)).await {
+                    Ok(rows) => metrics::histogram!("ricochet_aggregator_flush_rows").record(rows as f64),
+                    Err(e) => return Outcome::Unknown(e),
+                }
             }
             match ctx.sink.read_positions_of(&attempt.partitions()).await {
-                Ok(stored) => Outcome::Written(stored),
+                Ok((stored, breakdowns)) => Outcome::Written(stored, breakdowns),
                 // Acknowledged but not read back: settling finds out.
                 Err(e) => Outcome::Unknown(e),
             }

@@ -12,11 +12,21 @@
 //! holds rollup rows and a *stored position* `S(p)`: the sum of the position
 //! deltas written with them (`warehouse::positions`). `S(p)` is the first
 //! offset whose event is not counted. Every flush writes, per partition, the
-//! counts of the events in `[first, next)` (every grain, and the breakdowns
-//! by each dimension: rows of the same table) and the delta `next - S(p)` **in
-//! one block** (one part: the batch is capped below `max_insert_block_size`
-//! and that setting is pinned on the insert), so for one partition the counts
-//! and the position land together or not at all.
+//! counts of the events in `[first, next)` (every grain) and the delta
+//! `next - S(p)` **in one block** (one part: the batch is capped below
+//! `max_insert_block_size` and that setting is pinned on the insert), so for
+//! one partition the counts and the position land together or not at all.
+//!
+//! **Breakdowns** (`click_breakdowns`) are a second table with positions of
+//! their own, `B(p)`, written the same way (one block, through the same
+//! fence) by an insert sent *before* the rollups' and only once nothing of
+//! it is in doubt: the rollups' insert is sent after the breakdowns' was
+//! acknowledged. So `B(p) >= S(p)`: a flush whose breakdowns landed and
+//! whose rollups did not leaves `B(p)` ahead. Reading resumes at `S(p)`;
+//! events before `B(p)` are counted in the rollups only (their breakdowns
+//! are stored), the others in both, and each table's delta starts from its
+//! own position ([`breakdowns_from`], [`Part::breakdowns_delta`]). A stored
+//! flush moves both to `next`. Everything below holds for each table.
 //!
 //! **Invariant.** For every partition, the counted offsets are exactly
 //! `[0, S(p))` (minus messages set aside as poison, which are in the
@@ -44,8 +54,8 @@
 //! - *Rollups and positions* (`written`/`settled`): passed on only under the
 //!   current token, and computed from `S(p)` as read in step 3 plus this
 //!   member's own stored flushes since, which is `S(p)` itself while the token
-//!   is current. After every insert the member reads `S(p)` back: `next` means
-//!   stored; anything else means the token was stale (the rows were dropped
+//!   is current. After every insert the member reads `S(p)` and `B(p)` back:
+//!   `next` for both means stored; anything else means the token was stale (the rows were dropped
 //!   by the fence): the member forgets `p` ([`Verdict::Fenced`]) and acquires
 //!   it again only if Kafka still says it owns it after the session timeout.
 //! - *Settling* an insert whose answer was lost re-acquires its partitions, so
@@ -96,12 +106,15 @@ pub struct Fence {
 }
 
 /// A partition acquired: fenced (steps 1 and 2 of the module doc) and its
-/// stored position read (step 3).
+/// stored positions read (step 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Acquired {
     pub partition: i32,
-    /// `None`: nothing stored yet, start at the beginning.
+    /// The rollups' stored position, where reading resumes. `None`: nothing
+    /// stored yet, start at the beginning.
     pub stored: Option<i64>,
+    /// The breakdowns' stored position (`None`: none stored).
+    pub breakdowns: Option<i64>,
     pub fence: Fence,
 }
 
@@ -109,9 +122,27 @@ pub struct Acquired {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Part {
     pub range: PartitionRange,
-    /// The stored position the delta starts from.
+    /// The rollups' stored position the delta starts from.
     pub previous: Option<i64>,
+    /// The breakdowns' stored position their delta starts from. At or past
+    /// `range.first` when the breakdowns are ahead: then only the events from
+    /// it on are in the breakdown rows, and no breakdown position row is
+    /// written unless `range.next` passes it.
+    pub breakdowns_previous: Option<i64>,
     pub fence: Fence,
+}
+
+impl Part {
+    /// Where the breakdowns' stored position must be once this part landed.
+    pub fn breakdowns_next(&self) -> i64 {
+        self.range.next.max(self.breakdowns_previous.unwrap_or(0))
+    }
+
+    /// The breakdowns' position delta this part writes, if it moves it.
+    pub fn breakdowns_delta(&self) -> Option<i64> {
+        let previous = self.breakdowns_previous.unwrap_or(0);
+        (self.range.next > previous).then(|| self.range.next - previous)
+    }
 }
 
 /// A write of the pending batch: raw events, recipients, then the rollups and
@@ -172,6 +203,11 @@ pub enum ProtocolError {
 #[derive(Clone, Debug)]
 struct Owned {
     fence: Fence,
+    /// The breakdowns' stored position, as read or written since.
+    breakdowns: Option<i64>,
+    /// Events before this offset are already in the breakdowns (see
+    /// [`breakdowns_from`]): they go to the rollups only.
+    breakdowns_from: i64,
     /// Offsets of poison messages read and sent to the dead-letter topic
     /// without an acknowledgement yet.
     dead_letters: Vec<i64>,
@@ -209,7 +245,16 @@ impl Protocol {
         let p = acquired.partition;
         self.forget(p);
         self.positions.assign(p, acquired.stored);
-        self.owned.insert(p, Owned { fence: acquired.fence, dead_letters: Vec::new(), newest_event_ms: None });
+        self.owned.insert(
+            p,
+            Owned {
+                fence: acquired.fence,
+                breakdowns: acquired.breakdowns,
+                breakdowns_from: breakdowns_from(acquired.stored, acquired.breakdowns),
+                dead_letters: Vec::new(),
+                newest_event_ms: None,
+            },
+        );
     }
 
     /// The partition moved away (or was fenced): what it held is dropped, its
@@ -330,10 +375,12 @@ impl Protocol {
             return;
         }
         for d in self.verdicts.release(now_ms) {
-            if let (Some((e, _, _)), Some(o)) = (&d.event, self.owned.get_mut(&d.partition)) {
+            let Some(o) = self.owned.get_mut(&d.partition) else { continue };
+            if let Some((e, _, _)) = &d.event {
                 o.newest_event_ms = Some(o.newest_event_ms.map_or(e.event_time_ms, |n| n.max(e.event_time_ms)));
             }
-            self.batch.add(d.partition, d.offset, d.event, ingested_at);
+            let breakdowns = d.offset >= o.breakdowns_from;
+            self.batch.add(d.partition, d.offset, d.event, ingested_at, breakdowns);
         }
     }
 
@@ -378,7 +425,12 @@ impl Protocol {
                 self.rewind_partition(p);
                 continue;
             }
-            parts.push(Part { range, previous: self.positions.stored(p), fence: owned.fence });
+            parts.push(Part {
+                range,
+                previous: self.positions.stored(p),
+                breakdowns_previous: owned.breakdowns,
+                fence: owned.fence,
+            });
         }
         if parts.is_empty() {
             return Ok(None);
@@ -430,21 +482,28 @@ impl Protocol {
         }
     }
 
-    /// The rollup insert was acknowledged and `stored` is each partition's
-    /// stored position read back afterwards.
-    pub fn written(&mut self, stored: &HashMap<i32, i64>) -> Result<Vec<(i32, Verdict)>, ProtocolError> {
+    /// The breakdown and rollup inserts were acknowledged, and `stored` and
+    /// `breakdowns` are each partition's stored positions read back afterwards.
+    pub fn written(
+        &mut self,
+        stored: &HashMap<i32, i64>,
+        breakdowns: &HashMap<i32, i64>,
+    ) -> Result<Vec<(i32, Verdict)>, ProtocolError> {
         let Writing::InFlight(attempt) = std::mem::take(&mut self.writing) else {
             return Err(ProtocolError::NothingInFlight);
         };
         let mut verdicts = Vec::with_capacity(attempt.parts.len());
         for part in &attempt.parts {
             let p = part.range.partition;
-            let verdict = if stored.get(&p) == Some(&part.range.next) {
-                self.store(part.range);
+            let both =
+                stored.get(&p) == Some(&part.range.next) && breakdowns.get(&p).copied() == Some(part.breakdowns_next());
+            let verdict = if both {
+                self.store(part.range, part.breakdowns_next());
                 Verdict::Stored
             } else {
-                // Acknowledged but not counted: the fence dropped the rows, so
-                // another member holds the partition now.
+                // Acknowledged but not counted (or only the breakdowns): the
+                // fence dropped the rows, so another member holds the
+                // partition now; it resumes from what is stored.
                 self.forget(p);
                 Verdict::Fenced
             };
@@ -471,7 +530,9 @@ impl Protocol {
                 continue;
             };
             if a.stored == Some(part.range.next) {
-                self.store(part.range);
+                // The rollups landed, so the breakdowns did before them (they
+                // are sent first); their position is as read.
+                self.store(part.range, a.breakdowns.unwrap_or(part.range.next));
                 if let Some(o) = self.owned.get_mut(&p) {
                     o.fence = a.fence;
                 }
@@ -484,11 +545,13 @@ impl Protocol {
         Ok(verdicts)
     }
 
-    fn store(&mut self, range: PartitionRange) {
+    fn store(&mut self, range: PartitionRange, breakdowns: i64) {
         self.positions.advance(&[range]);
         self.batch.clear_partition(range.partition);
         if let Some(o) = self.owned.get_mut(&range.partition) {
             o.newest_event_ms = None;
+            o.breakdowns = Some(breakdowns);
+            o.breakdowns_from = breakdowns_from(Some(range.next), Some(breakdowns));
         }
     }
 
@@ -504,6 +567,35 @@ impl Protocol {
             self.rewind_partition(*p);
         }
         self.owned()
+    }
+}
+
+/// The first offset the breakdown rows must count, given the stored
+/// positions of the rollups (where reading resumes) and of the breakdowns.
+/// The breakdown insert goes first, so the breakdowns are never behind the
+/// rollups but may be ahead (their insert landed, the rollups' did not):
+/// the events before their position then go to the rollups only. With no
+/// breakdown position at all (a database older than `click_breakdowns`, or
+/// one whose breakdowns were truncated), the breakdowns begin where the
+/// rollups are: they never count an event twice, and say so.
+pub fn breakdowns_from(stored: Option<i64>, breakdowns: Option<i64>) -> i64 {
+    let stored = stored.unwrap_or(0);
+    match breakdowns {
+        Some(b) if b >= stored => b,
+        Some(b) => {
+            tracing::error!(
+                breakdowns = b,
+                rollups = stored,
+                "breakdowns behind the rollups: they resume where the rollups are"
+            );
+            stored
+        }
+        None => {
+            if stored > 0 {
+                tracing::warn!(rollups = stored, "no breakdowns stored yet: they begin where the rollups are");
+            }
+            stored
+        }
     }
 }
 
@@ -548,12 +640,21 @@ mod tests {
         (offset * 7 + partition as i64) % 11 == 0
     }
 
+    /// The two fenced inserts of a flush, sent in this order.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Table {
+        Breakdowns,
+        Rollups,
+    }
+
     #[derive(Default)]
     struct Store {
         /// Current fence per partition (the newest owner row of the highest generation).
         current: HashMap<i32, (i32, u64, Fence)>,
         position: HashMap<i32, i64>,
         counted: HashMap<(i32, i64), u32>,
+        breakdowns_position: HashMap<i32, i64>,
+        counted_breakdowns: HashMap<(i32, i64), u32>,
         clock: u64,
     }
 
@@ -568,45 +669,72 @@ mod tests {
             if newer {
                 self.current.insert(partition, (generation, self.clock, fence));
             }
-            Acquired { partition, stored: self.position.get(&partition).copied(), fence }
+            Acquired {
+                partition,
+                stored: self.position.get(&partition).copied(),
+                breakdowns: self.breakdowns_position.get(&partition).copied(),
+                fence,
+            }
         }
 
-        /// The rollup insert, through the fence: each partition's rows land
-        /// only under its current token.
+        /// One insert, through the fence: each partition's rows land only
+        /// under its current token.
         fn land(&mut self, write: &Write) {
-            for (part, offsets) in &write.0 {
+            for (part, offsets) in &write.parts {
                 let p = part.range.partition;
                 if self.current.get(&p).map(|c| c.2) != Some(part.fence) {
                     continue;
                 }
+                let (counted, position, delta) = match write.table {
+                    Table::Rollups => {
+                        (&mut self.counted, &mut self.position, part.range.next - part.previous.unwrap_or(0))
+                    }
+                    Table::Breakdowns => (
+                        &mut self.counted_breakdowns,
+                        &mut self.breakdowns_position,
+                        part.breakdowns_delta().unwrap_or(0),
+                    ),
+                };
                 for offset in offsets {
-                    *self.counted.entry((p, *offset)).or_default() += 1;
+                    *counted.entry((p, *offset)).or_default() += 1;
                 }
-                let delta = part.range.next - part.previous.unwrap_or(0);
-                *self.position.entry(p).or_default() += delta;
+                *position.entry(p).or_default() += delta;
             }
         }
     }
 
-    /// What one rollup insert carries: per partition, its part and the
-    /// offsets it counts.
+    /// What one insert carries: per partition, its part and the offsets it counts.
     #[derive(Clone, Debug)]
-    struct Write(Vec<(Part, Vec<i64>)>);
+    struct Write {
+        table: Table,
+        parts: Vec<(Part, Vec<i64>)>,
+    }
 
     impl Write {
-        fn of(attempt: &Attempt, batch: &Batch) -> Self {
-            Write(
-                attempt
-                    .parts
-                    .iter()
-                    .map(|part| {
-                        let p = part.range.partition;
-                        let offsets =
-                            batch.event_rows().filter(|r| r.kafka_partition == p).map(|r| r.kafka_offset).collect();
-                        (*part, offsets)
-                    })
-                    .collect(),
-            )
+        fn of(attempt: &Attempt, batch: &Batch, table: Table) -> Self {
+            let parts = attempt
+                .parts
+                .iter()
+                .map(|part| {
+                    let p = part.range.partition;
+                    let from = match table {
+                        Table::Rollups => i64::MIN,
+                        Table::Breakdowns => batch.breakdowns_first(p).unwrap_or(i64::MAX),
+                    };
+                    let offsets = batch
+                        .event_rows()
+                        .filter(|r| r.kafka_partition == p && r.kafka_offset >= from)
+                        .map(|r| r.kafka_offset)
+                        .collect();
+                    (*part, offsets)
+                })
+                .collect();
+            Write { table, parts }
+        }
+
+        /// Both inserts of a flush, breakdowns first.
+        fn both(attempt: &Attempt, batch: &Batch) -> [Self; 2] {
+            [Write::of(attempt, batch, Table::Breakdowns), Write::of(attempt, batch, Table::Rollups)]
         }
     }
 
@@ -684,12 +812,18 @@ mod tests {
     #[derive(Clone, Copy, Debug)]
     enum Outcome {
         Landed,
+        /// The breakdown insert failed before anything was applied.
         FailedBefore,
         UnknownLanded,
         UnknownNotLanded,
-        /// The answer is lost and the insert reaches ClickHouse only later,
-        /// maybe after it was settled.
+        /// The breakdown insert's answer is lost and it reaches ClickHouse
+        /// only later, maybe after it was settled (the rollups are never sent).
         UnknownLate,
+        /// The breakdowns landed; the rollup insert failed or its answer was lost.
+        BreakdownsOnly,
+        /// The breakdowns landed; the rollup insert's answer is lost and it
+        /// reaches ClickHouse only later.
+        BreakdownsThenRollupsLate,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -705,7 +839,9 @@ mod tests {
                 1 => Just(Outcome::FailedBefore),
                 1 => Just(Outcome::UnknownLanded),
                 1 => Just(Outcome::UnknownNotLanded),
-                1 => Just(Outcome::UnknownLate)
+                1 => Just(Outcome::UnknownLate),
+                1 => Just(Outcome::BreakdownsOnly),
+                1 => Just(Outcome::BreakdownsThenRollupsLate)
             ])
             .prop_map(|(member, outcome)| Step::Flush { member, outcome }),
             1 => (member.clone()).prop_map(|member| Step::Settle { member }),
@@ -814,10 +950,13 @@ mod tests {
                         m.protocol.dead_letters_confirmed(p);
                     }
                     let Ok(Some(attempt)) = m.protocol.begin() else { return };
+                    let [breakdowns, rollups] = Write::both(&attempt, m.protocol.batch());
                     match outcome {
                         Outcome::Landed => {
-                            self.store.land(&Write::of(&attempt, m.protocol.batch()));
-                            let verdicts = m.protocol.written(&self.store.position).unwrap();
+                            self.store.land(&breakdowns);
+                            self.store.land(&rollups);
+                            let verdicts =
+                                m.protocol.written(&self.store.position, &self.store.breakdowns_position).unwrap();
                             m.apply(verdicts);
                         }
                         Outcome::FailedBefore => {
@@ -827,14 +966,24 @@ mod tests {
                             }
                         }
                         Outcome::UnknownLanded => {
-                            self.store.land(&Write::of(&attempt, m.protocol.batch()));
+                            self.store.land(&breakdowns);
+                            self.store.land(&rollups);
                             m.protocol.unknown().unwrap();
                         }
                         Outcome::UnknownLate => {
-                            self.in_transit.push(Write::of(&attempt, m.protocol.batch()));
+                            self.in_transit.push(breakdowns);
                             m.protocol.unknown().unwrap();
                         }
                         Outcome::UnknownNotLanded => m.protocol.unknown().unwrap(),
+                        Outcome::BreakdownsOnly => {
+                            self.store.land(&breakdowns);
+                            m.protocol.unknown().unwrap();
+                        }
+                        Outcome::BreakdownsThenRollupsLate => {
+                            self.store.land(&breakdowns);
+                            self.in_transit.push(rollups);
+                            m.protocol.unknown().unwrap();
+                        }
                     }
                 }
                 Step::Settle { member } => self.settle(member),
@@ -905,17 +1054,20 @@ mod tests {
             for s in steps {
                 world.run(s);
                 // Never more than once, at any moment.
-                for (key, n) in &world.store.counted {
+                for (key, n) in world.store.counted.iter().chain(&world.store.counted_breakdowns) {
                     prop_assert!(*n <= 1, "offset {key:?} counted {n} times");
                 }
             }
             world.drain();
             for p in 0..PARTITIONS {
                 prop_assert_eq!(world.store.position.get(&p).copied(), Some(MESSAGES), "partition {}", p);
+                prop_assert_eq!(world.store.breakdowns_position.get(&p).copied(), Some(MESSAGES), "partition {}", p);
                 for offset in 0..MESSAGES {
-                    let n = world.store.counted.get(&(p, offset)).copied().unwrap_or(0);
                     let want = u32::from(!poison(p, offset));
-                    prop_assert_eq!(n, want, "partition {} offset {}", p, offset);
+                    let n = world.store.counted.get(&(p, offset)).copied().unwrap_or(0);
+                    prop_assert_eq!(n, want, "rollups: partition {} offset {}", p, offset);
+                    let n = world.store.counted_breakdowns.get(&(p, offset)).copied().unwrap_or(0);
+                    prop_assert_eq!(n, want, "breakdowns: partition {} offset {}", p, offset);
                 }
             }
         }
@@ -967,5 +1119,32 @@ mod tests {
         world.run(Step::Settle { member: 0 });
         assert_eq!(world.members[0].protocol.stored(1), Some(4));
         assert_eq!(world.members[0].cursor.get(&1), Some(&4), "read again from the stored position");
+    }
+
+    #[test]
+    fn breakdowns_stored_without_their_rollups_are_not_counted_again() {
+        let mut world = World::new();
+        world.run(Step::Move { partition: 1, to: 0, tell_old: true });
+        world.run(Step::Read { member: 0, partition: 1, count: 4 });
+        world.run(Step::Release { member: 0, advance_ms: 100 });
+        world.run(Step::Flush { member: 0, outcome: Outcome::BreakdownsOnly });
+        world.run(Step::Settle { member: 0 });
+        assert_eq!(world.store.breakdowns_position.get(&1), Some(&4));
+        assert_eq!(world.store.position.get(&1), None, "the rollups did not land");
+        // Read again from the rollups' position: the same offsets go to the rollups only.
+        world.run(Step::Read { member: 0, partition: 1, count: 6 });
+        world.run(Step::Release { member: 0, advance_ms: 100 });
+        world.run(Step::Flush { member: 0, outcome: Outcome::Landed });
+        assert_eq!((world.store.position.get(&1), world.store.breakdowns_position.get(&1)), (Some(&6), Some(&6)));
+        assert!(world.store.counted.values().chain(world.store.counted_breakdowns.values()).all(|n| *n == 1));
+        assert_eq!(world.store.counted.len(), world.store.counted_breakdowns.len());
+    }
+
+    #[test]
+    fn breakdowns_without_a_position_begin_where_the_rollups_are() {
+        assert_eq!(breakdowns_from(None, None), 0);
+        assert_eq!(breakdowns_from(Some(40), None), 40, "a database from before click_breakdowns");
+        assert_eq!(breakdowns_from(Some(40), Some(55)), 55, "ahead: their insert landed, the rollups' did not");
+        assert_eq!(breakdowns_from(Some(40), Some(30)), 40, "never counted twice");
     }
 }

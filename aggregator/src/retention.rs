@@ -181,9 +181,16 @@ mod tests {
             )
         );
         assert!(s[2].ends_with("bucket_start + toIntervalDay(400)"));
+        assert_eq!(
+            s[3],
+            format!(
+                "ALTER TABLE click_breakdowns MODIFY TTL if(grain = 0, {NEVER}, bucket_start + toIntervalDay(400))"
+            )
+        );
         let forever = ttl_statements(&RetentionPolicy::default());
         assert_eq!(forever[0], format!("ALTER TABLE click_events MODIFY TTL greatest(event_time, {NEVER})"));
         assert!(forever[2].ends_with(&format!("greatest(bucket_start, {NEVER})")));
+        assert!(forever[3].ends_with(&format!("greatest(bucket_start, {NEVER})")));
     }
 
     #[test]
@@ -195,6 +202,10 @@ mod tests {
         let cutoff = now.timestamp() - 7 * 86_400;
         assert_eq!(rows[0], ("click_rollups", format!("grain IN (60, 900) AND bucket_start < toDateTime({cutoff})")));
         assert!(expired_rows(&RetentionPolicy::default(), now).is_empty());
+        let policy = RetentionPolicy { rollup_days: 400, ..Default::default() };
+        let cutoff = now.timestamp() - 400 * 86_400;
+        assert!(expired_rows(&policy, now)
+            .contains(&("click_breakdowns", format!("grain != 0 AND bucket_start < toDateTime({cutoff})"))));
     }
 
     #[test]

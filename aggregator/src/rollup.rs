@@ -28,7 +28,7 @@ use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Mach
 
 use crate::checkpoint::PartitionRange;
 use crate::protocol::Part;
-use crate::sink::{EventRow, RecipientRow, RollupRow};
+use crate::sink::{BreakdownRow, EventRow, RecipientRow, RollupRow};
 
 /// The start of a UTC minute, in seconds since the epoch (ClickHouse `DateTime`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -198,6 +198,33 @@ impl From<&ComboKeyRef<'_>> for ComboKey {
     }
 }
 
+/// One breakdown row's key, borrowed from the batch: a link's (or, with
+/// `link_id` `""`, a campaign's) bucket at a grain, and one dimension's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ValueKey<'a> {
+    grain: Grain,
+    client_id: &'a str,
+    campaign_id: &'a str,
+    link_id: &'a str,
+    bucket: u32,
+    /// Index into [`DIMENSIONS`].
+    dimension: usize,
+    value: &'a str,
+}
+
+impl<'a> ValueKey<'a> {
+    fn row(&self, counts: &BreakdownCounts) -> BreakdownRow<'a> {
+        BreakdownRow::counts(
+            self.grain,
+            [self.client_id, self.campaign_id, self.link_id],
+            self.bucket,
+            DIMENSIONS[self.dimension],
+            self.value,
+            counts,
+        )
+    }
+}
+
 /// What one breakdown row counts: clicks and opens by verdict, without the
 /// click reasons (those are on the rollup rows), so the flush's map of
 /// breakdown values stays a third of the size.
@@ -319,6 +346,9 @@ struct PartitionBatch {
     rollups: ByRef<RollupKey, Counts>,
     /// Per link-hour and combination of dimension values.
     breakdowns: ByRef<ComboKey, BreakdownCounts>,
+    /// The first offset counted in `breakdowns`: the events before it are
+    /// in the breakdowns already (see `protocol::breakdowns_from`).
+    breakdowns_first: Option<i64>,
     events: Vec<EventRow>,
     ids: HashSet<u128>,
     recipients: SetByRef<RecipientRow>,
@@ -362,24 +392,31 @@ pub struct Batch {
 impl Batch {
     /// Adds the message at `offset`, with its verdict. `event` is `None` for a
     /// message that was set aside (poison): it adds nothing but still moves the
-    /// partition's position.
+    /// partition's position. `breakdowns`: the event is counted in the
+    /// breakdowns too (not when they hold it already); once an event of a
+    /// share is, every later one is.
     pub fn add(
         &mut self,
         partition: i32,
         offset: i64,
         event: Option<(ClickEvent, BucketStart, Reason)>,
         ingested_at: u32,
+        breakdowns: bool,
     ) {
         self.opened_at.get_or_insert_with(Instant::now);
         let pb = self.partitions.entry(partition).or_insert_with(|| PartitionBatch {
             range: PartitionRange { partition, first: offset, next: offset + 1 },
             rollups: ByRef::default(),
             breakdowns: ByRef::default(),
+            breakdowns_first: None,
             events: Vec::new(),
             ids: HashSet::new(),
             recipients: SetByRef::default(),
         });
         pb.range.next = offset + 1;
+        if breakdowns && pb.breakdowns_first.is_none() {
+            pb.breakdowns_first = Some(offset);
+        }
         let Some((event, bucket, reason)) = event else { return };
         let id = event.event_id.0.as_u128();
         let seen_before = self.recent.get(&partition).is_some_and(|r| r.set.contains(&id));
@@ -408,11 +445,13 @@ impl Batch {
         pb.rollups.entry_ref(&key).or_default().count(event.event_type, reason);
         let mut dimensions = crate::dimensions::of(&event);
         self.openers.attribute(&event, &mut dimensions);
-        let combo = ComboKeyRef {
-            key: RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key },
-            values: dimensions.values(),
-        };
-        pb.breakdowns.entry_ref(&combo).or_default().count(event.event_type, reason);
+        if breakdowns {
+            let combo = ComboKeyRef {
+                key: RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key },
+                values: dimensions.values(),
+            };
+            pb.breakdowns.entry_ref(&combo).or_default().count(event.event_type, reason);
+        }
         pb.events.push(EventRow::new(event, reason, dimensions, partition, offset, ingested_at));
         self.num_events += 1;
     }
@@ -425,15 +464,23 @@ impl Batch {
         self.num_events
     }
 
-    /// An upper bound: minutes sharing a coarser bucket share its row, and
-    /// combinations sharing a dimension's value share its breakdown row.
+    /// An upper bound on the rows of the larger of the flush's two inserts:
+    /// minutes sharing a coarser bucket share its row, and combinations
+    /// sharing a dimension's value share its breakdown row (a combination
+    /// makes a row per dimension and grain for its link and its campaign).
     pub fn num_rollup_rows(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|p| {
-                p.rollups.len() * Grain::ALL.len() + p.breakdowns.len() * DIMENSIONS.len() * BREAKDOWN_GRAINS.len() + 1
-            })
-            .sum()
+        let (rollups, breakdowns) = self.partitions.values().fold((0, 0), |(r, b), p| {
+            (
+                r + p.rollups.len() * Grain::ALL.len() + 1,
+                b + p.breakdowns.len() * DIMENSIONS.len() * BREAKDOWN_GRAINS.len() * 2 + 1,
+            )
+        });
+        rollups.max(breakdowns)
+    }
+
+    /// The first offset of `partition`'s share counted in the breakdowns.
+    pub fn breakdowns_first(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.breakdowns_first
     }
 
     /// When the first message of this batch arrived.
@@ -524,27 +571,52 @@ impl Batch {
                     }
                     folded.into_iter().map(move |(key, counts)| RollupRow::delta(key, *grain, &counts))
                 });
-                // Breakdowns: each combination counts once for each dimension's value.
-                let breakdowns = std::iter::once(()).flat_map(move |()| {
-                    let mut by_value: HashMap<(Grain, RollupKeyRef<'a>, usize, &'a str), BreakdownCounts> =
+                std::iter::once(RollupRow::position(topic, part))
+                    .chain(minutes.chain(coarser).map(move |row| row.fenced(part)))
+            },
+        )
+    }
+
+    /// What the breakdown insert carries for `parts`: for each dimension,
+    /// its values' counts per link and per campaign (`link_id` `""`) at the
+    /// hour and day grains, plus a position row per partition whose
+    /// breakdowns this flush moves, each row tagged with its partition's
+    /// fence. Each combination of values counts once for each dimension.
+    pub fn breakdown_rows<'a>(
+        &'a self,
+        topic: &'a str,
+        parts: &'a [&'a Part],
+    ) -> impl Iterator<Item = BreakdownRow<'a>> + 'a {
+        parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
+            move |(part, pb)| {
+                let rows = std::iter::once(()).flat_map(move |()| {
+                    let mut per_link: HashMap<ValueKey<'a>, BreakdownCounts> =
                         HashMap::with_capacity(pb.breakdowns.len() * DIMENSIONS.len());
                     for (combo, counts) in &pb.breakdowns {
                         for grain in BREAKDOWN_GRAINS {
-                            let key = RollupKeyRef {
-                                bucket: BucketStart(grain.floor(combo.key.bucket.0)),
-                                ..combo.key.borrowed()
+                            let k = ValueKey {
+                                grain,
+                                client_id: combo.key.client_id.as_str(),
+                                campaign_id: combo.key.campaign_id.as_str(),
+                                link_id: combo.key.link_id.as_str(),
+                                bucket: grain.floor(combo.key.bucket.0),
+                                dimension: 0,
+                                value: "",
                             };
                             for (dimension, value) in combo.values.iter().enumerate() {
-                                by_value.entry((grain, key, dimension, &**value)).or_default().add(counts);
+                                per_link.entry(ValueKey { dimension, value, ..k }).or_default().add(counts);
                             }
                         }
                     }
-                    by_value.into_iter().map(|((grain, key, dimension, value), counts)| {
-                        RollupRow::breakdown(key, grain, DIMENSIONS[dimension], value, &counts)
-                    })
+                    // The campaign's rows: its links' rows folded.
+                    let mut per_campaign: HashMap<ValueKey<'a>, BreakdownCounts> =
+                        HashMap::with_capacity(per_link.len());
+                    for (k, counts) in &per_link {
+                        per_campaign.entry(ValueKey { link_id: "", ..*k }).or_default().add(counts);
+                    }
+                    per_link.into_iter().chain(per_campaign).map(|(k, counts)| k.row(&counts))
                 });
-                std::iter::once(RollupRow::position(topic, part))
-                    .chain(minutes.chain(coarser).chain(breakdowns).map(move |row| row.fenced(part)))
+                BreakdownRow::position(topic, part).into_iter().chain(rows).map(move |row| row.fenced(part))
             },
         )
     }
@@ -595,6 +667,7 @@ mod tests {
             .map(|range| Part {
                 range,
                 previous: previous(range.partition),
+                breakdowns_previous: previous(range.partition),
                 fence: crate::protocol::Fence { generation: 1, token: 100 + range.partition as u64 },
             })
             .collect()
@@ -611,31 +684,39 @@ mod tests {
     #[test]
     fn rolls_up_per_link_and_minute_with_one_position_delta_per_partition() {
         let mut b = Batch::default();
-        b.add(0, 10, Some(click("a", "l1", 60_000)), 0);
-        b.add(0, 11, Some(click("a", "l1", 61_000)), 0);
-        b.add(0, 12, Some(click("a", "l1", 121_000)), 0);
-        b.add(1, 5, Some(click("b", "l2", 60_000)), 0);
-        b.add(1, 6, None, 0); // poison: moves the position, counts nothing
+        b.add(0, 10, Some(click("a", "l1", 60_000)), 0, true);
+        b.add(0, 11, Some(click("a", "l1", 61_000)), 0, true);
+        b.add(0, 12, Some(click("a", "l1", 121_000)), 0, true);
+        b.add(1, 5, Some(click("b", "l2", 60_000)), 0, true);
+        b.add(1, 6, None, 0, true); // poison: moves the position, counts nothing
         assert_eq!(b.num_events(), 4);
         // Partition 0 had 10 stored, partition 1 nothing yet.
         let parts = parts(&b, |p| (p == 0).then_some(10));
         let refs: Vec<&Part> = parts.iter().collect();
-        let all: Vec<RollupRow> = b.rollup_rows("clicks", &refs).collect();
-        let (rows, breakdowns): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r.dimension.is_empty());
+        let rows: Vec<RollupRow> = b.rollup_rows("clicks", &refs).collect();
+        let breakdowns: Vec<BreakdownRow> = b.breakdown_rows("clicks", &refs).collect();
         for grain in Grain::ALL {
             let total: u64 = rows.iter().filter(|r| r.grain == grain.secs()).map(|r| r.clicks).sum();
             assert_eq!(total, 4, "{grain:?}");
         }
-        assert!(breakdowns.iter().all(|r| r.position_delta == 0 && r.fence_token == 100 + r.fence_partition as u64));
+        assert!(rows.iter().all(|r| r.dimension.is_empty()), "breakdowns have a table of their own");
+        assert!(breakdowns.iter().all(|r| r.fence_token == 100 + r.fence_partition as u64));
         let positions: Vec<_> =
             rows.iter().filter(|r| r.grain == 0).map(|r| (r.source_partition, r.position_delta)).collect();
         assert_eq!(positions, vec![(0, 3), (1, 7)], "deltas from the stored position to the next offset");
+        let breakdown_positions: Vec<_> =
+            breakdowns.iter().filter(|r| r.grain == 0).map(|r| (r.source_partition, r.position_delta)).collect();
+        assert_eq!(breakdown_positions, vec![(0, 3), (1, 7)], "the breakdowns' own positions");
         assert!(rows.iter().filter(|r| r.grain != 0).all(|r| r.position_delta == 0 && r.source_topic.is_empty()));
         // Every row carries its partition's fence.
         assert!(rows.iter().all(|r| r.fence_token == 100 + r.fence_partition as u64));
         assert_eq!(rows.iter().filter(|r| r.fence_partition == 1).count(), 5, "l2's minute at 4 grains + a position");
-        let l2 = breakdowns.iter().filter(|r| r.fence_partition == 1);
-        assert_eq!(l2.count(), DIMENSIONS.len() * BREAKDOWN_GRAINS.len(), "a row per dimension at hour and day");
+        let l2 = breakdowns.iter().filter(|r| r.fence_partition == 1 && r.grain != 0);
+        assert_eq!(
+            l2.count(),
+            DIMENSIONS.len() * BREAKDOWN_GRAINS.len() * 2,
+            "a row per dimension at hour and day, for the link and its campaign"
+        );
         let minute = |start| rows.iter().find(|r| r.grain == 60 && r.link_id == "l1" && r.bucket_start == start);
         assert_eq!((minute(60).unwrap().clicks, minute(120).unwrap().clicks), (2, 1));
         // Both minutes of l1 fold into one row at every coarser grain.
@@ -673,12 +754,23 @@ mod tests {
             let reason = if open && ua == "Mozilla/5.0" { Reason::ApplePrivacy } else { Reason::Human };
             events.push((crate::dimensions::of(&e), e.event_type, reason));
             let bucket = BucketStart::of_millis(e.event_time_ms).unwrap();
-            b.add(0, i as i64, Some((e, bucket, reason)), 0);
+            b.add(0, i as i64, Some((e, bucket, reason)), 0, true);
         }
         let parts = parts(&b, |_| None);
         let refs: Vec<&Part> = parts.iter().collect();
-        let rows: Vec<RollupRow> = b.rollup_rows("clicks", &refs).collect();
+        let all: Vec<BreakdownRow> = b.breakdown_rows("clicks", &refs).collect();
         let clicks = events.iter().filter(|e| e.1 == EventType::Click).count() as u64;
+        // The campaign's rows count what the link's do (its only link here).
+        let (rows, campaign): (Vec<_>, Vec<_>) = all.iter().filter(|r| r.grain != 0).partition(|r| r.link_id == "l1");
+        let key = |r: &&BreakdownRow<'_>| {
+            (r.grain, r.dimension, r.value.to_owned(), r.bucket_start, r.clicks, r.opens, r.human_opens)
+        };
+        let mut a: Vec<_> = rows.iter().map(key).collect();
+        let mut c: Vec<_> = campaign.iter().map(key).collect();
+        a.sort_unstable();
+        c.sort_unstable();
+        assert_eq!(a, c);
+        assert!(campaign.iter().all(|r| r.link_id.is_empty() && r.campaign_id == "camp"));
         for grain in BREAKDOWN_GRAINS {
             for (d, dimension) in DIMENSIONS.into_iter().enumerate() {
                 let of_dim: Vec<_> =
@@ -740,11 +832,11 @@ mod tests {
             e.recipient_id = Some(ricochet_schemas::RecipientId::parse("r1").unwrap());
             (e, bucket, reason)
         };
-        b.add(0, 1, Some(with_recipient(60_000, Reason::Human)), 0);
-        b.add(0, 2, Some(with_recipient(120_000, Reason::Human)), 0); // same quarter hour
-        b.add(0, 3, Some(with_recipient(900_000, Reason::Human)), 0); // the next one
-        b.add(0, 4, Some(with_recipient(60_000, Reason::Head)), 0); // a bot click
-        b.add(0, 5, Some(click("a", "l1", 60_000)), 0); // no recipient
+        b.add(0, 1, Some(with_recipient(60_000, Reason::Human)), 0, true);
+        b.add(0, 2, Some(with_recipient(120_000, Reason::Human)), 0, true); // same quarter hour
+        b.add(0, 3, Some(with_recipient(900_000, Reason::Human)), 0, true); // the next one
+        b.add(0, 4, Some(with_recipient(60_000, Reason::Head)), 0, true); // a bot click
+        b.add(0, 5, Some(click("a", "l1", 60_000)), 0, true); // no recipient
         let mut rows: Vec<_> = b.recipient_rows().map(|r| (r.bucket_start, r.human)).collect();
         rows.sort();
         assert_eq!(rows, vec![(0, 0), (0, 1), (900, 1)]);
@@ -791,8 +883,8 @@ mod tests {
         assert!(!ComboKeyRef { values, ..combo }.equivalent(&owned_combo));
         // Adding twice through the borrowed keys keeps one entry each.
         let mut b = Batch::default();
-        b.add(0, 1, Some(click("acme", "l1", 60_000)), 0);
-        b.add(0, 2, Some(click("acme", "l1", 61_000)), 0);
+        b.add(0, 1, Some(click("acme", "l1", 60_000)), 0, true);
+        b.add(0, 2, Some(click("acme", "l1", 61_000)), 0, true);
         assert_eq!(b.partitions[&0].rollups.len(), 1);
     }
 
@@ -800,11 +892,11 @@ mod tests {
     fn splits_human_bot_and_opens() {
         let mut b = Batch::default();
         let (bot, bucket, _) = click("a", "l1", 60_000);
-        b.add(0, 1, Some((bot, bucket, Reason::Head)), 0);
+        b.add(0, 1, Some((bot, bucket, Reason::Head)), 0, true);
         let (mut open, bucket, _) = click("a", "l1", 60_000);
         open.event_type = EventType::Open;
-        b.add(0, 2, Some((open, bucket, Reason::Human)), 0);
-        b.add(0, 3, Some(click("a", "l1", 60_000)), 0);
+        b.add(0, 2, Some((open, bucket, Reason::Human)), 0, true);
+        b.add(0, 3, Some(click("a", "l1", 60_000)), 0, true);
         let parts = parts(&b, |_| None);
         let refs: Vec<&Part> = parts.iter().collect();
         let row = b.rollup_rows("clicks", &refs).find(|r| r.grain == 60 && r.link_id == "l1").unwrap();
@@ -818,15 +910,15 @@ mod tests {
     fn duplicates_are_dropped_in_the_batch_and_across_flushes() {
         let mut b = Batch::default();
         let (e, bucket, reason) = click("a", "l1", 60_000);
-        b.add(0, 1, Some((e.clone(), bucket, reason)), 0);
-        b.add(0, 2, Some((e.clone(), bucket, reason)), 0); // a resend in the same batch
+        b.add(0, 1, Some((e.clone(), bucket, reason)), 0, true);
+        b.add(0, 2, Some((e.clone(), bucket, reason)), 0, true); // a resend in the same batch
         assert_eq!(b.num_events(), 1);
         assert_eq!(b.ranges()[0].next, 3, "the duplicate still moves the position");
         b.clear();
-        b.add(0, 3, Some((e.clone(), bucket, reason)), 0); // a resend after the flush
+        b.add(0, 3, Some((e.clone(), bucket, reason)), 0, true); // a resend after the flush
         assert_eq!(b.num_events(), 0);
         b.revoke(&[0]);
-        b.add(0, 4, Some((e, bucket, reason)), 0); // a new owner starts without the window
+        b.add(0, 4, Some((e, bucket, reason)), 0, true); // a new owner starts without the window
         assert_eq!(b.num_events(), 1);
     }
 
@@ -841,8 +933,8 @@ mod tests {
     #[test]
     fn revoking_a_partition_drops_only_its_share() {
         let mut b = Batch::default();
-        b.add(0, 1, Some(click("a", "l1", 60_000)), 0);
-        b.add(1, 1, Some(click("b", "l2", 60_000)), 0);
+        b.add(0, 1, Some(click("a", "l1", 60_000)), 0, true);
+        b.add(1, 1, Some(click("b", "l2", 60_000)), 0, true);
         b.revoke(&[0]);
         assert_eq!(b.num_events(), 1);
         assert_eq!(b.ranges(), vec![PartitionRange { partition: 1, first: 1, next: 2 }]);

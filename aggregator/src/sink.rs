@@ -42,7 +42,10 @@ use crate::protocol::{Acquired, Fence, Part};
 use crate::rollup::{BreakdownCounts, Counts, Grain, RollupKeyRef};
 use crate::sql;
 
-pub use crate::sql::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
+pub use crate::sql::{BREAKDOWNS_TABLE, EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
+
+/// Stored positions per partition.
+pub type Positions = HashMap<i32, i64>;
 
 /// What a failed write means for the caller: the retry rule, in one type.
 #[derive(Debug, thiserror::Error)]
@@ -351,37 +354,6 @@ impl<'a> RollupRow<'a> {
         }
     }
 
-    /// The breakdown row of `key`'s bucket at `grain`: the counts of the
-    /// events whose `dimension` is `value`. Breakdown rows count clicks and
-    /// opens by verdict; the click reasons are on the rollup rows only.
-    pub fn breakdown(
-        key: RollupKeyRef<'a>,
-        grain: Grain,
-        dimension: &'static str,
-        value: &'a str,
-        counts: &BreakdownCounts,
-    ) -> Self {
-        RollupRow {
-            grain: grain.secs(),
-            client_id: key.client_id.as_str(),
-            campaign_id: key.campaign_id.as_str(),
-            link_id: key.link_id.as_str(),
-            bucket_start: grain.floor(key.bucket.0),
-            dimension,
-            value,
-            clicks: counts.clicks,
-            human_clicks: counts.human_clicks,
-            bot_clicks: counts.clicks - counts.human_clicks,
-            opens: counts.opens,
-            human_opens: counts.human_opens,
-            machine_opens: counts.opens - counts.human_opens,
-            open_apple_privacy: counts.by_machine_open[MachineOpen::ApplePrivacy as usize],
-            open_scanner: counts.by_machine_open[MachineOpen::Scanner as usize],
-            open_prefetch: counts.by_machine_open[MachineOpen::Prefetch as usize],
-            ..RollupRow::default()
-        }
-    }
-
     /// The row that moves a partition's stored position from `previous`
     /// (`None`: nothing stored yet, i.e. 0) to `range.next`. Positive for every
     /// batch (a batch holds at least one offset at or past the stored
@@ -395,6 +367,90 @@ impl<'a> RollupRow<'a> {
             ..RollupRow::default()
         }
         .fenced(part)
+    }
+
+    /// Tags the row with the fence of the partition it counts.
+    pub fn fenced(mut self, part: &Part) -> Self {
+        self.fence_partition = part.range.partition;
+        self.fence_token = part.fence.token;
+        self
+    }
+}
+
+/// One row of `click_breakdowns_in` (= `click_breakdowns` + the fence,
+/// migration 0012): the clicks and opens of one dimension's value in a
+/// link's or, with `link_id` `""`, a campaign's bucket at the hour or day
+/// grain, or a partition's breakdowns position delta (`grain` 0). Field
+/// order is the table's. Its strings borrow from the batch, like
+/// [`RollupRow`]'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize)]
+pub struct BreakdownRow<'a> {
+    pub grain: u32,
+    pub client_id: &'a str,
+    pub campaign_id: &'a str,
+    pub link_id: &'a str,
+    /// One of [`crate::rollup::DIMENSIONS`].
+    pub dimension: &'static str,
+    pub value: &'a str,
+    pub bucket_start: u32,
+    pub source_topic: &'a str,
+    pub source_partition: i32,
+    pub clicks: u64,
+    pub human_clicks: u64,
+    pub bot_clicks: u64,
+    pub opens: u64,
+    pub human_opens: u64,
+    pub machine_opens: u64,
+    pub open_apple_privacy: u64,
+    pub open_scanner: u64,
+    pub open_prefetch: u64,
+    pub position_delta: i64,
+    pub fence_partition: i32,
+    pub fence_token: u64,
+}
+
+impl<'a> BreakdownRow<'a> {
+    /// The counts of the events whose `dimension` is `value` in one bucket
+    /// of `[client, campaign, link]` at `grain`.
+    pub fn counts(
+        grain: Grain,
+        [client_id, campaign_id, link_id]: [&'a str; 3],
+        bucket_start: u32,
+        dimension: &'static str,
+        value: &'a str,
+        counts: &BreakdownCounts,
+    ) -> Self {
+        BreakdownRow {
+            grain: grain.secs(),
+            client_id,
+            campaign_id,
+            link_id,
+            dimension,
+            value,
+            bucket_start,
+            clicks: counts.clicks,
+            human_clicks: counts.human_clicks,
+            bot_clicks: counts.clicks - counts.human_clicks,
+            opens: counts.opens,
+            human_opens: counts.human_opens,
+            machine_opens: counts.opens - counts.human_opens,
+            open_apple_privacy: counts.by_machine_open[MachineOpen::ApplePrivacy as usize],
+            open_scanner: counts.by_machine_open[MachineOpen::Scanner as usize],
+            open_prefetch: counts.by_machine_open[MachineOpen::Prefetch as usize],
+            ..BreakdownRow::default()
+        }
+    }
+
+    /// The row that moves a partition's breakdowns position to the part's
+    /// end; none when the breakdowns are already there or past it.
+    pub fn position(topic: &'a str, part: &Part) -> Option<Self> {
+        Some(BreakdownRow {
+            grain: 0,
+            source_topic: topic,
+            source_partition: part.range.partition,
+            position_delta: part.breakdowns_delta()?,
+            ..BreakdownRow::default()
+        })
     }
 
     /// Tags the row with the fence of the partition it counts.
@@ -459,6 +515,8 @@ struct Shard {
     erasures: String,
     rollups_in: String,
     rollups: String,
+    breakdowns_in: String,
+    breakdowns: String,
     owners: String,
 }
 
@@ -502,6 +560,8 @@ impl ClickHouseSink {
                 erasures: sql::RECIPIENT_ERASURES_TABLE.to_owned(),
                 rollups_in: sql::ROLLUP_INPUT_TABLE.to_owned(),
                 rollups: ROLLUP_TABLE.to_owned(),
+                breakdowns_in: sql::BREAKDOWNS_INPUT_TABLE.to_owned(),
+                breakdowns: BREAKDOWNS_TABLE.to_owned(),
                 owners: sql::OWNERS_TABLE.to_owned(),
             })
             .collect();
@@ -527,6 +587,7 @@ impl ClickHouseSink {
             s.recipients = format!("{RECIPIENTS_TABLE}{local}");
             s.erasures = format!("{}{local}", sql::RECIPIENT_ERASURES_TABLE);
             s.rollups = format!("{ROLLUP_TABLE}{local}");
+            s.breakdowns = format!("{BREAKDOWNS_TABLE}{local}");
             s.owners = format!("{}{local}", sql::OWNERS_TABLE);
         }
         self.quorum = quorum;
@@ -631,12 +692,34 @@ impl ClickHouseSink {
         shard: usize,
         rows: impl Iterator<Item = RollupRow<'a>>,
     ) -> Result<usize, WriteError> {
+        self.write_fenced::<RollupRow<'static>>(shard, &self.shards[shard].rollups_in, rows).await
+    }
+
+    /// One shard's breakdown rows and breakdown positions in ONE insert
+    /// through their fence, like [`Self::write_rollups`]; sent before it.
+    pub async fn write_breakdowns<'a>(
+        &self,
+        shard: usize,
+        rows: impl Iterator<Item = BreakdownRow<'a>>,
+    ) -> Result<usize, WriteError> {
+        self.write_fenced::<BreakdownRow<'static>>(shard, &self.shards[shard].breakdowns_in, rows).await
+    }
+
+    async fn write_fenced<'a, R>(
+        &self,
+        shard: usize,
+        table: &str,
+        rows: impl Iterator<Item = R::Value<'a>>,
+    ) -> Result<usize, WriteError>
+    where
+        R: clickhouse::RowWrite,
+    {
         let s = &self.shards[shard];
         let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
         let run = async {
             let mut insert = s
                 .client
-                .insert::<RollupRow<'static>>(&s.rollups_in)
+                .insert::<R>(table)
                 .await?
                 .with_option("query_id", query_id.as_str())
                 .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
@@ -678,10 +761,11 @@ impl ClickHouseSink {
                 mine.iter().map(|p| (*p, Fence { generation, token: rand::random::<u64>() | 1 })).collect();
             self.write_owners(shard, &fences).await?;
             self.fence(shard).await?;
-            let stored = self.read_positions(shard).await?;
+            let (stored, breakdowns) = self.read_positions(shard).await?;
             acquired.extend(fences.into_iter().map(|(partition, fence)| Acquired {
                 partition,
                 stored: stored.get(&partition).copied(),
+                breakdowns: breakdowns.get(&partition).copied(),
                 fence,
             }));
         }
@@ -769,30 +853,40 @@ impl ClickHouseSink {
         }
     }
 
-    /// The stored position (next offset to apply) of every partition on one
-    /// shard. With quorum writes: an error while a quorum insert is pending,
-    /// and never older than any insert acknowledged by the quorum.
-    pub async fn read_positions(&self, shard: usize) -> Result<HashMap<i32, i64>, WriteError> {
+    /// The stored positions (next offset to apply) of every partition on one
+    /// shard: the rollups', then the breakdowns'. With quorum writes: an
+    /// error while a quorum insert is pending, and never older than any
+    /// insert acknowledged by the quorum.
+    pub async fn read_positions(&self, shard: usize) -> Result<(Positions, Positions), WriteError> {
         let s = &self.shards[shard];
         let client = if self.quorum > 0 {
-            self.check_no_pending_quorum(shard).await?;
+            // The breakdowns first: their insert goes first, so a pending one
+            // there may precede one of the rollups.
+            self.check_no_pending_quorum(shard, &s.breakdowns).await?;
+            self.check_no_pending_quorum(shard, &s.rollups).await?;
             s.client.clone().with_option("select_sequential_consistency", "1")
         } else {
             s.client.clone()
         };
-        ricochet_warehouse::positions::read_in(&client, &s.rollups, &self.topic).await.map_err(WriteError::of_read)
+        let read = |table| ricochet_warehouse::positions::read_in(&client, table, &self.topic);
+        let rollups = read(&s.rollups).await.map_err(WriteError::of_read)?;
+        let breakdowns = read(&s.breakdowns).await.map_err(WriteError::of_read)?;
+        Ok((rollups, breakdowns))
     }
 
     /// The stored positions of the shards holding `partitions`.
-    pub async fn read_positions_of(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, WriteError> {
+    pub async fn read_positions_of(&self, partitions: &[i32]) -> Result<(Positions, Positions), WriteError> {
         let mut shards: Vec<usize> = partitions.iter().map(|p| self.shard_of(*p)).collect();
         shards.sort_unstable();
         shards.dedup();
-        let mut out = HashMap::new();
+        let (mut rollups, mut breakdowns) = (HashMap::new(), HashMap::new());
         for shard in shards {
-            out.extend(self.read_positions(shard).await?.into_iter().filter(|(p, _)| self.shard_of(*p) == shard));
+            let mine = |(p, _): &(i32, i64)| self.shard_of(*p) == shard;
+            let (r, b) = self.read_positions(shard).await?;
+            rollups.extend(r.into_iter().filter(mine));
+            breakdowns.extend(b.into_iter().filter(mine));
         }
-        Ok(out)
+        Ok((rollups, breakdowns))
     }
 
     /// Up to `limit` erasure requests not yet applied on `shard`.
@@ -869,15 +963,15 @@ impl ClickHouseSink {
         run.await.map_err(WriteError::of_insert)
     }
 
-    /// `Err(QuorumPending)` while ZooKeeper holds `…/quorum/status` for the
-    /// shard's rollup table.
-    async fn check_no_pending_quorum(&self, shard: usize) -> Result<(), WriteError> {
+    /// `Err(QuorumPending)` while ZooKeeper holds `…/quorum/status` for
+    /// `table` (the shard's rollups or breakdowns).
+    async fn check_no_pending_quorum(&self, shard: usize, table: &str) -> Result<(), WriteError> {
         let s = &self.shards[shard];
         // system.zookeeper needs a literal path, so the table's path is read first.
         let zookeeper_path = s
             .client
             .query(sql::REPLICA_ZOOKEEPER_PATH)
-            .bind(s.rollups.as_str())
+            .bind(table)
             .fetch_one::<String>()
             .await
             .map_err(WriteError::of_read)?;
@@ -889,7 +983,7 @@ impl ClickHouseSink {
             .await
             .map_err(WriteError::of_read)?;
         if pending > 0 {
-            return Err(WriteError::QuorumPending { table: s.rollups.clone() });
+            return Err(WriteError::QuorumPending { table: table.to_owned() });
         }
         Ok(())
     }
@@ -944,6 +1038,10 @@ mod tests {
         counted.sort();
         rollups.sort();
         assert_eq!(counted, rollups, "the input table is the rollups' columns and the fence");
+        assert_eq!(<BreakdownRow<'static> as Row>::COLUMN_NAMES, table_columns(sql::BREAKDOWNS_INPUT_TABLE));
+        let mut breakdowns = table_columns(BREAKDOWNS_TABLE);
+        breakdowns.extend(["fence_partition", "fence_token"].map(String::from));
+        assert_eq!(breakdowns, table_columns(sql::BREAKDOWNS_INPUT_TABLE), "the breakdowns' columns and the fence");
         assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(RECIPIENTS_TABLE));
         // The erasure filter's input tables take exactly the rows the sink writes.
         assert_eq!(<EventRow as Row>::COLUMN_NAMES, table_columns(sql::EVENTS_INPUT_TABLE));

@@ -12,12 +12,16 @@
 use chrono::{DateTime, Utc};
 
 use crate::rollup::Grain;
-pub use ricochet_warehouse::tables::{EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
+pub use ricochet_warehouse::tables::{BREAKDOWNS_TABLE, EVENTS_TABLE, RECIPIENTS_TABLE, ROLLUP_TABLE};
 
 /// What the rollup insert goes into: `click_rollups` rows tagged with their
 /// partition's fence; its materialized view passes on only rows under the
 /// current token (`infra/migrations/0010_breakdowns.sql`, as 0007 made `click_rollups_in`).
 pub const ROLLUP_INPUT_TABLE: &str = "click_counts_in";
+/// What the breakdown insert goes into: `click_breakdowns` rows tagged with
+/// their partition's fence, passed on by the same rule
+/// (`infra/migrations/0012_click_breakdowns.sql`).
+pub const BREAKDOWNS_INPUT_TABLE: &str = "click_breakdowns_in";
 /// Who holds each partition: one row per acquisition.
 pub const OWNERS_TABLE: &str = "click_owners";
 /// What raw events and recipient rows are inserted into: their materialized
@@ -169,11 +173,19 @@ pub fn ttl_statements(policy: &crate::retention::RetentionPolicy) -> Vec<String>
             days_after("bucket_start", policy.rollup_days)
         ),
         format!("ALTER TABLE {RECIPIENTS_TABLE} MODIFY TTL {}", table_ttl("bucket_start", policy.rollup_days)),
+        // Its position rows (grain 0) never expire.
+        format!(
+            "ALTER TABLE {BREAKDOWNS_TABLE} MODIFY TTL {}",
+            match policy.rollup_days {
+                0 => table_ttl("bucket_start", 0),
+                days => format!("if(grain = 0, {NEVER}, {})", days_after("bucket_start", days)),
+            }
+        ),
     ]
 }
 
 /// The `WHERE` clauses of the rows the job deletes at `now` (rollups first,
-/// then recipients), each with the table it applies to. Never matches a
+/// then recipients and breakdowns), each with the table it applies to. Never matches a
 /// position row.
 pub fn expired_rows(policy: &crate::retention::RetentionPolicy, now: DateTime<Utc>) -> Vec<(&'static str, String)> {
     let cutoff = |days: u32| now.timestamp() - i64::from(days) * 86_400;
@@ -187,6 +199,10 @@ pub fn expired_rows(policy: &crate::retention::RetentionPolicy, now: DateTime<Ut
     }
     if policy.rollup_days > 0 {
         out.push((RECIPIENTS_TABLE, format!("bucket_start < toDateTime({})", cutoff(policy.rollup_days))));
+        out.push((
+            BREAKDOWNS_TABLE,
+            format!("grain != 0 AND bucket_start < toDateTime({})", cutoff(policy.rollup_days)),
+        ));
     }
     out
 }

@@ -11,10 +11,11 @@
 //! grain that is exact for its buckets in the requested IANA time zone (UTC
 //! days, hours, 15 minutes or minutes; see `Range::series_grain`), and the
 //! series is zero-filled here with the same bucket boundaries (a day in a zone
-//! with daylight saving can last 23 or 25 hours). `click_rollups` holds, beside
-//! each grain's rollup rows (`dimension = ''`), breakdown rows that count the
-//! same events again per dimension value: series and top lists read
-//! `dimension = ''`, breakdowns one dimension. Unique recipients come from
+//! with daylight saving can last 23 or 25 hours). Series and top lists read
+//! the rollup rows of `click_rollups` (`dimension = ''`: databases from
+//! before migration 0012 also hold breakdown rows there); breakdowns read
+//! `click_breakdowns`, one dimension, whose key leads with the client and
+//! the dimension, then the grain, campaign and link. Unique recipients come from
 //! the 15-minute recipients table (its click rows, `is_open = 0`; its open
 //! rows count unique human openers), and from raw events only for the minutes a
 //! minute-granularity range has outside whole quarter hours. Values are bound on the
@@ -31,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use ricochet_warehouse::tables::{
-    coarsest_grain, BREAKDOWN_GRAINS, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS, ROLLUP_TABLE,
-    WEBHOOK_DELIVERIES_TABLE,
+    coarsest_grain, BREAKDOWNS_TABLE, BREAKDOWN_GRAINS, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS,
+    ROLLUP_TABLE, WEBHOOK_DELIVERIES_TABLE,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
@@ -264,6 +265,19 @@ impl Scope {
                 "client_id = ? AND campaign_id = ? AND link_id = ?",
                 vec![l.client_id.to_string(), l.campaign_id.to_string(), l.link_id.to_string()],
             ),
+        }
+    }
+
+    /// [`Self::filter`] for `click_breakdowns`, and where it goes in its key:
+    /// after the dimension and the grain. A client's or a campaign's counts
+    /// are its campaign rows (`link_id = ''`), a link's its own.
+    fn breakdown_filter(&self) -> (&'static str, Vec<String>) {
+        match self {
+            Scope::Client(c) => ("client_id = ? AND link_id = ''", vec![c.to_string()]),
+            Scope::Campaign(c, k) => {
+                ("client_id = ? AND campaign_id = ? AND link_id = ''", vec![c.to_string(), k.to_string()])
+            }
+            Scope::Link(_) => self.filter(),
         }
     }
 }
@@ -725,7 +739,7 @@ impl Dimension {
     ];
 
     /// Its name: the query parameter, the `dimension` of its rows in
-    /// `click_rollups`, and its column in `click_events`.
+    /// `click_breakdowns`, and its column in `click_events`.
     pub fn as_str(self) -> &'static str {
         match self {
             Dimension::Country => "country",
@@ -810,33 +824,34 @@ pub struct ValueCounts {
 }
 
 /// The counts per value of a breakdown (every value; the caller ranks them).
-/// From the breakdown rows of `click_rollups` when [`BreakdownSpec::rollup_spans`]
-/// allows, a range read on (grain, client, campaign[, link]); else from the raw events.
+/// From `click_breakdowns` when [`BreakdownSpec::rollup_spans`] allows, a
+/// range read on (client, dimension, grain, campaign, link); else from the raw events.
 pub async fn breakdown_counts(
     ch: &Client,
     scope: &Scope,
     spec: &BreakdownSpec,
 ) -> Result<Vec<ValueCounts>, StatsError> {
-    let (filter, values) = scope.filter();
     let query = match spec.rollup_spans() {
         Some(spans) => {
+            let (filter, values) = scope.breakdown_filter();
             let span = "(grain = ? AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?))";
             let sql = format!(
                 "SELECT value, sum(human_clicks) AS human_clicks, sum(bot_clicks) AS bot_clicks, \
                  sum(clicks) AS clicks, sum(human_opens) AS human_opens, sum(machine_opens) AS machine_opens \
-                 FROM {ROLLUP_TABLE} WHERE ({}) AND {filter} AND dimension = ? GROUP BY value",
+                 FROM {BREAKDOWNS_TABLE} WHERE dimension = ? AND ({}) AND {filter} GROUP BY value",
                 vec![span; spans.len()].join(" OR ")
             );
-            let mut query = ch.query(&sql);
+            let mut query = ch.query(&sql).bind(spec.by.as_str());
             for (grain, from, to) in spans {
                 query = query.bind(grain).bind(from as u32).bind(to as u32);
             }
             for v in &values {
                 query = query.bind(v.as_str());
             }
-            query.bind(spec.by.as_str())
+            query
         }
         None => {
+            let (filter, values) = scope.filter();
             let column = spec.by.as_str();
             let filters = filters_sql(&spec.filters);
             let sql = format!(

@@ -297,18 +297,23 @@ pub async fn assert_counted_exactly_in(ch: &ClickHouse, suffix: &str, tally: &Ta
     for grain in [60, 900, 3600, 86_400] {
         assert_eq!(per_link_at(ch, &rollups, grain).await, tally.per_link, "rollups at grain {grain} s");
     }
-    // The breakdowns are written in the same inserts: each dimension counts
-    // every click exactly once too.
+    // The breakdowns, with positions of their own: each dimension counts
+    // every click exactly once too, per link and per campaign.
     use ricochet_warehouse::tables::{BREAKDOWN_DIMENSIONS, BREAKDOWN_GRAINS};
+    let breakdowns = format!("click_breakdowns{suffix}");
     for grain in BREAKDOWN_GRAINS {
         for dimension in BREAKDOWN_DIMENSIONS {
-            assert_eq!(
-                per_link_of(ch, &rollups, grain, dimension).await,
-                tally.per_link,
-                "breakdown by {dimension} at grain {grain} s"
-            );
+            let mut seen = per_link_of(ch, &breakdowns, grain, dimension).await;
+            let campaigns = seen.remove("").unwrap_or(0);
+            assert_eq!(seen, tally.per_link, "breakdown by {dimension} at grain {grain} s, per link");
+            assert_eq!(campaigns, tally.total(), "breakdown by {dimension} at grain {grain} s, per campaign");
         }
     }
+    assert_eq!(
+        stored_positions(ch, &breakdowns).await,
+        stored_positions(ch, &rollups).await,
+        "the breakdowns' positions against the rollups'"
+    );
     assert_eq!(
         ch.number(&format!("SELECT count(DISTINCT event_id) FROM {events}")).await,
         tally.total(),

@@ -213,7 +213,7 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
     let client = servers.clickhouse.warehouse_client();
     let policy = RetentionPolicy { raw_days: 1, fine_rollup_days: 1, rollup_days: 1, ..Default::default() };
     let pass = retention::run_once(&client, &policy, chrono::Utc::now() + chrono::Duration::days(400)).await.unwrap();
-    assert!(!pass.months_dropped.is_empty() && pass.deletes.len() == 3, "{pass:?}");
+    assert!(!pass.months_dropped.is_empty() && pass.deletes.len() == 4, "{pass:?}");
     eventually("the deliverer logged an attempt", Duration::from_secs(90), || async {
         let n = servers.clickhouse.number("SELECT count() FROM webhook_deliveries").await;
         (n > 0).then_some(())

@@ -163,10 +163,21 @@ async fn each_raw_event_carries_its_dimensions() {
     let by_country = servers
         .clickhouse
         .query(
-            "SELECT value, sum(clicks), sum(opens) FROM click_rollups WHERE grain = 86400 AND dimension = 'country' \
-             AND link_id = 'dims-link' GROUP BY value ORDER BY value FORMAT TSV",
+            "SELECT value, sum(clicks), sum(opens) FROM click_breakdowns WHERE grain = 86400 \
+             AND dimension = 'country' AND link_id = 'dims-link' GROUP BY value ORDER BY value FORMAT TSV",
         )
         .await
         .unwrap();
     assert_eq!(by_country, "\t1\t0\nDE\t1\t0\nGB\t1\t1\nUS\t0\t3\n", "clicks and opens by country");
+    // The campaign's rows count the same (its only link here).
+    let campaign = servers
+        .clickhouse
+        .query(
+            "SELECT value, sum(clicks), sum(opens) FROM click_breakdowns WHERE grain = 3600 \
+             AND dimension = 'country' AND link_id = '' AND campaign_id IN \
+             (SELECT campaign_id FROM click_events WHERE link_id = 'dims-link') GROUP BY value ORDER BY value FORMAT TSV",
+        )
+        .await
+        .unwrap();
+    assert_eq!(campaign, by_country, "the campaign's breakdown rows");
 }

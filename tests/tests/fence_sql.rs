@@ -1,5 +1,5 @@
-//! The fence of `infra/migrations/0007_fenced_rollups.sql` (and of its copy
-//! for breakdowns in 0010), as SQL, on both servers the product supports:
+//! The fence of `infra/migrations/0007_fenced_rollups.sql` (and of its
+//! copies in 0010 and for `click_breakdowns` in 0012), as SQL, on both servers the product supports:
 //! ClickHouse 18.16 (a real server) and a current one (chDB 26.x in the test
 //! venv). The same inserts go to `click_counts_in` on each, each flush with a
 //! breakdown row per link, and `click_rollups` must hold exactly the rows
@@ -33,30 +33,44 @@ fn statements() -> Vec<String> {
             })
             .collect();
         rows.push(format!("(0, '', '', 'clicks', {partition}, '', '', 0, {delta}, {partition}, {token})"));
-        format!("INSERT INTO click_counts_in ({COLUMNS}) VALUES {}", rows.join(", "))
+        let counts = format!("INSERT INTO click_counts_in ({COLUMNS}) VALUES {}", rows.join(", "));
+        // The same flush's breakdown insert (0012), before the rollups'.
+        let mut rows: Vec<String> = links
+            .iter()
+            .map(|(link, clicks)| {
+                format!("(3600, 'c', '{link}', '', 0, 'country', 'DE', {clicks}, 0, {partition}, {token})")
+            })
+            .collect();
+        rows.push(format!("(0, '', '', 'clicks', {partition}, '', '', 0, {delta}, {partition}, {token})"));
+        let breakdowns = format!("INSERT INTO click_breakdowns_in ({COLUMNS}) VALUES {}", rows.join(", "));
+        [breakdowns, counts]
     };
-    vec![
-        owner(0, 5, 1_000, 111),
-        flush(0, 111, &[("l1", 1)], 7),
+    let statements = vec![
+        vec![owner(0, 5, 1_000, 111)],
+        flush(0, 111, &[("l1", 1)], 7).to_vec(),
         // Another member acquires partition 0 in the same generation, later.
-        owner(0, 5, 2_000, 222),
-        flush(0, 111, &[("l1", 100)], 100),
+        vec![owner(0, 5, 2_000, 222)],
+        flush(0, 111, &[("l1", 100)], 100).to_vec(),
         // The holder's flush of two links: both rows land, not one per token.
-        flush(0, 222, &[("l1", 5), ("l2", 2)], 3),
+        flush(0, 222, &[("l1", 5), ("l2", 2)], 3).to_vec(),
         // A member of an older generation acquires later: it does not win.
-        owner(0, 4, 9_000, 333),
-        flush(0, 333, &[("l1", 1_000)], 1_000),
+        vec![owner(0, 4, 9_000, 333)],
+        flush(0, 333, &[("l1", 1_000)], 1_000).to_vec(),
         // No owner row at all for partition 1.
-        flush(1, 444, &[("l9", 10_000)], 10_000),
-    ]
+        flush(1, 444, &[("l9", 10_000)], 10_000).to_vec(),
+    ];
+    statements.into_iter().flatten().collect()
 }
 
-const RESULT: &str = "SELECT grain, source_partition, sum(clicks), sum(position_delta) FROM click_rollups \
-                      GROUP BY grain, source_partition ORDER BY grain, source_partition FORMAT TSV";
+const RESULT: &str = "SELECT t, grain, source_partition, sum(clicks), sum(position_delta) FROM \
+                      (SELECT 'b' AS t, grain, source_partition, clicks, position_delta FROM click_breakdowns \
+                       UNION ALL SELECT 'r' AS t, grain, source_partition, clicks, position_delta FROM click_rollups) \
+                      GROUP BY t, grain, source_partition ORDER BY t, grain, source_partition FORMAT TSV";
 
 /// Count rows (grain 60, partition 0 on count rows) 1 + 5 + 2, and the same
-/// in the breakdown rows (grain 3600); positions 7 + 3.
-const EXPECTED: &str = "0\t0\t0\t10\n60\t0\t8\t0\n3600\t0\t8\t0\n";
+/// in the breakdown rows (grain 3600) of both tables; positions 7 + 3 in each.
+const EXPECTED: &str = "b\t0\t0\t0\t10\nb\t3600\t0\t8\t0\n\
+                        r\t0\t0\t0\t10\nr\t60\t0\t8\t0\nr\t3600\t0\t8\t0\n";
 
 #[tokio::test]
 async fn the_fence_passes_only_the_current_token_on_clickhouse_18_16() {
@@ -76,7 +90,9 @@ fn the_fence_passes_only_the_current_token_on_current_clickhouse() {
     // checks; 0010's changes to the raw events need their tables).
     let migrations: Vec<String> = ricochet_warehouse::migrations::MIGRATIONS
         .iter()
-        .filter(|(version, _)| ["0005_click_rollups", "0007_fenced_rollups", "0010_breakdowns"].contains(version))
+        .filter(|(version, _)| {
+            ["0005_click_rollups", "0007_fenced_rollups", "0010_breakdowns", "0012_click_breakdowns"].contains(version)
+        })
         .flat_map(|(_, sql)| ricochet_warehouse::migrations::statements(sql))
         .filter(|s| !s.contains("ALTER TABLE click_events") && !s.contains("ALTER TABLE click_recipients"))
         .collect();

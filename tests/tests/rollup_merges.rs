@@ -49,16 +49,22 @@ async fn merging_mid_load_changes_no_count_and_no_position() {
         .await;
     assert_eq!(rows, keys, "one row per bucket and per partition position once merged");
     // A client's events all come from one partition (the topic is keyed by
-    // client), so a breakdown keeps one row per (link, bucket, value).
-    let breakdown_rows = ch.number("SELECT count() FROM click_rollups WHERE dimension != ''").await;
+    // client), so a breakdown keeps one row per (link or campaign, bucket, value).
+    ch.query("OPTIMIZE TABLE click_breakdowns FINAL").await.unwrap();
+    let breakdown_rows = ch.number("SELECT count() FROM click_breakdowns WHERE grain != 0").await;
     let values = ch
         .number(
-            "SELECT count() FROM (SELECT DISTINCT grain, link_id, bucket_start, dimension, value \
-             FROM click_rollups WHERE dimension != '')",
+            "SELECT count() FROM (SELECT DISTINCT grain, client_id, campaign_id, link_id, bucket_start, dimension, value \
+             FROM click_breakdowns WHERE grain != 0)",
         )
         .await;
     assert!(values > 0, "breakdown rows were written");
     assert_eq!(breakdown_rows, values, "breakdown rows per (bucket, value) after merges");
+    assert_eq!(
+        ch.number("SELECT count() FROM click_breakdowns WHERE grain = 0").await,
+        ch.number("SELECT count(DISTINCT source_partition) FROM click_rollups WHERE grain = 0").await,
+        "one breakdowns position row per partition once merged"
+    );
     let flushes = ch
         .number("SELECT count() FROM system.query_log WHERE type = 2 AND query LIKE 'INSERT INTO click_counts_in%'")
         .await;

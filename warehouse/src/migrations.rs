@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0009_event_dimensions", include_str!("../../infra/migrations/0009_event_dimensions.sql")),
     ("0010_breakdowns", include_str!("../../infra/migrations/0010_breakdowns.sql")),
     ("0011_webhook_deliveries", include_str!("../../infra/migrations/0011_webhook_deliveries.sql")),
+    ("0012_click_breakdowns", include_str!("../../infra/migrations/0012_click_breakdowns.sql")),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".

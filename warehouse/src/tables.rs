@@ -7,6 +7,11 @@ pub const EVENTS_TABLE: &str = "click_events";
 /// seconds), plus the position rows (`grain = 0`) whose `position_delta`s sum
 /// to the stored Kafka positions. Always filter on one grain.
 pub const ROLLUP_TABLE: &str = "click_rollups";
+/// Clicks and opens per dimension value (breakdowns), per campaign
+/// (`link_id = ''`) and per link, at the hour and day grains, plus the
+/// position rows (`grain = 0`) of the breakdowns, which have positions of
+/// their own. Always filter on one dimension and one grain.
+pub const BREAKDOWNS_TABLE: &str = "click_breakdowns";
 /// Recipients who clicked, per link and 15-minute bucket.
 pub const RECIPIENTS_TABLE: &str = "click_recipients";
 
@@ -25,8 +30,8 @@ pub const WEBHOOK_DELIVERIES_TABLE: &str = "webhook_deliveries";
 /// the one before, and 15 minutes divides every time zone's UTC offset.
 pub const GRAINS: [u32; 4] = [86_400, 3_600, 900, 60];
 
-/// The breakdowns' dimensions: the values of `click_rollups.dimension` on
-/// breakdown rows (`""` on the rollups), each also a `click_events` column.
+/// The breakdowns' dimensions: the values of `click_breakdowns.dimension`,
+/// each also a `click_events` column.
 pub const BREAKDOWN_DIMENSIONS: [&str; 9] = [
     "country",
     "device",

@@ -3,9 +3,9 @@
 //! source, medium, campaign), human first, optionally filtered on the others.
 //!
 //! Where the counts come from ([`stats::breakdown_counts`]): without filters
-//! and with `from` and `to` on whole UTC hours, from the breakdown rows of
-//! `click_rollups` (UTC days when the range tiles whole days, else hours), a
-//! range read on the sort key's prefix, a small fraction of the raw events;
+//! and with `from` and `to` on whole UTC hours, from `click_breakdowns`
+//! (UTC days for the whole days in the range, hours at its ends), a range
+//! read on the sort key's prefix, a small fraction of the raw events;
 //! otherwise from the raw events. `unique_human_recipients` always comes from
 //! the raw events ([`stats::breakdown_recipients`]). The answer's `source`
 //! says which the counts came from.
@@ -222,7 +222,7 @@ pub struct BreakdownRow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// The hour or day breakdown rows of `click_rollups`.
+    /// The hour or day rows of `click_breakdowns` (the name predates that table).
     Rollups,
     /// The raw events (filters, or a range off whole hours).
     Events,
