@@ -486,8 +486,9 @@ if ! skipped b; then
     R[b.flush_s]="$(metric "$AGG_PORT" ricochet_aggregator_flush_duration_seconds_sum)"
     R[b.flushes]="$(metric "$AGG_PORT" ricochet_aggregator_flush_duration_seconds_count)"
     R[b.rollup_rows]="$(metric "$AGG_PORT" ricochet_aggregator_flush_rows_sum)"
+    R[b.breakdown_rows]="$(metric "$AGG_PORT" ricochet_aggregator_flush_breakdown_rows_sum)"
     ch "${CH_PORT[ch_b]}" "SYSTEM FLUSH LOGS" >/dev/null
-    ch "${CH_PORT[ch_b]}" "SELECT multiIf(query LIKE '%click_events%', 'click_events', query LIKE '%click_recipients%', 'click_recipients', query LIKE '%click_rollups%', 'click_rollups', 'other') AS t,
+    ch "${CH_PORT[ch_b]}" "SELECT multiIf(query LIKE '%click_events%', 'click_events', query LIKE '%click_recipients%', 'click_recipients', query LIKE '%click_breakdowns%', 'click_breakdowns', query LIKE '%click_rollups%' OR query LIKE '%click_counts%', 'click_rollups', 'other') AS t,
         count(), sum(query_duration_ms), sum(written_rows), sum(written_bytes), max(memory_usage)
         FROM system.query_log WHERE type = 2 AND query LIKE 'INSERT%' GROUP BY t ORDER BY t FORMAT TSV" \
         >"$WORK/b-inserts.tsv"
@@ -704,7 +705,7 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
     if [[ -n "${R[b.eps]:-}" ]]; then
         echo
         echo "(b) where the aggregator's time went ($(v b.wall_s) s from assignment; start-up before it $(v b.startup_s) s):"
-        echo "  flushes: $(calcf %.0f "${R[b.flushes]}"), $(calcf %.1f "${R[b.flush_s]}") s in flush (raw-event insert + rollup insert), $(calcf %.0f "${R[b.flush_s]} * 100 / ${R[b.wall_s]}")% of the wall time; rollup rows written $(calcf %.0f "${R[b.rollup_rows]}") ($(calcf %.1f "$EVENTS / (${R[b.rollup_rows]} + 1)") events a row)"
+        echo "  flushes: $(calcf %.0f "${R[b.flushes]}"), $(calcf %.1f "${R[b.flush_s]}") s in flush (raw-event insert + rollup insert), $(calcf %.0f "${R[b.flush_s]} * 100 / ${R[b.wall_s]}")% of the wall time; rollup rows written $(calcf %.0f "${R[b.rollup_rows]}") ($(calcf %.1f "$EVENTS / (${R[b.rollup_rows]} + 1)") events a row); breakdown rows written $(calcf %.0f "${R[b.breakdown_rows]:-0}") ($(calcf %.2f "${R[b.breakdown_rows]:-0} / $EVENTS") per event)"
         echo "  aggregator CPU by thread (s): pipeline $(calcf %.1f "${R[b.thr_pipeline]} / $TCK"), librdkafka $(calcf %.1f "${R[b.thr_rdkafka]} / $TCK"), tokio workers $(calcf %.1f "${R[b.thr_tokio]} / $TCK"), other $(calcf %.1f "${R[b.thr_other]} / $TCK")"
         echo "  ClickHouse inserts (query_log: table, inserts, total ms, rows, bytes, peak memory):"
         sed 's/^/    /' "$WORK/b-inserts.tsv"

@@ -14,8 +14,9 @@
 //! is "human", as the API counted then.
 //!
 //! Issue 16: the opens of the truth are matched to the `open` events the same
-//! way, and the breakdown rows of `click_rollups` (hour grain, summed over the
-//! blast's campaigns and links) are read once they hold still for
+//! way, and the campaign rows of `click_breakdowns` (hour grain, summed over
+//! the blast's campaigns; the per-link rows of `click_rollups` on a database
+//! from before migration 0012) are read once they hold still for
 //! `--settle-secs`; `ricochet_bench::blast::breakdown` scores both.
 //!
 //! Output: the tables, then one line `score_result client=… seed=…
@@ -127,24 +128,33 @@ fn distinct_events(args: &Args, client: &str, event_type: &str) -> anyhow::Resul
     Ok(clickhouse(&args.clickhouse, &sql)?.trim().parse()?)
 }
 
-/// The blast client's breakdown rows (hour grain, every campaign and link
-/// summed) of the scored dimensions; `None` before `click_rollups` has them.
+/// The blast client's breakdown rows (hour grain, every campaign summed) of
+/// the scored dimensions: the campaign rows of `click_breakdowns`, or on a
+/// database from before it the per-link rows of `click_rollups`; `None`
+/// before either holds them.
 fn breakdown_rows(args: &Args, client: &str) -> anyhow::Result<Option<Vec<Row>>> {
     ricochet_schemas::ClientId::parse(client.to_owned())?;
-    let has = clickhouse(
-        &args.clickhouse,
-        &format!(
-            "SELECT count() FROM system.columns WHERE database = '{}' AND table = 'click_rollups' \
-             AND name IN ('dimension', 'human_opens', 'machine_opens') FORMAT TabSeparated",
-            args.database
-        ),
-    )?;
-    if has.trim() != "3" {
+    let columns = |table: &str| {
+        clickhouse(
+            &args.clickhouse,
+            &format!(
+                "SELECT count() FROM system.columns WHERE database = '{}' AND table = '{table}' \
+                 AND name IN ('dimension', 'human_opens', 'machine_opens') FORMAT TabSeparated",
+                args.database
+            ),
+        )
+        .map(|n| n.trim() == "3")
+    };
+    let (table, rows_of) = if columns("click_breakdowns")? {
+        ("click_breakdowns", "link_id = ''")
+    } else if columns("click_rollups")? {
+        ("click_rollups", "dimension != ''")
+    } else {
         return Ok(None);
-    }
+    };
     let sql = format!(
         "SELECT dimension, value, sum(clicks), sum(human_clicks), sum(human_opens), sum(machine_opens) \
-         FROM {}.click_rollups WHERE grain = 3600 AND client_id = '{client}' \
+         FROM {}.{table} WHERE grain = 3600 AND client_id = '{client}' AND {rows_of} \
          AND dimension IN ('country', 'device', 'mail_client') GROUP BY dimension, value FORMAT TabSeparated",
         args.database
     );
@@ -404,7 +414,7 @@ async fn main() -> anyhow::Result<()> {
     }
     match &rows {
         Some(rows) => score_breakdowns(&client, "clickhouse", rows, &sent, &open_matched, api_rows.is_none()),
-        None => println!("breakdowns: click_rollups has no breakdown rows yet (migration 0010): not scored"),
+        None => println!("breakdowns: no breakdown rows yet (migrations 0010, 0012): not scored"),
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! against the truth, and the verdicts on opens.
 //!
 //! Breakdowns. For each dimension, each value's share of the human clicks
-//! as stored (the breakdown rows of `click_rollups`, or the API's breakdown
+//! as stored (the campaign rows of `click_breakdowns`, or the API's breakdown
 //! endpoint) against its share of the truth's human clicks; the error of a
 //! dimension is the largest absolute difference over its values, in points.
 //! The truth of a click: the vendored country table's country of the full
