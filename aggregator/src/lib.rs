@@ -7,7 +7,9 @@
 //! Exactly once without Kafka transactions: each flush writes the rollups and
 //! the Kafka positions they cover in one atomic ClickHouse insert, through a
 //! fence that drops the rows of a member that lost the partition; a member
-//! resumes from the positions stored there. [`protocol`] holds every state
+//! resumes from the positions stored there. The breakdowns (clicks and opens
+//! per dimension value) go first, in an insert of their own with positions
+//! of their own. [`protocol`] holds every state
 //! change and the argument; `docs/data-model.md` describes the tables.
 //!
 //! - [`service`]: `run(config, listener, shutdown)`, wiring everything below.
@@ -16,7 +18,7 @@
 //! - [`pipeline`]: the consumer loop, rebalances, flushing and retries (I/O).
 //! - [`sink`]: ClickHouse rows, the writes, acquiring partitions, the retry rule.
 //! - [`sql`]: every SQL statement the aggregator sends.
-//! - [`rollup`]: the in-memory batch (`BucketStart`, `RollupKey`).
+//! - [`rollup`]: the in-memory batch (`BucketStart`, `RollupKey`) and the rows of its inserts.
 //! - [`verdict`]: human or bot, and why (`Reason`), from an event's signals.
 //! - [`dimensions`]: device, OS, browser, mail client, referrer, UTM of each raw event.
 //! - [`checkpoint`]: positions and the guard against applying twice.

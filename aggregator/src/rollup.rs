@@ -589,9 +589,13 @@ impl Batch {
     ) -> impl Iterator<Item = BreakdownRow<'a>> + 'a {
         parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
             move |(part, pb)| {
-                let rows = std::iter::once(()).flat_map(move |()| {
+                // One dimension at a time: its maps are a ninth of all the
+                // rows, made and dropped while the insert streams (one map of
+                // every dimension's rows took hundreds of MB on a busy flush,
+                // paid again in fresh pages at every flush).
+                let rows = (0..DIMENSIONS.len()).flat_map(move |dimension| {
                     let mut per_link: HashMap<ValueKey<'a>, BreakdownCounts> =
-                        HashMap::with_capacity(pb.breakdowns.len() * DIMENSIONS.len());
+                        HashMap::with_capacity(pb.breakdowns.len());
                     for (combo, counts) in &pb.breakdowns {
                         for grain in BREAKDOWN_GRAINS {
                             let k = ValueKey {
@@ -600,17 +604,14 @@ impl Batch {
                                 campaign_id: combo.key.campaign_id.as_str(),
                                 link_id: combo.key.link_id.as_str(),
                                 bucket: grain.floor(combo.key.bucket.0),
-                                dimension: 0,
-                                value: "",
+                                dimension,
+                                value: &combo.values[dimension],
                             };
-                            for (dimension, value) in combo.values.iter().enumerate() {
-                                per_link.entry(ValueKey { dimension, value, ..k }).or_default().add(counts);
-                            }
+                            per_link.entry(k).or_default().add(counts);
                         }
                     }
                     // The campaign's rows: its links' rows folded.
-                    let mut per_campaign: HashMap<ValueKey<'a>, BreakdownCounts> =
-                        HashMap::with_capacity(per_link.len());
+                    let mut per_campaign: HashMap<ValueKey<'a>, BreakdownCounts> = HashMap::new();
                     for (k, counts) in &per_link {
                         per_campaign.entry(ValueKey { link_id: "", ..*k }).or_default().add(counts);
                     }
