@@ -198,8 +198,9 @@ impl From<&ComboKeyRef<'_>> for ComboKey {
     }
 }
 
-/// One breakdown row's key, borrowed from the batch: a link's (or, with
-/// `link_id` `""`, a campaign's) bucket at a grain, and one dimension's value.
+/// One breakdown row's key within one dimension, borrowed from the batch: a
+/// link's (or, with `link_id` `""`, a campaign's) bucket at a grain, and the
+/// dimension's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ValueKey<'a> {
     grain: Grain,
@@ -207,18 +208,16 @@ struct ValueKey<'a> {
     campaign_id: &'a str,
     link_id: &'a str,
     bucket: u32,
-    /// Index into [`DIMENSIONS`].
-    dimension: usize,
     value: &'a str,
 }
 
 impl<'a> ValueKey<'a> {
-    fn row(&self, counts: &BreakdownCounts) -> BreakdownRow<'a> {
+    fn row(&self, dimension: &'static str, counts: &BreakdownCounts) -> BreakdownRow<'a> {
         BreakdownRow::counts(
             self.grain,
             [self.client_id, self.campaign_id, self.link_id],
             self.bucket,
-            DIMENSIONS[self.dimension],
+            dimension,
             self.value,
             counts,
         )
@@ -589,10 +588,9 @@ impl Batch {
     ) -> impl Iterator<Item = BreakdownRow<'a>> + 'a {
         parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
             move |(part, pb)| {
-                // One dimension at a time: its maps are a ninth of all the
-                // rows, made and dropped while the insert streams (one map of
-                // every dimension's rows took hundreds of MB on a busy flush,
-                // paid again in fresh pages at every flush).
+                // One dimension at a time: its maps hold a ninth of the rows,
+                // made and dropped while the insert streams, rather than one
+                // map of every dimension's rows for the whole flush.
                 let rows = (0..DIMENSIONS.len()).flat_map(move |dimension| {
                     let mut per_link: HashMap<ValueKey<'a>, BreakdownCounts> =
                         HashMap::with_capacity(pb.breakdowns.len());
@@ -604,7 +602,6 @@ impl Batch {
                                 campaign_id: combo.key.campaign_id.as_str(),
                                 link_id: combo.key.link_id.as_str(),
                                 bucket: grain.floor(combo.key.bucket.0),
-                                dimension,
                                 value: &combo.values[dimension],
                             };
                             per_link.entry(k).or_default().add(counts);
@@ -615,7 +612,10 @@ impl Batch {
                     for (k, counts) in &per_link {
                         per_campaign.entry(ValueKey { link_id: "", ..*k }).or_default().add(counts);
                     }
-                    per_link.into_iter().chain(per_campaign).map(|(k, counts)| k.row(&counts))
+                    per_link
+                        .into_iter()
+                        .chain(per_campaign)
+                        .map(move |(k, counts)| k.row(DIMENSIONS[dimension], &counts))
                 });
                 BreakdownRow::position(topic, part).into_iter().chain(rows).map(move |row| row.fenced(part))
             },
