@@ -198,29 +198,110 @@ impl From<&ComboKeyRef<'_>> for ComboKey {
     }
 }
 
-/// One breakdown row's key within one dimension, borrowed from the batch: a
-/// link's (or, with `link_id` `""`, a campaign's) bucket at a grain, and the
-/// dimension's value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ValueKey<'a> {
-    grain: Grain,
-    client_id: &'a str,
-    campaign_id: &'a str,
-    link_id: &'a str,
-    bucket: u32,
-    value: &'a str,
+/// One partition's combinations, numbered once per flush so that each
+/// dimension's fold hashes three small integers per row rather than four
+/// strings (client, campaign, link, value): on a drain where few events
+/// share a link and hour, the fold makes about ten rows per event.
+struct ComboIndex<'a> {
+    /// Per link number: its client, campaign and link.
+    links: Vec<[&'a str; 3]>,
+    /// Per campaign number: its client and campaign.
+    campaigns: Vec<[&'a str; 2]>,
+    /// Per link number: its campaign's number.
+    campaign_of: Vec<u32>,
+    /// Per combination: its link's number, its hour, its values and counts.
+    combos: Vec<(u32, u32, &'a [Box<str>; DIMENSIONS.len()], &'a BreakdownCounts)>,
 }
 
-impl<'a> ValueKey<'a> {
-    fn row(&self, dimension: &'static str, counts: &BreakdownCounts) -> BreakdownRow<'a> {
-        BreakdownRow::counts(
-            self.grain,
-            [self.client_id, self.campaign_id, self.link_id],
-            self.bucket,
-            dimension,
-            self.value,
-            counts,
-        )
+impl<'a> ComboIndex<'a> {
+    fn new(breakdowns: &'a ByRef<ComboKey, BreakdownCounts>) -> Self {
+        let mut index = ComboIndex {
+            links: Vec::new(),
+            campaigns: Vec::new(),
+            campaign_of: Vec::new(),
+            combos: Vec::with_capacity(breakdowns.len()),
+        };
+        let mut link_numbers: HashMap<[&str; 3], u32> = HashMap::new();
+        let mut campaign_numbers: HashMap<[&str; 2], u32> = HashMap::new();
+        for (combo, counts) in breakdowns {
+            let key = &combo.key;
+            let link = [key.client_id.as_str(), key.campaign_id.as_str(), key.link_id.as_str()];
+            let number = *link_numbers.entry(link).or_insert_with(|| {
+                let campaign = *campaign_numbers.entry([link[0], link[1]]).or_insert_with(|| {
+                    index.campaigns.push([link[0], link[1]]);
+                    index.campaigns.len() as u32 - 1
+                });
+                index.links.push(link);
+                index.campaign_of.push(campaign);
+                index.links.len() as u32 - 1
+            });
+            index.combos.push((number, key.bucket.0, &combo.values, counts));
+        }
+        index
+    }
+
+    /// The rows of one dimension: its values' counts per link and per
+    /// campaign at the hour and the day. `values`, `per_link`,
+    /// `per_campaign` and `out` are the caller's, cleared and reused from
+    /// one dimension to the next.
+    fn rows(
+        &self,
+        dimension: usize,
+        values: &mut (HashMap<&'a str, u32>, Vec<&'a str>),
+        per_link: &mut HashMap<FoldKey, BreakdownCounts>,
+        per_campaign: &mut HashMap<FoldKey, BreakdownCounts>,
+        out: &mut Vec<BreakdownRow<'a>>,
+    ) {
+        let (numbers, names) = values;
+        numbers.clear();
+        names.clear();
+        per_link.clear();
+        per_campaign.clear();
+        for &(link, hour, combo_values, counts) in &self.combos {
+            let value: &'a str = &combo_values[dimension];
+            let number = *numbers.entry(value).or_insert_with(|| {
+                names.push(value);
+                names.len() as u32 - 1
+            });
+            for grain in BREAKDOWN_GRAINS {
+                per_link.entry(FoldKey::new(link, grain, hour, number)).or_default().add(counts);
+            }
+        }
+        // The campaign's rows: its links' rows folded.
+        for (k, counts) in per_link.iter() {
+            per_campaign.entry(FoldKey { owner: self.campaign_of[k.owner as usize], ..*k }).or_default().add(counts);
+        }
+        let dimension_name = DIMENSIONS[dimension];
+        let row = |k: &FoldKey, [client, campaign, link]: [&'a str; 3], counts: &BreakdownCounts| {
+            let (grain, value) = k.grain_and_value();
+            BreakdownRow::counts(grain, [client, campaign, link], k.bucket, dimension_name, names[value], counts)
+        };
+        out.extend(per_link.iter().map(|(k, counts)| row(k, self.links[k.owner as usize], counts)));
+        out.extend(per_campaign.iter().map(|(k, counts)| {
+            let [client, campaign] = self.campaigns[k.owner as usize];
+            row(k, [client, campaign, ""], counts)
+        }));
+    }
+}
+
+/// A breakdown row's key within one dimension, by number ([`ComboIndex`]):
+/// its link's (or campaign's) number, its bucket, and its value's number
+/// with the grain in the lowest bit (hour 0, day 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FoldKey {
+    owner: u32,
+    bucket: u32,
+    value_and_grain: u32,
+}
+
+impl FoldKey {
+    fn new(owner: u32, grain: Grain, hour: u32, value: u32) -> Self {
+        FoldKey { owner, bucket: grain.floor(hour), value_and_grain: value << 1 | u32::from(grain == Grain::Day) }
+    }
+
+    fn grain_and_value(&self) -> (Grain, usize) {
+        let grain = if self.value_and_grain & 1 == 1 { Grain::Day } else { Grain::Hour };
+        (grain, (self.value_and_grain >> 1) as usize)
     }
 }
 
@@ -588,34 +669,23 @@ impl Batch {
     ) -> impl Iterator<Item = BreakdownRow<'a>> + 'a {
         parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
             move |(part, pb)| {
-                // One dimension at a time: its maps hold a ninth of the rows,
-                // made and dropped while the insert streams, rather than one
-                // map of every dimension's rows for the whole flush.
-                let rows = (0..DIMENSIONS.len()).flat_map(move |dimension| {
-                    let mut per_link: HashMap<ValueKey<'a>, BreakdownCounts> =
-                        HashMap::with_capacity(pb.breakdowns.len());
-                    for (combo, counts) in &pb.breakdowns {
-                        for grain in BREAKDOWN_GRAINS {
-                            let k = ValueKey {
-                                grain,
-                                client_id: combo.key.client_id.as_str(),
-                                campaign_id: combo.key.campaign_id.as_str(),
-                                link_id: combo.key.link_id.as_str(),
-                                bucket: grain.floor(combo.key.bucket.0),
-                                value: &combo.values[dimension],
-                            };
-                            per_link.entry(k).or_default().add(counts);
-                        }
+                // One dimension at a time: its rows are a ninth of the flush's,
+                // made into one buffer (and maps) reused from one dimension to
+                // the next while the insert streams, never all collected.
+                let index = ComboIndex::new(&pb.breakdowns);
+                let (mut values, mut per_link, mut per_campaign) =
+                    ((HashMap::new(), Vec::new()), HashMap::new(), HashMap::new());
+                let mut out = Vec::new();
+                let mut dimension = 0;
+                let rows = std::iter::from_fn(move || loop {
+                    if let Some(row) = out.pop() {
+                        return Some(row);
                     }
-                    // The campaign's rows: its links' rows folded.
-                    let mut per_campaign: HashMap<ValueKey<'a>, BreakdownCounts> = HashMap::new();
-                    for (k, counts) in &per_link {
-                        per_campaign.entry(ValueKey { link_id: "", ..*k }).or_default().add(counts);
+                    if dimension == DIMENSIONS.len() {
+                        return None;
                     }
-                    per_link
-                        .into_iter()
-                        .chain(per_campaign)
-                        .map(move |(k, counts)| k.row(DIMENSIONS[dimension], &counts))
+                    index.rows(dimension, &mut values, &mut per_link, &mut per_campaign, &mut out);
+                    dimension += 1;
                 });
                 BreakdownRow::position(topic, part).into_iter().chain(rows).map(move |row| row.fenced(part))
             },
@@ -804,6 +874,62 @@ mod tests {
             |v: &str| rows.iter().filter(|r| r.dimension == "country" && r.grain == 86_400 && r.value == v).count();
         assert_eq!((country("GB"), country("US")), (1, 1), "81.2.69.0 is in GB, 17.58.0.0 in US");
         assert!(rows.iter().any(|r| r.dimension == "mail_client" && r.value == "gmail" && r.clicks > 0));
+    }
+
+    #[test]
+    fn each_campaign_row_sums_its_own_links_rows_and_each_link_row_its_events() {
+        let mut b = Batch::default();
+        let mut events = Vec::new();
+        // One partition: two clients, three campaigns, five links, two
+        // countries, events over two days.
+        for i in 0..60i64 {
+            let (client, campaign, link) =
+                [("a", "c1", "l1"), ("a", "c1", "l2"), ("a", "c2", "l3"), ("b", "c1", "l4"), ("b", "c3", "l5")]
+                    [(i % 5) as usize];
+            let (mut e, _, _) = click(client, link, 86_400_000 + (i % 7) * 9_000_000 + i);
+            e.campaign_id = CampaignId::parse(campaign).unwrap();
+            e.client_ip = Some(if i % 3 == 0 { "81.2.69.0" } else { "17.58.0.0" }.into());
+            let bucket = BucketStart::of_millis(e.event_time_ms).unwrap();
+            events.push(((client, campaign, link), crate::dimensions::of(&e), bucket.0));
+            b.add(0, i, Some((e, bucket, Reason::Human)), 0, true);
+        }
+        let parts = parts(&b, |_| None);
+        let refs: Vec<&Part> = parts.iter().collect();
+        let rows: Vec<BreakdownRow> = b.breakdown_rows("clicks", &refs).filter(|r| r.grain != 0).collect();
+        let key = |r: &BreakdownRow<'_>| {
+            (r.dimension, r.grain, r.client_id.to_owned(), r.campaign_id.to_owned(), r.bucket_start, r.value.to_owned())
+        };
+        let mut from_links: HashMap<_, u64> = HashMap::new();
+        for r in rows.iter().filter(|r| !r.link_id.is_empty()) {
+            *from_links.entry(key(r)).or_default() += r.clicks;
+            // A link's row counts its own events with its value, once.
+            let (d, grain) = (
+                DIMENSIONS.iter().position(|d| *d == r.dimension).unwrap(),
+                Grain::ALL.iter().find(|g| g.secs() == r.grain).unwrap(),
+            );
+            let want = events
+                .iter()
+                .filter(|(owner, dims, minute)| {
+                    *owner == (r.client_id, r.campaign_id, r.link_id)
+                        && dims.values()[d] == r.value
+                        && grain.floor(*minute) == r.bucket_start
+                })
+                .count() as u64;
+            assert_eq!(r.clicks, want, "{r:?}");
+        }
+        let campaigns: HashMap<_, u64> =
+            rows.iter().filter(|r| r.link_id.is_empty()).map(|r| (key(r), r.clicks)).collect();
+        assert_eq!(campaigns.len(), rows.iter().filter(|r| r.link_id.is_empty()).count(), "one row per campaign key");
+        assert_eq!(campaigns, from_links, "each campaign's rows are its own links' rows summed");
+        assert_eq!(
+            campaigns
+                .keys()
+                .filter(|k| k.0 == "country" && k.1 == 86_400)
+                .map(|k| (&k.2, &k.3))
+                .collect::<HashSet<_>>()
+                .len(),
+            4
+        );
     }
 
     #[test]
