@@ -30,6 +30,7 @@
 //! - [`ops`]: the operations listener (`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
 //! - [`retention`]: how long data is kept; TTL or a job, by server version.
 //! - [`erasure`]: erasing a recipient the API was asked to erase, for good.
+//! - [`memory`]: how long freed memory stays with the process (the allocator's purge delay).
 
 pub mod checkpoint;
 pub mod config;
@@ -38,6 +39,7 @@ pub mod decided;
 pub mod dimensions;
 pub mod erasure;
 pub mod limits;
+pub mod memory;
 pub mod mirror;
 pub mod ops;
 pub mod pipeline;
