@@ -9,7 +9,7 @@
 //! in, zeroed by the kernel (15 % of the drain's CPU samples were
 //! `clear_page_erms`). A 10 s delay only spaced those purges out (0.98 ×
 //! the CPU per event); never purging lets every flush reuse the pages of
-//! the last (0.92 × on the 1M drain, `docs/benchmarks.md`). The process
+//! the last (0.88 × on the 1M drain, `docs/benchmarks.md`). The process
 //! keeps the memory of its largest batch, which `max_batch_events` bounds;
 //! `MIMALLOC_PURGE_DELAY` (milliseconds) in the environment gives it back.
 
