@@ -203,24 +203,18 @@ impl From<&ComboKeyRef<'_>> for ComboKey {
 /// strings (client, campaign, link, value): on a drain where few events
 /// share a link and hour, the fold makes about ten rows per event.
 struct ComboIndex<'a> {
-    /// Per link number: its client, campaign and link.
-    links: Vec<[&'a str; 3]>,
+    /// Per link number: its client, campaign and link, and its campaign's number.
+    links: Vec<([&'a str; 3], u32)>,
     /// Per campaign number: its client and campaign.
     campaigns: Vec<[&'a str; 2]>,
-    /// Per link number: its campaign's number.
-    campaign_of: Vec<u32>,
     /// Per combination: its link's number, its hour, its values and counts.
     combos: Vec<(u32, u32, &'a [Box<str>; DIMENSIONS.len()], &'a BreakdownCounts)>,
 }
 
 impl<'a> ComboIndex<'a> {
     fn new(breakdowns: &'a ByRef<ComboKey, BreakdownCounts>) -> Self {
-        let mut index = ComboIndex {
-            links: Vec::new(),
-            campaigns: Vec::new(),
-            campaign_of: Vec::new(),
-            combos: Vec::with_capacity(breakdowns.len()),
-        };
+        let mut index =
+            ComboIndex { links: Vec::new(), campaigns: Vec::new(), combos: Vec::with_capacity(breakdowns.len()) };
         let mut link_numbers: HashMap<[&str; 3], u32> = HashMap::new();
         let mut campaign_numbers: HashMap<[&str; 2], u32> = HashMap::new();
         for (combo, counts) in breakdowns {
@@ -231,8 +225,7 @@ impl<'a> ComboIndex<'a> {
                     index.campaigns.push([link[0], link[1]]);
                     index.campaigns.len() as u32 - 1
                 });
-                index.links.push(link);
-                index.campaign_of.push(campaign);
+                index.links.push((link, campaign));
                 index.links.len() as u32 - 1
             });
             index.combos.push((number, key.bucket.0, &combo.values, counts));
@@ -240,19 +233,10 @@ impl<'a> ComboIndex<'a> {
         index
     }
 
-    /// The rows of one dimension: its values' counts per link and per
-    /// campaign at the hour and the day. `values`, `per_link`,
-    /// `per_campaign` and `out` are the caller's, cleared and reused from
-    /// one dimension to the next.
-    fn rows(
-        &self,
-        dimension: usize,
-        values: &mut (HashMap<&'a str, u32>, Vec<&'a str>),
-        per_link: &mut HashMap<FoldKey, BreakdownCounts>,
-        per_campaign: &mut HashMap<FoldKey, BreakdownCounts>,
-        out: &mut Vec<BreakdownRow<'a>>,
-    ) {
-        let (numbers, names) = values;
+    /// The rows of one dimension into `scratch.out`: its values' counts per
+    /// link and per campaign at the hour and the day.
+    fn rows(&self, dimension: usize, scratch: &mut FoldScratch<'a>) {
+        let FoldScratch { numbers, names, per_link, per_campaign, out } = scratch;
         numbers.clear();
         names.clear();
         per_link.clear();
@@ -269,19 +253,31 @@ impl<'a> ComboIndex<'a> {
         }
         // The campaign's rows: its links' rows folded.
         for (k, counts) in per_link.iter() {
-            per_campaign.entry(FoldKey { owner: self.campaign_of[k.owner as usize], ..*k }).or_default().add(counts);
+            per_campaign.entry(FoldKey { owner: self.links[k.owner as usize].1, ..*k }).or_default().add(counts);
         }
         let dimension_name = DIMENSIONS[dimension];
         let row = |k: &FoldKey, [client, campaign, link]: [&'a str; 3], counts: &BreakdownCounts| {
             let (grain, value) = k.grain_and_value();
             BreakdownRow::counts(grain, [client, campaign, link], k.bucket, dimension_name, names[value], counts)
         };
-        out.extend(per_link.iter().map(|(k, counts)| row(k, self.links[k.owner as usize], counts)));
+        out.extend(per_link.iter().map(|(k, counts)| row(k, self.links[k.owner as usize].0, counts)));
         out.extend(per_campaign.iter().map(|(k, counts)| {
             let [client, campaign] = self.campaigns[k.owner as usize];
             row(k, [client, campaign, ""], counts)
         }));
     }
+}
+
+/// What [`ComboIndex::rows`] works in, kept from one dimension to the next
+/// (cleared, its allocations reused): each value's number and, by number,
+/// its name; the folds; the rows made.
+#[derive(Default)]
+struct FoldScratch<'a> {
+    numbers: HashMap<&'a str, u32>,
+    names: Vec<&'a str>,
+    per_link: HashMap<FoldKey, BreakdownCounts>,
+    per_campaign: HashMap<FoldKey, BreakdownCounts>,
+    out: Vec<BreakdownRow<'a>>,
 }
 
 /// A breakdown row's key within one dimension, by number ([`ComboIndex`]):
@@ -673,18 +669,16 @@ impl Batch {
                 // made into one buffer (and maps) reused from one dimension to
                 // the next while the insert streams, never all collected.
                 let index = ComboIndex::new(&pb.breakdowns);
-                let (mut values, mut per_link, mut per_campaign) =
-                    ((HashMap::new(), Vec::new()), HashMap::new(), HashMap::new());
-                let mut out = Vec::new();
+                let mut scratch = FoldScratch::default();
                 let mut dimension = 0;
                 let rows = std::iter::from_fn(move || loop {
-                    if let Some(row) = out.pop() {
+                    if let Some(row) = scratch.out.pop() {
                         return Some(row);
                     }
                     if dimension == DIMENSIONS.len() {
                         return None;
                     }
-                    index.rows(dimension, &mut values, &mut per_link, &mut per_campaign, &mut out);
+                    index.rows(dimension, &mut scratch);
                     dimension += 1;
                 });
                 BreakdownRow::position(topic, part).into_iter().chain(rows).map(move |row| row.fenced(part))
