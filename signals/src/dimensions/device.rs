@@ -16,8 +16,10 @@
 //!    Apple's); it stands for the reader and says nothing of their device.
 //! 1. `bot`: uap's device family is `Spider` (its crawler parsers set it).
 //! 2. `tablet`: device family `iPad`, a Kindle, or one with "Tablet" in it; or
-//!    Android whose user agent lacks the `Mobile` token (Android tablets' browsers
-//!    leave it out, phones' put it in: Google's guidance for Android UAs).
+//!    an Android browser (`Mozilla/...`) whose user agent lacks the `Mobile`
+//!    token (Android tablets' browsers leave it out, phones' put it in: Google's
+//!    guidance for Android UAs). Apps' own agents (`Outlook-Android/2.0`,
+//!    `Dalvik/...`) never carry the token, so they fall to rule 3.
 //! 3. `mobile`: device family `iPhone`, `iPod`, a generic smart or feature phone;
 //!    or a mobile OS (iOS, Android, Windows Phone, BlackBerry, KaiOS, ...); or a
 //!    user agent with `Mobi` in it (MDN's rule for "is this mobile").
@@ -207,6 +209,14 @@ impl Agents {
             device.as_deref().unwrap_or(OTHER_FAMILY),
         );
         let fetcher = self.mail.fetcher(ua);
+        // Outlook for Mac ("Microsoft Office/16.0 (Macintosh; ...; Microsoft
+        // Outlook 16.89)") escapes uap-core's Outlook parsers, which name the
+        // Windows builds `Outlook`: the same app, the same family.
+        let browser = if browser == OTHER_FAMILY && fetcher.client == MailClient::Outlook && !fetcher.proxy {
+            "Outlook"
+        } else {
+            browser
+        };
         // A mail provider's image proxy is nobody's device (rule 0 below).
         let (device, os) =
             if fetcher.proxy { (DeviceClass::Other, OTHER_FAMILY) } else { (device_class(ua, device, os), os) };
@@ -274,7 +284,7 @@ pub fn device_class(ua: &str, device: &str, os: &str) -> DeviceClass {
     if device == "iPad"
         || device.starts_with("Kindle")
         || device.contains("Tablet")
-        || (android && !ua.contains("Mobile"))
+        || (android && ua.starts_with("Mozilla/") && !ua.contains("Mobile"))
     {
         return DeviceClass::Tablet;
     }

@@ -24,6 +24,7 @@ const GOOGLE_IMAGE_PROXY: &str =
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
 const YAHOO_MAIL_PROXY: &str = "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html";
 const OUTLOOK_DESKTOP: &str = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17928; Pro)";
+const OUTLOOK_MAC: &str = "Microsoft Office/16.0 (Macintosh; Mac OS X 10_15_7; Microsoft Outlook 16.89)";
 const APPLE_MPP: &str = "Mozilla/5.0";
 const APPLE_MAIL_MACOS: &str =
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)";
@@ -42,6 +43,12 @@ fn device_os_and_browser_of_real_user_agents() {
         (GOOGLEBOT, Bot, "Other", "Googlebot"),
         (OUTLOOK_DESKTOP, Desktop, "Windows", "Outlook"),
         ("Outlook-iOS/723.4027091.prod.iphone (4.2425.0)", Mobile, "iOS", "Outlook-iOS"),
+        // Android apps' own agents carry no browser's `Mobile` token: most of
+        // them run on phones, so they are not taken for tablets.
+        ("Outlook-Android/2.0", Mobile, "Android", "Outlook"),
+        ("Dalvik/2.1.0 (Linux; U; Android 14; SM-S918B Build/UP1A.231005.007)", Mobile, "Android", "Android"),
+        // Outlook for Mac, which uap-core's Outlook parsers miss.
+        (OUTLOOK_MAC, Desktop, "Mac OS X", "Outlook"),
         // Image proxies stand for the reader: no device, no OS (Gmail's claims
         // Windows XP, and uap-core calls Yahoo's a spider), their own browser name.
         (GOOGLE_IMAGE_PROXY, Other, "Other", "GmailImageProxy"),
@@ -63,7 +70,12 @@ fn device_class_rules_on_families() {
     use device::device_class;
     assert_eq!(device_class("x", "Spider", "Android"), DeviceClass::Bot, "a crawler first");
     assert_eq!(device_class("Android 14; Mobile", "Generic Smartphone", "Android"), DeviceClass::Mobile);
-    assert_eq!(device_class("Android 14", "Samsung SM-X710", "Android"), DeviceClass::Tablet, "no Mobile token");
+    assert_eq!(
+        device_class("Mozilla/5.0 (Linux; Android 14; SM-X710)", "Samsung SM-X710", "Android"),
+        DeviceClass::Tablet,
+        "a browser without the Mobile token"
+    );
+    assert_eq!(device_class("SomeApp/1.0 (Android 14)", "Other", "Android"), DeviceClass::Mobile, "an app");
     assert_eq!(device_class("x", "Kindle", "Other"), DeviceClass::Tablet);
     assert_eq!(device_class("x", "Generic Tablet", "Other"), DeviceClass::Tablet);
     assert_eq!(device_class("x", "Other", "Windows Phone"), DeviceClass::Mobile);
