@@ -157,6 +157,56 @@ pub struct Report {
     /// Requests whose `seconds_since_send` as stored differs from the truth by more than 2 s.
     pub since_send_off: u64,
     pub since_send_known: u64,
+    /// The misjudged requests (scanners judged human, people flagged), each
+    /// with its recipient's other requests of the campaign: what a rule
+    /// would have had to go on.
+    pub misjudged: Vec<String>,
+}
+
+/// Misjudged requests listed at most (the tallies count them all).
+const MISJUDGED_LISTED: usize = 40;
+
+/// One request on one line: who sent it, how, from where, when, and the verdict.
+fn describe(j: &Judged) -> String {
+    let q = &j.sent.request;
+    let actor = match q.actor {
+        Actor::Human => "human",
+        Actor::Scanner => "scanner",
+        Actor::Proxy => "proxy",
+    };
+    let kind = format!("{:?}", q.kind).to_lowercase();
+    let ua: String = q.headers.user_agent.as_deref().unwrap_or("-").chars().take(48).collect();
+    format!(
+        "+{:>6.0}s {actor:<7} {:<10} {kind:<11} link {}{} {} {:<9} {:<15} accept-language {} ua {ua:?}: {}",
+        q.since_send_ms as f64 / 1000.0,
+        q.vendor.map_or("-", |v| v.as_str()),
+        q.link,
+        if q.honeypot { " (honeypot)" } else { "" },
+        q.method.as_str(),
+        net_label(q.net),
+        q.ip,
+        if q.headers.accept_language.is_some() { "yes" } else { "no" },
+        j.reason,
+    )
+}
+
+fn misjudged(m: &Matched) -> Vec<String> {
+    let mut by_recipient: HashMap<(&str, &str), Vec<&Judged>> = HashMap::new();
+    for j in &m.judged {
+        by_recipient.entry((&j.sent.campaign_id, &j.sent.request.recipient)).or_default().push(j);
+    }
+    let wrong = |j: &&Judged| j.flagged == (j.sent.request.actor == Actor::Human);
+    let mut out = Vec::new();
+    for j in m.judged.iter().filter(wrong).take(MISJUDGED_LISTED) {
+        let q = &j.sent.request;
+        out.push(format!("{} · {} of {}", describe(j), q.recipient, j.sent.campaign_id));
+        let mut others = by_recipient[&(j.sent.campaign_id.as_str(), q.recipient.as_str())].clone();
+        others.sort_by_key(|o| o.sent.request.since_send_ms);
+        for o in others.into_iter().filter(|o| !std::ptr::eq(*o, j)) {
+            out.push(format!("    {}", describe(o)));
+        }
+    }
+    out
 }
 
 fn net_label(k: NetKind) -> &'static str {
@@ -251,6 +301,7 @@ pub fn report(m: &Matched, stored: &[Stored], api: Option<ApiTotals>) -> Report 
         extra: m.extra,
         since_send_off,
         since_send_known,
+        misjudged: misjudged(m),
     }
 }
 
@@ -388,6 +439,13 @@ impl Report {
             "unmatched: {} requests without an event, {} events without a request; seconds_since_send off by > 2 s: {} of {}",
             self.missing, self.extra, self.since_send_off, self.since_send_known
         );
+        if !self.misjudged.is_empty() {
+            let _ = writeln!(o);
+            let _ = writeln!(o, "misjudged requests (at most {MISJUDGED_LISTED}), each with its recipient's others:");
+            for line in &self.misjudged {
+                let _ = writeln!(o, "  {line}");
+            }
+        }
         o
     }
 }
