@@ -20,22 +20,29 @@
 //!    ASN), or within [`Rules::burst_window`] from any network;
 //! 3. **burst**: the recipient's clicks from one network cover at least
 //!    [`Rules::burst_min_links`] distinct links within [`Rules::burst_window`];
-//! 4. **rescan**: the same network was already judged a machine for this
+//! 4. **head**, for a GET: the same network sent a HEAD for the same link of
+//!    the message with the same user agent within [`Rules::burst_window`]
+//!    (a scanner checking, then fetching; a browser never sends HEAD, and
+//!    Office's own link check has an agent of its own);
+//! 5. **rescan**: the same network was already judged a machine for this
 //!    recipient and campaign, earlier than the burst window and within
-//!    [`Rules::rescan_window`];
-//! 5. **network fan-out**: one network (the anonymized /24 or /48, else the
+//!    [`Rules::rescan_window`]; or a *bare* request (the weak evidence of
+//!    rule 7) from a cloud network on a message some network was already
+//!    judged a machine for, within the same window (a gateway re-checking a
+//!    link later from a sandbox elsewhere than its first sweep);
+//! 6. **network fan-out**: one network (the anonymized /24 or /48, else the
 //!    ASN) clicked for at least [`Rules::fanout_min_recipients`] distinct
 //!    recipients of the campaign within [`Rules::fanout_window`];
-//! 6. **too fast after send**: within [`Rules::too_fast`] of the signed send
+//! 7. **too fast after send**: within [`Rules::too_fast`] of the signed send
 //!    time *and* with weak evidence (a browser user agent without
-//!    Accept-Language, no Accept header, or a cloud network). Time alone never
+//!    Accept-Language, or no Accept header). Time alone never
 //!    convicts: people do click within a minute of delivery.
 //!
 //! A client's allow-listed network overrides the network-only evidence (scanner
-//! network, rescan, fan-out, the cloud part of rule 6), never a user agent,
-//! a burst or a honeypot.
+//! network, rescan, fan-out), never a user agent, a HEAD, a burst or a
+//! honeypot.
 //!
-//! Rules 3–5 need the click's network: a loopback or private address (an edge
+//! Rules 3–6 need the click's network: a loopback or private address (an edge
 //! behind a proxy that does not pass the client's address on) has none.
 //!
 //! What a verdict can see: the events of its partition from the last
@@ -62,7 +69,7 @@ pub fn per_request(event: &ClickEvent) -> Reason {
     if s.honeypot {
         return Reason::Honeypot;
     }
-    if event.http_method.eq_ignore_ascii_case("HEAD") {
+    if is_head(event) {
         return Reason::Head;
     }
     if s.prefetch_header {
@@ -240,6 +247,27 @@ struct Seen {
     link: u64,
     network: Option<u64>,
     honeypot: bool,
+    /// For a HEAD: its user agent (hashed), to pair it with the GET after it.
+    head_agent: Option<u64>,
+}
+
+/// The network half of a rescan mark meaning "any network": the message was
+/// judged a machine from somewhere.
+const ANY_NETWORK: u64 = u64::MAX;
+
+fn is_head(e: &ClickEvent) -> bool {
+    e.http_method.eq_ignore_ascii_case("HEAD")
+}
+
+fn agent_key(e: &ClickEvent) -> u64 {
+    hash_of(e.user_agent.as_deref().unwrap_or(""))
+}
+
+/// What the request itself lacks: a browser's agent without its
+/// Accept-Language, or no Accept header at all. Weak alone (privacy tools
+/// strip headers); it convicts only with other evidence.
+fn bare(s: &ricochet_schemas::Signals) -> bool {
+    (s.ua_class == UaClass::Browser && !s.has_accept_language) || !s.has_accept
 }
 
 #[derive(Debug)]
@@ -417,6 +445,7 @@ impl<T> PartitionState<T> {
             link: hash_of(e.link_id.as_str()),
             network: keys.sweep,
             honeypot: e.signals.honeypot,
+            head_agent: is_head(e).then(|| agent_key(e)),
         };
         if let Some(m) = keys.message {
             self.messages.entry(m).or_default().push(seen);
@@ -451,6 +480,7 @@ impl<T> PartitionState<T> {
         if !reason.is_human() {
             if let (Some(m), Some(net)) = (keys.message, keys.sweep) {
                 self.mark_rescan(rules, (m, net), e.event_time_ms, offset);
+                self.mark_rescan(rules, (m, ANY_NETWORK), e.event_time_ms, offset);
             }
         }
         reason
@@ -479,13 +509,38 @@ impl<T> PartitionState<T> {
                     return Some(Reason::Burst);
                 }
             }
+            if let Some(net) = net.filter(|_| !is_head(e)) {
+                let link = hash_of(e.link_id.as_str());
+                let mut heads = clicks
+                    .iter()
+                    .filter(|s| s.head_agent.is_some() && s.network == Some(net) && s.link == link)
+                    .filter(|s| (s.time_ms - t).abs() <= bw)
+                    .peekable();
+                if heads.peek().is_some() {
+                    let agent = agent_key(e);
+                    if heads.any(|s| s.head_agent == Some(agent)) {
+                        return Some(Reason::Head);
+                    }
+                }
+            }
+            let swept = |net: u64| {
+                self.rescan.get(&(m, net)).filter(|(_, swept_offset)| *swept_offset < offset).map(|(ms, _)| t - ms)
+            };
             if let Some(net) = net.filter(|_| !allow_listed) {
-                if let Some((swept_ms, swept_offset)) = self.rescan.get(&(m, net)) {
-                    let after = t - swept_ms;
-                    if *swept_offset < offset && after > ms(rules.burst_window) && after <= ms(rules.rescan_window) {
+                if let Some(after) = swept(net) {
+                    if after > ms(rules.burst_window) && after <= ms(rules.rescan_window) {
                         return Some(Reason::Rescan);
                     }
                 }
+            }
+            // A sandbox elsewhere than the first sweep: only a bare request
+            // from a cloud network, so that the person behind the gateway,
+            // clicking from home, the office or a VPN with a real browser,
+            // stays a person.
+            let cloud = e.signals.network_class == NetworkClass::Cloud;
+            let within = |after: i64| (0..=ms(rules.rescan_window)).contains(&after);
+            if cloud && !allow_listed && bare(&e.signals) && swept(ANY_NETWORK).is_some_and(within) {
+                return Some(Reason::Rescan);
             }
         }
         // Fan-out is a sandbox farm's mark: a residential, mobile or office
@@ -510,12 +565,10 @@ impl<T> PartitionState<T> {
         }
         if let Some(sent) = e.signals.sent_at_ms {
             let since = t - sent;
-            let s = &e.signals;
             // What the request itself lacks; a cloud network is not enough:
             // the blasts' people on VPNs clicking in the first minute were
             // convicted by it, and scanners there were caught by other rules.
-            let weak = (s.ua_class == UaClass::Browser && !s.has_accept_language) || !s.has_accept;
-            if (0..ms(rules.too_fast)).contains(&since) && weak {
+            if (0..ms(rules.too_fast)).contains(&since) && bare(&e.signals) {
                 return Some(Reason::TooFastAfterSend);
             }
         }
@@ -905,6 +958,96 @@ mod tests {
         assert_eq!(&reasons[..4], &[Reason::Burst; 4]);
         assert_eq!(reasons[4], Reason::Human);
         assert_eq!(reasons[5], Reason::Rescan);
+    }
+
+    const CHROME: &str =
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
+
+    fn with_agent(mut e: ClickEvent, method: &str, agent: &str) -> ClickEvent {
+        e.http_method = method.into();
+        e.user_agent = Some(agent.into());
+        e
+    }
+
+    #[test]
+    fn a_get_right_after_a_head_with_the_same_agent_is_the_scanners_and_offices_check_is_not() {
+        // An hour after the send (too late for the first minute's rule), one
+        // link, one address: a scanner checks with HEAD, then fetches with
+        // GET, both with the same agent. A browser never sends HEAD.
+        let t = SEND + 3_600_000;
+        let scanner = vec![
+            with_agent(click("r1", "l1", t), "HEAD", CHROME),
+            with_agent(click("r1", "l1", t + 400), "GET", CHROME),
+        ];
+        assert_eq!(decide(rules(), scanner), vec![Reason::Head; 2]);
+        // The GET first (the HEAD within the window after it): still the pair.
+        let reordered = vec![
+            with_agent(click("r1", "l1", t), "GET", CHROME),
+            with_agent(click("r1", "l1", t + 300), "HEAD", CHROME),
+        ];
+        assert_eq!(decide(rules(), reordered), vec![Reason::Head; 2]);
+        // Outlook's Office apps check a link with HEAD under their own agent
+        // before the reader's browser opens it: the browser's GET is the person.
+        let office = vec![
+            with_agent(click("r1", "l1", t), "HEAD", "Microsoft Office Existence Discovery"),
+            with_agent(click("r1", "l1", t + 400), "GET", CHROME),
+        ];
+        assert_eq!(decide(rules(), office), vec![Reason::Head, Reason::Human]);
+        // The same agent, but another link or another network: a person.
+        // (From the same network seconds later, the HEAD's mark makes it a rescan.)
+        for later in [
+            with_agent(click("r1", "l2", t + 400), "GET", CHROME),
+            on(with_agent(click("r1", "l1", t + 400), "GET", CHROME), "203.0.113.0", 64_999),
+        ] {
+            let events = vec![with_agent(click("r1", "l1", t), "HEAD", CHROME), later];
+            assert_eq!(decide(rules(), events), vec![Reason::Head, Reason::Human]);
+        }
+    }
+
+    #[test]
+    fn a_bare_request_from_a_cloud_network_on_a_scanned_message_is_a_rescan() {
+        let t = SEND + 43_000;
+        // The gateway's sweep from its own network.
+        let sweep = || {
+            (0..2)
+                .map(|i| {
+                    let mut e = on(click("r1", &format!("l{i}"), t + i * 200), "148.163.0.0", 26_211);
+                    e.signals.network_class = NetworkClass::Scanner;
+                    e
+                })
+                .collect::<Vec<_>>()
+        };
+        // Forty minutes later, one link again from a cloud sandbox, with a
+        // browser's agent but no Accept-Language.
+        let bare = |recipient: &str, class: NetworkClass| {
+            let mut e = on(click(recipient, "l1", t + 2_400_000), "3.81.71.0", 14_618);
+            e.signals.network_class = class;
+            e.signals.has_accept_language = false;
+            e
+        };
+        let mut events = sweep();
+        events.push(bare("r1", NetworkClass::Cloud));
+        assert_eq!(decide(rules(), events)[2], Reason::Rescan);
+        // Another recipient's message was never scanned: a person on a VPN.
+        let mut events = sweep();
+        events.push(bare("r2", NetworkClass::Cloud));
+        assert_eq!(decide(rules(), events)[2], Reason::Human);
+        // The scanned message, from a home or office network: a person.
+        let mut events = sweep();
+        events.push(bare("r1", NetworkClass::Other));
+        assert_eq!(decide(rules(), events)[2], Reason::Human);
+        // From the cloud with a browser's Accept-Language: a person on a VPN.
+        let mut events = sweep();
+        let mut person = bare("r1", NetworkClass::Cloud);
+        person.signals.has_accept_language = true;
+        events.push(person);
+        assert_eq!(decide(rules(), events)[2], Reason::Human);
+        // Past the rescan window: forgotten.
+        let mut events = sweep();
+        let mut late = bare("r1", NetworkClass::Cloud);
+        late.event_time_ms = t + ms(rules().rescan_window) + 60_000;
+        events.push(late);
+        assert_eq!(decide(rules(), events)[2], Reason::Human);
     }
 
     #[test]

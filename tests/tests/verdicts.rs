@@ -177,6 +177,52 @@ async fn each_per_message_rule_decides_as_documented() {
     )
     .await;
 
+    // The gateway re-checks a link thirteen minutes after its sweep from a
+    // cloud sandbox (another network than the sweep's), with a browser's
+    // agent but none of its headers: a rescan. The person behind the
+    // gateway, on a cloud VPN with a real browser's headers: counted.
+    let c = "resweep";
+    let vendor =
+        |link: &str, secs: f64| from(click(c, "r1", link, sent, secs), NetworkClass::Scanner, "148.163.0.0", 26_211);
+    let person = from(click(c, "r1", "l1", sent, 300.0), NetworkClass::Cloud, "203.0.113.0", 16_509);
+    let mut sandbox = from(click(c, "r1", "l1", sent, 840.0), NetworkClass::Cloud, "3.81.71.0", 14_618);
+    sandbox.signals.has_accept_language = false;
+    check(
+        ch,
+        &feed,
+        c,
+        vec![
+            (vendor("l1", 40.0), "scanner_network"),
+            (vendor("l2", 40.2), "scanner_network"),
+            (person, "human"),
+            (sandbox, "rescan"),
+        ],
+    )
+    .await;
+
+    // A scanner's HEAD then GET of one link with the same agent: both the
+    // scanner's. Outlook's Office check (HEAD, its own agent) then the
+    // reader's browser: the GET is the person's.
+    let c = "headpair";
+    let with = |mut e: ClickEvent, method: &str, agent: &str| {
+        e.http_method = method.into();
+        e.user_agent = Some(agent.into());
+        e
+    };
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0";
+    check(
+        ch,
+        &feed,
+        c,
+        vec![
+            (with(click(c, "r1", "l1", sent, 600.0), "HEAD", chrome), "head"),
+            (with(click(c, "r1", "l1", sent, 600.4), "GET", chrome), "head"),
+            (with(click(c, "r2", "l1", sent, 600.0), "HEAD", "Microsoft Office Existence Discovery"), "head"),
+            (with(click(c, "r2", "l1", sent, 600.4), "GET", chrome), "human"),
+        ],
+    )
+    .await;
+
     // One network clicking the same link for six recipients within a second
     // is a fan-out; the same from a network the client allow-listed is not.
     let c = "fanout";
