@@ -509,18 +509,12 @@ impl<T> PartitionState<T> {
                     return Some(Reason::Burst);
                 }
             }
-            if let Some(net) = net.filter(|_| !is_head(e)) {
-                let link = hash_of(e.link_id.as_str());
-                let mut heads = clicks
-                    .iter()
-                    .filter(|s| s.head_agent.is_some() && s.network == Some(net) && s.link == link)
-                    .filter(|s| (s.time_ms - t).abs() <= bw)
-                    .peekable();
-                if heads.peek().is_some() {
-                    let agent = agent_key(e);
-                    if heads.any(|s| s.head_agent == Some(agent)) {
-                        return Some(Reason::Head);
-                    }
+            // Hashed only when the message has a HEAD near this click: rare.
+            let near_head = |s: &&Seen| s.head_agent.is_some() && s.network == net && (s.time_ms - t).abs() <= bw;
+            if net.is_some() && !is_head(e) && clicks.iter().any(|s| near_head(&s)) {
+                let (link, agent) = (hash_of(e.link_id.as_str()), agent_key(e));
+                if clicks.iter().filter(near_head).any(|s| s.link == link && s.head_agent == Some(agent)) {
+                    return Some(Reason::Head);
                 }
             }
             let swept = |net: u64| {
