@@ -518,6 +518,7 @@ pub(crate) mod tests {
         assert_eq!(r.api_errors().unwrap(), (0.0, -1.0));
         assert_eq!(r.since_send_off, 0);
         assert!(r.render().contains("scanner requests flagged: 100.0% (goal >= 95.0%: met)"), "{}", r.render());
+        assert!(r.misjudged.is_empty(), "{:?}", r.misjudged);
     }
 
     #[test]
@@ -535,6 +536,13 @@ pub(crate) mod tests {
         let text = r.render();
         assert!(text.contains("MISSED"), "{text}");
         assert!(text.contains("scanner  · browser-identical headers"), "{text}");
+        // Each missed scanner request is listed with the recipient's others:
+        // here a GET judged human, followed by its sweep's HEAD judged head.
+        let first = r.misjudged.first().expect("the missed scanners are listed");
+        assert!(first.contains(" scanner ") && (first.ends_with("of main") || first.ends_with("of single")), "{first}");
+        assert!(r.misjudged.iter().filter(|l| !l.starts_with("    ")).count() <= MISJUDGED_LISTED);
+        assert!(r.misjudged.iter().any(|l| l.starts_with("    ") && l.ends_with(": head")), "{text}");
+        assert!(text.contains("misjudged requests"), "{text}");
     }
 
     #[test]
