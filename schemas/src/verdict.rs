@@ -18,7 +18,8 @@ pub enum Reason {
     Human = 1,
     /// The client allow-listed the network the click came from.
     AllowListed = 2,
-    /// A HEAD request.
+    /// A HEAD request, or the GET its sender made of the same link right
+    /// after it, with the same user agent.
     Head = 10,
     /// `Purpose`/`Sec-Purpose: prefetch`, `X-Purpose`, `X-Moz`.
     PrefetchHeader = 11,
@@ -40,7 +41,8 @@ pub enum Reason {
     NetworkFanout = 19,
     /// Too soon after the send for a person to have read the message.
     TooFastAfterSend = 20,
-    /// A repeat of a machine's sweep over links it already fetched.
+    /// A repeat of a machine's sweep over links it already fetched: from the
+    /// sweep's network, or a bare request from a cloud sandbox elsewhere.
     Rescan = 21,
     /// An open fetched by Apple Mail Privacy Protection's proxies, which load
     /// the images of nearly every message delivered to Apple Mail, read or not.
