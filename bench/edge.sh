@@ -40,6 +40,9 @@
 #   BENCH_DRAIN_TIMEOUT=300      seconds to wait for the topic to hold every click
 #   BENCH_SPOOL_MAX_BYTES=4GiB   the edge's spool cap (RICOCHET_SPOOL_MAX_BYTES) for the outage phase
 #   BENCH_SKIP_BUILD=1           use the binaries already in target/release
+#   BENCH_BASELINE_EDGE=PATH     another build of ricochet-redirect, run beside the edge in the
+#                                throughput phase (its own port and clicks topic), for a
+#                                before/after in one run: "edge_b0" in the summary
 #   BENCH_KEEP=1                 keep the temporary directory (logs, spool, broker data)
 #
 # Exit status: 0 when the benchmark ran (goals met or not, see the summary),
@@ -60,6 +63,7 @@ DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-300}"
 # instead of measuring delivery.
 SPOOL_MAX_BYTES="${BENCH_SPOOL_MAX_BYTES:-$((4 << 30))}"
 BIN="$ROOT/target/release"
+BASELINE_EDGE="${BENCH_BASELINE_EDGE:-}"
 LUA="$ROOT/bench/random-codes.lua"
 TCK="$(getconf CLK_TCK)"
 
@@ -332,16 +336,16 @@ start_broker() {
     wait_until 60 "the broker" listening "$KAFKA_PORT"
 }
 
-start_edge() { # NAME PORT: RSS and load time in R[NAME.*]
-    local name="$1" port="$2" t0 ops
+start_edge() { # NAME PORT [BINARY [CLICKS_TOPIC]]: RSS and load time in R[NAME.*]
+    local name="$1" port="$2" binary="${3:-$BIN/ricochet-redirect}" topic="${4:-clicks}" t0 ops
     pick_port ops
     OPS_PORT[$port]="$ops"
     t0="$(date +%s.%N)"
     RICOCHET_LISTEN="127.0.0.1:$port" RICOCHET_OPS_LISTEN="127.0.0.1:$ops" RICOCHET_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
         RICOCHET_SPOOL_DIR="$WORK/$name-spool" RICOCHET_NODE_ID="bench-$name" \
-        RICOCHET_SPOOL_MAX_BYTES="$SPOOL_MAX_BYTES" \
+        RICOCHET_SPOOL_MAX_BYTES="$SPOOL_MAX_BYTES" RICOCHET_CLICKS_TOPIC="$topic" \
         RUST_LOG="info,librdkafka=warn,rdkafka=warn" \
-        "$BIN/ricochet-redirect" >"$WORK/$name.log" 2>&1 &
+        "$binary" >"$WORK/$name.log" 2>&1 &
     PID[$name]=$!
     wait_until 900 "the edge's registry (/readyz)" http_ok "http://127.0.0.1:$port/readyz"
     R[$name.load_s]="$(calcf %.1f "$(date +%s.%N) - $t0")"
@@ -405,11 +409,13 @@ fi
 for b in ricochet-redirect bare-redirect seed-links rate-load topic-count; do
     [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing"
 done
+[[ -z "$BASELINE_EDGE" || -x "$BASELINE_EDGE" ]] || die "BENCH_BASELINE_EDGE=$BASELINE_EDGE is not executable"
 
 pick_port KAFKA_PORT
 pick_port BARE_PORT
 pick_port NGINX_PORT
 pick_port EDGE_PORT
+pick_port B0_PORT
 start_broker
 log "broker on 127.0.0.1:$KAFKA_PORT"
 seed="$(timeout 600 "$BIN/seed-links" --brokers "127.0.0.1:$KAFKA_PORT" --count "$LINKS" --codes-out "$WORK/codes.txt" \
@@ -425,6 +431,11 @@ wait_until 30 "bare-redirect" http_ok "http://127.0.0.1:$BARE_PORT/healthz"
 start_nginx
 start_edge edge "$EDGE_PORT"
 log "edge ready with $LINKS links in ${R[edge.load_s]} s, RSS ${R[edge.rss_ready_mb]} MB"
+if [[ -n "$BASELINE_EDGE" ]]; then
+    # Its clicks go to a topic of their own: the exactly-one checks below count the edge's.
+    start_edge edge_b0 "$B0_PORT" "$BASELINE_EDGE" clicks-b0
+    log "baseline edge ($BASELINE_EDGE) ready in ${R[edge_b0.load_s]} s"
+fi
 code="$(head -1 "$WORK/codes.txt")"
 status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$EDGE_PORT/$code")"
 [[ "$status" == 302 ]] || die "the edge answered $status for a seeded code"
@@ -436,8 +447,10 @@ R[bare.rss_mb]="$(rss_mb "${PID[bare]}" VmRSS)"
 # ---- 3./4. throughput: wrk, alternating --------------------------------------
 
 log "warm-up (3 s each, not reported)"
-port_of() { case "$1" in bare) echo "$BARE_PORT" ;; nginx) echo "$NGINX_PORT" ;; *) echo "$EDGE_PORT" ;; esac; }
-for s in bare nginx edge; do
+port_of() { case "$1" in bare) echo "$BARE_PORT" ;; nginx) echo "$NGINX_PORT" ;; edge_b0) echo "$B0_PORT" ;; *) echo "$EDGE_PORT" ;; esac; }
+SERVERS=(bare nginx edge)
+if [[ -n "$BASELINE_EDGE" ]]; then SERVERS+=(edge_b0); fi
+for s in "${SERVERS[@]}"; do
     port="$(port_of "$s")"
     timeout 60 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$LUA" "http://127.0.0.1:$port" -- "$WORK/codes.txt" >/dev/null
 done
@@ -448,7 +461,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run_wrk "bare.$r" bare "$BARE_PORT"
     run_wrk "nginx.$r" nginx "$NGINX_PORT"
     run_wrk "edge.$r" edge "$EDGE_PORT"
+    if [[ -n "$BASELINE_EDGE" ]]; then run_wrk "edge_b0.$r" edge_b0 "$B0_PORT"; fi
 done
+if [[ -n "$BASELINE_EDGE" ]]; then stop edge_b0 60; fi
 
 # ---- 6. every click reached Kafka --------------------------------------------
 
@@ -575,6 +590,11 @@ row() { # LABEL FORMAT bare nginx edge [ratio edge/nginx]
     echo
     row "" '%12s %12s %12s %12s %10s' bare nginx edge edge/nginx edge/bare
     row "server CPU µs/request (median)" '%12.1f %12.1f %12.1f %12.2f %10.2f' "$(med bare cpu_server)" "$CPU_NGINX" "$CPU_EDGE" "$CPU_RATIO" "$(calc "$CPU_EDGE / $(med bare cpu_server)")"
+    if [[ -n "$BASELINE_EDGE" ]]; then
+        row "baseline edge (edge_b0) CPU µs/req" '%12s %12s %12.1f %12.2f   edge/edge_b0 %.2f' "-" "-" "$(med edge_b0 cpu_server)" \
+            "$(calc "$(med edge_b0 cpu_server) / $CPU_NGINX")" "$(calc "$CPU_EDGE / $(med edge_b0 cpu_server)")"
+        row "baseline edge (edge_b0) req/s" '%12s %12s %12.0f' "-" "-" "$(med edge_b0 rps)"
+    fi
     row "broker CPU µs/request (median)" '%12s %12s %12.1f' "-" "-" "$(med edge cpu_broker)"
     row "wrk CPU µs/request (median)" '%12.1f %12.1f %12.1f' "$(med bare cpu_wrk)" "$(med nginx cpu_wrk)" "$(med edge cpu_wrk)"
     row "server CPU µs/request, broker down" '%12.1f %12.1f %12.1f %12.2f' "$(med bare_down cpu_server)" "$(med nginx_down cpu_server)" "$(med edge_down cpu_server)" "$(calc "$(med edge_down cpu_server) / $(med nginx_down cpu_server)")"
@@ -599,7 +619,7 @@ row() { # LABEL FORMAT bare nginx edge [ratio edge/nginx]
     done
     echo
     echo "per run:"
-    for p in bare nginx edge bare_down nginx_down edge_down; do
+    for p in "${SERVERS[@]}" bare_down nginx_down edge_down; do
         for ((r = 1; r <= ROUNDS; r++)); do
             printf '  %-12s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  failed %s  CPU µs/req: server %4.1f broker %4.1f wrk %4.1f  cores busy %.2f, by others %.2f\n' \
                 "$p.$r" "${R[$p.$r.rps]}" "$(ms "${R[$p.$r.p50_us]}")" "$(ms "${R[$p.$r.p99_us]}")" "${R[$p.$r.failed]}" \
