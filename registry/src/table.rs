@@ -86,8 +86,22 @@ impl Registry {
     }
 
     /// Applies the newest state of a client.
+    ///
+    /// The newest record wins by `updated_at_ms`: the API applies what it
+    /// writes at once and its consumer of the clients topic brings the same
+    /// records again later, so an older record can arrive after a newer one;
+    /// it must not undo it. Equal times apply in arrival (the topic's) order.
     pub fn apply_client(&self, record: ClientRecord) {
-        self.clients.insert(record.client_id.clone(), Arc::new(record));
+        match self.clients.entry(record.client_id.clone()) {
+            dashmap::Entry::Occupied(mut current) => {
+                if current.get().updated_at_ms <= record.updated_at_ms {
+                    current.insert(Arc::new(record));
+                }
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(record));
+            }
+        }
     }
 
     /// A client's state; `None` for a client that was never configured (active, defaults).
@@ -184,5 +198,35 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(status: ClientStatus, updated_at_ms: i64) -> ClientRecord {
+        ClientRecord {
+            client_id: ClientId::parse("acme".to_owned()).unwrap(),
+            status,
+            fallback_url: None,
+            hot_spread: 1,
+            updated_at_ms,
+            allowed_networks: Vec::new(),
+        }
+    }
+
+    /// The API applies what it writes at once, and its registry consumer
+    /// delivers the same records later: an older record arriving after a
+    /// newer one must not undo it (a client resumed, then briefly paused again).
+    #[test]
+    fn an_older_client_record_does_not_replace_a_newer_one() {
+        let registry = Registry::new();
+        registry.apply_client(client(ClientStatus::Paused, 1_000));
+        registry.apply_client(client(ClientStatus::Active, 2_000));
+        registry.apply_client(client(ClientStatus::Paused, 1_000));
+        assert!(!registry.client_paused("acme"));
+        registry.apply_client(client(ClientStatus::Paused, 2_000));
+        assert!(registry.client_paused("acme"), "a record as new as the current one applies (the topic's order)");
     }
 }
