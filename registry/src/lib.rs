@@ -9,7 +9,9 @@
 //! crash. Every reader (each edge, the API) holds the whole registry in memory
 //! ([`Registry`], ~90 bytes a link) and keeps it current by tailing the topic
 //! ([`tail`]), so a lookup on the redirect path is a hash-table read. An edge
-//! keeps a local [`snapshot`] so that a restart resumes from it.
+//! keeps a local [`snapshot`] so that a restart resumes from it. The API also
+//! applies each record it writes at once, with its offset as its version
+//! ([`Version`]), so its tail never undoes a write with an older record.
 //!
 //! - [`destination`]: what a destination URL may be (no open redirects).
 //! - [`code`]: minting unguessable base62 codes.
@@ -38,7 +40,7 @@ pub mod writer;
 pub use destination::{Destination, DestinationError};
 pub use kafka::{KafkaConnection, KafkaSecurity, KafkaSecurityError};
 pub use links::{DestinationRef, LinkIdRef, LinkRef};
-pub use table::Registry;
+pub use table::{Registry, Version};
 pub use tail::{RegistryChange, RegistryTail, RegistryTopics, SnapshotConfig, TailError};
 pub use token::{TokenError, TokenKeys, VerifiedToken};
 pub use writer::{NewLink, RegistryError, RegistryWriter};

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::KafkaConnection;
 use crate::link_decode::LinkDecoder;
 use crate::snapshot::{self, Position, Snapshot};
-use crate::table::Registry;
+use crate::table::{Registry, Version};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -424,19 +424,22 @@ impl Decoders {
         version: i64,
         observed: bool,
     ) -> Result<Option<RegistryChange>, CodecError> {
+        // The offset is the record's version: a record the API applied
+        // itself, when it wrote it, is not undone by an older one of the
+        // same key that the tail reaches later (see `table::Version`).
         if topic == self.topics.links {
             let link = self.links.decode(payload)?;
-            table.apply_ref(&link);
+            table.apply_at(&link, Version(version));
             Ok(observed.then_some(RegistryChange::Link(link, version)))
         } else if topic == self.topics.clients {
             let client = self.clients.decode(payload)?;
-            table.apply_client(client.clone());
+            table.apply_client_at(client.clone(), Version(version));
             Ok(observed.then_some(RegistryChange::Client(client, version)))
         } else if topic == self.topics.counts {
             table.apply_count(self.counts.decode(payload)?);
             Ok(None)
         } else {
-            table.apply_api_key(self.api_keys.decode(payload)?);
+            table.apply_api_key_at(self.api_keys.decode(payload)?, Version(version));
             Ok(None)
         }
     }

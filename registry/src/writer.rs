@@ -14,7 +14,7 @@ use ricochet_schemas::{
 
 use crate::destination::Destination;
 use crate::kafka::KafkaConnection;
-use crate::table::Registry;
+use crate::table::{Registry, Version};
 use crate::tail::RegistryTopics;
 
 #[derive(Debug, thiserror::Error)]
@@ -96,27 +96,29 @@ impl RegistryWriter {
         }
     }
 
-    /// Mints a link, publishes it and waits for the acknowledgement.
-    pub async fn create(&self, new: NewLink, known: &Registry) -> Result<LinkRecord, RegistryError> {
+    /// Mints a link, publishes it and waits for the acknowledgement; the
+    /// link and its version.
+    pub async fn create(&self, new: NewLink, known: &Registry) -> Result<(LinkRecord, Version), RegistryError> {
         let record = self.mint(new, known);
-        self.put_link(&record).await?;
-        Ok(record)
+        let version = self.put_link(&record).await?;
+        Ok((record, version))
     }
 
-    /// Publishes a link's new state and waits for the acknowledgement.
-    pub async fn put_link(&self, record: &LinkRecord) -> Result<(), RegistryError> {
+    /// Publishes a link's new state and waits for the acknowledgement; the
+    /// record's version, to apply it with ([`Registry::apply_at`]).
+    pub async fn put_link(&self, record: &LinkRecord) -> Result<Version, RegistryError> {
         let payload = self.links.encode(record)?;
         self.send(&self.topics.links, record.link_id.as_str(), &payload).await
     }
 
     /// Publishes many links at once and waits for every acknowledgement; the
     /// result of each, in order.
-    pub async fn put_links(&self, records: &[LinkRecord]) -> Vec<Result<(), RegistryError>> {
+    pub async fn put_links(&self, records: &[LinkRecord]) -> Vec<Result<Version, RegistryError>> {
         futures::future::join_all(records.iter().map(|r| self.put_link(r))).await
     }
 
-    /// Publishes a client's new state and waits for the acknowledgement.
-    pub async fn put_client(&self, record: &ClientRecord) -> Result<(), RegistryError> {
+    /// Publishes a client's new state and waits for the acknowledgement; its version.
+    pub async fn put_client(&self, record: &ClientRecord) -> Result<Version, RegistryError> {
         let payload = self.clients.encode(record)?;
         self.send(&self.topics.clients, record.client_id.as_str(), &payload).await
     }
@@ -124,21 +126,23 @@ impl RegistryWriter {
     /// Publishes a link's fed-back click count.
     pub async fn put_count(&self, count: &LinkCount) -> Result<(), RegistryError> {
         let payload = self.counts.encode(count)?;
-        self.send(&self.topics.counts, count.link_id.as_str(), &payload).await
+        self.send(&self.topics.counts, count.link_id.as_str(), &payload).await.map(|_| ())
     }
 
-    /// Publishes a (hashed) API key record.
-    pub async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), RegistryError> {
+    /// Publishes a (hashed) API key record; its version.
+    pub async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<Version, RegistryError> {
         let payload = self.api_keys.encode(key)?;
         self.send(&self.topics.api_keys, &key.key_hash, &payload).await
     }
 
-    async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), RegistryError> {
+    /// Publishes one record; its offset as its version ([`Version::UNKNOWN`]
+    /// if the broker did not say).
+    async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<Version, RegistryError> {
         let message = FutureRecord::to(topic).key(key).payload(payload);
         self.producer()?
             .send(message, self.ack_timeout)
             .await
-            .map(|_| ())
+            .map(|delivered| if delivered.offset >= 0 { Version(delivered.offset) } else { Version::UNKNOWN })
             .map_err(|(e, _)| RegistryError::NotAcknowledged(e))
     }
 }

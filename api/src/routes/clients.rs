@@ -111,8 +111,8 @@ fn parse_networks(networks: &[String]) -> Result<Vec<String>, ApiError> {
 /// Writes the client's new state to the registry and answers it.
 async fn write_client(s: &ApiState, mut record: ClientRecord) -> Result<Json<Client>, ApiError> {
     record.updated_at_ms = now_ms();
-    s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
-    s.links.apply_client(record.clone());
+    let version = s.writer.put_client(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_client_at(record.clone(), version);
     Ok(Json(Client::from(&record)))
 }
 

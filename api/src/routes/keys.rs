@@ -105,8 +105,8 @@ pub(crate) async fn create_api_key(
         scopes,
         expires_at_ms,
     };
-    s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
-    s.links.apply_api_key(record.clone());
+    let version = s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_api_key_at(record.clone(), version);
     Ok((StatusCode::CREATED, Json(ApiKeyCreated { key, listed: ApiKeyListed::from(&record) })))
 }
 
@@ -227,8 +227,8 @@ pub(crate) async fn revoke_api_key(
         scopes: None,
         expires_at_ms: None,
     };
-    s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
-    s.links.apply_api_key(record);
+    let version = s.writer.put_api_key(&record).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_api_key_at(record, version);
     Ok(StatusCode::NO_CONTENT)
 }
 

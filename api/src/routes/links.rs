@@ -156,9 +156,9 @@ pub(crate) async fn create_link(
     let Json(body) = body?;
     let new = body.validate()?;
     principal.require_write(new.client_id.as_str())?;
-    let link = s.writer.create(new, &s.links).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    let (link, version) = s.writer.create(new, &s.links).await.map_err(|e| ApiError::Registry(e.to_string()))?;
     // Visible to this process's reads at once, without waiting for the tail.
-    s.links.apply(link.clone());
+    s.links.apply_at(&link, version);
     Ok((StatusCode::CREATED, Json(Link::new(&link, &s.public_redirect_url))))
 }
 
@@ -268,8 +268,9 @@ pub async fn create_links(
         tracing::error!(error = %failure, written = written.len(), undone, "batch partly acknowledged; rolled back");
         return Err(ApiError::Registry(format!("{failure}; the batch was rolled back")));
     }
-    for record in &records {
-        s.links.apply(record.clone());
+    // Every write was acknowledged (checked above).
+    for (record, version) in records.iter().zip(results.into_iter().flatten()) {
+        s.links.apply_at(record, version);
     }
     let links = records.iter().map(|r| Link::new(r, &s.public_redirect_url)).collect();
     Ok((StatusCode::CREATED, Json(Links { links })).into_response())
@@ -311,8 +312,8 @@ pub async fn patch_link(
     principal.check(link.client_id.as_str(), || format!("no link with id {link_id:?}"))?;
     principal.require_write(link.client_id.as_str())?;
     let updated = LinkRecord { status, ..(*link).clone() };
-    s.writer.put_link(&updated).await.map_err(|e| ApiError::Registry(e.to_string()))?;
-    s.links.apply(updated.clone());
+    let version = s.writer.put_link(&updated).await.map_err(|e| ApiError::Registry(e.to_string()))?;
+    s.links.apply_at(&updated, version);
     Ok(Json(Link::new(&updated, &s.public_redirect_url)))
 }
 
