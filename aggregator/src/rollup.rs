@@ -55,6 +55,9 @@ pub enum Grain {
     Hour,
     /// A UTC day.
     Day,
+    /// An ISO week (from Monday 00:00 UTC): the campaigns' breakdown rows
+    /// only, never a rollup grain.
+    Week,
 }
 
 impl Grain {
@@ -67,12 +70,17 @@ impl Grain {
             Grain::QuarterHour => 900,
             Grain::Hour => 3600,
             Grain::Day => 86_400,
+            Grain::Week => ricochet_warehouse::tables::BREAKDOWN_WEEK,
         }
     }
 
-    /// The start of the bucket holding `secs` (UTC; the epoch is a day boundary).
+    /// The start of the bucket holding `secs` (UTC; the epoch is a day
+    /// boundary, a Thursday: weeks start four days later).
     pub const fn floor(self, secs: u32) -> u32 {
-        secs - secs % self.secs()
+        match self {
+            Grain::Week => ricochet_warehouse::tables::week_floor(secs),
+            _ => secs - secs % self.secs(),
+        }
     }
 }
 
@@ -166,7 +174,8 @@ impl RecipientRef<'_> {
 /// the order [`crate::dimensions::EventDimensions::values`] gives their values.
 pub use ricochet_warehouse::tables::BREAKDOWN_DIMENSIONS as DIMENSIONS;
 
-/// The grains breakdown rows are kept at (`tables::BREAKDOWN_GRAINS`).
+/// The grains breakdown rows are kept at (`tables::BREAKDOWN_GRAINS`); the
+/// campaigns' rows also at [`Grain::Week`].
 pub const BREAKDOWN_GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
 
 /// One link-hour and one combination of every dimension's value: what the
@@ -234,7 +243,8 @@ impl<'a> ComboIndex<'a> {
     }
 
     /// The rows of one dimension into `scratch.out`: its values' counts per
-    /// link and per campaign at the hour and the day.
+    /// link and per campaign at the hour and the day, and per campaign at the
+    /// week.
     fn rows(&self, dimension: usize, scratch: &mut FoldScratch<'a>) {
         let FoldScratch { numbers, names, per_link, per_campaign, out } = scratch;
         numbers.clear();
@@ -251,9 +261,13 @@ impl<'a> ComboIndex<'a> {
                 per_link.entry(FoldKey::new(link, grain, hour, number)).or_default().add(counts);
             }
         }
-        // The campaign's rows: its links' rows folded.
+        // The campaign's rows: its links' rows folded, the days also into weeks.
         for (k, counts) in per_link.iter() {
-            per_campaign.entry(FoldKey { owner: self.links[k.owner as usize].1, ..*k }).or_default().add(counts);
+            let campaign = FoldKey { owner: self.links[k.owner as usize].1, ..*k };
+            per_campaign.entry(campaign).or_default().add(counts);
+            if let Some(week) = campaign.week() {
+                per_campaign.entry(week).or_default().add(counts);
+            }
         }
         let dimension_name = DIMENSIONS[dimension];
         let row = |k: &FoldKey, [client, campaign, link]: [&'a str; 3], counts: &BreakdownCounts| {
@@ -282,7 +296,7 @@ struct FoldScratch<'a> {
 
 /// A breakdown row's key within one dimension, by number ([`ComboIndex`]):
 /// its link's (or campaign's) number, its bucket, and its value's number
-/// with the grain in the lowest bit (hour 0, day 1).
+/// with the grain in the lowest two bits (hour 0, day 1, week 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FoldKey {
     owner: u32,
@@ -291,13 +305,21 @@ struct FoldKey {
 }
 
 impl FoldKey {
+    const GRAINS: [Grain; 3] = [Grain::Hour, Grain::Day, Grain::Week];
+
     fn new(owner: u32, grain: Grain, hour: u32, value: u32) -> Self {
-        FoldKey { owner, bucket: grain.floor(hour), value_and_grain: value << 1 | u32::from(grain == Grain::Day) }
+        let grain_bits = Self::GRAINS.iter().position(|g| *g == grain).expect("a breakdown grain") as u32;
+        FoldKey { owner, bucket: grain.floor(hour), value_and_grain: value << 2 | grain_bits }
+    }
+
+    /// The week row a day row folds into; `None` for other grains.
+    fn week(&self) -> Option<FoldKey> {
+        let (grain, value) = self.grain_and_value();
+        (grain == Grain::Day).then(|| FoldKey::new(self.owner, Grain::Week, self.bucket, value as u32))
     }
 
     fn grain_and_value(&self) -> (Grain, usize) {
-        let grain = if self.value_and_grain & 1 == 1 { Grain::Day } else { Grain::Hour };
-        (grain, (self.value_and_grain >> 1) as usize)
+        (Self::GRAINS[(self.value_and_grain & 3) as usize], (self.value_and_grain >> 2) as usize)
     }
 }
 
@@ -543,12 +565,13 @@ impl Batch {
     /// An upper bound on the rows of the larger of the flush's two inserts:
     /// minutes sharing a coarser bucket share its row, and combinations
     /// sharing a dimension's value share its breakdown row (a combination
-    /// makes a row per dimension and grain for its link and its campaign).
+    /// makes a row per dimension and grain for its link and its campaign,
+    /// and one per dimension for its campaign's week).
     pub fn num_rollup_rows(&self) -> usize {
         let (rollups, breakdowns) = self.partitions.values().fold((0, 0), |(r, b), p| {
             (
                 r + p.rollups.len() * Grain::ALL.len() + 1,
-                b + p.breakdowns.len() * DIMENSIONS.len() * BREAKDOWN_GRAINS.len() * 2 + 1,
+                b + p.breakdowns.len() * DIMENSIONS.len() * (BREAKDOWN_GRAINS.len() * 2 + 1) + 1,
             )
         });
         rollups.max(breakdowns)
@@ -779,8 +802,8 @@ mod tests {
         let l2 = breakdowns.iter().filter(|r| r.fence_partition == 1 && r.grain != 0);
         assert_eq!(
             l2.count(),
-            DIMENSIONS.len() * BREAKDOWN_GRAINS.len() * 2,
-            "a row per dimension at hour and day, for the link and its campaign"
+            DIMENSIONS.len() * (BREAKDOWN_GRAINS.len() * 2 + 1),
+            "a row per dimension at hour and day, for the link and its campaign, and at the week for the campaign"
         );
         let minute = |start| rows.iter().find(|r| r.grain == 60 && r.link_id == "l1" && r.bucket_start == start);
         assert_eq!((minute(60).unwrap().clicks, minute(120).unwrap().clicks), (2, 1));
@@ -827,6 +850,7 @@ mod tests {
         let clicks = events.iter().filter(|e| e.1 == EventType::Click).count() as u64;
         // The campaign's rows count what the link's do (its only link here).
         let (rows, campaign): (Vec<_>, Vec<_>) = all.iter().filter(|r| r.grain != 0).partition(|r| r.link_id == "l1");
+        let (weeks, campaign): (Vec<_>, Vec<_>) = campaign.into_iter().partition(|r| r.grain == Grain::Week.secs());
         let key = |r: &&BreakdownRow<'_>| {
             (r.grain, r.dimension, r.value.to_owned(), r.bucket_start, r.clicks, r.opens, r.human_opens)
         };
@@ -835,6 +859,18 @@ mod tests {
         a.sort_unstable();
         c.sort_unstable();
         assert_eq!(a, c);
+        // The campaign's week rows: its day rows folded by week (links have none).
+        let mut folded: std::collections::BTreeMap<_, (u64, u64, u64)> = Default::default();
+        for r in campaign.iter().filter(|r| r.grain == Grain::Day.secs()) {
+            let sums = folded.entry((r.dimension, r.value.to_owned(), Grain::Week.floor(r.bucket_start))).or_default();
+            *sums = (sums.0 + r.clicks, sums.1 + r.opens, sums.2 + r.human_opens);
+        }
+        let weekly: std::collections::BTreeMap<_, _> = weeks
+            .iter()
+            .map(|r| ((r.dimension, r.value.to_owned(), r.bucket_start), (r.clicks, r.opens, r.human_opens)))
+            .collect();
+        assert_eq!(weekly.len(), weeks.len(), "one week row per (week, value)");
+        assert_eq!(weekly, folded);
         assert!(campaign.iter().all(|r| r.link_id.is_empty() && r.campaign_id == "camp"));
         for grain in BREAKDOWN_GRAINS {
             for (d, dimension) in DIMENSIONS.into_iter().enumerate() {
@@ -875,12 +911,13 @@ mod tests {
         let mut b = Batch::default();
         let mut events = Vec::new();
         // One partition: two clients, three campaigns, five links, two
-        // countries, events over two days.
+        // countries, events over two days and two weeks (from Sunday noon).
         for i in 0..60i64 {
             let (client, campaign, link) =
                 [("a", "c1", "l1"), ("a", "c1", "l2"), ("a", "c2", "l3"), ("b", "c1", "l4"), ("b", "c3", "l5")]
                     [(i % 5) as usize];
-            let (mut e, _, _) = click(client, link, 86_400_000 + (i % 7) * 9_000_000 + i);
+            let sunday_noon = i64::from(ricochet_warehouse::tables::WEEK_START - 43_200) * 1000;
+            let (mut e, _, _) = click(client, link, sunday_noon + (i % 7) * 9_000_000 + i);
             e.campaign_id = CampaignId::parse(campaign).unwrap();
             e.client_ip = Some(if i % 3 == 0 { "81.2.69.0" } else { "17.58.0.0" }.into());
             let bucket = BucketStart::of_millis(e.event_time_ms).unwrap();
@@ -896,6 +933,11 @@ mod tests {
         let mut from_links: HashMap<_, u64> = HashMap::new();
         for r in rows.iter().filter(|r| !r.link_id.is_empty()) {
             *from_links.entry(key(r)).or_default() += r.clicks;
+            if r.grain == Grain::Day.secs() {
+                let (dimension, _, client, campaign, day, value) = key(r);
+                let week = (dimension, Grain::Week.secs(), client, campaign, Grain::Week.floor(day), value);
+                *from_links.entry(week).or_default() += r.clicks;
+            }
             // A link's row counts its own events with its value, once.
             let (d, grain) = (
                 DIMENSIONS.iter().position(|d| *d == r.dimension).unwrap(),
@@ -915,6 +957,8 @@ mod tests {
             rows.iter().filter(|r| r.link_id.is_empty()).map(|r| (key(r), r.clicks)).collect();
         assert_eq!(campaigns.len(), rows.iter().filter(|r| r.link_id.is_empty()).count(), "one row per campaign key");
         assert_eq!(campaigns, from_links, "each campaign's rows are its own links' rows summed");
+        let weeks: HashSet<_> = campaigns.keys().filter(|k| k.1 == Grain::Week.secs()).map(|k| k.4).collect();
+        assert_eq!(weeks.len(), 2, "the events span two weeks: {weeks:?}");
         assert_eq!(
             campaigns
                 .keys()

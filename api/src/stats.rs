@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use ricochet_warehouse::tables::{
-    coarsest_grain, BREAKDOWNS_TABLE, BREAKDOWN_GRAINS, EVENTS_TABLE, RECIPIENTS_TABLE, RECIPIENT_BUCKET_SECS,
-    ROLLUP_TABLE, WEBHOOK_DELIVERIES_TABLE,
+    coarsest_grain, BREAKDOWNS_TABLE, BREAKDOWN_GRAINS, BREAKDOWN_WEEK, EVENTS_TABLE, RECIPIENTS_TABLE,
+    RECIPIENT_BUCKET_SECS, ROLLUP_TABLE, WEBHOOK_DELIVERIES_TABLE, WEEK_START,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
@@ -279,6 +279,12 @@ impl Scope {
             }
             Scope::Link(_) => self.filter(),
         }
+    }
+
+    /// Whether its breakdown rows are kept at the week too: campaigns' rows
+    /// are (and a client's counts are its campaigns'), links' are not.
+    fn has_week_rows(&self) -> bool {
+        !matches!(self, Scope::Link(_))
     }
 }
 
@@ -772,17 +778,22 @@ pub struct BreakdownSpec {
 
 impl BreakdownSpec {
     /// The breakdown rows that answer exactly, as `(grain, from, to)` spans
-    /// tiling `[from, to)`, coarsest first: the whole UTC days inside the
-    /// range from the day rows, the hours before the first and after the
-    /// last whole day from the hour rows (a 30-day range ending on the hour
-    /// reads 30 days of day rows and at most 46 hours of hour rows, not 720
+    /// tiling `[from, to)`, coarsest first: with `weeks` (a campaign's or a
+    /// client's rows), the whole weeks (Monday to Monday, UTC) inside the
+    /// range from the week rows; the whole UTC days left from the day rows;
+    /// the hours before the first and after the last whole day from the hour
+    /// rows (a 30-day range ending on the hour reads four weeks of week rows,
+    /// a few days of day rows and at most 46 hours of hour rows, not 720
     /// hours). None with a filter (breakdown rows count one dimension at a
     /// time) or a range off the hours: then the raw events answer.
-    pub fn rollup_spans(&self) -> Option<Vec<(u32, i64, i64)>> {
+    pub fn rollup_spans(&self, weeks: bool) -> Option<Vec<(u32, i64, i64)>> {
         if !self.filters.is_empty() {
             return None;
         }
-        let mut grains = BREAKDOWN_GRAINS;
+        let mut grains = BREAKDOWN_GRAINS.to_vec();
+        if weeks {
+            grains.push(BREAKDOWN_WEEK);
+        }
         grains.sort_unstable_by(|a, b| b.cmp(a));
         let finest = i64::from(*grains.last()?);
         if self.from % finest != 0 || self.to % finest != 0 {
@@ -792,13 +803,21 @@ impl BreakdownSpec {
     }
 }
 
+/// The start of the `grain` bucket holding `t`: weeks start on Monday
+/// 00:00 UTC, every other grain at a multiple of its width.
+fn bucket_floor(t: i64, grain: u32) -> i64 {
+    let origin = if grain == BREAKDOWN_WEEK { i64::from(WEEK_START) } else { 0 };
+    t - (t - origin).rem_euclid(i64::from(grain))
+}
+
 /// `[from, to)` as spans of the coarsest grain that fits, then the next
 /// finer one for what is left at either end (`from` and `to` are multiples
-/// of the finest grain, which every coarser grain is a multiple of).
+/// of the finest grain, which every coarser grain's buckets are made of).
 fn tile(from: i64, to: i64, grains: &[u32]) -> Vec<(u32, i64, i64)> {
     let Some((&grain, finer)) = grains.split_first() else { return Vec::new() };
     let g = i64::from(grain);
-    let (start, end) = (from + (g - from.rem_euclid(g)) % g, to - to.rem_euclid(g));
+    let floor = bucket_floor(from, grain);
+    let (start, end) = (if floor == from { from } else { floor + g }, bucket_floor(to, grain));
     if finer.is_empty() || start >= end {
         return if finer.is_empty() { vec![(grain, from, to)] } else { tile(from, to, finer) };
     }
@@ -831,8 +850,9 @@ pub async fn breakdown_counts(
     scope: &Scope,
     spec: &BreakdownSpec,
 ) -> Result<Vec<ValueCounts>, StatsError> {
-    let query = match spec.rollup_spans() {
+    let query = match spec.rollup_spans(scope.has_week_rows()) {
         Some(spans) => {
+            let spans = whole_weeks_only(ch, scope, spans).await?;
             let (filter, values) = scope.breakdown_filter();
             let span = "(grain = ? AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?))";
             let sql = format!(
@@ -877,6 +897,83 @@ pub async fn breakdown_counts(
     };
     metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
     Ok(query.fetch_all::<ValueCounts>().await?)
+}
+
+/// The day grain (`grain = 86400`) of the breakdown rows.
+const DAY: u32 = 86_400;
+
+/// `spans` with each week span whose week rows are not complete read from
+/// the day rows instead.
+///
+/// Why a week's rows can be incomplete: aggregators from before the week
+/// grain write day rows without week rows, for as long as a rolling upgrade
+/// lasts, and databases from before it have none for the weeks behind them.
+/// A flush writes all of its breakdown rows in one insert, so a batch that
+/// wrote week rows wrote them for every dimension: a week is complete when
+/// its week rows of one dimension count as many events as its day rows of
+/// that dimension. Device, the dimension with the fewest values, is checked:
+/// a few dozen rows a week.
+async fn whole_weeks_only(
+    ch: &Client,
+    scope: &Scope,
+    spans: Vec<(u32, i64, i64)>,
+) -> Result<Vec<(u32, i64, i64)>, StatsError> {
+    let Some(&(_, from, to)) = spans.iter().find(|s| s.0 == BREAKDOWN_WEEK) else { return Ok(spans) };
+    #[derive(Row, Deserialize)]
+    struct WeekTotals {
+        week: u32,
+        weekly: u64,
+        daily: u64,
+    }
+    let (filter, values) = scope.breakdown_filter();
+    let (week, day) = (BREAKDOWN_WEEK, DAY);
+    let sql = format!(
+        "SELECT toUInt32(intDiv(toUInt32(bucket_start) - {WEEK_START}, {week}) * {week} + {WEEK_START}) AS week, \
+         sumIf(clicks + opens, grain = {week}) AS weekly, sumIf(clicks + opens, grain = {day}) AS daily \
+         FROM {BREAKDOWNS_TABLE} WHERE dimension = '{device}' AND grain IN ({day}, {week}) AND {filter} \
+         AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?) GROUP BY week",
+        device = Dimension::Device.as_str()
+    );
+    let mut query = ch.query(&sql);
+    for v in &values {
+        query = query.bind(v.as_str());
+    }
+    metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
+    let incomplete: std::collections::HashSet<i64> = query
+        .bind(from as u32)
+        .bind(to as u32)
+        .fetch_all::<WeekTotals>()
+        .await?
+        .into_iter()
+        .filter(|w| w.weekly != w.daily)
+        .map(|w| i64::from(w.week))
+        .collect();
+    Ok(weeks_from_complete_rows(spans, &incomplete))
+}
+
+/// [`whole_weeks_only`]'s rewrite: each run of complete weeks stays one week
+/// span, each run of `incomplete` weeks becomes a day span.
+fn weeks_from_complete_rows(
+    spans: Vec<(u32, i64, i64)>,
+    incomplete: &std::collections::HashSet<i64>,
+) -> Vec<(u32, i64, i64)> {
+    let week = i64::from(BREAKDOWN_WEEK);
+    let mut out: Vec<(u32, i64, i64)> = Vec::new();
+    for (grain, from, to) in spans {
+        if grain != BREAKDOWN_WEEK {
+            out.push((grain, from, to));
+            continue;
+        }
+        let first = out.len();
+        for start in (from..to).step_by(week as usize) {
+            let grain = if incomplete.contains(&start) { DAY } else { BREAKDOWN_WEEK };
+            match out[first..].last_mut() {
+                Some(last) if last.0 == grain => last.2 = start + week,
+                _ => out.push((grain, start, start + week)),
+            }
+        }
+    }
+    out
 }
 
 /// ` AND country = ? AND device = ?`…: the filters, their values bound in order.
@@ -1076,6 +1173,53 @@ mod tests {
         assert!(err(None, None, Some("week"), None).contains("minute, hour or day"));
         assert!(err(Some("0"), Some("1000000"), None, None).contains("at most 7 days"));
         assert!(err(None, None, None, Some("Mars/Olympus")).contains("IANA"));
+    }
+
+    #[test]
+    fn whole_weeks_come_from_the_week_rows_when_asked() {
+        // 2026-11-30 and 2026-12-07 are Mondays.
+        let (monday, day, h) = (1_795_996_800, 86_400, 3_600);
+        let spec = |from: i64, to: i64| BreakdownSpec { by: Dimension::Country, from, to, filters: Vec::new() };
+        let thirty = spec(monday - 3 * day - 5 * h, monday + 26 * day + 7 * h);
+        assert_eq!(
+            thirty.rollup_spans(true),
+            Some(vec![
+                (604_800, monday, monday + 21 * day),
+                (86_400, monday - 3 * day, monday),
+                (3_600, monday - 3 * day - 5 * h, monday - 3 * day),
+                (86_400, monday + 21 * day, monday + 26 * day),
+                (3_600, monday + 26 * day, monday + 26 * day + 7 * h),
+            ]),
+            "weeks inside, days around them, hours at the ends"
+        );
+        assert_eq!(
+            thirty.rollup_spans(false).unwrap()[0],
+            (86_400, monday - 3 * day, monday + 26 * day),
+            "a link's rows have no weeks"
+        );
+        assert_eq!(
+            spec(monday + day, monday + 8 * day).rollup_spans(true),
+            Some(vec![(86_400, monday + day, monday + 8 * day)]),
+            "no whole week"
+        );
+    }
+
+    #[test]
+    fn weeks_without_complete_week_rows_are_read_from_the_days() {
+        let (monday, week) = (1_795_996_800i64, 604_800i64);
+        let spans = vec![(604_800, monday, monday + 4 * week), (86_400, monday - 86_400, monday)];
+        let incomplete: std::collections::HashSet<i64> = [monday + week, monday + 2 * week].into();
+        assert_eq!(
+            weeks_from_complete_rows(spans.clone(), &incomplete),
+            vec![
+                (604_800, monday, monday + week),
+                (86_400, monday + week, monday + 3 * week),
+                (604_800, monday + 3 * week, monday + 4 * week),
+                (86_400, monday - 86_400, monday),
+            ],
+            "the two incomplete weeks as one day span"
+        );
+        assert_eq!(weeks_from_complete_rows(spans.clone(), &Default::default()), spans, "all complete: unchanged");
     }
 
     #[test]

@@ -299,7 +299,7 @@ pub async fn assert_counted_exactly_in(ch: &ClickHouse, suffix: &str, tally: &Ta
     }
     // The breakdowns, with positions of their own: each dimension counts
     // every click exactly once too, per link and per campaign.
-    use ricochet_warehouse::tables::{BREAKDOWN_DIMENSIONS, BREAKDOWN_GRAINS};
+    use ricochet_warehouse::tables::{BREAKDOWN_DIMENSIONS, BREAKDOWN_GRAINS, BREAKDOWN_WEEK};
     let breakdowns = format!("click_breakdowns{suffix}");
     for grain in BREAKDOWN_GRAINS {
         for dimension in BREAKDOWN_DIMENSIONS {
@@ -308,6 +308,12 @@ pub async fn assert_counted_exactly_in(ch: &ClickHouse, suffix: &str, tally: &Ta
             assert_eq!(seen, tally.per_link, "breakdown by {dimension} at grain {grain} s, per link");
             assert_eq!(campaigns, tally.total(), "breakdown by {dimension} at grain {grain} s, per campaign");
         }
+    }
+    // The campaigns' week rows (links have none).
+    for dimension in BREAKDOWN_DIMENSIONS {
+        let seen = per_link_of(ch, &breakdowns, BREAKDOWN_WEEK, dimension).await;
+        let want = BTreeMap::from([(String::new(), tally.total())]);
+        assert_eq!(seen, want, "breakdown by {dimension} at the week, per campaign only");
     }
     assert_eq!(
         stored_positions(ch, &breakdowns).await,

@@ -49,6 +49,25 @@ pub const BREAKDOWN_DIMENSIONS: [&str; 9] = [
 /// 15-minute grain's rows.
 pub const BREAKDOWN_GRAINS: [u32; 2] = [3_600, 86_400];
 
+/// The week grain (`grain = 604800`) of the campaigns' breakdown rows
+/// (`link_id = ''`) only: a 30-day breakdown of a campaign or a client reads
+/// four weeks of rows and a few days, not thirty days of rows per value. Its
+/// buckets are ISO weeks: Monday 00:00 UTC ([`WEEK_START`]).
+pub const BREAKDOWN_WEEK: u32 = 604_800;
+
+/// The first Monday 00:00 UTC after the epoch (1970-01-05), in seconds: week
+/// buckets start at `WEEK_START + k × BREAKDOWN_WEEK`.
+pub const WEEK_START: u32 = 345_600;
+
+/// The start of the week (Monday 00:00 UTC) holding `secs`; 0 before the
+/// first Monday (no event is stored from then).
+pub const fn week_floor(secs: u32) -> u32 {
+    if secs < WEEK_START {
+        return 0;
+    }
+    secs - (secs - WEEK_START) % BREAKDOWN_WEEK
+}
+
 /// The bucket width of [`RECIPIENTS_TABLE`], in seconds.
 pub const RECIPIENT_BUCKET_SECS: u32 = 900;
 
@@ -65,6 +84,16 @@ pub fn coarsest_grain(boundaries: impl IntoIterator<Item = i64> + Clone) -> u32 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weeks_start_on_monday_utc() {
+        // 2026-11-30 is a Monday; 2026-12-06 a Sunday.
+        let monday = 1_795_996_800;
+        assert_eq!(week_floor(monday), monday);
+        assert_eq!(week_floor(monday + 6 * 86_400 + 86_399), monday);
+        assert_eq!(week_floor(monday - 1), monday - BREAKDOWN_WEEK);
+        assert_eq!(week_floor(WEEK_START), WEEK_START);
+    }
 
     #[test]
     fn the_coarsest_grain_that_tiles_the_boundaries() {

@@ -4,8 +4,9 @@
 //!
 //! Where the counts come from ([`stats::breakdown_counts`]): without filters
 //! and with `from` and `to` on whole UTC hours, from `click_breakdowns`
-//! (UTC days for the whole days in the range, hours at its ends), a range
-//! read on the sort key's prefix, a small fraction of the raw events;
+//! (for a campaign or a client, weeks for the whole weeks in the range whose
+//! week rows are complete; UTC days for the whole days left; hours at its
+//! ends), a range read on the sort key's prefix, a small fraction of the raw events;
 //! otherwise from the raw events. `unique_human_recipients` always comes from
 //! the raw events ([`stats::breakdown_recipients`]). The answer's `source`
 //! says which the counts came from.
@@ -222,7 +223,7 @@ pub struct BreakdownRow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// The hour or day rows of `click_breakdowns` (the name predates that table).
+    /// The hour, day or week rows of `click_breakdowns` (the name predates that table).
     Rollups,
     /// The raw events (filters, or a range off whole hours).
     Events,
@@ -331,7 +332,7 @@ pub async fn breakdown(ch: &clickhouse::Client, scope: &Scope, req: &BreakdownRe
         to: stats::rfc3339(spec.to, req.tz),
         tz: req.tz.name().to_owned(),
         human_only: req.human_only,
-        source: if spec.rollup_spans().is_some() { Source::Rollups } else { Source::Events },
+        source: if spec.rollup_spans(false).is_some() { Source::Rollups } else { Source::Events },
         rows,
         other,
     })
@@ -384,8 +385,8 @@ impl IntoParams for BreakdownParams {
             q(
                 "to",
                 "End (exclusive): Unix seconds or RFC 3339, taken as given. Default: the end of the current UTC hour. \
-                 With no filter and both ends on whole UTC hours, the counts come from the hour (or day) rollups; \
-                 otherwise from the raw events. At most 366 days (else 422).",
+                 With no filter and both ends on whole UTC hours, the counts come from the hour (or day, or for \
+                 campaigns and clients week) rollups; otherwise from the raw events. At most 366 days (else 422).",
                 openapi::instant_schema(),
             ),
             q("tz", "IANA time zone `from` and `to` are shown in. Default: UTC.", openapi::tz_schema()),
@@ -540,12 +541,12 @@ mod tests {
         assert_eq!(r.spec.to, 1_800_003_600);
         assert_eq!(r.spec.to - r.spec.from, 30 * 86_400);
         assert!(r.human_only && r.limit == 10 && r.spec.filters.is_empty() && r.tz == Tz::UTC);
-        assert!(r.spec.rollup_spans().is_some(), "whole hours: the rollups");
+        assert!(r.spec.rollup_spans(false).is_some(), "whole hours: the rollups");
     }
 
     #[test]
     fn whole_days_come_from_the_day_rows_the_ragged_ends_from_the_hours_else_the_events() {
-        let spans = |q: &str| parse(q).unwrap().spec.rollup_spans();
+        let spans = |q: &str| parse(q).unwrap().spec.rollup_spans(false);
         let (day, h) = (20_000 * 86_400, 3_600);
         assert_eq!(
             spans(&format!("by=os&from={day}&to={}", day + 7 * 86_400)),
