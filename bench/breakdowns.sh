@@ -14,8 +14,9 @@
 # 3. merges (`OPTIMIZE TABLE click_breakdowns FINAL`) and reports the breakdown
 #    rows per (link or campaign, bucket, dimension, value): goal <= 1.1;
 # 4. asks the API for a 30-day breakdown of one campaign by each dimension
-#    (`GET /v1/clients/{id}/campaigns/{id}/breakdown?by=…`, the default range:
-#    30 days to the end of the current hour), and reports the
+#    (`GET /v1/clients/{id}/campaigns/{id}/breakdown?by=…`, over the default
+#    range, the last 30 whole UTC days, then over the 30 days to the end of
+#    the current hour), and reports the
 #    rows ClickHouse read for it (`system.query_log`, read_rows of the
 #    queries the API ran) against the campaign's raw events: the counts'
 #    query (click_breakdowns) against the goal <= 1/20, and the exact unique
@@ -31,7 +32,7 @@ EVENTS="${BREAKDOWN_EVENTS:-300000}"
 LINKS="${BREAKDOWN_LINKS:-20}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ricochet-breakdowns-bench.XXXXXX")"
-ADMIN_KEY="bench-admin-$$"
+ADMIN_KEY="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 declare -A PID=()
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -123,30 +124,41 @@ wait_until 60 "the API" curl -sf "http://127.0.0.1:$API_PORT/healthz"
     echo "breakdowns: $EVENTS clicks of one sender over 30 days, $LINKS links; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "breakdown rows after merges: $ROWS rows for $KEYS (link or campaign, bucket, dimension, value): $PER_VALUE per value (goal <= 1.1)"
     echo "campaign $CAMPAIGN: $RAW raw events"
-    echo "rows read per 30-day breakdown: the counts (rows of click_breakdowns) against the goal, and the"
-    echo "exact unique human recipients (raw click_events: a recipient set cannot be summed from rows) beside"
-    printf '%-16s %12s %8s %-12s %14s %8s\n' by counts_read ratio "goal <= 0.05" uniques_read ratio
 } | tee "$WORK/summary.txt"
-for by in country device os browser mail_client referrer_domain utm_source utm_medium utm_campaign; do
-    sleep 1.1 # query_log times are whole seconds: this call's queries start after T0
-    T0="$(ch "SELECT toUInt32(now()) FORMAT TSV")"
-    curl -sf -H "Authorization: Bearer $ADMIN_KEY" \
-        "http://127.0.0.1:$API_PORT/v1/clients/$CLIENT/campaigns/$CAMPAIGN/breakdown?by=$by" \
-        >"$WORK/breakdown-$by.json" || die "the breakdown by $by failed"
-    ch "SYSTEM FLUSH LOGS" >/dev/null
-    # What the API's queries read: they alone name the campaign (the idle
-    # aggregator's never do); split by the table each read.
-    read_from() {
-        ch "SELECT sum(read_rows) FROM system.query_log WHERE toUInt8(type) = 2
-            AND toUInt32(query_start_time) >= $T0 AND query LIKE '%$CAMPAIGN%' AND query LIKE '%FROM $1 %'
-            AND query NOT LIKE '%query_log%' FORMAT TSV"
-    }
-    COUNTS="$(read_from click_breakdowns)"
-    UNIQUES="$(read_from click_events)"
-    ratio() { awk -v r="$1" -v n="$RAW" 'BEGIN { printf "%.4f", r / n }'; }
-    printf '%-16s %12s %8s %-12s %14s %8s\n' "$by" "$COUNTS" "$(ratio "$COUNTS")" \
-        "$(awk -v r="$COUNTS" -v n="$RAW" 'BEGIN { print (r / n <= 0.05) ? "met" : "missed" }')" \
-        "$UNIQUES" "$(ratio "$UNIQUES")" | tee -a "$WORK/summary.txt"
-done
+
+# The rows read by a breakdown by each dimension over `$1` (a query string).
+measure() {
+    local range="$1"
+    {
+        echo
+        echo "rows read per 30-day breakdown, $2: the counts (rows of click_breakdowns) against the goal, and the"
+        echo "exact unique human recipients (raw click_events: a recipient set cannot be summed from rows) beside"
+        printf '%-16s %12s %8s %-12s %14s %8s\n' by counts_read ratio "goal <= 0.05" uniques_read ratio
+    } | tee -a "$WORK/summary.txt"
+    for by in country device os browser mail_client referrer_domain utm_source utm_medium utm_campaign; do
+        sleep 1.1 # query_log times are whole seconds: this call's queries start after T0
+        T0="$(ch "SELECT toUInt32(now()) FORMAT TSV")"
+        curl -sf -H "Authorization: Bearer $ADMIN_KEY" \
+            "http://127.0.0.1:$API_PORT/v1/clients/$CLIENT/campaigns/$CAMPAIGN/breakdown?by=$by$range" \
+            >"$WORK/breakdown-$by.json" || die "the breakdown by $by failed"
+        ch "SYSTEM FLUSH LOGS" >/dev/null
+        # What the API's queries read: they alone name the campaign (the idle
+        # aggregator's never do); split by the table each read.
+        read_from() {
+            ch "SELECT sum(read_rows) FROM system.query_log WHERE toUInt8(type) = 2
+                AND toUInt32(query_start_time) >= $T0 AND query LIKE '%$CAMPAIGN%' AND query LIKE '%FROM $1 %'
+                AND query NOT LIKE '%query_log%' FORMAT TSV"
+        }
+        COUNTS="$(read_from click_breakdowns)"
+        UNIQUES="$(read_from click_events)"
+        ratio() { awk -v r="$1" -v n="$RAW" 'BEGIN { printf "%.4f", r / n }'; }
+        printf '%-16s %12s %8s %-12s %14s %8s\n' "$by" "$COUNTS" "$(ratio "$COUNTS")" \
+            "$(awk -v r="$COUNTS" -v n="$RAW" 'BEGIN { print (r / n <= 0.05) ? "met" : "missed" }')" \
+            "$UNIQUES" "$(ratio "$UNIQUES")" | tee -a "$WORK/summary.txt"
+    done
+}
+measure "" "the default range (the last 30 whole UTC days, today's included)"
+NEXT_HOUR=$(($(date -u +%s) / 3600 * 3600 + 3600))
+measure "&from=$((NEXT_HOUR - 30 * 86400))&to=$NEXT_HOUR" "30 days to the end of the current hour (ragged hours at both ends)"
 mkdir -p "$ROOT/bench/out"
 cp "$WORK/summary.txt" "$ROOT/bench/out/breakdowns-$(date -u +%Y%m%dT%H%M%SZ).txt"

@@ -27,7 +27,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EVENTS="${EXPORT_EVENTS:-1000000}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ricochet-export-bench.XXXXXX")"
-ADMIN_KEY="bench-admin-$$"
+ADMIN_KEY="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 declare -A PID=()
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

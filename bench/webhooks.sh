@@ -40,7 +40,7 @@ PHASES="${WEBHOOKS_PHASES:-throughput backlog idle}"
 IDLE_ENDPOINTS="${WEBHOOKS_IDLE_ENDPOINTS:-50}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ricochet-webhooks-bench.XXXXXX")"
-ADMIN_KEY="bench-admin-$$"
+ADMIN_KEY="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 PARTITIONS=12
 declare -A PID=()
 

@@ -170,6 +170,14 @@ fn next(start: i64, g: Granularity, tz: Tz) -> i64 {
     }
 }
 
+/// The start of the local day after the one holding `now`, and of the day
+/// `days` days before that one: the last `days` whole days of `tz`, today's included.
+pub fn last_whole_days(now: i64, days: u64, tz: Tz) -> (i64, i64) {
+    let today = utc(now).with_timezone(&tz).date_naive();
+    let tomorrow = today.checked_add_days(Days::new(1)).unwrap_or(today);
+    (local_midnight(tz, tomorrow.checked_sub_days(Days::new(days)).unwrap_or(tomorrow)), local_midnight(tz, tomorrow))
+}
+
 fn local_midnight(tz: Tz, date: chrono::NaiveDate) -> i64 {
     // A day starts at its first existing local instant (midnight may be skipped by DST).
     let naive = date.and_time(NaiveTime::MIN);

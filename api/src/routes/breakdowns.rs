@@ -108,9 +108,13 @@ pub struct BreakdownRequest {
 }
 
 impl BreakdownRequest {
-    /// Defaults: the [`DEFAULT_DAYS`] days up to the end of the current UTC
-    /// hour, human only, [`DEFAULT_LIMIT`] rows. `from` and `to` are taken
-    /// as given (not rounded): off whole hours, the raw events answer.
+    /// Defaults: the last [`DEFAULT_DAYS`] whole days of `tz`, today's
+    /// included (`to` alone: the [`DEFAULT_DAYS`] days before it; `from`
+    /// alone: up to the end of today), human only, [`DEFAULT_LIMIT`] rows.
+    /// Whole days, not "up to the next hour": a UTC day's rows answer for a
+    /// day at once, where a ragged hour at each end costs a row per value and
+    /// hour. `from` and `to` are taken as given (not rounded): off whole
+    /// hours, the raw events answer.
     pub fn parse(q: &BreakdownQuery, now: i64) -> Result<Self, StatsError> {
         let names = || Dimension::ALL.map(Dimension::as_str).join(", ");
         let by = match q.by.as_deref() {
@@ -119,12 +123,15 @@ impl BreakdownRequest {
                 .ok_or_else(|| StatsError::BadParam(format!("by must be one of {}, not {raw:?}", names())))?,
         };
         let tz = stats::parse_tz(q.tz.as_deref())?;
-        let to = match q.to.as_deref() {
-            Some(t) => stats::parse_instant("to", t)?,
-            None => now - now.rem_euclid(3600) + 3600,
-        };
+        let (whole_days_from, end_of_today) = stats::last_whole_days(now, DEFAULT_DAYS as u64, tz);
+        let to = q.to.as_deref().map(|t| stats::parse_instant("to", t)).transpose()?;
         let from = q.from.as_deref().map(|f| stats::parse_instant("from", f)).transpose()?;
-        let from = from.unwrap_or(to - DEFAULT_DAYS * 86_400);
+        let (from, to) = match (from, to) {
+            (Some(from), Some(to)) => (from, to),
+            (Some(from), None) => (from, end_of_today),
+            (None, Some(to)) => (to - DEFAULT_DAYS * 86_400, to),
+            (None, None) => (whole_days_from, end_of_today),
+        };
         stats::check_bounds(from, to)?;
         if to - from > MAX_DAYS * 86_400 {
             return Err(StatsError::Conflict(format!("range too long for a breakdown: at most {MAX_DAYS} days")));
@@ -379,17 +386,22 @@ impl IntoParams for BreakdownParams {
             by,
             q(
                 "from",
-                "Start: Unix seconds or RFC 3339, taken as given. Default: 30 days before `to`.",
+                "Start: Unix seconds or RFC 3339, taken as given. Default: 30 days before `to`, or with neither, \
+                 the start of the 30th day before the end of today in `tz` (the last 30 whole days).",
                 openapi::instant_schema(),
             ),
             q(
                 "to",
-                "End (exclusive): Unix seconds or RFC 3339, taken as given. Default: the end of the current UTC hour. \
+                "End (exclusive): Unix seconds or RFC 3339, taken as given. Default: the end of today in `tz`. \
                  With no filter and both ends on whole UTC hours, the counts come from the hour (or day, or for \
                  campaigns and clients week) rollups; otherwise from the raw events. At most 366 days (else 422).",
                 openapi::instant_schema(),
             ),
-            q("tz", "IANA time zone `from` and `to` are shown in. Default: UTC.", openapi::tz_schema()),
+            q(
+                "tz",
+                "IANA time zone `from` and `to` are shown in, and whose days the default range is. Default: UTC.",
+                openapi::tz_schema(),
+            ),
             q(
                 "human_only",
                 "Leave machines out: bot clicks and machine opens read 0 and values without a human click or open \
@@ -535,13 +547,22 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_thirty_days_to_the_next_hour_human_only_ten_rows() {
+    fn defaults_are_the_last_thirty_whole_days_human_only_ten_rows() {
         let r = parse("by=country").unwrap();
         assert_eq!(r.spec.by, Dimension::Country);
-        assert_eq!(r.spec.to, 1_800_003_600);
-        assert_eq!(r.spec.to - r.spec.from, 30 * 86_400);
+        let tomorrow = NOW - NOW.rem_euclid(86_400) + 86_400;
+        assert_eq!((r.spec.from, r.spec.to), (tomorrow - 30 * 86_400, tomorrow), "30 UTC days, today's included");
         assert!(r.human_only && r.limit == 10 && r.spec.filters.is_empty() && r.tz == Tz::UTC);
-        assert!(r.spec.rollup_spans(false).is_some(), "whole hours: the rollups");
+        assert!(r.spec.rollup_spans(false).unwrap().iter().all(|s| s.0 == 86_400), "whole days: no hour rows");
+        // In a zone: its days (Paris, UTC+1 in winter: midnight is 23:00 UTC the day before).
+        let r = parse("by=country&tz=Europe/Paris").unwrap();
+        assert_eq!(r.spec.to, tomorrow - 3_600);
+        assert_eq!(r.spec.to - r.spec.from, 30 * 86_400);
+        // One end given: the other as before (30 days before `to`; up to the end of today).
+        let r = parse(&format!("by=os&to={}", tomorrow - 7_200)).unwrap();
+        assert_eq!((r.spec.from, r.spec.to), (tomorrow - 7_200 - 30 * 86_400, tomorrow - 7_200));
+        let r = parse(&format!("by=os&from={}", tomorrow - 5 * 86_400)).unwrap();
+        assert_eq!((r.spec.from, r.spec.to), (tomorrow - 5 * 86_400, tomorrow));
     }
 
     #[test]
