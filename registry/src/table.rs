@@ -93,21 +93,12 @@ impl Registry {
         }
     }
 
-    /// Applies the newest state of a link. A link's code never changes, so the
-    /// record replaces the previous one.
+    /// Applies a link's state that has no version (a snapshot's, loaded
+    /// before the tail starts): [`apply_at`](Self::apply_at) with
+    /// [`Version::UNKNOWN`]. A link's code never changes, so the record
+    /// replaces the previous one.
     pub fn apply(&self, record: LinkRecord) {
-        self.apply_ref(&record);
-    }
-
-    /// [`apply`](Self::apply) without taking the record.
-    pub fn apply_ref(&self, record: &LinkRecord) {
-        self.links.apply(record);
-        if let Some(by_id) = &self.by_id {
-            by_id
-                .entry(record.link_id.clone())
-                .and_modify(|e| e.code = record.code.clone())
-                .or_insert_with(|| IdEntry { code: record.code.clone(), version: Version::UNKNOWN });
-        }
+        self.apply_at(&record, Version::UNKNOWN);
     }
 
     /// Applies a link's state at `version` (its offset in the links topic),
