@@ -9,7 +9,7 @@
 //! 34 k of its 216 k ranges), so IPv6 searches the starts' top 64 bits through
 //! a two-level sample (see `v6_sample`), then the few ranges sharing them.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 
 use crate::SignalsError;
@@ -55,13 +55,20 @@ impl<V: Copy> RangeTable<V> {
         gz: &[u8],
         value: impl Fn(&str) -> Result<V, String>,
     ) -> Result<Self, SignalsError> {
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(gz)
-            .read_to_string(&mut text)
-            .map_err(|source| SignalsError::Io { file, source })?;
+        // Line by line through one reused buffer: the tables are ~20 MB of
+        // text, and reading one whole into a string that doubles as it grows
+        // put a third more on a process's start-up peak (81 MB against 55 MB
+        // for the country table alone) for no faster parse.
+        let mut reader = BufReader::with_capacity(1 << 16, flate2::read::GzDecoder::new(gz));
+        let mut buffer = String::new();
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
+        for n in 1.. {
+            buffer.clear();
+            if reader.read_line(&mut buffer).map_err(|source| SignalsError::Io { file, source })? == 0 {
+                break;
+            }
+            // What `str::lines` strips: one `\n` or `\r\n`.
+            let line = buffer.strip_suffix('\n').map_or(buffer.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
             let mut f = line.split(',');
             let (Some(family), Some(start), Some(end), Some(v), None) =
                 (f.next(), f.next(), f.next(), f.next(), f.next())
@@ -217,6 +224,18 @@ mod tests {
             assert_eq!(partition_sampled(&keys, &sample, |k| k < x), keys.partition_point(|&k| k < x), "< {x}");
         }
         assert_eq!(partition_sampled(&[], &[], |_| true), 0);
+    }
+
+    #[test]
+    fn lines_end_as_str_lines_ends_them() {
+        // `\r\n` endings and a last line without one read like `\n` lines;
+        // a line number still counts every line.
+        let t = table("4,1000000,10000ff,1\r\n4,1000200,10100ff,2").unwrap();
+        assert_eq!((t.get("1.0.0.1".parse().unwrap()), t.get("1.0.2.1".parse().unwrap())), (Some(1), Some(2)));
+        match table("4,1000000,10000ff,1\r\n\r\n") {
+            Err(SignalsError::BadData { line: 2, .. }) => {}
+            other => panic!("an empty second line: {:?}", other.err()),
+        }
     }
 
     #[test]
