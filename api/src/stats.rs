@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use ricochet_warehouse::tables::{
-    coarsest_grain, BREAKDOWNS_TABLE, BREAKDOWN_GRAINS, BREAKDOWN_WEEK, EVENTS_TABLE, RECIPIENTS_TABLE,
+    bucket_floor, coarsest_grain, BREAKDOWNS_TABLE, BREAKDOWN_GRAINS, BREAKDOWN_WEEK, EVENTS_TABLE, RECIPIENTS_TABLE,
     RECIPIENT_BUCKET_SECS, ROLLUP_TABLE, WEBHOOK_DELIVERIES_TABLE, WEEK_START,
 };
 
@@ -809,13 +809,6 @@ impl BreakdownSpec {
         }
         Some(tile(self.from, self.to, &grains))
     }
-}
-
-/// The start of the `grain` bucket holding `t`: weeks start on Monday
-/// 00:00 UTC, every other grain at a multiple of its width.
-fn bucket_floor(t: i64, grain: u32) -> i64 {
-    let origin = if grain == BREAKDOWN_WEEK { i64::from(WEEK_START) } else { 0 };
-    t - (t - origin).rem_euclid(i64::from(grain))
 }
 
 /// `[from, to)` as spans of the coarsest grain that fits, then the next

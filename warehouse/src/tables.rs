@@ -59,13 +59,22 @@ pub const BREAKDOWN_WEEK: u32 = 604_800;
 /// buckets start at `WEEK_START + k × BREAKDOWN_WEEK`.
 pub const WEEK_START: u32 = 345_600;
 
+/// The start of the `grain` bucket holding `t` (Unix seconds): weeks
+/// ([`BREAKDOWN_WEEK`]) start on Monday 00:00 UTC, every other grain at a
+/// multiple of its width. The one rule the aggregator writes buckets by and
+/// the API tiles ranges by.
+pub const fn bucket_floor(t: i64, grain: u32) -> i64 {
+    let origin = if grain == BREAKDOWN_WEEK { WEEK_START as i64 } else { 0 };
+    t - (t - origin).rem_euclid(grain as i64)
+}
+
 /// The start of the week (Monday 00:00 UTC) holding `secs`; 0 before the
 /// first Monday (no event is stored from then).
 pub const fn week_floor(secs: u32) -> u32 {
     if secs < WEEK_START {
         return 0;
     }
-    secs - (secs - WEEK_START) % BREAKDOWN_WEEK
+    bucket_floor(secs as i64, BREAKDOWN_WEEK) as u32
 }
 
 /// The bucket width of [`RECIPIENTS_TABLE`], in seconds.
