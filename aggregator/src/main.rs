@@ -15,10 +15,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ricochet_aggregator::memory::hold_freed_memory();
+    let small_pages = ricochet_aggregator::memory::small_pages();
     let config = AggregatorConfig::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+    if let Err(error) = small_pages {
+        tracing::warn!(%error, "transparent huge pages stay on: prctl(PR_SET_THP_DISABLE) failed");
+    }
     if matches!(config.command, Some(Command::Migrate)) {
         ricochet_aggregator::migrate(&config).await?;
         return Ok(());
