@@ -180,7 +180,7 @@ pub const BREAKDOWN_GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
 
 /// One link-hour and one combination of every dimension's value: what the
 /// batch counts per event (one map update, not one per dimension); the
-/// flush spreads each into its nine dimension rows ([`Batch::rollup_rows`]).
+/// flush spreads each into its nine dimensions' rows ([`Batch::breakdown_rows`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ComboKey {
     key: RollupKey,
@@ -968,6 +968,80 @@ mod tests {
                 .len(),
             4
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+        /// Whatever the events and however they share owners and buckets,
+        /// each breakdown row counts exactly its key's events: links at the
+        /// hour and day, campaigns at the hour, day and week, every
+        /// dimension, and no key twice in one insert.
+        #[test]
+        fn each_breakdown_row_counts_its_keys_events_once(
+            events in proptest::collection::vec((0..3usize, 0..5usize, 0..5usize, 0..(9 * 86_400i64), 0..3usize, 0..3usize), 1..80)
+        ) {
+            const AGENTS: [&str; 5] = [
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+                "Mozilla/5.0",
+                "Mozilla/4.0 (compatible; ms-office; MSOffice 16)",
+                "curl/8.5.0",
+            ];
+            const ADDRESSES: [&str; 3] = ["81.2.69.0", "17.58.0.0", "2001:4860:4860::"];
+            const REFERERS: [Option<&str>; 3] = [Some("https://mail.google.com/"), Some("https://outlook.live.com/"), None];
+            // From a Friday: the events span two weeks.
+            let start = i64::from(ricochet_warehouse::tables::WEEK_START - 3 * 86_400);
+            let mut b = Batch::default();
+            // By (client, campaign, link or "", dimension, grain, bucket, value).
+            type Key = (String, String, String, &'static str, u32, u32, String);
+            let mut want: HashMap<Key, BreakdownCounts> = HashMap::new();
+            for (offset, &(client, link, agent, secs, address, kind)) in events.iter().enumerate() {
+                let client = ["a", "b", "c"][client];
+                let (mut e, _, _) = click(client, &format!("l{link}"), (start + secs) * 1000);
+                e.campaign_id = CampaignId::parse(format!("c{}", link % 2)).unwrap();
+                e.user_agent = Some(AGENTS[agent].into());
+                e.client_ip = Some(ADDRESSES[address].into());
+                e.referer = REFERERS[(agent + address) % 3].map(Into::into);
+                let reason = match kind {
+                    0 => Reason::Human,
+                    1 => Reason::BotUserAgent,
+                    _ => {
+                        e.event_type = EventType::Open;
+                        if agent == 2 { Reason::ApplePrivacy } else { Reason::Human }
+                    }
+                };
+                let bucket = BucketStart::of_millis(e.event_time_ms).unwrap();
+                let values = crate::dimensions::of(&e).values().map(str::to_owned);
+                let owners = [(e.link_id.as_str().to_owned(), &[Grain::Hour, Grain::Day][..]), (String::new(), &[Grain::Hour, Grain::Day, Grain::Week][..])];
+                for (link_id, grains) in owners {
+                    for (d, value) in values.iter().enumerate() {
+                        for grain in grains {
+                            let key = (client.to_owned(), e.campaign_id.as_str().to_owned(), link_id.clone(), DIMENSIONS[d], grain.secs(), grain.floor(bucket.0), value.clone());
+                            want.entry(key).or_default().count(e.event_type, reason);
+                        }
+                    }
+                }
+                b.add(0, offset as i64, Some((e, bucket, reason)), 0, true);
+            }
+            let parts = parts(&b, |_| None);
+            let refs: Vec<&Part> = parts.iter().collect();
+            let mut got: HashMap<_, BreakdownCounts> = HashMap::new();
+            for r in b.breakdown_rows("clicks", &refs).filter(|r| r.grain != 0) {
+                let key = (r.client_id.to_owned(), r.campaign_id.to_owned(), r.link_id.to_owned(), r.dimension, r.grain, r.bucket_start, r.value.to_owned());
+                proptest::prop_assert_eq!(r.bot_clicks, r.clicks - r.human_clicks);
+                proptest::prop_assert_eq!(r.machine_opens, r.opens - r.human_opens);
+                let counts = BreakdownCounts {
+                    clicks: r.clicks,
+                    human_clicks: r.human_clicks,
+                    opens: r.opens,
+                    human_opens: r.human_opens,
+                    by_machine_open: [r.open_apple_privacy, r.open_scanner, r.open_prefetch],
+                };
+                proptest::prop_assert!(got.insert(key.clone(), counts).is_none(), "{:?} twice", key);
+            }
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
