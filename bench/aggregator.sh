@@ -28,7 +28,9 @@
 #                    that loads the librdkafka built in step 0 (Debian's 2.0.2
 #                    cannot talk to nisshi), timed from creating the view;
 #    and samples each one's memory (VmRSS every 0.5 s, and VmHWM);
-# 3. prints events/s, b/a and b/c, peak RSS and CPU of every process involved,
+# 3. prints events/s, b/a and b/c, peak RSS and CPU of every process involved
+#    (the aggregator's also without its start-up: the CPU it had used when
+#    first handed partitions, which does not grow with the events),
 #    and where the aggregator's time went (its flush metrics, ClickHouse's
 #    query_log, per-thread CPU; with BENCH_PERF=1 a perf profile);
 # 4. freshness, between (b) and (c), with the caught-up aggregator still
@@ -225,11 +227,21 @@ thread_ticks() { # PID -> "pipeline librdkafka tokio other"
         case "$name" in
             pipeline) p=$((p + n)) ;;
             rdk:*) k=$((k + n)) ;;
-            tokio-runtime-w*) w=$((w + n)) ;;
+            tokio-runtime-w* | tokio-rt-worker) w=$((w + n)) ;; # the name by tokio version
             *) o=$((o + n)) ;;
         esac
     done
     echo "$p $k $w $o"
+}
+
+startup_ticks() { # LABEL PID: the process's CPU ticks once its log first shows partitions assigned
+    # (its start-up: migrations, the dimension tables; a cost that does not grow with the events)
+    local log="$WORK/$1-aggregator.log"
+    until sed 's/\x1b\[[0-9;]*m//g' "$log" 2>/dev/null | grep 'partitions assigned' | grep -qv 'partitions=\[\]'; do
+        kill -0 "$2" 2>/dev/null || return 0
+        sleep 0.05
+    done
+    ticks "/proc/$2" >"$WORK/$1.startup-ticks"
 }
 
 mem_mb() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo 0; } # PID VmRSS|VmHWM
@@ -427,6 +439,7 @@ drain_aggregator() { # LABEL BINARY
         RICOCHET_ADMIN_KEY="$ADMIN_KEY" RICOCHET_VERDICT_DELAY_MS="$VERDICT_DELAY_MS" \
         "$binary" >"$WORK/$label-aggregator.log" 2>&1 &
     PID[$label]=$!
+    startup_ticks "$label" "${PID[$label]}" &
     sample_rss "$label" "${PID[$label]}"
     sample_rss "ch_$label" "${PID[ch_$label]}"
     if [[ "$label" == b && "${BENCH_PERF:-0}" == 1 ]]; then
@@ -444,6 +457,8 @@ drain_aggregator() { # LABEL BINARY
     R[$label.cpu0.aggregator]=0
     R[$label.threads]="$(thread_ticks "${PID[$label]}")"
     cpu_end "$label" clickhouse="${PID[ch_$label]}" broker="${PID[kafka]}" aggregator="${PID[$label]}"
+    R[$label.cpu.startup]="$(calcf %.2f "$(cat "$WORK/$label.startup-ticks" 2>/dev/null || echo 0) / $TCK")"
+    R[$label.cpu.drain]="$(calcf %.2f "${R[$label.cpu.aggregator]} - ${R[$label.cpu.startup]}")"
     R[$label.value]="$(kv "$line" value)"
     R[$label.done_ms]="$(kv "$line" reached_unix_ms)"
     [[ -n "${R[$label.done_ms]}" ]] || die "($label) never reached $EVENTS clicks (see $WORK/$label-aggregator.log)"
@@ -679,9 +694,11 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
     row "peak RSS MB, ClickHouse server" "-" "-" "-" "$(v b.ch_rss_mb)" "$(v c.rss_mb)"
     row "CPU µs/event, consumer process" "$(per_event_us a.cpu.subject)" "$(per_event_us a_fast.cpu.subject)" \
         "$(per_event_us a_json.cpu.subject)" "$(per_event_us b.cpu.aggregator)" "(in CH)"
+    row "  the same without start-up" "" "" "" "$(per_event_us b.cpu.drain)" ""
     if [[ -n "${R[b0.eps]:-}" ]]; then
         row "(b0) baseline: events/s" "" "" "" "$(v b0.eps)" ""
         row "(b0) baseline: CPU µs/event" "" "" "" "$(per_event_us b0.cpu.aggregator)" ""
+        row "  the same without start-up" "" "" "" "$(per_event_us b0.cpu.drain)" ""
         row "(b0) baseline: CPU µs/event, CH" "" "" "" "$(per_event_us b0.cpu.clickhouse)" ""
     fi
     row "CPU µs/event, ClickHouse server" "-" "-" "-" "$(per_event_us b.cpu.clickhouse)" \
@@ -700,11 +717,11 @@ per_event_us() { [[ -n "${R[$1]:-}" ]] && calcf %.1f "${R[$1]} * 1000000 / $EVEN
     if [[ -n "${R[a_json.eps]:-}" && -n "${R[c.eps]:-}" ]]; then RCJ="$(calcf %.2f "${R[c.eps]} / ${R[a_json.eps]}")"; else RCJ=-; fi
     echo "ratios: b/a $RBA (same consumer settings), b/a' $RBF, b/c $RBC; each against a bare drain of its own topic: b/a $RBA, c/(a json) $RCJ"
     if [[ -n "${R[b0.eps]:-}" && -n "${R[b.eps]:-}" ]]; then
-        echo "against the baseline build (b0, $BENCH_BASELINE_AGGREGATOR): events/s b/b0 $(calcf %.2f "${R[b.eps]} / ${R[b0.eps]}"), aggregator CPU per event b/b0 $(calcf %.2f "${R[b.cpu.aggregator]} / ${R[b0.cpu.aggregator]}"), ClickHouse CPU per event b/b0 $(calcf %.2f "${R[b.cpu.clickhouse]} / ${R[b0.cpu.clickhouse]}")"
+        echo "against the baseline build (b0, $BENCH_BASELINE_AGGREGATOR): events/s b/b0 $(calcf %.2f "${R[b.eps]} / ${R[b0.eps]}"), aggregator CPU per event b/b0 $(calcf %.2f "${R[b.cpu.aggregator]} / ${R[b0.cpu.aggregator]}") (without start-up $(calcf %.2f "${R[b.cpu.drain]} / ${R[b0.cpu.drain]}")), ClickHouse CPU per event b/b0 $(calcf %.2f "${R[b.cpu.clickhouse]} / ${R[b0.cpu.clickhouse]}")"
     fi
     if [[ -n "${R[b.eps]:-}" ]]; then
         echo
-        echo "(b) where the aggregator's time went ($(v b.wall_s) s from assignment; start-up before it $(v b.startup_s) s):"
+        echo "(b) where the aggregator's time went ($(v b.wall_s) s from assignment; start-up before it $(v b.startup_s) s, $(v b.cpu.startup) s of CPU):"
         echo "  flushes: $(calcf %.0f "${R[b.flushes]}"), $(calcf %.1f "${R[b.flush_s]}") s in flush (raw-event insert + rollup insert), $(calcf %.0f "${R[b.flush_s]} * 100 / ${R[b.wall_s]}")% of the wall time; rollup rows written $(calcf %.0f "${R[b.rollup_rows]}") ($(calcf %.1f "$EVENTS / (${R[b.rollup_rows]} + 1)") events a row); breakdown rows written $(calcf %.0f "${R[b.breakdown_rows]:-0}") ($(calcf %.2f "${R[b.breakdown_rows]:-0} / $EVENTS") per event)"
         echo "  aggregator CPU by thread (s): pipeline $(calcf %.1f "${R[b.thr_pipeline]} / $TCK"), librdkafka $(calcf %.1f "${R[b.thr_rdkafka]} / $TCK"), tokio workers $(calcf %.1f "${R[b.thr_tokio]} / $TCK"), other $(calcf %.1f "${R[b.thr_other]} / $TCK")"
         echo "  ClickHouse inserts (query_log: table, inserts, total ms, rows, bytes, peak memory):"
