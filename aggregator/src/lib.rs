@@ -30,7 +30,7 @@
 //! - [`ops`]: the operations listener (`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
 //! - [`retention`]: how long data is kept; TTL or a job, by server version.
 //! - [`erasure`]: erasing a recipient the API was asked to erase, for good.
-//! - [`memory`]: how long freed memory stays with the process (the allocator's purge delay).
+//! - [`memory`]: how the allocator takes memory (small pages) and how long it keeps what is freed.
 
 pub mod checkpoint;
 pub mod config;

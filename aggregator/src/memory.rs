@@ -52,7 +52,8 @@ pub fn hold_freed_memory() {
 
 /// Turns transparent huge pages off for the whole process, from now on
 /// (`PR_SET_THP_DISABLE`: it also covers the arenas mimalloc advised before
-/// `main`), unless `MIMALLOC_ALLOW_THP` is set in the environment.
+/// `main`), unless `MIMALLOC_ALLOW_THP` is set in the environment: then
+/// mimalloc's own reading of it decides (`0` turns them off as well).
 pub fn small_pages() -> std::io::Result<()> {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return Ok(());
