@@ -773,7 +773,7 @@ impl Pipeline {
             // any failure may have left part of the flush stored: settle.
             let mut any_sent = false;
             for w in &shards {
-                let breakdowns = batch.breakdown_rows(&ctx.topic, &w.parts);
+                let breakdowns = batch.breakdown_chunks(&ctx.topic, &w.parts);
                 match ctx.sink.write_breakdowns(w.shard, breakdowns).await {
                     Ok(rows) => {
                         any_sent = true;

@@ -28,7 +28,7 @@ use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Mach
 
 use crate::checkpoint::PartitionRange;
 use crate::protocol::Part;
-use crate::sink::{BreakdownRow, EventRow, RecipientRow, RollupRow};
+use crate::sink::{put_strings, BreakdownWriter, EventRow, RecipientRow, RollupRow};
 
 /// The start of a UTC minute, in seconds since the epoch (ClickHouse `DateTime`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,7 +180,7 @@ pub const BREAKDOWN_GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
 
 /// One link-hour and one combination of every dimension's value: what the
 /// batch counts per event (one map update, not one per dimension); the
-/// flush spreads each into its nine dimensions' rows ([`Batch::breakdown_rows`]).
+/// flush spreads each into its nine dimensions' rows ([`Batch::breakdown_chunks`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ComboKey {
     key: RollupKey,
@@ -212,86 +212,112 @@ impl From<&ComboKeyRef<'_>> for ComboKey {
 /// strings (client, campaign, link, value): on a drain where few events
 /// share a link and hour, the fold makes about ten rows per event.
 struct ComboIndex<'a> {
-    /// Per link number: its client, campaign and link, and its campaign's number.
-    links: Vec<([&'a str; 3], u32)>,
-    /// Per campaign number: its client and campaign.
-    campaigns: Vec<[&'a str; 2]>,
+    /// Per link number: its client, campaign and link as `RowBinary`
+    /// ([`put_strings`]), and its campaign's number.
+    links: Runs,
+    link_campaigns: Vec<u32>,
+    /// Per campaign number: its client, campaign and `""` as `RowBinary`.
+    campaigns: Runs,
     /// Per combination: its link's number, its hour, its values and counts.
     combos: Vec<(u32, u32, &'a [Box<str>; DIMENSIONS.len()], &'a BreakdownCounts)>,
 }
 
 impl<'a> ComboIndex<'a> {
     fn new(breakdowns: &'a ByRef<ComboKey, BreakdownCounts>) -> Self {
-        let mut index =
-            ComboIndex { links: Vec::new(), campaigns: Vec::new(), combos: Vec::with_capacity(breakdowns.len()) };
+        let mut index = ComboIndex {
+            links: Runs::default(),
+            link_campaigns: Vec::new(),
+            campaigns: Runs::default(),
+            combos: Vec::with_capacity(breakdowns.len()),
+        };
         let mut link_numbers: HashMap<[&str; 3], u32> = HashMap::new();
         let mut campaign_numbers: HashMap<[&str; 2], u32> = HashMap::new();
         for (combo, counts) in breakdowns {
             let key = &combo.key;
             let link = [key.client_id.as_str(), key.campaign_id.as_str(), key.link_id.as_str()];
             let number = *link_numbers.entry(link).or_insert_with(|| {
-                let campaign = *campaign_numbers.entry([link[0], link[1]]).or_insert_with(|| {
-                    index.campaigns.push([link[0], link[1]]);
-                    index.campaigns.len() as u32 - 1
-                });
-                index.links.push((link, campaign));
-                index.links.len() as u32 - 1
+                let campaign = *campaign_numbers
+                    .entry([link[0], link[1]])
+                    .or_insert_with(|| index.campaigns.push(&[link[0], link[1], ""]));
+                index.link_campaigns.push(campaign);
+                index.links.push(&link)
             });
             index.combos.push((number, key.bucket.0, &combo.values, counts));
         }
         index
     }
 
-    /// The rows of one dimension into `scratch.out`: its values' counts per
-    /// link and per campaign at the hour and the day, and per campaign at the
-    /// week.
-    fn rows(&self, dimension: usize, scratch: &mut FoldScratch<'a>) {
-        let FoldScratch { numbers, names, per_link, per_campaign, out } = scratch;
+    /// Writes one dimension's rows: its values' counts per link and per
+    /// campaign at the hour and the day, and per campaign at the week.
+    fn write(&self, dimension: usize, scratch: &mut FoldScratch<'a>, writer: &mut BreakdownWriter) {
+        let FoldScratch { numbers, values, per_link, per_campaign } = scratch;
         numbers.clear();
-        names.clear();
+        values.clear();
         per_link.clear();
         per_campaign.clear();
+        let dimension_name = DIMENSIONS[dimension];
         for &(link, hour, combo_values, counts) in &self.combos {
             let value: &'a str = &combo_values[dimension];
-            let number = *numbers.entry(value).or_insert_with(|| {
-                names.push(value);
-                names.len() as u32 - 1
-            });
+            let number = *numbers.entry(value).or_insert_with(|| values.push(&[dimension_name, value]));
             for grain in BREAKDOWN_GRAINS {
                 per_link.entry(FoldKey::new(link, grain, hour, number)).or_default().add(counts);
             }
         }
         // The campaign's rows: its links' rows folded, the days also into weeks.
         for (k, counts) in per_link.iter() {
-            let campaign = FoldKey { owner: self.links[k.owner as usize].1, ..*k };
+            let campaign = FoldKey { owner: self.link_campaigns[k.owner as usize], ..*k };
             per_campaign.entry(campaign).or_default().add(counts);
             if let Some(week) = campaign.week() {
                 per_campaign.entry(week).or_default().add(counts);
             }
         }
-        let dimension_name = DIMENSIONS[dimension];
-        let row = |k: &FoldKey, [client, campaign, link]: [&'a str; 3], counts: &BreakdownCounts| {
-            let (grain, value) = k.grain_and_value();
-            BreakdownRow::counts(grain, [client, campaign, link], k.bucket, dimension_name, names[value], counts)
-        };
-        out.extend(per_link.iter().map(|(k, counts)| row(k, self.links[k.owner as usize].0, counts)));
-        out.extend(per_campaign.iter().map(|(k, counts)| {
-            let [client, campaign] = self.campaigns[k.owner as usize];
-            row(k, [client, campaign, ""], counts)
-        }));
+        for (owners, rows) in [(&self.links, &*per_link), (&self.campaigns, &*per_campaign)] {
+            for (k, counts) in rows {
+                let (grain, value) = k.grain_and_value();
+                writer.counts(owners.get(k.owner), values.get(value as u32), grain, k.bucket, counts);
+            }
+        }
     }
 }
 
-/// What [`ComboIndex::rows`] works in, kept from one dimension to the next
+/// Runs of `RowBinary` strings ([`put_strings`]) in one buffer, by number:
+/// an owner's or a value's strings, encoded once per flush and copied into
+/// each of its rows.
+#[derive(Default)]
+struct Runs {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Runs {
+    /// Appends a run; returns its number.
+    fn push(&mut self, strings: &[&str]) -> u32 {
+        put_strings(&mut self.bytes, strings);
+        self.ends.push(self.bytes.len());
+        self.ends.len() as u32 - 1
+    }
+
+    fn get(&self, number: u32) -> &[u8] {
+        let n = number as usize;
+        let start = if n == 0 { 0 } else { self.ends[n - 1] };
+        &self.bytes[start..self.ends[n]]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// What [`ComboIndex::write`] works in, kept from one dimension to the next
 /// (cleared, its allocations reused): each value's number and, by number,
-/// its name; the folds; the rows made.
+/// its strings; the folds.
 #[derive(Default)]
 struct FoldScratch<'a> {
     numbers: HashMap<&'a str, u32>,
-    names: Vec<&'a str>,
+    values: Runs,
     per_link: HashMap<FoldKey, BreakdownCounts>,
     per_campaign: HashMap<FoldKey, BreakdownCounts>,
-    out: Vec<BreakdownRow<'a>>,
 }
 
 /// A breakdown row's key within one dimension, by number ([`ComboIndex`]):
@@ -676,37 +702,42 @@ impl Batch {
         )
     }
 
-    /// What the breakdown insert carries for `parts`: for each dimension,
-    /// its values' counts per link and per campaign (`link_id` `""`) at the
-    /// hour and day grains, plus a position row per partition whose
-    /// breakdowns this flush moves, each row tagged with its partition's
-    /// fence. Each combination of values counts once for each dimension.
-    pub fn breakdown_rows<'a>(
+    /// What the breakdown insert carries for `parts`, in chunks of
+    /// [`BreakdownWriter`]'s bytes and their row counts: for each
+    /// dimension, its values' counts per link and per campaign (`link_id`
+    /// `""`) at the hour and day grains (the campaign's also at the week),
+    /// plus a position row per partition whose breakdowns this flush moves,
+    /// each row tagged with its partition's fence. Each combination of
+    /// values counts once for each dimension. Made as they are sent, one
+    /// dimension at a time (its fold's maps reused for the next), never all
+    /// collected.
+    pub fn breakdown_chunks<'a>(
         &'a self,
         topic: &'a str,
         parts: &'a [&'a Part],
-    ) -> impl Iterator<Item = BreakdownRow<'a>> + 'a {
-        parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
-            move |(part, pb)| {
-                // One dimension at a time: its rows are a ninth of the flush's,
-                // made into one buffer (and maps) reused from one dimension to
-                // the next while the insert streams, never all collected.
-                let index = ComboIndex::new(&pb.breakdowns);
-                let mut scratch = FoldScratch::default();
-                let mut dimension = 0;
-                let rows = std::iter::from_fn(move || loop {
-                    if let Some(row) = scratch.out.pop() {
-                        return Some(row);
+    ) -> impl Iterator<Item = (bytes::Bytes, usize)> + 'a {
+        let mut shares = parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?)));
+        let mut writer = BreakdownWriter::default();
+        let mut scratch = FoldScratch::default();
+        let mut share: Option<(ComboIndex<'a>, usize)> = None;
+        std::iter::from_fn(move || loop {
+            match &mut share {
+                Some((index, dimension)) if *dimension < DIMENSIONS.len() => {
+                    index.write(*dimension, &mut scratch, &mut writer);
+                    *dimension += 1;
+                }
+                _ => match shares.next() {
+                    Some((part, pb)) => {
+                        writer.part(topic, part);
+                        share = Some((ComboIndex::new(&pb.breakdowns), 0));
                     }
-                    if dimension == DIMENSIONS.len() {
-                        return None;
-                    }
-                    index.rows(dimension, &mut scratch);
-                    dimension += 1;
-                });
-                BreakdownRow::position(topic, part).into_iter().chain(rows).map(move |row| row.fenced(part))
-            },
-        )
+                    None => return (!writer.is_empty()).then(|| writer.take()),
+                },
+            }
+            if writer.is_full() {
+                return Some(writer.take());
+            }
+        })
     }
 
     /// The batch is stored (or was already): its event ids join the dedup
@@ -723,6 +754,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::{decode_breakdowns, BreakdownRow};
     use ricochet_schemas::EventId;
 
     fn click(client: &str, link: &str, ms: i64) -> (ClickEvent, BucketStart, Reason) {
@@ -749,6 +781,17 @@ mod tests {
     }
 
     /// The batch's parts, each partition fenced with token 100 + partition.
+    /// The breakdown insert's bytes for `parts`, its chunks joined (read
+    /// with [`decode_breakdowns`]); each chunk holds the rows it says.
+    fn breakdown_bytes(b: &Batch, parts: &[&Part]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (chunk, rows) in b.breakdown_chunks("clicks", parts) {
+            assert_eq!(decode_breakdowns(&chunk).len(), rows, "a chunk's row count");
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    }
+
     fn parts(b: &Batch, previous: impl Fn(i32) -> Option<i64>) -> Vec<Part> {
         b.ranges()
             .into_iter()
@@ -782,7 +825,8 @@ mod tests {
         let parts = parts(&b, |p| (p == 0).then_some(10));
         let refs: Vec<&Part> = parts.iter().collect();
         let rows: Vec<RollupRow> = b.rollup_rows("clicks", &refs).collect();
-        let breakdowns: Vec<BreakdownRow> = b.breakdown_rows("clicks", &refs).collect();
+        let bytes = breakdown_bytes(&b, &refs);
+        let breakdowns: Vec<BreakdownRow> = decode_breakdowns(&bytes);
         for grain in Grain::ALL {
             let total: u64 = rows.iter().filter(|r| r.grain == grain.secs()).map(|r| r.clicks).sum();
             assert_eq!(total, 4, "{grain:?}");
@@ -846,13 +890,14 @@ mod tests {
         }
         let parts = parts(&b, |_| None);
         let refs: Vec<&Part> = parts.iter().collect();
-        let all: Vec<BreakdownRow> = b.breakdown_rows("clicks", &refs).collect();
+        let bytes = breakdown_bytes(&b, &refs);
+        let all: Vec<BreakdownRow> = decode_breakdowns(&bytes);
         let clicks = events.iter().filter(|e| e.1 == EventType::Click).count() as u64;
         // The campaign's rows count what the link's do (its only link here).
         let (rows, campaign): (Vec<_>, Vec<_>) = all.iter().filter(|r| r.grain != 0).partition(|r| r.link_id == "l1");
         let (weeks, campaign): (Vec<_>, Vec<_>) = campaign.into_iter().partition(|r| r.grain == Grain::Week.secs());
         let key = |r: &&BreakdownRow<'_>| {
-            (r.grain, r.dimension, r.value.to_owned(), r.bucket_start, r.clicks, r.opens, r.human_opens)
+            (r.grain, r.dimension.to_owned(), r.value.to_owned(), r.bucket_start, r.clicks, r.opens, r.human_opens)
         };
         let mut a: Vec<_> = rows.iter().map(key).collect();
         let mut c: Vec<_> = campaign.iter().map(key).collect();
@@ -926,9 +971,17 @@ mod tests {
         }
         let parts = parts(&b, |_| None);
         let refs: Vec<&Part> = parts.iter().collect();
-        let rows: Vec<BreakdownRow> = b.breakdown_rows("clicks", &refs).filter(|r| r.grain != 0).collect();
+        let bytes = breakdown_bytes(&b, &refs);
+        let rows: Vec<BreakdownRow> = decode_breakdowns(&bytes).into_iter().filter(|r| r.grain != 0).collect();
         let key = |r: &BreakdownRow<'_>| {
-            (r.dimension, r.grain, r.client_id.to_owned(), r.campaign_id.to_owned(), r.bucket_start, r.value.to_owned())
+            (
+                r.dimension.to_owned(),
+                r.grain,
+                r.client_id.to_owned(),
+                r.campaign_id.to_owned(),
+                r.bucket_start,
+                r.value.to_owned(),
+            )
         };
         let mut from_links: HashMap<_, u64> = HashMap::new();
         for r in rows.iter().filter(|r| !r.link_id.is_empty()) {
@@ -994,7 +1047,7 @@ mod tests {
             let start = i64::from(ricochet_warehouse::tables::WEEK_START - 3 * 86_400);
             let mut b = Batch::default();
             // By (client, campaign, link or "", dimension, grain, bucket, value).
-            type Key = (String, String, String, &'static str, u32, u32, String);
+            type Key = (String, String, String, String, u32, u32, String);
             let mut want: HashMap<Key, BreakdownCounts> = HashMap::new();
             for (offset, &(client, link, agent, secs, address, kind)) in events.iter().enumerate() {
                 let client = ["a", "b", "c"][client];
@@ -1017,7 +1070,7 @@ mod tests {
                 for (link_id, grains) in owners {
                     for (d, value) in values.iter().enumerate() {
                         for grain in grains {
-                            let key = (client.to_owned(), e.campaign_id.as_str().to_owned(), link_id.clone(), DIMENSIONS[d], grain.secs(), grain.floor(bucket.0), value.clone());
+                            let key = (client.to_owned(), e.campaign_id.as_str().to_owned(), link_id.clone(), DIMENSIONS[d].to_owned(), grain.secs(), grain.floor(bucket.0), value.clone());
                             want.entry(key).or_default().count(e.event_type, reason);
                         }
                     }
@@ -1027,8 +1080,9 @@ mod tests {
             let parts = parts(&b, |_| None);
             let refs: Vec<&Part> = parts.iter().collect();
             let mut got: HashMap<_, BreakdownCounts> = HashMap::new();
-            for r in b.breakdown_rows("clicks", &refs).filter(|r| r.grain != 0) {
-                let key = (r.client_id.to_owned(), r.campaign_id.to_owned(), r.link_id.to_owned(), r.dimension, r.grain, r.bucket_start, r.value.to_owned());
+            let bytes = breakdown_bytes(&b, &refs);
+            for r in decode_breakdowns(&bytes).into_iter().filter(|r| r.grain != 0) {
+                let key = (r.client_id.to_owned(), r.campaign_id.to_owned(), r.link_id.to_owned(), r.dimension.to_owned(), r.grain, r.bucket_start, r.value.to_owned());
                 proptest::prop_assert_eq!(r.bot_clicks, r.clicks - r.human_clicks);
                 proptest::prop_assert_eq!(r.machine_opens, r.opens - r.human_opens);
                 let counts = BreakdownCounts {

@@ -377,20 +377,148 @@ impl<'a> RollupRow<'a> {
     }
 }
 
-/// One row of `click_breakdowns_in` (= `click_breakdowns` + the fence,
-/// migration 0012): the clicks and opens of one dimension's value in a
-/// link's or, with `link_id` `""`, a campaign's bucket at the hour or day
-/// grain, or a partition's breakdowns position delta (`grain` 0). Field
-/// order is the table's. Its strings borrow from the batch, like
-/// [`RollupRow`]'s.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize)]
+/// The breakdown insert's columns (`click_breakdowns_in`: `click_breakdowns`
+/// and the fence, migration 0012) in the order [`BreakdownWriter`] writes
+/// them: the owner's strings, then the value's, then numbers, so that each
+/// run of strings is encoded once per flush and copied into every row.
+pub const BREAKDOWN_COLUMNS: [&str; 21] = [
+    "client_id",
+    "campaign_id",
+    "link_id",
+    "dimension",
+    "value",
+    "grain",
+    "bucket_start",
+    "clicks",
+    "human_clicks",
+    "bot_clicks",
+    "opens",
+    "human_opens",
+    "machine_opens",
+    "open_apple_privacy",
+    "open_scanner",
+    "open_prefetch",
+    "source_topic",
+    "source_partition",
+    "position_delta",
+    "fence_partition",
+    "fence_token",
+];
+
+/// The breakdown insert's bytes: `RowBinary` in [`BREAKDOWN_COLUMNS`]' order,
+/// written by hand rather than through serde. A flush writes about thirteen
+/// breakdown rows per event on a drain of many thin links, and a row's
+/// strings (its link's or campaign's, its dimension's and value's) repeat
+/// from row to row: [`put_strings`] encodes each run once per flush, and a
+/// row is two copied runs and fixed-size numbers. The bytes go out in
+/// chunks of about [`BreakdownWriter::CHUNK_BYTES`] as they fill, never the
+/// whole flush at once.
+#[derive(Debug, Default)]
+pub struct BreakdownWriter {
+    buf: Vec<u8>,
+    rows: usize,
+    /// `source_topic` `""`, `source_partition` 0, `position_delta` 0 and the
+    /// current part's fence: how every counts row of that part ends.
+    tail: [u8; Self::TAIL_BYTES],
+}
+
+impl BreakdownWriter {
+    /// About the chunk size the `clickhouse` crate sends (256 KiB).
+    pub const CHUNK_BYTES: usize = 256 * 1024;
+    const TAIL_BYTES: usize = 1 + 4 + 8 + 4 + 8;
+    /// `owner` and `value` are at most a few hundred bytes (ids, a
+    /// dimension's name and value): a row fits in what is reserved per row.
+    const NUMBERS_BYTES: usize = 4 + 4 + 9 * 8;
+
+    /// Starts `part`'s rows: its fence on each, and first the row that moves
+    /// its breakdowns' position to the part's end, if this part moves it.
+    pub fn part(&mut self, topic: &str, part: &Part) {
+        let fence = (part.range.partition.to_le_bytes(), part.fence.token.to_le_bytes());
+        let mut tail = [0u8; Self::TAIL_BYTES];
+        tail[13..17].copy_from_slice(&fence.0);
+        tail[17..].copy_from_slice(&fence.1);
+        self.tail = tail;
+        if let Some(delta) = part.breakdowns_delta() {
+            // Empty strings and zero counts, then the position.
+            self.buf.resize(self.buf.len() + 5 + Self::NUMBERS_BYTES, 0);
+            put_strings(&mut self.buf, &[topic]);
+            self.buf.extend_from_slice(&part.range.partition.to_le_bytes());
+            self.buf.extend_from_slice(&delta.to_le_bytes());
+            self.buf.extend_from_slice(&tail[13..]);
+            self.rows += 1;
+        }
+    }
+
+    /// One counts row: the events whose dimension has a value in one bucket
+    /// of one link or campaign. `owner` is [`put_strings`] of `[client,
+    /// campaign, link]` (`link` `""` for a campaign), `value` of
+    /// `[dimension, value]`.
+    #[inline]
+    pub fn counts(&mut self, owner: &[u8], value: &[u8], grain: Grain, bucket: u32, counts: &BreakdownCounts) {
+        let mut numbers = [0u8; Self::NUMBERS_BYTES];
+        let fields = [
+            counts.clicks,
+            counts.human_clicks,
+            counts.clicks - counts.human_clicks,
+            counts.opens,
+            counts.human_opens,
+            counts.opens - counts.human_opens,
+            counts.by_machine_open[MachineOpen::ApplePrivacy as usize],
+            counts.by_machine_open[MachineOpen::Scanner as usize],
+            counts.by_machine_open[MachineOpen::Prefetch as usize],
+        ];
+        numbers[..4].copy_from_slice(&grain.secs().to_le_bytes());
+        numbers[4..8].copy_from_slice(&bucket.to_le_bytes());
+        for (slot, field) in numbers[8..].chunks_exact_mut(8).zip(fields) {
+            slot.copy_from_slice(&field.to_le_bytes());
+        }
+        self.buf.reserve(owner.len() + value.len() + Self::NUMBERS_BYTES + Self::TAIL_BYTES);
+        self.buf.extend_from_slice(owner);
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(&numbers);
+        self.buf.extend_from_slice(&self.tail);
+        self.rows += 1;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= Self::CHUNK_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The bytes written since the last take, and how many rows they hold.
+    pub fn take(&mut self) -> (bytes::Bytes, usize) {
+        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK_BYTES + 4096));
+        (bytes::Bytes::from(buf), std::mem::take(&mut self.rows))
+    }
+}
+
+/// Appends `strings` as `RowBinary` `String`s: each its length (LEB128) and
+/// its bytes.
+pub fn put_strings(out: &mut Vec<u8>, strings: &[&str]) {
+    for s in strings {
+        let mut len = s.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// One row of the breakdown insert, read back from [`BreakdownWriter`]'s
+/// bytes ([`decode_breakdowns`]): what the tests check.
+#[cfg(test)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BreakdownRow<'a> {
     pub grain: u32,
     pub client_id: &'a str,
     pub campaign_id: &'a str,
     pub link_id: &'a str,
-    /// One of [`crate::rollup::DIMENSIONS`].
-    pub dimension: &'static str,
+    pub dimension: &'a str,
     pub value: &'a str,
     pub bucket_start: u32,
     pub source_topic: &'a str,
@@ -409,56 +537,61 @@ pub struct BreakdownRow<'a> {
     pub fence_token: u64,
 }
 
-impl<'a> BreakdownRow<'a> {
-    /// The counts of the events whose `dimension` is `value` in one bucket
-    /// of `[client, campaign, link]` at `grain`.
-    pub fn counts(
-        grain: Grain,
-        [client_id, campaign_id, link_id]: [&'a str; 3],
-        bucket_start: u32,
-        dimension: &'static str,
-        value: &'a str,
-        counts: &BreakdownCounts,
-    ) -> Self {
-        BreakdownRow {
-            grain: grain.secs(),
+/// [`BreakdownWriter`]'s bytes as rows, the columns in [`BREAKDOWN_COLUMNS`]' order.
+#[cfg(test)]
+pub fn decode_breakdowns(mut bytes: &[u8]) -> Vec<BreakdownRow<'_>> {
+    fn string<'a>(bytes: &mut &'a [u8]) -> &'a str {
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = bytes[0];
+            *bytes = &bytes[1..];
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        let (s, rest) = bytes.split_at(len);
+        *bytes = rest;
+        std::str::from_utf8(s).expect("utf-8")
+    }
+    fn number<const N: usize>(bytes: &mut &[u8]) -> [u8; N] {
+        let (n, rest) = bytes.split_at(N);
+        *bytes = rest;
+        n.try_into().expect("N bytes")
+    }
+    let mut rows = Vec::new();
+    while !bytes.is_empty() {
+        let b = &mut bytes;
+        let [client_id, campaign_id, link_id, dimension, value] = [(); 5].map(|()| string(b));
+        let (grain, bucket_start) = (u32::from_le_bytes(number(b)), u32::from_le_bytes(number(b)));
+        let [clicks, human_clicks, bot_clicks, opens, human_opens, machine_opens, open_apple_privacy, open_scanner, open_prefetch] =
+            [(); 9].map(|()| u64::from_le_bytes(number(b)));
+        rows.push(BreakdownRow {
+            grain,
             client_id,
             campaign_id,
             link_id,
             dimension,
             value,
             bucket_start,
-            clicks: counts.clicks,
-            human_clicks: counts.human_clicks,
-            bot_clicks: counts.clicks - counts.human_clicks,
-            opens: counts.opens,
-            human_opens: counts.human_opens,
-            machine_opens: counts.opens - counts.human_opens,
-            open_apple_privacy: counts.by_machine_open[MachineOpen::ApplePrivacy as usize],
-            open_scanner: counts.by_machine_open[MachineOpen::Scanner as usize],
-            open_prefetch: counts.by_machine_open[MachineOpen::Prefetch as usize],
-            ..BreakdownRow::default()
-        }
+            clicks,
+            human_clicks,
+            bot_clicks,
+            opens,
+            human_opens,
+            machine_opens,
+            open_apple_privacy,
+            open_scanner,
+            open_prefetch,
+            source_topic: string(b),
+            source_partition: i32::from_le_bytes(number(b)),
+            position_delta: i64::from_le_bytes(number(b)),
+            fence_partition: i32::from_le_bytes(number(b)),
+            fence_token: u64::from_le_bytes(number(b)),
+        });
     }
-
-    /// The row that moves a partition's breakdowns position to the part's
-    /// end; none when the breakdowns are already there or past it.
-    pub fn position(topic: &'a str, part: &Part) -> Option<Self> {
-        Some(BreakdownRow {
-            grain: 0,
-            source_topic: topic,
-            source_partition: part.range.partition,
-            position_delta: part.breakdowns_delta()?,
-            ..BreakdownRow::default()
-        })
-    }
-
-    /// Tags the row with the fence of the partition it counts.
-    pub fn fenced(mut self, part: &Part) -> Self {
-        self.fence_partition = part.range.partition;
-        self.fence_token = part.fence.token;
-        self
-    }
+    rows
 }
 
 /// One row of `click_recipients`: a recipient who clicked a link (or opened
@@ -697,12 +830,34 @@ impl ClickHouseSink {
 
     /// One shard's breakdown rows and breakdown positions in ONE insert
     /// through their fence, like [`Self::write_rollups`]; sent before it.
-    pub async fn write_breakdowns<'a>(
+    /// `chunks` are [`BreakdownWriter`]'s, sent as they are made; returns
+    /// how many rows they held.
+    pub async fn write_breakdowns(
         &self,
         shard: usize,
-        rows: impl Iterator<Item = BreakdownRow<'a>>,
+        chunks: impl Iterator<Item = (bytes::Bytes, usize)>,
     ) -> Result<usize, WriteError> {
-        self.write_fenced::<BreakdownRow<'static>>(shard, &self.shards[shard].breakdowns_in, rows).await
+        let s = &self.shards[shard];
+        let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
+        let run = async {
+            let mut insert = s
+                .client
+                .insert_formatted_with(sql::breakdown_insert(&s.breakdowns_in))
+                .with_option("query_id", query_id.as_str())
+                .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+            for (name, value) in
+                sql::ROLLUP_INSERT_SETTINGS.map(|(n, v)| (n, v.to_owned())).into_iter().chain(self.quorum_options())
+            {
+                insert = insert.with_option(name, value);
+            }
+            let mut written = 0;
+            for (chunk, rows) in chunks {
+                insert.send(chunk).await?;
+                written += rows;
+            }
+            insert.end().await.map(|()| written)
+        };
+        run.await.map_err(WriteError::of_insert)
     }
 
     async fn write_fenced<'a, R>(
@@ -737,14 +892,23 @@ impl ClickHouseSink {
         run.await.map_err(WriteError::of_insert)
     }
 
-    fn with_quorum<T>(&self, insert: clickhouse::insert::Insert<T>) -> clickhouse::insert::Insert<T> {
+    fn with_quorum<T>(&self, mut insert: clickhouse::insert::Insert<T>) -> clickhouse::insert::Insert<T> {
+        for (name, value) in self.quorum_options() {
+            insert = insert.with_option(name, value);
+        }
+        insert
+    }
+
+    /// The settings of a fenced insert on replicas (none without).
+    fn quorum_options(&self) -> Vec<(&'static str, String)> {
         if self.quorum == 0 {
-            return insert;
+            return Vec::new();
         }
         // The server gives up waiting for the quorum when the client does.
-        insert
-            .with_option("insert_quorum", self.quorum.to_string())
-            .with_option("insert_quorum_timeout", self.insert_timeout.as_millis().to_string())
+        vec![
+            ("insert_quorum", self.quorum.to_string()),
+            ("insert_quorum_timeout", self.insert_timeout.as_millis().to_string()),
+        ]
     }
 
     /// Acquires `partitions` under `generation` (the module doc of
@@ -1038,7 +1202,12 @@ mod tests {
         counted.sort();
         rollups.sort();
         assert_eq!(counted, rollups, "the input table is the rollups' columns and the fence");
-        assert_eq!(<BreakdownRow<'static> as Row>::COLUMN_NAMES, table_columns(sql::BREAKDOWNS_INPUT_TABLE));
+        // The breakdown insert names every column of its table once, in its own order.
+        let mut written: Vec<String> = BREAKDOWN_COLUMNS.map(String::from).to_vec();
+        let mut input = table_columns(sql::BREAKDOWNS_INPUT_TABLE);
+        written.sort();
+        input.sort();
+        assert_eq!(written, input, "the breakdown insert's columns");
         let mut breakdowns = table_columns(BREAKDOWNS_TABLE);
         breakdowns.extend(["fence_partition", "fence_token"].map(String::from));
         assert_eq!(breakdowns, table_columns(sql::BREAKDOWNS_INPUT_TABLE), "the breakdowns' columns and the fence");
@@ -1047,6 +1216,50 @@ mod tests {
         assert_eq!(<EventRow as Row>::COLUMN_NAMES, table_columns(sql::EVENTS_INPUT_TABLE));
         assert_eq!(table_columns(EVENTS_TABLE), table_columns(sql::EVENTS_INPUT_TABLE), "what the view passes on");
         assert_eq!(<RecipientRow as Row>::COLUMN_NAMES, table_columns(sql::RECIPIENTS_INPUT_TABLE));
+    }
+
+    #[test]
+    fn breakdown_rows_read_back_as_written_whatever_their_strings_length() {
+        let fence = Fence { generation: 1, token: u64::MAX - 7 };
+        let part = Part {
+            range: crate::checkpoint::PartitionRange { partition: 3, first: 10, next: 25 },
+            previous: Some(10),
+            breakdowns_previous: Some(12),
+            fence,
+        };
+        // 127 and 128 bytes: a one- and a two-byte length.
+        let (long, longer) = ("x".repeat(127), "é".repeat(64));
+        let (mut owner, mut value) = (Vec::new(), Vec::new());
+        put_strings(&mut owner, &["a", &long, ""]);
+        put_strings(&mut value, &["country", &longer]);
+        let counts =
+            BreakdownCounts { clicks: 5, human_clicks: 2, opens: 4, human_opens: 1, by_machine_open: [1, 2, 0] };
+        let mut w = BreakdownWriter::default();
+        w.part("clicks", &part);
+        w.counts(&owner, &value, Grain::Day, 86_400, &counts);
+        let (bytes, rows) = w.take();
+        assert!(w.is_empty());
+        let fenced = BreakdownRow { fence_partition: 3, fence_token: u64::MAX - 7, ..BreakdownRow::default() };
+        let position =
+            BreakdownRow { source_topic: "clicks", source_partition: 3, position_delta: 13, ..fenced.clone() };
+        let row = BreakdownRow {
+            grain: 86_400,
+            client_id: "a",
+            campaign_id: &long,
+            dimension: "country",
+            value: &longer,
+            bucket_start: 86_400,
+            clicks: 5,
+            human_clicks: 2,
+            bot_clicks: 3,
+            opens: 4,
+            human_opens: 1,
+            machine_opens: 3,
+            open_apple_privacy: 1,
+            open_scanner: 2,
+            ..fenced
+        };
+        assert_eq!((decode_breakdowns(&bytes), rows), (vec![position, row], 2));
     }
 
     #[test]

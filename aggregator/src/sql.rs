@@ -1,7 +1,8 @@
 //! Every SQL statement the aggregator sends, in one place (the rows it
 //! inserts are typed structs in [`crate::sink`] and [`crate::mirror`]; the
 //! insert statement around them is the `clickhouse` crate's
-//! `INSERT INTO table (columns) FORMAT RowBinary`).
+//! `INSERT INTO table (columns) FORMAT RowBinary`, except the breakdowns',
+//! [`breakdown_insert`], whose bytes the sink writes by hand).
 //!
 //! Values are bound (`?`), never spliced; what is spliced is a table name from
 //! [`ricochet_warehouse::tables`] or a number this crate computed. Each
@@ -46,6 +47,13 @@ pub const CLIENTS_TABLE: &str = "clients";
 ///   a settled retry carries a new fence token.
 pub const ROLLUP_INSERT_SETTINGS: [(&str, &str); 2] =
     [("max_insert_block_size", MAX_INSERT_BLOCK_ROWS_STR), ("insert_deduplicate", "0")];
+
+/// The breakdown insert into `table` (its input table, on a cluster the
+/// shard's): the rows are [`crate::sink::BreakdownWriter`]'s bytes, in the
+/// order of [`crate::sink::BREAKDOWN_COLUMNS`].
+pub fn breakdown_insert(table: &str) -> String {
+    format!("INSERT INTO {table} ({}) FORMAT RowBinary", crate::sink::BREAKDOWN_COLUMNS.join(", "))
+}
 
 /// Rows of one rollup insert at most (ClickHouse's default block size).
 pub const MAX_INSERT_BLOCK_ROWS: usize = 1_048_576;
