@@ -96,15 +96,38 @@ impl EventDimensions {
     }
 }
 
+/// The dimensions of one event, every string parsed afresh ([`Memo::of`]
+/// remembers the parses that repeat).
 pub fn of(event: &ClickEvent) -> EventDimensions {
-    let is_open = matches!(event.event_type, EventType::Open);
-    let d = AGENTS.request_dimensions(event.user_agent.as_deref(), event.referer.as_deref(), is_open);
+    of_with(event, link_utm, |referer| AGENTS.referer_dimensions(referer))
+}
+
+/// The UTM tags of a link's destination.
+fn link_utm(destination: &str) -> dimensions::Utm {
     // Most destinations carry no UTM tags: skip parsing their query then.
-    let utm = if event.destination_url.contains("utm_") {
-        dimensions::utm(&event.destination_url)
+    if destination.contains("utm_") {
+        dimensions::utm(destination)
     } else {
         Default::default()
-    };
+    }
+}
+
+/// [`of`], with the two URL parses given: the destination's UTM tags and
+/// the Referer's domain and mail client.
+fn of_with(
+    event: &ClickEvent,
+    utm: impl FnOnce(&str) -> dimensions::Utm,
+    referer: impl FnOnce(&str) -> (Option<String>, MailClient),
+) -> EventDimensions {
+    let is_open = matches!(event.event_type, EventType::Open);
+    let mut d = AGENTS.request_dimensions(event.user_agent.as_deref(), None, is_open);
+    if let Some((domain, click_client)) = event.referer.as_deref().map(referer) {
+        d.referrer_domain = domain;
+        if !is_open {
+            d.mail_client = click_client;
+        }
+    }
+    let utm = utm(&event.destination_url);
     EventDimensions {
         country: country(event),
         device: d.device.as_str(),
@@ -115,6 +138,60 @@ pub fn of(event: &ClickEvent) -> EventDimensions {
         utm_source: utm.source.unwrap_or_default(),
         utm_medium: utm.medium.unwrap_or_default(),
         utm_campaign: utm.campaign.unwrap_or_default(),
+    }
+}
+
+/// Distinct destinations and Referers [`Memo`] remembers, each: a blast's
+/// links and webmail origins fit many times over.
+const MEMO_ENTRIES: usize = 4_096;
+
+/// What [`of`] parses that repeats from event to event, remembered: a link's
+/// UTM tags by its destination (the tags are the link's, and every click of
+/// it carries the same destination), and a Referer's domain and mail client
+/// by the Referer (a few webmail origins carry most of a blast's). Both are
+/// functions of one string, and a URL parse costs several times what a hash
+/// of it does. Bounded: when a map fills it starts over.
+#[derive(Debug, Default)]
+pub struct Memo {
+    utm: Recent<dimensions::Utm>,
+    referers: Recent<(Option<String>, MailClient)>,
+}
+
+impl Memo {
+    /// The same as [`of`].
+    pub fn of(&mut self, event: &ClickEvent) -> EventDimensions {
+        let Memo { utm, referers } = self;
+        of_with(
+            event,
+            |destination| utm.get(destination, link_utm),
+            |referer| referers.get(referer, |r| AGENTS.referer_dimensions(r)),
+        )
+    }
+}
+
+/// Values by the string they were made from, at most [`MEMO_ENTRIES`].
+#[derive(Debug)]
+struct Recent<V> {
+    map: hashbrown::HashMap<Box<str>, V, foldhash::fast::RandomState>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent { map: Default::default() }
+    }
+}
+
+impl<V: Clone> Recent<V> {
+    fn get(&mut self, key: &str, make: impl FnOnce(&str) -> V) -> V {
+        if let Some(v) = self.map.get(key) {
+            return v.clone();
+        }
+        if self.map.len() >= MEMO_ENTRIES {
+            self.map.clear();
+        }
+        let v = make(key);
+        self.map.insert(key.into(), v.clone());
+        v
     }
 }
 
@@ -261,6 +338,41 @@ mod tests {
         assert_eq!(stored(&mut o, &event("acme", "ann", true, OUTLOOK_DESKTOP, None)), MailClient::Outlook);
         assert_eq!(stored(&mut o, &event("acme", "ann", true, CHROME, None)), MailClient::Other);
         assert_eq!(stored(&mut o, &event("acme", "ann", false, CHROME, None)), MailClient::Outlook);
+    }
+
+    proptest::proptest! {
+        /// Whatever the events and however often their destinations and
+        /// Referers repeat (past the memo's bound too), the remembered parses
+        /// give each event the dimensions a fresh parse does.
+        #[test]
+        fn remembered_parses_give_the_dimensions_of_fresh_ones(
+            events in proptest::collection::vec((0..3usize, 0..6usize, 0..(2 * MEMO_ENTRIES), proptest::bool::ANY), 1..300)
+        ) {
+            const REFERERS: [&str; 6] = [
+                "https://mail.google.com/",
+                "https://outlook.live.com/mail/0/",
+                "android-app://com.google.android.gm/",
+                "https://www.news.example/a?b#c",
+                "not a url",
+                "",
+            ];
+            let mut memo = Memo::default();
+            for (agent, referer, link, open) in events {
+                let mut e = event("acme", "r", open, [CHROME, OUTLOOK_DESKTOP, GMAIL_PROXY][agent], Some(REFERERS[referer]));
+                // Half the links tagged, some tags repeated, one percent-encoded.
+                e.destination_url = match link % 4 {
+                    0 => format!("https://shop.example/{link}"),
+                    1 => format!("https://shop.example/?utm_source=news&utm_medium=email&utm_campaign=c{link}"),
+                    2 => format!("https://shop.example/p?utm_campaign=Black%20Friday+{}", link % 7),
+                    _ => format!("https://shop.example/#x?utm_source={link}"),
+                };
+                if referer == 5 {
+                    e.referer = None;
+                }
+                proptest::prop_assert_eq!(memo.of(&e), of(&e));
+            }
+            proptest::prop_assert!(memo.utm.map.len() <= MEMO_ENTRIES && memo.referers.map.len() <= MEMO_ENTRIES);
+        }
     }
 
     #[test]

@@ -511,6 +511,8 @@ pub struct Batch {
     /// with, for their clicks that name none (a stale entry of a partition
     /// now elsewhere is still the recipient's client).
     openers: crate::dimensions::Openers,
+    /// Survives `clear`: the parses of destinations and Referers.
+    memo: crate::dimensions::Memo,
 }
 
 impl Batch {
@@ -567,7 +569,7 @@ impl Batch {
             pb.recipients.get_or_insert_with(&r, RecipientRef::to_row);
         }
         pb.rollups.entry_ref(&key).or_default().count(event.event_type, reason);
-        let mut dimensions = crate::dimensions::of(&event);
+        let mut dimensions = self.memo.of(&event);
         self.openers.attribute(&event, &mut dimensions);
         if breakdowns {
             let combo = ComboKeyRef {
@@ -721,6 +723,9 @@ impl Batch {
         let mut scratch = FoldScratch::default();
         let mut share: Option<(ComboIndex<'a>, usize)> = None;
         std::iter::from_fn(move || loop {
+            if let Some(chunk) = writer.full_chunk() {
+                return Some(chunk);
+            }
             match &mut share {
                 Some((index, dimension)) if *dimension < DIMENSIONS.len() => {
                     index.write(*dimension, &mut scratch, &mut writer);
@@ -731,11 +736,8 @@ impl Batch {
                         writer.part(topic, part);
                         share = Some((ComboIndex::new(&pb.breakdowns), 0));
                     }
-                    None => return (!writer.is_empty()).then(|| writer.take()),
+                    None => return writer.finish(),
                 },
-            }
-            if writer.is_full() {
-                return Some(writer.take());
             }
         })
     }

@@ -411,20 +411,36 @@ pub const BREAKDOWN_COLUMNS: [&str; 21] = [
 /// strings (its link's or campaign's, its dimension's and value's) repeat
 /// from row to row: [`put_strings`] encodes each run once per flush, and a
 /// row is two copied runs and fixed-size numbers. The bytes go out in
-/// chunks of about [`BreakdownWriter::CHUNK_BYTES`] as they fill, never the
-/// whole flush at once.
-#[derive(Debug, Default)]
+/// chunks of [`BreakdownWriter::CHUNK_BYTES`] as they fill, never the whole
+/// flush at once; a full chunk is set aside and a new one begun, so no
+/// buffer is ever grown and copied.
+#[derive(Debug)]
 pub struct BreakdownWriter {
     buf: Vec<u8>,
     rows: usize,
+    /// Full chunks and their rows, oldest first.
+    full: std::collections::VecDeque<(bytes::Bytes, usize)>,
     /// `source_topic` `""`, `source_partition` 0, `position_delta` 0 and the
     /// current part's fence: how every counts row of that part ends.
     tail: [u8; Self::TAIL_BYTES],
 }
 
+impl Default for BreakdownWriter {
+    fn default() -> Self {
+        BreakdownWriter {
+            buf: Vec::with_capacity(Self::CAPACITY),
+            rows: 0,
+            full: Default::default(),
+            tail: [0; Self::TAIL_BYTES],
+        }
+    }
+}
+
 impl BreakdownWriter {
-    /// About the chunk size the `clickhouse` crate sends (256 KiB).
+    /// The chunk size the `clickhouse` crate sends (256 KiB).
     pub const CHUNK_BYTES: usize = 256 * 1024;
+    /// A chunk and room for its last row.
+    const CAPACITY: usize = Self::CHUNK_BYTES + 4096;
     const TAIL_BYTES: usize = 1 + 4 + 8 + 4 + 8;
     /// `owner` and `value` are at most a few hundred bytes (ids, a
     /// dimension's name and value): a row fits in what is reserved per row.
@@ -478,20 +494,24 @@ impl BreakdownWriter {
         self.buf.extend_from_slice(&numbers);
         self.buf.extend_from_slice(&self.tail);
         self.rows += 1;
+        if self.buf.len() >= Self::CHUNK_BYTES {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CAPACITY));
+            self.full.push_back((bytes::Bytes::from(chunk), std::mem::take(&mut self.rows)));
+        }
     }
 
-    pub fn is_full(&self) -> bool {
-        self.buf.len() >= Self::CHUNK_BYTES
+    /// The oldest full chunk and how many rows it holds.
+    pub fn full_chunk(&mut self) -> Option<(bytes::Bytes, usize)> {
+        self.full.pop_front()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// The bytes written since the last take, and how many rows they hold.
-    pub fn take(&mut self) -> (bytes::Bytes, usize) {
-        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK_BYTES + 4096));
-        (bytes::Bytes::from(buf), std::mem::take(&mut self.rows))
+    /// What is left once every row is written: the full chunks, then the
+    /// rest.
+    pub fn finish(&mut self) -> Option<(bytes::Bytes, usize)> {
+        self.full.pop_front().or_else(|| {
+            let rest = std::mem::take(&mut self.buf);
+            (!rest.is_empty()).then(|| (bytes::Bytes::from(rest), std::mem::take(&mut self.rows)))
+        })
     }
 }
 
@@ -1237,8 +1257,8 @@ mod tests {
         let mut w = BreakdownWriter::default();
         w.part("clicks", &part);
         w.counts(&owner, &value, Grain::Day, 86_400, &counts);
-        let (bytes, rows) = w.take();
-        assert!(w.is_empty());
+        let (bytes, rows) = w.finish().expect("two rows");
+        assert_eq!(w.finish(), None);
         let fenced = BreakdownRow { fence_partition: 3, fence_token: u64::MAX - 7, ..BreakdownRow::default() };
         let position =
             BreakdownRow { source_topic: "clicks", source_partition: 3, position_delta: 13, ..fenced.clone() };
@@ -1260,6 +1280,40 @@ mod tests {
             ..fenced
         };
         assert_eq!((decode_breakdowns(&bytes), rows), (vec![position, row], 2));
+    }
+
+    #[test]
+    fn breakdown_chunks_are_cut_at_the_chunk_size_and_never_grown() {
+        let part = Part {
+            range: crate::checkpoint::PartitionRange { partition: 0, first: 0, next: 1 },
+            previous: None,
+            breakdowns_previous: None,
+            fence: Fence { generation: 1, token: 9 },
+        };
+        let mut w = BreakdownWriter::default();
+        w.part("clicks", &part);
+        let counts = BreakdownCounts { clicks: 1, ..BreakdownCounts::default() };
+        let total = 10_000;
+        for i in 0..total {
+            let (mut owner, mut value) = (Vec::new(), Vec::new());
+            put_strings(&mut owner, &["client", "campaign", &format!("{i:032x}")]);
+            put_strings(&mut value, &["country", "DE"]);
+            w.counts(&owner, &value, Grain::Hour, 3_600 * i, &counts);
+        }
+        let chunks: Vec<_> = std::iter::from_fn(|| w.finish()).collect();
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        for (chunk, _) in &chunks[..chunks.len() - 1] {
+            assert!(
+                (BreakdownWriter::CHUNK_BYTES..BreakdownWriter::CAPACITY).contains(&chunk.len()),
+                "{}",
+                chunk.len()
+            );
+        }
+        let rows: Vec<BreakdownRow> = chunks.iter().flat_map(|(c, _)| decode_breakdowns(c)).collect();
+        assert_eq!(rows.len(), total as usize + 1, "every row and the position");
+        assert_eq!(chunks.iter().map(|c| c.1).sum::<usize>(), rows.len());
+        let buckets: Vec<u32> = rows.iter().filter(|r| r.grain != 0).map(|r| r.bucket_start).collect();
+        assert_eq!(buckets, (0..total).map(|i| 3_600 * i).collect::<Vec<_>>(), "in the order written");
     }
 
     #[test]

@@ -90,20 +90,26 @@ impl Agents {
             Some(ua) if !ua.trim().is_empty() => self.dimensions(ua),
             _ => self.absent(),
         };
-        let host = referer.and_then(referrer_host);
-        let mail_client = if is_open {
-            agent.open_mail_client
-        } else {
-            host.as_deref().map_or(MailClient::Other, |h| self.mail_clients().from_referer_host(h))
-        };
+        let (referrer_domain, click_mail_client) =
+            referer.map_or((None, MailClient::Other), |r| self.referer_dimensions(r));
         Dimensions {
             country: None,
             device: agent.device,
             os: agent.os,
             browser: agent.browser,
-            mail_client,
-            referrer_domain: host.map(strip_www),
+            mail_client: if is_open { agent.open_mail_client } else { click_mail_client },
+            referrer_domain,
         }
+    }
+
+    /// What a Referer says, for [`Self::request_dimensions`]: its referrer
+    /// domain, and the mail client its host names if a click carries it
+    /// (webmail). A function of the Referer alone, which a caller may
+    /// remember per Referer: parsing the URL is most of the cost.
+    pub fn referer_dimensions(&self, referer: &str) -> (Option<String>, MailClient) {
+        let host = referrer_host(referer);
+        let client = host.as_deref().map_or(MailClient::Other, |h| self.mail_clients().from_referer_host(h));
+        (host.map(strip_www), client)
     }
 }
 
