@@ -261,9 +261,9 @@ impl EventRow {
 /// or the position delta of one partition
 /// (`grain` 0). Field order is the table's;
 /// the reason fields follow [`Reason::ALL`] without `Human` (see
-/// [`reason_columns`]). Its strings borrow from the batch: a flush writes
-/// up to ten rows per event (the breakdowns), which are serialized as they
-/// are made, never copied or collected ([`ClickHouseSink::write_rollups`]).
+/// [`reason_columns`]). Its strings borrow from the batch: rows are
+/// serialized as they are made, never copied or collected
+/// ([`ClickHouseSink::write_rollups`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Row, Serialize)]
 pub struct RollupRow<'a> {
     pub grain: u32,
@@ -439,11 +439,12 @@ impl Default for BreakdownWriter {
 impl BreakdownWriter {
     /// The chunk size the `clickhouse` crate sends (256 KiB).
     pub const CHUNK_BYTES: usize = 256 * 1024;
-    /// A chunk and room for its last row.
+    /// A chunk and room for its last row: a row's strings (ids, a
+    /// dimension's name, a value of at most 100 characters) are a few
+    /// hundred bytes at most.
     const CAPACITY: usize = Self::CHUNK_BYTES + 4096;
     const TAIL_BYTES: usize = 1 + 4 + 8 + 4 + 8;
-    /// `owner` and `value` are at most a few hundred bytes (ids, a
-    /// dimension's name and value): a row fits in what is reserved per row.
+    /// `grain`, `bucket_start` and the nine counters.
     const NUMBERS_BYTES: usize = 4 + 4 + 9 * 8;
 
     /// Starts `part`'s rows: its fence on each, and first the row that moves
