@@ -151,13 +151,24 @@ const MEMO_ENTRIES: usize = 4_096;
 /// by the Referer (a few webmail origins carry most of a blast's). Both are
 /// functions of one string, and a URL parse costs several times what a hash
 /// of it does. Bounded: when a map fills it starts over.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Memo {
     utm: Recent<dimensions::Utm>,
     referers: Recent<(Option<String>, MailClient)>,
 }
 
+impl Default for Memo {
+    fn default() -> Self {
+        Memo::with_entries(MEMO_ENTRIES)
+    }
+}
+
 impl Memo {
+    /// Remembering up to `entries` destinations and as many Referers.
+    pub fn with_entries(entries: usize) -> Self {
+        Memo { utm: Recent::new(entries), referers: Recent::new(entries) }
+    }
+
     /// The same as [`of`].
     pub fn of(&mut self, event: &ClickEvent) -> EventDimensions {
         let Memo { utm, referers } = self;
@@ -169,24 +180,23 @@ impl Memo {
     }
 }
 
-/// Values by the string they were made from, at most [`MEMO_ENTRIES`].
+/// Values by the string they were made from, at most `entries`.
 #[derive(Debug)]
 struct Recent<V> {
     map: hashbrown::HashMap<Box<str>, V, foldhash::fast::RandomState>,
-}
-
-impl<V> Default for Recent<V> {
-    fn default() -> Self {
-        Recent { map: Default::default() }
-    }
+    entries: usize,
 }
 
 impl<V: Clone> Recent<V> {
+    fn new(entries: usize) -> Self {
+        Recent { map: Default::default(), entries: entries.max(1) }
+    }
+
     fn get(&mut self, key: &str, make: impl FnOnce(&str) -> V) -> V {
         if let Some(v) = self.map.get(key) {
             return v.clone();
         }
-        if self.map.len() >= MEMO_ENTRIES {
+        if self.map.len() >= self.entries {
             self.map.clear();
         }
         let v = make(key);
@@ -346,7 +356,8 @@ mod tests {
         /// give each event the dimensions a fresh parse does.
         #[test]
         fn remembered_parses_give_the_dimensions_of_fresh_ones(
-            events in proptest::collection::vec((0..3usize, 0..6usize, 0..(2 * MEMO_ENTRIES), proptest::bool::ANY), 1..300)
+            events in proptest::collection::vec((0..3usize, 0..6usize, 0..64usize, proptest::bool::ANY), 1..300),
+            entries in 1..32usize,
         ) {
             const REFERERS: [&str; 6] = [
                 "https://mail.google.com/",
@@ -356,7 +367,8 @@ mod tests {
                 "not a url",
                 "",
             ];
-            let mut memo = Memo::default();
+            // A small memo, so that it fills and starts over within a case.
+            let mut memo = Memo::with_entries(entries);
             for (agent, referer, link, open) in events {
                 let mut e = event("acme", "r", open, [CHROME, OUTLOOK_DESKTOP, GMAIL_PROXY][agent], Some(REFERERS[referer]));
                 // Half the links tagged, some tags repeated, one percent-encoded.
@@ -371,7 +383,7 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(memo.of(&e), of(&e));
             }
-            proptest::prop_assert!(memo.utm.map.len() <= MEMO_ENTRIES && memo.referers.map.len() <= MEMO_ENTRIES);
+            proptest::prop_assert!(memo.utm.map.len() <= entries && memo.referers.map.len() <= entries);
         }
     }
 
