@@ -120,13 +120,7 @@ fn of_with(
     referer: impl FnOnce(&str) -> (Option<String>, MailClient),
 ) -> EventDimensions {
     let is_open = matches!(event.event_type, EventType::Open);
-    let mut d = AGENTS.request_dimensions(event.user_agent.as_deref(), None, is_open);
-    if let Some((domain, click_client)) = event.referer.as_deref().map(referer) {
-        d.referrer_domain = domain;
-        if !is_open {
-            d.mail_client = click_client;
-        }
-    }
+    let d = AGENTS.dimensions_with_referer(event.user_agent.as_deref(), event.referer.as_deref().map(referer), is_open);
     let utm = utm(&event.destination_url);
     EventDimensions {
         country: country(event),

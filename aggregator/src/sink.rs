@@ -822,7 +822,7 @@ impl ClickHouseSink {
         let client = &self.shards[shard].client;
         // A query id of this deployment, so that an erasure can wait out an
         // insert that may not have met its erasure row.
-        let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
+        let query_id = self.query_id();
         let run = async {
             let mut insert = client
                 .insert::<R>(table)
@@ -859,16 +859,14 @@ impl ClickHouseSink {
         chunks: impl Iterator<Item = (bytes::Bytes, usize)>,
     ) -> Result<usize, WriteError> {
         let s = &self.shards[shard];
-        let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
+        let query_id = self.query_id();
         let run = async {
             let mut insert = s
                 .client
                 .insert_formatted_with(sql::breakdown_insert(&s.breakdowns_in))
                 .with_option("query_id", query_id.as_str())
                 .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-            for (name, value) in
-                sql::ROLLUP_INSERT_SETTINGS.map(|(n, v)| (n, v.to_owned())).into_iter().chain(self.quorum_options())
-            {
+            for (name, value) in self.fenced_insert_options() {
                 insert = insert.with_option(name, value);
             }
             let mut written = 0;
@@ -891,7 +889,7 @@ impl ClickHouseSink {
         R: clickhouse::RowWrite,
     {
         let s = &self.shards[shard];
-        let query_id = format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple());
+        let query_id = self.query_id();
         let run = async {
             let mut insert = s
                 .client
@@ -899,10 +897,9 @@ impl ClickHouseSink {
                 .await?
                 .with_option("query_id", query_id.as_str())
                 .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-            for (name, value) in sql::ROLLUP_INSERT_SETTINGS {
+            for (name, value) in self.fenced_insert_options() {
                 insert = insert.with_option(name, value);
             }
-            insert = self.with_quorum(insert);
             let mut written = 0;
             for row in rows {
                 insert.write(&row).await?;
@@ -918,6 +915,21 @@ impl ClickHouseSink {
             insert = insert.with_option(name, value);
         }
         insert
+    }
+
+    /// A fresh query id of this deployment, so that a fence or an erasure
+    /// can find the inserts still running.
+    fn query_id(&self) -> String {
+        format!("{}{}", self.query_prefix, uuid::Uuid::now_v7().simple())
+    }
+
+    /// The settings of both fenced inserts (rollups, breakdowns): the ones
+    /// exactly-once rests on, and the quorum on replicas.
+    fn fenced_insert_options(&self) -> impl Iterator<Item = (&'static str, String)> {
+        sql::ROLLUP_INSERT_SETTINGS
+            .map(|(name, value)| (name, value.to_owned()))
+            .into_iter()
+            .chain(self.quorum_options())
     }
 
     /// The settings of a fenced insert on replicas (none without).

@@ -86,12 +86,23 @@ impl Agents {
     /// fetcher); of a click, from the Referer (webmail), since a click's user
     /// agent is the recipient's browser.
     pub fn request_dimensions(&self, user_agent: Option<&str>, referer: Option<&str>, is_open: bool) -> Dimensions {
+        self.dimensions_with_referer(user_agent, referer.map(|r| self.referer_dimensions(r)), is_open)
+    }
+
+    /// [`Self::request_dimensions`], the Referer given as
+    /// [`Self::referer_dimensions`] made it (a caller that remembers them
+    /// per Referer).
+    pub fn dimensions_with_referer(
+        &self,
+        user_agent: Option<&str>,
+        referer: Option<(Option<String>, MailClient)>,
+        is_open: bool,
+    ) -> Dimensions {
         let agent = match user_agent {
             Some(ua) if !ua.trim().is_empty() => self.dimensions(ua),
             _ => self.absent(),
         };
-        let (referrer_domain, click_mail_client) =
-            referer.map_or((None, MailClient::Other), |r| self.referer_dimensions(r));
+        let (referrer_domain, click_mail_client) = referer.unwrap_or((None, MailClient::Other));
         Dimensions {
             country: None,
             device: agent.device,
@@ -102,10 +113,10 @@ impl Agents {
         }
     }
 
-    /// What a Referer says, for [`Self::request_dimensions`]: its referrer
-    /// domain, and the mail client its host names if a click carries it
-    /// (webmail). A function of the Referer alone, which a caller may
-    /// remember per Referer: parsing the URL is most of the cost.
+    /// What a Referer says: its referrer domain, and the mail client its
+    /// host names if a click carries it (webmail). A function of the Referer
+    /// alone, which a caller may remember per Referer
+    /// ([`Self::dimensions_with_referer`]): parsing the URL is most of the cost.
     pub fn referer_dimensions(&self, referer: &str) -> (Option<String>, MailClient) {
         let host = referrer_host(referer);
         let client = host.as_deref().map_or(MailClient::Other, |h| self.mail_clients().from_referer_host(h));
