@@ -22,7 +22,8 @@
 //! - [`limits`]: a token bucket per key, requests in flight, the request timeout.
 //! - [`cache`]: one ClickHouse query per distinct request per second, ETags.
 //! - [`mod@format`]: JSON or CSV answers (`format=csv`, `Accept: text/csv`).
-//! - [`stats`]: the aggregate queries, all their SQL, and the series and recipient rows they return.
+//! - [`stats`]: the aggregate queries, all their SQL, and the series and recipient rows they return;
+//!   [`tiling`]: which breakdown rows (weeks, days, hours, added or subtracted) answer a range exactly.
 //! - [`status`]: lag and freshness across every aggregator (`/v1/status`).
 //! - [`dashboard`]: the embedded dashboard page.
 //! - [`numbers`]: integers as JSON Schema means them (`1.0` is 1).
@@ -42,6 +43,7 @@ pub mod service;
 pub mod state;
 pub mod stats;
 pub mod status;
+pub mod tiling;
 
 pub use config::ApiConfig;
 pub use service::{migrate, run};

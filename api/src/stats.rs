@@ -31,8 +31,9 @@ use ricochet_schemas::{CampaignId, ClientId, LinkRecord, MachineOpen, Reason};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::tiling::{self, Span};
 use ricochet_warehouse::tables::{
-    bucket_floor, coarsest_grain, BREAKDOWNS_TABLE, BREAKDOWN_GRAINS, BREAKDOWN_WEEK, EVENTS_TABLE, RECIPIENTS_TABLE,
+    coarsest_grain, BREAKDOWNS_TABLE, BREAKDOWN_GRAINS, BREAKDOWN_WEEK, EVENTS_TABLE, RECIPIENTS_TABLE,
     RECIPIENT_BUCKET_SECS, ROLLUP_TABLE, WEBHOOK_DELIVERIES_TABLE, WEEK_START,
 };
 
@@ -775,26 +776,28 @@ impl Dimension {
 
 /// A validated breakdown: group the scope's clicks and opens in `[from, to)`
 /// by `by`, keeping only events whose dimensions equal `filters` (stored
-/// values: `''` is unknown).
+/// values: `''` is unknown), as asked at `now` (Unix seconds: what is still to
+/// come costs less to read).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BreakdownSpec {
     pub by: Dimension,
     pub from: i64,
     pub to: i64,
     pub filters: Vec<(Dimension, String)>,
+    pub now: i64,
 }
 
 impl BreakdownSpec {
-    /// The breakdown rows that answer exactly, as `(grain, from, to)` spans
-    /// tiling `[from, to)`, coarsest first: with `weeks` (a campaign's or a
-    /// client's rows), the whole weeks (Monday to Monday, UTC) inside the
-    /// range from the week rows; the whole UTC days left from the day rows;
-    /// the hours before the first and after the last whole day from the hour
-    /// rows (a 30-day range ending on the hour reads four weeks of week rows,
-    /// a few days of day rows and at most 46 hours of hour rows, not 720
-    /// hours). None with a filter (breakdown rows count one dimension at a
-    /// time) or a range off the hours: then the raw events answer.
-    pub fn rollup_spans(&self, weeks: bool) -> Option<Vec<(u32, i64, i64)>> {
+    /// The breakdown rows that answer exactly ([`tiling::tile`]): with
+    /// `weeks` (a campaign's or a client's rows), the whole weeks (Monday to
+    /// Monday, UTC) from the week rows; the whole UTC days from the day rows;
+    /// each ragged end from the hour rows it covers or as its day (or week)
+    /// less the rows it leaves out, whichever reads fewer (a 30-day range
+    /// ending on the next hour reads four or five weeks of week rows, a few
+    /// days of day rows, and at most twelve hours' rows that have begun).
+    /// None with a filter (breakdown rows count one dimension at a time) or a
+    /// range off the hours: then the raw events answer.
+    pub fn rollup_spans(&self, weeks: bool) -> Option<Vec<Span>> {
         if !self.filters.is_empty() {
             return None;
         }
@@ -807,29 +810,8 @@ impl BreakdownSpec {
         if self.from % finest != 0 || self.to % finest != 0 {
             return None;
         }
-        Some(tile(self.from, self.to, &grains))
+        Some(tiling::tile(self.from, self.to, &grains, self.now))
     }
-}
-
-/// `[from, to)` as spans of the coarsest grain that fits, then the next
-/// finer one for what is left at either end (`from` and `to` are multiples
-/// of the finest grain, which every coarser grain's buckets are made of).
-fn tile(from: i64, to: i64, grains: &[u32]) -> Vec<(u32, i64, i64)> {
-    let Some((&grain, finer)) = grains.split_first() else { return Vec::new() };
-    let g = i64::from(grain);
-    let floor = bucket_floor(from, grain);
-    let (start, end) = (if floor == from { from } else { floor + g }, bucket_floor(to, grain));
-    if finer.is_empty() || start >= end {
-        return if finer.is_empty() { vec![(grain, from, to)] } else { tile(from, to, finer) };
-    }
-    let mut spans = vec![(grain, start, end)];
-    if from < start {
-        spans.extend(tile(from, start, finer));
-    }
-    if end < to {
-        spans.extend(tile(end, to, finer));
-    }
-    spans
 }
 
 /// The counts of one value of a breakdown, as ClickHouse sums them.
@@ -844,8 +826,9 @@ pub struct ValueCounts {
 }
 
 /// The counts per value of a breakdown (every value; the caller ranks them).
-/// From `click_breakdowns` when [`BreakdownSpec::rollup_spans`] allows, a
-/// range read on (client, dimension, grain, campaign, link); else from the raw events.
+/// From `click_breakdowns` when [`BreakdownSpec::rollup_spans`] allows, range
+/// reads on (client, dimension, grain, campaign, link), the subtracted spans'
+/// rows taken away; else from the raw events.
 pub async fn breakdown_counts(
     ch: &Client,
     scope: &Scope,
@@ -855,17 +838,42 @@ pub async fn breakdown_counts(
         Some(spans) => {
             let spans = whole_weeks_only(ch, scope, spans).await?;
             let (filter, values) = scope.breakdown_filter();
-            let span = "(grain = ? AND bucket_start >= toDateTime(?) AND bucket_start < toDateTime(?))";
+            // The spans are whole buckets the API computed (integers, not
+            // input), disjoint within each grain: a row is in at most one.
+            let of = |minus: bool| {
+                let chosen: Vec<String> = spans
+                    .iter()
+                    .filter(|s| s.minus == minus)
+                    .map(|s| {
+                        format!(
+                            "(grain = {} AND bucket_start >= toDateTime({}) AND bucket_start < toDateTime({}))",
+                            s.grain, s.from, s.to
+                        )
+                    })
+                    .collect();
+                if chosen.is_empty() {
+                    "0".to_owned()
+                } else {
+                    chosen.join(" OR ")
+                }
+            };
+            let (added, subtracted) = (of(false), of(true));
+            // Added less subtracted, never below 0 (an insert's rows become
+            // visible to a read together, but a merge on a replica that is
+            // behind could show one grain before another).
+            let net =
+                |c: &str| format!("toUInt64(greatest(sumIf({c}, NOT subtracted) - sumIf({c}, subtracted), 0)) AS {c}");
             let sql = format!(
-                "SELECT value, sum(human_clicks) AS human_clicks, sum(bot_clicks) AS bot_clicks, \
-                 sum(clicks) AS clicks, sum(human_opens) AS human_opens, sum(machine_opens) AS machine_opens \
-                 FROM {BREAKDOWNS_TABLE} WHERE dimension = ? AND ({}) AND {filter} GROUP BY value",
-                vec![span; spans.len()].join(" OR ")
+                "WITH ({subtracted}) AS subtracted SELECT value, {}, {}, {}, {}, {} \
+                 FROM {BREAKDOWNS_TABLE} WHERE dimension = ? AND (({added}) OR subtracted) AND {filter} \
+                 GROUP BY value HAVING clicks + human_opens + machine_opens > 0",
+                net("human_clicks"),
+                net("bot_clicks"),
+                net("clicks"),
+                net("human_opens"),
+                net("machine_opens"),
             );
             let mut query = ch.query(&sql).bind(spec.by.as_str());
-            for (grain, from, to) in spans {
-                query = query.bind(grain).bind(from as u32).bind(to as u32);
-            }
             for v in &values {
                 query = query.bind(v.as_str());
             }
@@ -903,8 +911,8 @@ pub async fn breakdown_counts(
 /// The day grain (`grain = 86400`) of the breakdown rows.
 const DAY: u32 = 86_400;
 
-/// `spans` with each week span whose week rows are not complete read from
-/// the day rows instead.
+/// `spans` with each week whose week rows are not complete read from the
+/// day rows instead ([`tiling::weeks_from_complete_rows`]).
 ///
 /// Why a week's rows can be incomplete: aggregators from before the week
 /// grain write day rows without week rows, for as long as a rolling upgrade
@@ -914,12 +922,8 @@ const DAY: u32 = 86_400;
 /// its week rows of one dimension count as many events as its day rows of
 /// that dimension. Device, the dimension with the fewest values, is checked:
 /// a few dozen rows a week.
-async fn whole_weeks_only(
-    ch: &Client,
-    scope: &Scope,
-    spans: Vec<(u32, i64, i64)>,
-) -> Result<Vec<(u32, i64, i64)>, StatsError> {
-    let Some(&(_, from, to)) = spans.iter().find(|s| s.0 == BREAKDOWN_WEEK) else { return Ok(spans) };
+async fn whole_weeks_only(ch: &Client, scope: &Scope, spans: Vec<Span>) -> Result<Vec<Span>, StatsError> {
+    let Some((from, to)) = tiling::week_range(&spans) else { return Ok(spans) };
     #[derive(Row, Deserialize)]
     struct WeekTotals {
         week: u32,
@@ -949,32 +953,7 @@ async fn whole_weeks_only(
         .filter(|w| w.weekly != w.daily)
         .map(|w| i64::from(w.week))
         .collect();
-    Ok(weeks_from_complete_rows(spans, &incomplete))
-}
-
-/// [`whole_weeks_only`]'s rewrite: each run of complete weeks stays one week
-/// span, each run of `incomplete` weeks becomes a day span.
-fn weeks_from_complete_rows(
-    spans: Vec<(u32, i64, i64)>,
-    incomplete: &std::collections::HashSet<i64>,
-) -> Vec<(u32, i64, i64)> {
-    let week = i64::from(BREAKDOWN_WEEK);
-    let mut out: Vec<(u32, i64, i64)> = Vec::new();
-    for (grain, from, to) in spans {
-        if grain != BREAKDOWN_WEEK {
-            out.push((grain, from, to));
-            continue;
-        }
-        let first = out.len();
-        for start in (from..to).step_by(week as usize) {
-            let grain = if incomplete.contains(&start) { DAY } else { BREAKDOWN_WEEK };
-            match out[first..].last_mut() {
-                Some(last) if last.0 == grain => last.2 = start + week,
-                _ => out.push((grain, start, start + week)),
-            }
-        }
-    }
-    out
+    Ok(tiling::weeks_from_complete_rows(spans, &incomplete, DAY))
 }
 
 /// ` AND country = ? AND device = ?`…: the filters, their values bound in order.
@@ -1174,53 +1153,6 @@ mod tests {
         assert!(err(None, None, Some("week"), None).contains("minute, hour or day"));
         assert!(err(Some("0"), Some("1000000"), None, None).contains("at most 7 days"));
         assert!(err(None, None, None, Some("Mars/Olympus")).contains("IANA"));
-    }
-
-    #[test]
-    fn whole_weeks_come_from_the_week_rows_when_asked() {
-        // 2026-11-30 and 2026-12-07 are Mondays.
-        let (monday, day, h) = (1_795_996_800, 86_400, 3_600);
-        let spec = |from: i64, to: i64| BreakdownSpec { by: Dimension::Country, from, to, filters: Vec::new() };
-        let thirty = spec(monday - 3 * day - 5 * h, monday + 26 * day + 7 * h);
-        assert_eq!(
-            thirty.rollup_spans(true),
-            Some(vec![
-                (604_800, monday, monday + 21 * day),
-                (86_400, monday - 3 * day, monday),
-                (3_600, monday - 3 * day - 5 * h, monday - 3 * day),
-                (86_400, monday + 21 * day, monday + 26 * day),
-                (3_600, monday + 26 * day, monday + 26 * day + 7 * h),
-            ]),
-            "weeks inside, days around them, hours at the ends"
-        );
-        assert_eq!(
-            thirty.rollup_spans(false).unwrap()[0],
-            (86_400, monday - 3 * day, monday + 26 * day),
-            "a link's rows have no weeks"
-        );
-        assert_eq!(
-            spec(monday + day, monday + 8 * day).rollup_spans(true),
-            Some(vec![(86_400, monday + day, monday + 8 * day)]),
-            "no whole week"
-        );
-    }
-
-    #[test]
-    fn weeks_without_complete_week_rows_are_read_from_the_days() {
-        let (monday, week) = (1_795_996_800i64, 604_800i64);
-        let spans = vec![(604_800, monday, monday + 4 * week), (86_400, monday - 86_400, monday)];
-        let incomplete: std::collections::HashSet<i64> = [monday + week, monday + 2 * week].into();
-        assert_eq!(
-            weeks_from_complete_rows(spans.clone(), &incomplete),
-            vec![
-                (604_800, monday, monday + week),
-                (86_400, monday + week, monday + 3 * week),
-                (604_800, monday + 3 * week, monday + 4 * week),
-                (86_400, monday - 86_400, monday),
-            ],
-            "the two incomplete weeks as one day span"
-        );
-        assert_eq!(weeks_from_complete_rows(spans.clone(), &Default::default()), spans, "all complete: unchanged");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Where the counts come from ([`stats::breakdown_counts`]): without filters
 //! and with `from` and `to` on whole UTC hours, from `click_breakdowns`
 //! (for a campaign or a client, weeks for the whole weeks in the range whose
-//! week rows are complete; UTC days for the whole days left; hours at its
-//! ends), a range read on the sort key's prefix, a small fraction of the raw events;
+//! week rows are complete; UTC days for the whole days left; at each ragged
+//! end its hours, or its day less the hours outside the range, whichever
+//! reads less: [`crate::tiling`]), range reads on the sort key's prefix, a
+//! small fraction of the raw events;
 //! otherwise from the raw events. `unique_human_recipients` always comes from
 //! the raw events ([`stats::breakdown_recipients`]). The answer's `source`
 //! says which the counts came from.
@@ -146,7 +148,7 @@ impl BreakdownRequest {
                 filters.push((d, filter_value(d, raw)?));
             }
         }
-        let spec = BreakdownSpec { by, from, to, filters };
+        let spec = BreakdownSpec { by, from, to, filters, now };
         Ok(BreakdownRequest { spec, tz, human_only: q.human_only.unwrap_or(true), limit })
     }
 }
@@ -526,6 +528,7 @@ pub(crate) async fn campaign_breakdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tiling::Span;
 
     const NOW: i64 = 1_800_000_123;
 
@@ -553,7 +556,7 @@ mod tests {
         let tomorrow = NOW - NOW.rem_euclid(86_400) + 86_400;
         assert_eq!((r.spec.from, r.spec.to), (tomorrow - 30 * 86_400, tomorrow), "30 UTC days, today's included");
         assert!(r.human_only && r.limit == 10 && r.spec.filters.is_empty() && r.tz == Tz::UTC);
-        assert!(r.spec.rollup_spans(false).unwrap().iter().all(|s| s.0 == 86_400), "whole days: no hour rows");
+        assert!(r.spec.rollup_spans(false).unwrap().iter().all(|s| s.grain == 86_400), "whole days: no hour rows");
         // In a zone: its days (Paris, UTC+1 in winter: midnight is 23:00 UTC the day before).
         let r = parse("by=country&tz=Europe/Paris").unwrap();
         assert_eq!(r.spec.to, tomorrow - 3_600);
@@ -571,28 +574,33 @@ mod tests {
         let (day, h) = (20_000 * 86_400, 3_600);
         assert_eq!(
             spans(&format!("by=os&from={day}&to={}", day + 7 * 86_400)),
-            Some(vec![(86_400, day, day + 7 * 86_400)])
+            Some(vec![Span::plus(86_400, day, day + 7 * 86_400)])
         );
         assert_eq!(
             spans(&format!("by=os&from={}&to={}", day - 3 * h, day + 2 * 86_400 + 5 * h)),
             Some(vec![
-                (86_400, day, day + 2 * 86_400),
-                (3_600, day - 3 * h, day),
-                (3_600, day + 2 * 86_400, day + 2 * 86_400 + 5 * h)
+                Span::plus(86_400, day, day + 2 * 86_400),
+                Span::plus(3_600, day - 3 * h, day),
+                Span::plus(3_600, day + 2 * 86_400, day + 2 * 86_400 + 5 * h)
             ]),
             "days inside, hours at the ends"
         );
         assert_eq!(
             spans(&format!("by=os&from={}&to={}", day - h, day + h)),
-            Some(vec![(3_600, day - h, day + h)]),
+            Some(vec![Span::plus(3_600, day - h, day + h)]),
             "no whole day"
         );
         assert_eq!(spans(&format!("by=os&from={}&to={}", day + 60, day + h)), None, "off the hour");
         assert_eq!(spans(&format!("by=os&from={day}&to={}&device=mobile", day + 86_400)), None, "a filter");
-        // Local midnights are not UTC days: hours, one day's worth.
+        // Local midnights are not UTC days: Paris's 1 November is the hour
+        // before the UTC day and that day less its last hour.
         assert_eq!(
             spans("by=os&from=2026-11-01T00:00:00%2B01:00&to=2026-11-02T00:00:00%2B01:00"),
-            Some(vec![(3_600, 1793487600, 1793574000)])
+            Some(vec![
+                Span::plus(86_400, 1793491200, 1793577600),
+                Span::plus(3_600, 1793487600, 1793491200),
+                Span::minus(3_600, 1793574000, 1793577600),
+            ])
         );
     }
 
