@@ -858,9 +858,9 @@ pub async fn breakdown_counts(
                 }
             };
             let (added, subtracted) = (of(false), of(true));
-            // Added less subtracted, never below 0 (an insert's rows become
-            // visible to a read together, but a merge on a replica that is
-            // behind could show one grain before another).
+            // Added less subtracted. A flush's rows of every grain land in
+            // one insert, so the subtracted rows are never more than the
+            // added ones hold; should they ever be, 0, not a wrapped UInt64.
             let net =
                 |c: &str| format!("toUInt64(greatest(sumIf({c}, NOT subtracted) - sumIf({c}, subtracted), 0)) AS {c}");
             let sql = format!(
