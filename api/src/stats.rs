@@ -791,10 +791,11 @@ impl BreakdownSpec {
     /// The breakdown rows that answer exactly ([`tiling::tile`]): with
     /// `weeks` (a campaign's or a client's rows), the whole weeks (Monday to
     /// Monday, UTC) from the week rows; the whole UTC days from the day rows;
-    /// each ragged end from the hour rows it covers or as its day (or week)
-    /// less the rows it leaves out, whichever reads fewer (a 30-day range
-    /// ending on the next hour reads four or five weeks of week rows, a few
-    /// days of day rows, and at most twelve hours' rows that have begun).
+    /// the hours at the start from the hour rows; the end from the hour rows
+    /// it covers or as its day (or week) less the rows after `to`, whichever
+    /// reads fewer (a 30-day range ending on the next hour reads four or five
+    /// weeks of week rows, a few days of day rows, the first day's hours, and
+    /// the spans after `to`, still to come).
     /// None with a filter (breakdown rows count one dimension at a time) or a
     /// range off the hours: then the raw events answer.
     pub fn rollup_spans(&self, weeks: bool) -> Option<Vec<Span>> {

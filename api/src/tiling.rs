@@ -3,20 +3,28 @@
 //! alone ([`crate::stats::breakdown_counts`] turns the spans into SQL).
 //!
 //! A range's whole weeks come from week rows, the whole days left from day
-//! rows, and each ragged end either from the finer rows it covers or, when
-//! that reads fewer buckets, as the coarser bucket it falls in *minus* the
-//! finer rows it leaves out: a range ending at 07:00 reads today's day row
-//! less the hours from 07:00 (still to come, so nearly empty), not seven hour
-//! rows per value; a range starting at 07:00 on a Monday reads the hours
-//! before 07:00 subtracted from the day, not the seventeen after it. The sum
-//! is exact either way: a flush writes all of its breakdown rows, every
-//! grain, in one insert.
+//! rows, and its ragged ends from the finer rows they cover, except that the
+//! end of the range may instead be read as the coarser bucket it falls in
+//! *minus* the finer rows after `to`, when that reads fewer buckets: a range
+//! ending at 07:00 reads today's day row less today's hours from 07:00 (still
+//! to come, so next to nothing), not seven hour rows per value. The sum is
+//! exact either way: a flush writes all of its breakdown rows, every grain,
+//! in one insert.
+//!
+//! Never the start: a bucket holding the range's start also holds time
+//! before it, where retention (`RICOCHET_RETENTION_ROLLUP_DAYS`) may have
+//! deleted rows. Retention deletes the rows of buckets that began before its
+//! cutoff, so the bucket holding a cutoff loses its own row and keeps its
+//! later hours; subtracting those hours from the missing row would take away
+//! counts the range still holds. A bucket that begins at or after `from`
+//! begins after the cutoff whenever the range is within retention, so it is
+//! whole: every span read begins at or after `from`.
 //!
 //! The argument for exactness, checked by the property test below: each
-//! choice replaces a piece `P` of the range by `B - (B \ P)` for the coarser
-//! bucket `B` holding `P`, which counts every finest bucket of `P` once and
-//! every other one zero times; [`normalize`] then folds the spans of each
-//! grain into disjoint ones, each added or subtracted once.
+//! choice replaces the end piece `P` of the range by `B - (B \ P)` for the
+//! coarser bucket `B` holding `P`, which counts every finest bucket of `P`
+//! once and every other one zero times; [`normalize`] then folds the spans of
+//! each grain into disjoint ones, each added or subtracted once.
 
 use ricochet_warehouse::tables::{bucket_floor, BREAKDOWN_WEEK};
 
@@ -55,7 +63,7 @@ impl Span {
 
 /// `[from, to)` (multiples of the finest grain) as signed spans of `grains`
 /// (coarsest first, each a multiple of the next), the fewest buckets begun by
-/// `now` read; disjoint within each grain ([`normalize`]).
+/// `now` read, none before `from`; disjoint within each grain ([`normalize`]).
 pub fn tile(from: i64, to: i64, grains: &[u32], now: i64) -> Vec<Span> {
     normalize(tile_raw(from, to, grains, now))
 }
@@ -72,24 +80,18 @@ fn tile_raw(from: i64, to: i64, grains: &[u32], now: i64) -> Vec<Span> {
     let floor = bucket_floor(from, grain);
     let (start, end) = (if floor == from { from } else { floor + g }, bucket_floor(to, grain));
     if start > end {
-        // Inside one bucket: its finer rows, or the bucket less both sides.
-        let direct = tile_raw(from, to, finer, now);
-        let mut less = vec![Span::plus(grain, floor, floor + g)];
-        less.extend(negated(tile_raw(floor, from, finer, now)));
-        less.extend(negated(tile_raw(to, floor + g, finer, now)));
-        return cheaper(direct, less, now);
+        // Inside one bucket, which begins before `from`: its finer rows.
+        return tile_raw(from, to, finer, now);
     }
     let mut spans = Vec::new();
     if start < end {
         spans.push(Span::plus(grain, start, end));
     }
     if from < start {
-        let direct = tile_raw(from, start, finer, now);
-        let mut less = vec![Span::plus(grain, start - g, start)];
-        less.extend(negated(tile_raw(start - g, from, finer, now)));
-        spans.extend(cheaper(direct, less, now));
+        spans.extend(tile_raw(from, start, finer, now));
     }
     if end < to {
+        // The end: its finer rows, or its bucket less the rows after `to`.
         let direct = tile_raw(end, to, finer, now);
         let mut less = vec![Span::plus(grain, end, end + g)];
         less.extend(negated(tile_raw(to, end + g, finer, now)));
@@ -233,6 +235,7 @@ mod tests {
             let grains: &[u32] = if weeks { &CAMPAIGN } else { &LINK };
             let spans = tile(from, to, grains, now);
             well_formed(&spans)?;
+            prop_assert!(spans.iter().all(|s| s.from >= from), "a span before `from` (retention may hold part of it): {:?}", spans);
             let expected: BTreeMap<i64, i64> = (from..to).step_by(H as usize).map(|h| (h, 1)).collect();
             prop_assert_eq!(hours_counted(&spans), expected, "{:?}", spans);
             prop_assert!(spans.iter().all(|s| weeks || s.grain != BREAKDOWN_WEEK));
@@ -265,12 +268,12 @@ mod tests {
             tile(from, to, &CAMPAIGN, now),
             vec![
                 Span::plus(604_800, MONDAY - 3 * WEEK, MONDAY + WEEK),
-                Span::plus(86_400, from - 7 * H, MONDAY - 3 * WEEK),
+                Span::plus(86_400, from + 17 * H, MONDAY - 3 * WEEK),
                 Span::minus(86_400, MONDAY + 6 * DAY, MONDAY + WEEK),
-                Span::minus(3_600, from - 7 * H, from),
+                Span::plus(3_600, from, from + 17 * H),
                 Span::minus(3_600, to, MONDAY + 6 * DAY),
             ],
-            "this week less its days and hours to come; the first day less its seven hours before `from`"
+            "this week less its days and hours to come; the first day's seventeen hours from `from`, never less"
         );
         // Asked a week later, the rest of that week has begun: read directly.
         let spans = tile(from, to, &CAMPAIGN, now + WEEK);

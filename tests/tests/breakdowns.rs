@@ -335,10 +335,9 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
         (day - 86_400, day + 2 * 86_400, "rollups"),
         (hour - 3_600, hour + 7_200, "rollups"),
         (now - 3_599, now + 3_601, "events"),
-        // Ragged ends read as a day less hours (`api/src/tiling.rs`): from
-        // 01:00 yesterday is yesterday less its first hour; to this hour is,
-        // from 02:00 on, today less the hours from this one, which hold
-        // every event just sent (none of them in the range).
+        // Ragged ends (`api/src/tiling.rs`): from 01:00 yesterday, its 23
+        // hours; to this hour, from 02:00 on, today less the hours from this
+        // one, which hold every event just sent (none of them in the range).
         (day - 86_400 + 3_600, hour + 7_200, "rollups"),
         (day - 86_400 + 3_600, hour, "rollups"),
     ];
@@ -358,6 +357,37 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
         assert_eq!(answer["human_only"], true);
         assert_eq!(rows(&answer), expected(&all, by, true), "{url}: {answer}");
     }
+
+    // Retention (`RICOCHET_RETENTION_ROLLUP_DAYS`) deletes the rows of
+    // buckets that began before its cutoff: the day holding the cutoff has
+    // lost its day row and kept its later hours, as here (NZ, a day before
+    // any range below, cut at 04:00). A range from the cutoff on counts
+    // those hours: its start is never read as its day less the hours before.
+    let past = monday - 8 * 86_400;
+    let cutoff = past + 4 * 3_600;
+    let kept: Vec<String> = [4, 10, 22]
+        .iter()
+        .map(|h| {
+            format!(
+                "(3600, 'acme', 'bd', '', 'country', 'NZ', toDateTime({}), '', 0, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0)",
+                past + h * 3_600
+            )
+        })
+        .collect();
+    servers
+        .clickhouse
+        .query(&format!(
+            "INSERT INTO click_breakdowns (grain, client_id, campaign_id, link_id, dimension, value, bucket_start, \
+             source_topic, source_partition, clicks, human_clicks, bot_clicks, opens, human_opens, machine_opens, \
+             open_apple_privacy, open_scanner, open_prefetch, position_delta) VALUES {}",
+            kept.join(", ")
+        ))
+        .await
+        .unwrap();
+    let url = format!("{campaign}?by=country&from={cutoff}&to={}&human_only=false&limit=1000", hour + 7_200);
+    let mut want = expected(&all, "country", false);
+    want.insert("NZ".into(), Counts { human_clicks: 3, bot_clicks: 3, clicks: 6, ..Counts::default() });
+    assert_eq!(rows(&get(&url).await), want, "{url}: the hours kept after a retention cutoff");
 
     // A limit: the first value, and everything else summed in `other`.
     let answer =

@@ -145,7 +145,7 @@ async fn every_statement_the_product_issues_runs_on_current_clickhouse() {
         let (hour, day) = (now / 1000 - (now / 1000).rem_euclid(3_600), now / 1000 - (now / 1000).rem_euclid(86_400));
         let rows = format!("from={}&to={}", day - 86_400 - 3_600, hour + 3_600);
         urls.push(format!("{base}/v1/{scope}/breakdown?by=browser&{rows}&human_only=false"));
-        // A day less an hour: the subtracted rows' variant (from 01:00 yesterday).
+        // Today less the hours after the next one: the subtracted rows' variant (from 02:00 on).
         let less = format!("from={}&to={}", day - 86_400 + 3_600, hour + 3_600);
         urls.push(format!("{base}/v1/{scope}/breakdown?by=os&{less}&human_only=false"));
         // The default range (30 days to the next hour): whole weeks, checked for complete week rows.

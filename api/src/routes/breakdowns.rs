@@ -5,10 +5,10 @@
 //! Where the counts come from ([`stats::breakdown_counts`]): without filters
 //! and with `from` and `to` on whole UTC hours, from `click_breakdowns`
 //! (for a campaign or a client, weeks for the whole weeks in the range whose
-//! week rows are complete; UTC days for the whole days left; at each ragged
-//! end its hours, or its day less the hours outside the range, whichever
-//! reads less: [`crate::tiling`]), range reads on the sort key's prefix, a
-//! small fraction of the raw events;
+//! week rows are complete; UTC days for the whole days left; the hours at
+//! the start; at the end its hours, or its day or week less the rows after
+//! `to`, whichever reads less: [`crate::tiling`]), range reads on the sort
+//! key's prefix, a small fraction of the raw events;
 //! otherwise from the raw events. `unique_human_recipients` always comes from
 //! the raw events ([`stats::breakdown_recipients`]). The answer's `source`
 //! says which the counts came from.
