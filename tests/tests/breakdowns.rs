@@ -174,6 +174,24 @@ fn expected(events: &[&Stored], by: &str, human_only: bool) -> BTreeMap<String, 
 }
 
 /// A new key of `client` with one scope.
+/// Writes breakdown rows straight into `click_breakdowns`, past the fence, as
+/// an old aggregator or retention would have left them: each row is the
+/// values of (grain, client, campaign, link, dimension, value, bucket,
+/// topic, partition, clicks, human clicks, bot clicks, opens, human opens,
+/// machine opens, the three open reasons, position delta).
+async fn insert_breakdown_rows(servers: &Servers, rows: &[String]) {
+    servers
+        .clickhouse
+        .query(&format!(
+            "INSERT INTO click_breakdowns (grain, client_id, campaign_id, link_id, dimension, value, bucket_start, \
+             source_topic, source_partition, clicks, human_clicks, bot_clicks, opens, human_opens, machine_opens, \
+             open_apple_privacy, open_scanner, open_prefetch, position_delta) VALUES {}",
+            rows.join(", ")
+        ))
+        .await
+        .unwrap();
+}
+
 async fn key(base: &str, client: &str, scope: &str) -> String {
     let r = http()
         .post(format!("{base}/v1/clients/{client}/api-keys"))
@@ -374,16 +392,7 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
             )
         })
         .collect();
-    servers
-        .clickhouse
-        .query(&format!(
-            "INSERT INTO click_breakdowns (grain, client_id, campaign_id, link_id, dimension, value, bucket_start, \
-             source_topic, source_partition, clicks, human_clicks, bot_clicks, opens, human_opens, machine_opens, \
-             open_apple_privacy, open_scanner, open_prefetch, position_delta) VALUES {}",
-            kept.join(", ")
-        ))
-        .await
-        .unwrap();
+    insert_breakdown_rows(&servers, &kept).await;
     let url = format!("{campaign}?by=country&from={cutoff}&to={}&human_only=false&limit=1000", hour + 7_200);
     let mut want = expected(&all, "country", false);
     want.insert("NZ".into(), Counts { human_clicks: 3, bot_clicks: 3, clicks: 6, ..Counts::default() });
@@ -470,16 +479,7 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
             )
         })
         .collect();
-    servers
-        .clickhouse
-        .query(&format!(
-            "INSERT INTO click_breakdowns (grain, client_id, campaign_id, link_id, dimension, value, bucket_start, \
-             source_topic, source_partition, clicks, human_clicks, bot_clicks, opens, human_opens, machine_opens, \
-             open_apple_privacy, open_scanner, open_prefetch, position_delta) VALUES {}",
-            old_batch.join(", ")
-        ))
-        .await
-        .unwrap();
+    insert_breakdown_rows(&servers, &old_batch).await;
     // (limit=999: not the answer cached for a second from the same request above.)
     let url = format!("{campaign}?by=country&from={}&to={}&human_only=false&limit=999", weeks.0, weeks.1);
     let mut want = expected(&all, "country", false);
