@@ -215,8 +215,16 @@ const OPENERS_PER_GENERATION: usize = 1 << 19;
 /// Yahoo's image proxies, Outlook's agent), and a message is opened before a
 /// link in it is clicked. So a click with no webmail Referer takes the client
 /// of its recipient's latest open, of any of the client's campaigns, that this
-/// member has read; an open names only a client it recognises, never `other`
-/// (a gateway's image fetch says nothing about the reader).
+/// member has read by the time the click's verdict is final; an open names
+/// only a client it recognises, never `other` (a gateway's image fetch says
+/// nothing about the reader).
+///
+/// Opens are remembered as they are read ([`Openers::remember`], from
+/// `Protocol::hold`), clicks attributed as they are released, after the
+/// verdict delay ([`Openers::attribute`]): Apple's privacy proxy fetches a
+/// message's pixel when the device downloads it, which can come after the
+/// reader's first click, and the delay the click waits for its verdict lets
+/// that open teach the click its client.
 ///
 /// Bounded by two generations: when the newer fills, the older is dropped, so
 /// a recipient not seen for a generation is forgotten. Like the verdicts'
@@ -242,27 +250,42 @@ impl Openers {
         Openers { newer: HashMap::new(), older: HashMap::new(), per_generation: per_generation.max(1) }
     }
 
-    /// Fills in a click's mail client from its recipient's latest open, or
-    /// remembers an open's: call once per event, in offset order.
-    pub fn attribute(&mut self, event: &ClickEvent, dimensions: &mut EventDimensions) {
-        let Some(recipient) = event.recipient_id.as_ref() else { return };
-        let key = foldhash::quality::FixedState::with_seed(0x0be4e45)
-            .hash_one((event.client_id.as_str(), recipient.as_str()));
-        match event.event_type {
-            EventType::Open if dimensions.mail_client != MailClient::Other => {
-                if self.newer.len() >= self.per_generation && !self.newer.contains_key(&key) {
-                    self.older =
-                        std::mem::replace(&mut self.newer, HashMap::with_capacity(self.per_generation.min(1 << 16)));
-                }
-                self.newer.insert(key, dimensions.mail_client);
-            }
-            EventType::Click if dimensions.mail_client == MailClient::Other => {
-                if let Some(client) = self.newer.get(&key).or_else(|| self.older.get(&key)) {
-                    dimensions.mail_client = *client;
-                }
-            }
-            _ => {}
+    /// Remembers the mail client an open's pixel names, if it names one:
+    /// call as each open is read, before the clicks held with it are
+    /// released ([`Self::attribute`]).
+    pub fn remember(&mut self, event: &ClickEvent) {
+        if event.event_type != EventType::Open {
+            return;
         }
+        let Some(key) = Self::key(event) else { return };
+        let client = pixel_fetcher(event).client;
+        if client == MailClient::Other {
+            return;
+        }
+        if self.newer.len() >= self.per_generation && !self.newer.contains_key(&key) {
+            self.older = std::mem::replace(&mut self.newer, HashMap::with_capacity(self.per_generation.min(1 << 16)));
+        }
+        self.newer.insert(key, client);
+    }
+
+    /// Fills in the mail client of a click that names none from its
+    /// recipient's latest open remembered so far.
+    pub fn attribute(&self, event: &ClickEvent, dimensions: &mut EventDimensions) {
+        if event.event_type != EventType::Click || dimensions.mail_client != MailClient::Other {
+            return;
+        }
+        let Some(key) = Self::key(event) else { return };
+        if let Some(client) = self.newer.get(&key).or_else(|| self.older.get(&key)) {
+            dimensions.mail_client = *client;
+        }
+    }
+
+    fn key(event: &ClickEvent) -> Option<u64> {
+        let recipient = event.recipient_id.as_ref()?;
+        Some(
+            foldhash::quality::FixedState::with_seed(0x0be4e45)
+                .hash_one((event.client_id.as_str(), recipient.as_str())),
+        )
     }
 
     /// Recipients remembered (both generations; one may be in both).
@@ -311,6 +334,7 @@ mod tests {
     /// The mail client stored for `e` after `openers` saw what came before.
     fn stored(openers: &mut Openers, e: &ClickEvent) -> MailClient {
         let mut d = of(e);
+        openers.remember(e);
         openers.attribute(e, &mut d);
         d.mail_client
     }

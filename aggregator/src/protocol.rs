@@ -317,7 +317,12 @@ impl Protocol {
 
     /// An admitted message, decoded (`None`: poison, already sent to the
     /// dead-letter topic, see [`Protocol::dead_letter`]), waits for its verdict.
+    /// An open teaches its recipient's mail client now, so that clicks
+    /// still held learn it too.
     pub fn hold(&mut self, partition: i32, offset: i64, event: Option<(ClickEvent, BucketStart)>, now_ms: i64) {
+        if let Some((e, _)) = &event {
+            self.batch.remember_open(e);
+        }
         self.verdicts.push(partition, offset, event, now_ms);
     }
 
@@ -1138,6 +1143,35 @@ mod tests {
         assert_eq!((world.store.position.get(&1), world.store.breakdowns_position.get(&1)), (Some(&6), Some(&6)));
         assert!(world.store.counted.values().chain(world.store.counted_breakdowns.values()).all(|n| *n == 1));
         assert_eq!(world.store.counted.len(), world.store.counted_breakdowns.len());
+    }
+
+    /// Apple's privacy proxy can fetch the pixel after the reader's first
+    /// click; the click, held for its verdict, still learns Apple Mail.
+    #[test]
+    fn a_held_click_takes_the_mail_client_of_an_open_read_before_its_release() {
+        let mut protocol = Protocol::new(Rules::with_delay(Duration::from_secs(10)));
+        let fence = Fence { generation: 1, token: 1 };
+        protocol.assign(Acquired { partition: 0, stored: None, breakdowns: None, fence });
+        let reader = |offset: i64, time_ms: i64, open: bool, ua: &str| {
+            let mut e = event(0, offset, time_ms);
+            e.recipient_id = Some(ricochet_schemas::RecipientId::parse("ann").unwrap());
+            e.user_agent = Some(ua.into());
+            e.event_type = if open { EventType::Open } else { EventType::Click };
+            e
+        };
+        let safari = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 \
+                      (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
+        let t = 1_764_000_000_000;
+        for (offset, time_ms, open, ua) in [(0, t, false, safari), (1, t + 2_000, true, "Mozilla/5.0")] {
+            assert_eq!(protocol.admit(0, offset), Admit::Apply);
+            let e = reader(offset, time_ms, open, ua);
+            let bucket = BucketStart::of_millis(e.event_time_ms).unwrap();
+            protocol.hold(0, offset, Some((e, bucket)), time_ms);
+        }
+        protocol.release(t + 2_000 + 10_001, 0);
+        let clients: Vec<_> = protocol.batch().event_rows().map(|r| (r.event_type, r.mail_client.as_str())).collect();
+        assert_eq!(clients.len(), 2);
+        assert!(clients.iter().all(|(_, c)| *c == "apple_mail"), "{clients:?}");
     }
 
     #[test]

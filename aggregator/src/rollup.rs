@@ -582,6 +582,13 @@ impl Batch {
         self.num_events += 1;
     }
 
+    /// An open was read: the mail client its pixel names is its
+    /// recipient's, for their clicks released from now on
+    /// ([`crate::dimensions::Openers`]).
+    pub fn remember_open(&mut self, event: &ClickEvent) {
+        self.openers.remember(event);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.partitions.is_empty()
     }

@@ -74,20 +74,23 @@ fn requests() -> Vec<Request> {
         link, recipient, open, ip, ua, referer, human, country, device, mail_client, referrer_domain,
     };
     vec![
+        // Opens first: Apple's privacy proxy (a machine), Outlook desktop and
+        // Gmail's proxy (people). Each names its recipient's mail client, which
+        // that recipient's clicks below take when no webmail Referer names one.
+        r(0, Some("r1@x.example"), true, "17.58.0.1", APPLE_PROXY, None, false, "US", "", "apple_mail", ""),
+        r(0, Some("r2@x.example"), true, "79.192.1.1", OUTLOOK_DESKTOP, None, true, "DE", "desktop", "outlook", ""),
+        r(1, Some("r3@x.example"), true, "66.249.80.1", GMAIL_PROXY, None, true, "US", "other", "gmail", ""),
+        r(1, Some("r5@x.example"), true, "90.0.0.1", OUTLOOK_OFFICE, None, true, "FR", "desktop", "outlook", ""),
         // Human clicks: Germany, France, and a private address (no country).
+        // A webmail Referer names the client itself (r1's first click); r4 never opened.
         r(0, Some("r1@x.example"), false, "79.192.0.1", IPHONE_SAFARI, Some("https://mail.google.com/"), true, "DE", "mobile", "gmail", "mail.google.com"),
-        r(0, Some("r2@x.example"), false, "79.192.1.1", WINDOWS_CHROME, Some("https://www.news.example/today"), true, "DE", "desktop", "other", "news.example"),
-        r(1, Some("r3@x.example"), false, "90.0.0.1", WINDOWS_CHROME, None, true, "FR", "desktop", "other", ""),
-        r(1, Some("r1@x.example"), false, "79.192.0.1", IPHONE_SAFARI, None, true, "DE", "mobile", "other", ""),
+        r(0, Some("r2@x.example"), false, "79.192.1.1", WINDOWS_CHROME, Some("https://www.news.example/today"), true, "DE", "desktop", "outlook", "news.example"),
+        r(1, Some("r3@x.example"), false, "90.0.0.1", WINDOWS_CHROME, None, true, "FR", "desktop", "gmail", ""),
+        r(1, Some("r1@x.example"), false, "79.192.0.1", IPHONE_SAFARI, None, true, "DE", "mobile", "apple_mail", ""),
         r(0, Some("r4@x.example"), false, "192.168.1.10", WINDOWS_CHROME, None, true, "", "desktop", "other", ""),
         // Bot clicks: a crawler in the US, curl from Germany.
         r(0, None, false, "8.8.8.8", GOOGLEBOT, None, false, "US", "bot", "other", ""),
         r(1, None, false, "79.192.2.1", CURL, None, false, "DE", "", "other", ""),
-        // Opens: Apple's privacy proxy (a machine), Outlook desktop and Gmail's proxy (people).
-        r(0, Some("r1@x.example"), true, "17.58.0.1", APPLE_PROXY, None, false, "US", "", "apple_mail", ""),
-        r(0, Some("r2@x.example"), true, "79.192.1.1", OUTLOOK_DESKTOP, None, true, "DE", "desktop", "outlook", ""),
-        r(1, Some("r3@x.example"), true, "66.249.80.1", GMAIL_PROXY, None, true, "US", "other", "gmail", ""),
-        r(1, Some("r4@x.example"), true, "90.0.0.1", OUTLOOK_OFFICE, None, true, "FR", "desktop", "outlook", ""),
     ]
 }
 
