@@ -189,6 +189,71 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// Appends the row as `RowBinary`, its fields in the order they are
+    /// declared (the columns `Row` names, checked against the table by
+    /// `rows_match_their_tables_column_for_column`): by hand, like
+    /// [`RollupRow::put`], rather than serde's writes field by field.
+    pub fn put(&self, out: &mut Vec<u8>) {
+        fn nullable<const N: usize>(out: &mut Vec<u8>, value: Option<[u8; N]>) {
+            match value {
+                None => out.push(1),
+                Some(bytes) => {
+                    out.push(0);
+                    out.extend_from_slice(&bytes);
+                }
+            }
+        }
+        put_strings(out, &[&self.event_id]);
+        out.extend_from_slice(&self.event_time.to_le_bytes());
+        out.extend_from_slice(&self.event_time_ms.to_le_bytes());
+        put_strings(
+            out,
+            &[
+                &self.client_id,
+                &self.campaign_id,
+                &self.link_id,
+                &self.recipient_id,
+                &self.destination_url,
+                &self.http_method,
+                &self.user_agent,
+                &self.referer,
+                &self.client_ip,
+                &self.edge_node,
+            ],
+        );
+        out.extend_from_slice(&[self.event_type as u8, self.is_prefetch, self.recipient_token as u8]);
+        out.extend_from_slice(&self.kafka_partition.to_le_bytes());
+        out.extend_from_slice(&self.kafka_offset.to_le_bytes());
+        out.extend_from_slice(&self.ingested_at.to_le_bytes());
+        out.extend_from_slice(&[self.ua_class as u8, self.network_class as u8]);
+        out.extend_from_slice(&self.asn.to_le_bytes());
+        put_strings(out, &[&self.network_name]);
+        out.extend_from_slice(&[
+            self.prefetch_header,
+            self.has_accept,
+            self.has_accept_language,
+            self.scanner_referer,
+            self.network_allow_listed,
+        ]);
+        nullable(out, self.sent_at.map(u32::to_le_bytes));
+        out.extend_from_slice(&[self.honeypot, self.is_human, self.verdict_reason as u8]);
+        nullable(out, self.seconds_since_send.map(i32::to_le_bytes));
+        put_strings(
+            out,
+            &[
+                &self.device,
+                &self.os,
+                &self.browser,
+                &self.mail_client,
+                &self.referrer_domain,
+                &self.utm_source,
+                &self.utm_medium,
+                &self.utm_campaign,
+                &self.country,
+            ],
+        );
+    }
+
     pub fn new(
         e: ClickEvent,
         reason: Reason,
@@ -379,7 +444,7 @@ impl<'a> RollupRow<'a> {
     /// Appends the row as `RowBinary`, its fields in the order they are
     /// declared: the columns `Row` names (checked against the table by
     /// `rows_match_their_tables_column_for_column`), which
-    /// [`sql::rollup_insert`] lists. By hand rather than through serde,
+    /// [`sql::rows_insert`] lists. By hand rather than through serde,
     /// like the breakdowns' ([`BreakdownWriter`]): serde's writes, field by
     /// field into the insert's buffer, were 6 % of the pipeline thread.
     pub fn put(&self, out: &mut Vec<u8>) {
@@ -424,16 +489,19 @@ impl<'a> RollupRow<'a> {
     }
 }
 
-/// `rows` as `RowBinary` ([`RollupRow::put`]) in chunks of about
-/// [`BreakdownWriter::CHUNK_BYTES`], each with its row count: made as they
-/// are sent, never all at once.
-pub fn rollup_chunks<'a>(rows: impl Iterator<Item = RollupRow<'a>>) -> impl Iterator<Item = (bytes::Bytes, usize)> {
+/// `rows` as `RowBinary`, each written by `put` ([`RollupRow::put`],
+/// [`EventRow::put`]), in chunks of about [`BreakdownWriter::CHUNK_BYTES`],
+/// each with its row count: made as they are sent, never all at once.
+pub fn row_chunks<R>(
+    rows: impl Iterator<Item = R>,
+    put: impl Fn(&R, &mut Vec<u8>),
+) -> impl Iterator<Item = (bytes::Bytes, usize)> {
     let mut rows = rows;
     std::iter::from_fn(move || {
         let mut buf = Vec::with_capacity(BreakdownWriter::CAPACITY);
         let mut count = 0;
         for row in rows.by_ref() {
-            row.put(&mut buf);
+            put(&row, &mut buf);
             count += 1;
             if buf.len() >= BreakdownWriter::CHUNK_BYTES {
                 break;
@@ -857,8 +925,12 @@ impl ClickHouseSink {
         shard: usize,
         rows: impl Iterator<Item = &'a EventRow>,
     ) -> Result<(), WriteError> {
-        let table = &self.shards[shard].events_in;
-        self.write_idempotent(shard, table, rows).await
+        let mut chunks = row_chunks(rows, |row, out| row.put(out)).peekable();
+        if chunks.peek().is_none() {
+            return Ok(());
+        }
+        let statement = sql::rows_insert::<EventRow>(&self.shards[shard].events_in);
+        self.write_chunks(shard, statement, [], chunks).await.map(drop)
     }
 
     /// Recipient rows. Idempotent like raw events: the table keeps one copy of
@@ -912,8 +984,8 @@ impl ClickHouseSink {
         shard: usize,
         rows: impl Iterator<Item = RollupRow<'a>>,
     ) -> Result<usize, WriteError> {
-        let statement = sql::rollup_insert(&self.shards[shard].rollups_in);
-        self.write_fenced(shard, statement, rollup_chunks(rows)).await
+        let statement = sql::rows_insert::<RollupRow<'static>>(&self.shards[shard].rollups_in);
+        self.write_chunks(shard, statement, self.fenced_insert_options(), row_chunks(rows, RollupRow::put)).await
     }
 
     /// One shard's breakdown rows and breakdown positions in ONE insert
@@ -926,16 +998,18 @@ impl ClickHouseSink {
         chunks: impl Iterator<Item = (bytes::Bytes, usize)>,
     ) -> Result<usize, WriteError> {
         let statement = sql::breakdown_insert(&self.shards[shard].breakdowns_in);
-        self.write_fenced(shard, statement, chunks).await
+        self.write_chunks(shard, statement, self.fenced_insert_options(), chunks).await
     }
 
-    /// `chunks` of `RowBinary` rows as ONE insert of `statement` with the
-    /// fenced inserts' settings, each chunk sent as it is made; returns how
-    /// many rows they held.
-    async fn write_fenced(
+    /// `chunks` of `RowBinary` rows as ONE insert of `statement` with
+    /// `options`, tagged with a fresh query id of this deployment (so that a
+    /// fence or an erasure can wait out an insert still running), each chunk
+    /// sent as it is made; returns how many rows they held.
+    async fn write_chunks(
         &self,
         shard: usize,
         statement: String,
+        options: impl IntoIterator<Item = (&'static str, String)>,
         chunks: impl Iterator<Item = (bytes::Bytes, usize)>,
     ) -> Result<usize, WriteError> {
         let s = &self.shards[shard];
@@ -946,7 +1020,7 @@ impl ClickHouseSink {
                 .insert_formatted_with(statement)
                 .with_option("query_id", query_id.as_str())
                 .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
-            for (name, value) in self.fenced_insert_options() {
+            for (name, value) in options {
                 insert = insert.with_option(name, value);
             }
             let mut written = 0;
@@ -1317,23 +1391,142 @@ mod tests {
         };
         let mut bytes = Vec::new();
         row.put(&mut bytes);
-        let want = serde_json::to_value(&row).unwrap();
-        let mut at = &bytes[..];
+        assert_reads_back(
+            &bytes,
+            <RollupRow<'static> as Row>::COLUMN_NAMES,
+            &serde_json::to_value(&row).unwrap(),
+            |c| match c {
+                "client_id" | "campaign_id" | "link_id" | "source_topic" | "dimension" | "value" => Kind::Str,
+                "grain" | "bucket_start" => Kind::U32,
+                "source_partition" | "fence_partition" => Kind::I32,
+                "position_delta" => Kind::I64,
+                _ => Kind::U64,
+            },
+        );
+    }
+
+    /// The same for raw events, with their `Nullable` columns null and not.
+    #[test]
+    fn event_rows_are_written_in_the_order_of_their_columns() {
+        let s = |v: &str| v.to_owned();
+        let mut row = EventRow {
+            event_id: s("0199a0b1-0000-7000-8000-000000000001"),
+            event_time: 1_764_000_000,
+            event_time_ms: 1_764_000_000_123,
+            client_id: s("acme"),
+            campaign_id: s("spring"),
+            link_id: s("l1"),
+            recipient_id: s("ann@x.example"),
+            destination_url: s("https://shop.example/?utm_source=news"),
+            http_method: s("GET"),
+            user_agent: s("Mozilla/5.0 (Windows NT 10.0; Win64; x64)"),
+            referer: s("https://mail.google.com/"),
+            client_ip: s("192.0.2.0"),
+            edge_node: s("edge-1"),
+            event_type: 2,
+            is_prefetch: 1,
+            recipient_token: -1,
+            kafka_partition: 7,
+            kafka_offset: 123_456_789_012,
+            ingested_at: 1_764_000_009,
+            ua_class: 3,
+            network_class: -4,
+            asn: 15_169,
+            network_name: s("Google"),
+            prefetch_header: 1,
+            has_accept: 0,
+            has_accept_language: 1,
+            scanner_referer: 0,
+            network_allow_listed: 1,
+            sent_at: Some(1_763_999_000),
+            honeypot: 0,
+            is_human: 1,
+            verdict_reason: 5,
+            seconds_since_send: Some(-1_000),
+            device: s("desktop"),
+            os: s("Windows"),
+            browser: s("Chrome"),
+            mail_client: s("gmail"),
+            referrer_domain: s("mail.google.com"),
+            utm_source: s("news"),
+            utm_medium: s("email"),
+            utm_campaign: s("Spring Sale"),
+            country: s("DE"),
+        };
+        let kind = |c: &str| match c {
+            "event_time" | "ingested_at" | "asn" => Kind::U32,
+            "event_time_ms" | "kafka_offset" => Kind::I64,
+            "kafka_partition" => Kind::I32,
+            "event_type" | "recipient_token" | "ua_class" | "network_class" | "verdict_reason" => Kind::I8,
+            "is_prefetch"
+            | "prefetch_header"
+            | "has_accept"
+            | "has_accept_language"
+            | "scanner_referer"
+            | "network_allow_listed"
+            | "honeypot"
+            | "is_human" => Kind::U8,
+            "sent_at" => Kind::NullableU32,
+            "seconds_since_send" => Kind::NullableI32,
+            _ => Kind::Str,
+        };
+        for _ in 0..2 {
+            let mut bytes = Vec::new();
+            row.put(&mut bytes);
+            let want = serde_json::to_value(&row).unwrap();
+            assert_reads_back(&bytes, <EventRow as Row>::COLUMN_NAMES, &want, kind);
+            (row.sent_at, row.seconds_since_send) = (None, None);
+        }
+    }
+
+    /// A column's `RowBinary` type, as the tests read it back.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Str,
+        U8,
+        I8,
+        U32,
+        I32,
+        U64,
+        I64,
+        NullableU32,
+        NullableI32,
+    }
+
+    /// Reads `bytes` column by column, each as `kind` says, and checks each
+    /// value against the row's serde view `want`, and that nothing is left.
+    fn assert_reads_back(bytes: &[u8], columns: &[&str], want: &serde_json::Value, kind: impl Fn(&str) -> Kind) {
+        let mut at = bytes;
         let mut take = |n: usize| {
             let (head, rest) = at.split_at(n);
             at = rest;
             head.to_vec()
         };
-        for column in <RollupRow<'static> as Row>::COLUMN_NAMES {
-            let got = match *column {
-                "client_id" | "campaign_id" | "link_id" | "source_topic" | "dimension" | "value" => {
-                    let len = take(1)[0] as usize;
-                    serde_json::Value::from(String::from_utf8(take(len)).unwrap())
-                }
-                "grain" | "bucket_start" => u32::from_le_bytes(take(4).try_into().unwrap()).into(),
-                "source_partition" | "fence_partition" => i32::from_le_bytes(take(4).try_into().unwrap()).into(),
-                "position_delta" => i64::from_le_bytes(take(8).try_into().unwrap()).into(),
-                _ => u64::from_le_bytes(take(8).try_into().unwrap()).into(),
+        for column in columns {
+            let mut kind = kind(column);
+            let got = loop {
+                break match kind {
+                    Kind::Str => {
+                        let len = take(1)[0] as usize;
+                        assert!(len < 0x80, "{column}: the test reads one-byte lengths");
+                        serde_json::Value::from(String::from_utf8(take(len)).unwrap())
+                    }
+                    Kind::U8 => take(1)[0].into(),
+                    Kind::I8 => (take(1)[0] as i8).into(),
+                    Kind::U32 => u32::from_le_bytes(take(4).try_into().unwrap()).into(),
+                    Kind::I32 => i32::from_le_bytes(take(4).try_into().unwrap()).into(),
+                    Kind::U64 => u64::from_le_bytes(take(8).try_into().unwrap()).into(),
+                    Kind::I64 => i64::from_le_bytes(take(8).try_into().unwrap()).into(),
+                    Kind::NullableU32 | Kind::NullableI32 if take(1)[0] == 1 => serde_json::Value::Null,
+                    Kind::NullableU32 => {
+                        kind = Kind::U32;
+                        continue;
+                    }
+                    Kind::NullableI32 => {
+                        kind = Kind::I32;
+                        continue;
+                    }
+                };
             };
             assert_eq!(got, want[*column], "{column}");
         }

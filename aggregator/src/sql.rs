@@ -1,9 +1,9 @@
 //! Every SQL statement the aggregator sends, in one place (the rows it
 //! inserts are typed structs in [`crate::sink`] and [`crate::mirror`]; the
 //! insert statement around them is the `clickhouse` crate's
-//! `INSERT INTO table (columns) FORMAT RowBinary`, except the rollups' and
-//! the breakdowns' ([`rollup_insert`], [`breakdown_insert`]), whose bytes the
-//! sink writes by hand).
+//! `INSERT INTO table (columns) FORMAT RowBinary`, except the raw events',
+//! the rollups' and the breakdowns' ([`rows_insert`], [`breakdown_insert`]),
+//! whose bytes the sink writes by hand).
 //!
 //! Values are bound (`?`), never spliced; what is spliced is a table name from
 //! [`ricochet_warehouse::tables`] or a number this crate computed. Each
@@ -49,13 +49,12 @@ pub const CLIENTS_TABLE: &str = "clients";
 pub const ROLLUP_INSERT_SETTINGS: [(&str, &str); 2] =
     [("max_insert_block_size", MAX_INSERT_BLOCK_ROWS_STR), ("insert_deduplicate", "0")];
 
-/// The rollup insert into `table` (its input table, on a cluster the
-/// shard's): the rows are [`crate::sink::RollupRow::put`]'s bytes, in the
-/// order of its columns.
-pub fn rollup_insert(table: &str) -> String {
-    use clickhouse::Row;
-    let columns = <crate::sink::RollupRow<'static> as Row>::COLUMN_NAMES;
-    format!("INSERT INTO {table} ({}) FORMAT RowBinary", columns.join(", "))
+/// The insert of `R`'s rows into `table` (its input table, on a cluster
+/// the shard's), its columns in the order `R` declares them: the rows are
+/// written by hand ([`crate::sink::RollupRow::put`],
+/// [`crate::sink::EventRow::put`]).
+pub fn rows_insert<R: clickhouse::Row>(table: &str) -> String {
+    format!("INSERT INTO {table} ({}) FORMAT RowBinary", R::COLUMN_NAMES.join(", "))
 }
 
 /// The breakdown insert into `table` (its input table, on a cluster the
