@@ -17,11 +17,11 @@
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use foldhash::{HashMap, HashMapExt};
 use ricochet_schemas::{ClickEvent, EventType};
-use ricochet_signals::dimensions::{self, Agents, Countries, Fetcher, MailClient};
+use ricochet_signals::dimensions::{self, Agents, Countries, CountryCode, DeviceClass, Fetcher, MailClient};
 
 /// Distinct user agents remembered: a blast's population of mail clients and
 /// browsers fits many times over.
@@ -53,30 +53,60 @@ pub fn pixel_fetcher(event: &ClickEvent) -> Fetcher {
     }
 }
 
+/// A dimension's value as the batch keeps it: shared, so that an event's
+/// copy of it, and each combination's ([`crate::rollup`]), is a reference
+/// count rather than an allocation (a flush holds thousands of copies of a
+/// few dozen values).
+pub type Value = Arc<str>;
+
+static EMPTY: LazyLock<Value> = LazyLock::new(|| Value::from(""));
+/// Every two-letter code, by [`country_index`].
+static COUNTRY_VALUES: LazyLock<Vec<Value>> = LazyLock::new(|| {
+    (b'A'..=b'Z').flat_map(|a| (b'A'..=b'Z').map(move |b| Value::from(format!("{}{}", a as char, b as char)))).collect()
+});
+static DEVICE_VALUES: LazyLock<[Value; 5]> = LazyLock::new(|| DeviceClass::ALL.map(|d| Value::from(d.as_str())));
+static MAIL_CLIENT_VALUES: LazyLock<[Value; 5]> = LazyLock::new(|| MailClient::ALL.map(|c| Value::from(c.as_str())));
+
+fn empty() -> Value {
+    EMPTY.clone()
+}
+
+fn shared(s: Option<String>) -> Value {
+    s.map_or_else(empty, Value::from)
+}
+
+fn country_index(code: CountryCode) -> Option<usize> {
+    let [a, b] = code.as_bytes();
+    let letter = |x: u8| x.is_ascii_uppercase().then(|| usize::from(x - b'A'));
+    Some(letter(a)? * 26 + letter(b)?)
+}
+
 /// The ISO 3166 alpha-2 code of the event's (anonymized) address; `""` when
 /// there is none, it does not parse, or the table has no country for it.
-fn country(event: &ClickEvent) -> String {
-    event
-        .client_ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<IpAddr>().ok())
-        .and_then(|ip| COUNTRIES.country(ip))
-        .map_or_else(String::new, |c| c.as_str().to_owned())
+fn country(event: &ClickEvent) -> Value {
+    let code = event.client_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).and_then(|ip| COUNTRIES.country(ip));
+    match code {
+        None => empty(),
+        Some(code) => match country_index(code) {
+            Some(i) => COUNTRY_VALUES[i].clone(),
+            None => Value::from(code.as_str()),
+        },
+    }
 }
 
 /// The dimensions of one event, as the `click_events` columns hold them:
 /// names as the API filters on them, `""` for unknown where there is no name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventDimensions {
-    pub country: String,
-    pub device: &'static str,
-    pub os: String,
-    pub browser: String,
+    pub country: Value,
+    pub device: DeviceClass,
+    pub os: Value,
+    pub browser: Value,
     pub mail_client: MailClient,
-    pub referrer_domain: String,
-    pub utm_source: String,
-    pub utm_medium: String,
-    pub utm_campaign: String,
+    pub referrer_domain: Value,
+    pub utm_source: Value,
+    pub utm_medium: Value,
+    pub utm_campaign: Value,
 }
 
 impl EventDimensions {
@@ -84,7 +114,7 @@ impl EventDimensions {
     pub fn values(&self) -> [&str; crate::rollup::DIMENSIONS.len()] {
         [
             &self.country,
-            self.device,
+            self.device.as_str(),
             &self.os,
             &self.browser,
             self.mail_client.as_str(),
@@ -94,44 +124,78 @@ impl EventDimensions {
             &self.utm_campaign,
         ]
     }
+
+    /// The same values, shared.
+    pub fn shared_values(&self) -> [Value; crate::rollup::DIMENSIONS.len()] {
+        [
+            self.country.clone(),
+            DEVICE_VALUES[self.device as usize].clone(),
+            self.os.clone(),
+            self.browser.clone(),
+            MAIL_CLIENT_VALUES[self.mail_client as usize].clone(),
+            self.referrer_domain.clone(),
+            self.utm_source.clone(),
+            self.utm_medium.clone(),
+            self.utm_campaign.clone(),
+        ]
+    }
 }
 
 /// The dimensions of one event, every string parsed afresh ([`Memo::of`]
 /// remembers the parses that repeat).
 pub fn of(event: &ClickEvent) -> EventDimensions {
-    of_with(event, link_utm, |referer| AGENTS.referer_dimensions(referer))
+    of_with(event, link_utm, referer_of)
 }
 
+/// A link's UTM tags (source, medium, campaign), shared.
+type SharedUtm = [Value; 3];
+
 /// The UTM tags of a link's destination.
-fn link_utm(destination: &str) -> dimensions::Utm {
+fn link_utm(destination: &str) -> SharedUtm {
     // Most destinations carry no UTM tags: skip parsing their query then.
     if destination.contains("utm_") {
-        dimensions::utm(destination)
+        let utm = dimensions::utm(destination);
+        [shared(utm.source), shared(utm.medium), shared(utm.campaign)]
     } else {
-        Default::default()
+        [empty(), empty(), empty()]
     }
+}
+
+/// A Referer's domain and the mail client it names.
+fn referer_of(referer: &str) -> (Value, MailClient) {
+    let (domain, client) = AGENTS.referer_dimensions(referer);
+    (shared(domain), client)
 }
 
 /// [`of`], with the two URL parses given: the destination's UTM tags and
 /// the Referer's domain and mail client.
 fn of_with(
     event: &ClickEvent,
-    utm: impl FnOnce(&str) -> dimensions::Utm,
-    referer: impl FnOnce(&str) -> (Option<String>, MailClient),
+    utm: impl FnOnce(&str) -> SharedUtm,
+    referer: impl FnOnce(&str) -> (Value, MailClient),
 ) -> EventDimensions {
     let is_open = matches!(event.event_type, EventType::Open);
-    let d = AGENTS.dimensions_with_referer(event.user_agent.as_deref(), event.referer.as_deref().map(referer), is_open);
-    let utm = utm(&event.destination_url);
+    let (referrer_domain, referer_client) = match event.referer.as_deref() {
+        Some(r) => {
+            let (domain, client) = referer(r);
+            (domain, Some(client))
+        }
+        None => (empty(), None),
+    };
+    // The signals decide whose mail client counts (the pixel's agent for an
+    // open, the Referer for a click); the domain is shared from above.
+    let d = AGENTS.dimensions_with_referer(event.user_agent.as_deref(), referer_client.map(|c| (None, c)), is_open);
+    let [utm_source, utm_medium, utm_campaign] = utm(&event.destination_url);
     EventDimensions {
         country: country(event),
-        device: d.device.as_str(),
-        os: d.os.to_string(),
-        browser: d.browser.to_string(),
+        device: d.device,
+        os: d.os,
+        browser: d.browser,
         mail_client: d.mail_client,
-        referrer_domain: d.referrer_domain.unwrap_or_default(),
-        utm_source: utm.source.unwrap_or_default(),
-        utm_medium: utm.medium.unwrap_or_default(),
-        utm_campaign: utm.campaign.unwrap_or_default(),
+        referrer_domain,
+        utm_source,
+        utm_medium,
+        utm_campaign,
     }
 }
 
@@ -147,8 +211,8 @@ const MEMO_ENTRIES: usize = 4_096;
 /// of it does. Bounded: when a map fills it starts over.
 #[derive(Debug)]
 pub struct Memo {
-    utm: Recent<dimensions::Utm>,
-    referers: Recent<(Option<String>, MailClient)>,
+    utm: Recent<SharedUtm>,
+    referers: Recent<(Value, MailClient)>,
 }
 
 impl Default for Memo {
@@ -166,11 +230,7 @@ impl Memo {
     /// The same as [`of`].
     pub fn of(&mut self, event: &ClickEvent) -> EventDimensions {
         let Memo { utm, referers } = self;
-        of_with(
-            event,
-            |destination| utm.get(destination, link_utm),
-            |referer| referers.get(referer, |r| AGENTS.referer_dimensions(r)),
-        )
+        of_with(event, |destination| utm.get(destination, link_utm), |referer| referers.get(referer, referer_of))
     }
 }
 

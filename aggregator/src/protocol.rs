@@ -1169,7 +1169,7 @@ mod tests {
             protocol.hold(0, offset, Some((e, bucket)), time_ms);
         }
         protocol.release(t + 2_000 + 10_001, 0);
-        let clients: Vec<_> = protocol.batch().event_rows().map(|r| (r.event_type, r.mail_client.as_str())).collect();
+        let clients: Vec<_> = protocol.batch().event_rows().map(|r| (r.event_type, r.mail_client)).collect();
         assert_eq!(clients.len(), 2);
         assert!(clients.iter().all(|(_, c)| *c == "apple_mail"), "{clients:?}");
     }

@@ -27,6 +27,7 @@ type SetByRef<T> = hashbrown::HashSet<T, foldhash::fast::RandomState>;
 use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, MachineOpen, Reason};
 
 use crate::checkpoint::PartitionRange;
+use crate::dimensions::{EventDimensions, Value};
 use crate::protocol::Part;
 use crate::sink::{put_strings, BreakdownWriter, EventRow, RecipientRow, RollupRow};
 
@@ -184,15 +185,24 @@ pub const BREAKDOWN_GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ComboKey {
     key: RollupKey,
-    values: [Box<str>; DIMENSIONS.len()],
+    values: [Value; DIMENSIONS.len()],
 }
 
 /// A [`ComboKey`] borrowed from the event and its dimensions; hashed alike
 /// (the same fields in the same order; arrays hash as slices of `str`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug)]
 struct ComboKeyRef<'a> {
     key: RollupKeyRef<'a>,
     values: [&'a str; DIMENSIONS.len()],
+    /// Where `values` come from: an owned key shares them.
+    dimensions: &'a EventDimensions,
+}
+
+impl std::hash::Hash for ComboKeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        self.values.hash(state);
+    }
 }
 
 impl Equivalent<ComboKey> for ComboKeyRef<'_> {
@@ -203,7 +213,7 @@ impl Equivalent<ComboKey> for ComboKeyRef<'_> {
 
 impl From<&ComboKeyRef<'_>> for ComboKey {
     fn from(r: &ComboKeyRef<'_>) -> Self {
-        ComboKey { key: RollupKey::from(&r.key), values: r.values.map(Box::from) }
+        ComboKey { key: RollupKey::from(&r.key), values: r.dimensions.shared_values() }
     }
 }
 
@@ -219,7 +229,7 @@ struct ComboIndex<'a> {
     /// Per campaign number: its client, campaign and `""` as `RowBinary`.
     campaigns: Runs,
     /// Per combination: its link's number, its hour, its values and counts.
-    combos: Vec<(u32, u32, &'a [Box<str>; DIMENSIONS.len()], &'a BreakdownCounts)>,
+    combos: Vec<(u32, u32, &'a [Value; DIMENSIONS.len()], &'a BreakdownCounts)>,
 }
 
 impl<'a> ComboIndex<'a> {
@@ -575,6 +585,7 @@ impl Batch {
             let combo = ComboKeyRef {
                 key: RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key },
                 values: dimensions.values(),
+                dimensions: &dimensions,
             };
             pb.breakdowns.entry_ref(&combo).or_default().count(event.event_type, reason);
         }
@@ -1173,10 +1184,19 @@ mod tests {
         let other = RecipientRef { human: 0, ..r };
         assert!(!other.equivalent(&row));
         assert!(!RecipientRef { is_open: 1, ..r }.equivalent(&row), "an open is not a click");
-        let combo = ComboKeyRef {
-            key: borrowed,
-            values: ["DE", "mobile", "iOS", "Mobile Safari", "apple_mail", "", "news", "email", "spring"],
+        let dimensions = EventDimensions {
+            country: "DE".into(),
+            device: ricochet_signals::dimensions::DeviceClass::Mobile,
+            os: "iOS".into(),
+            browser: "Mobile Safari".into(),
+            mail_client: ricochet_signals::dimensions::MailClient::AppleMail,
+            referrer_domain: "".into(),
+            utm_source: "news".into(),
+            utm_medium: "email".into(),
+            utm_campaign: "spring".into(),
         };
+        let combo = ComboKeyRef { key: borrowed, values: dimensions.values(), dimensions: &dimensions };
+        assert_eq!(combo.values, ["DE", "mobile", "iOS", "Mobile Safari", "apple_mail", "", "news", "email", "spring"]);
         let owned_combo = ComboKey::from(&combo);
         assert_eq!(state.hash_one(&owned_combo), state.hash_one(combo));
         assert!(combo.equivalent(&owned_combo));

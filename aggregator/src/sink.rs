@@ -37,7 +37,7 @@ use clickhouse::{Client, Row};
 use ricochet_schemas::{ClickEvent, EventType, MachineOpen, Reason, RecipientToken};
 use serde::{Deserialize, Serialize};
 
-use crate::dimensions::EventDimensions;
+use crate::dimensions::{EventDimensions, Value};
 use crate::protocol::{Acquired, Fence, Part};
 use crate::rollup::{BreakdownCounts, Counts, Grain, RollupKeyRef};
 use crate::sql;
@@ -175,17 +175,18 @@ pub struct EventRow {
     /// Nullable(Int32): whole seconds from the send to the click (negative
     /// when the edge's clock is behind the sender's).
     pub seconds_since_send: Option<i32>,
-    // The breakdowns' dimensions (migration 0009, `crate::dimensions`).
-    pub device: String,
-    pub os: String,
-    pub browser: String,
-    pub mail_client: String,
-    pub referrer_domain: String,
-    pub utm_source: String,
-    pub utm_medium: String,
-    pub utm_campaign: String,
+    // The breakdowns' dimensions (migration 0009, `crate::dimensions`),
+    // shared with the batch's other copies of the same values.
+    pub device: &'static str,
+    pub os: Value,
+    pub browser: Value,
+    pub mail_client: &'static str,
+    pub referrer_domain: Value,
+    pub utm_source: Value,
+    pub utm_medium: Value,
+    pub utm_campaign: Value,
     /// ISO 3166 alpha-2 (migration 0010); `""` unknown.
-    pub country: String,
+    pub country: Value,
 }
 
 impl EventRow {
@@ -241,10 +242,10 @@ impl EventRow {
         put_strings(
             out,
             &[
-                &self.device,
+                self.device,
                 &self.os,
                 &self.browser,
-                &self.mail_client,
+                self.mail_client,
                 &self.referrer_domain,
                 &self.utm_source,
                 &self.utm_medium,
@@ -282,10 +283,10 @@ impl EventRow {
             is_human: reason.is_human() as u8,
             verdict_reason: reason as u8 as i8,
             seconds_since_send,
-            device: d.device.to_owned(),
+            device: d.device.as_str(),
             os: d.os,
             browser: d.browser,
-            mail_client: d.mail_client.as_str().to_owned(),
+            mail_client: d.mail_client.as_str(),
             referrer_domain: d.referrer_domain,
             utm_source: d.utm_source,
             utm_medium: d.utm_medium,
@@ -1443,15 +1444,15 @@ mod tests {
             is_human: 1,
             verdict_reason: 5,
             seconds_since_send: Some(-1_000),
-            device: s("desktop"),
-            os: s("Windows"),
-            browser: s("Chrome"),
-            mail_client: s("gmail"),
-            referrer_domain: s("mail.google.com"),
-            utm_source: s("news"),
-            utm_medium: s("email"),
-            utm_campaign: s("Spring Sale"),
-            country: s("DE"),
+            device: "desktop",
+            os: "Windows".into(),
+            browser: "Chrome".into(),
+            mail_client: "gmail",
+            referrer_domain: "mail.google.com".into(),
+            utm_source: "news".into(),
+            utm_medium: "email".into(),
+            utm_campaign: "Spring Sale".into(),
+            country: "DE".into(),
         };
         let kind = |c: &str| match c {
             "event_time" | "ingested_at" | "asn" => Kind::U32,
