@@ -85,12 +85,13 @@ fn country_index(code: CountryCode) -> Option<usize> {
 /// there is none, it does not parse, or the table has no country for it.
 fn country(event: &ClickEvent) -> Value {
     let code = event.client_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).and_then(|ip| COUNTRIES.country(ip));
-    match code {
-        None => empty(),
-        Some(code) => match country_index(code) {
-            Some(i) => COUNTRY_VALUES[i].clone(),
-            None => Value::from(code.as_str()),
-        },
+    code.map_or_else(empty, country_value)
+}
+
+fn country_value(code: CountryCode) -> Value {
+    match country_index(code) {
+        Some(i) => COUNTRY_VALUES[i].clone(),
+        None => Value::from(code.as_str()),
     }
 }
 
@@ -462,6 +463,21 @@ mod tests {
                 proptest::prop_assert_eq!(memo.of(&e), of(&e));
             }
             proptest::prop_assert!(memo.utm.map.len() <= entries && memo.referers.map.len() <= entries);
+        }
+    }
+
+    /// The shared values are the values, for every device class, mail
+    /// client and country code the tables hold.
+    #[test]
+    fn shared_values_are_the_values() {
+        let mut d = of(&event("acme", "r", false, CHROME, Some("https://mail.google.com/")));
+        for (device, client) in DeviceClass::ALL.into_iter().zip(MailClient::ALL) {
+            (d.device, d.mail_client) = (device, client);
+            for code in ["DE", "US", "AA", "ZZ"] {
+                d.country = country_value(CountryCode::parse(code).unwrap());
+                let shared = d.shared_values();
+                assert_eq!(shared.each_ref().map(|v| &**v), d.values());
+            }
         }
     }
 
