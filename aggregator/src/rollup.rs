@@ -12,6 +12,7 @@
 //! rollups; `click_events` still collapses it by event id.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 // Every event goes through these maps and sets, keyed by ids the edge minted
@@ -260,28 +261,43 @@ impl<'a> ComboIndex<'a> {
     /// Writes one dimension's rows: its values' counts per link and per
     /// campaign at the hour and the day, and per campaign at the week.
     fn write(&self, dimension: usize, scratch: &mut FoldScratch<'a>, writer: &mut BreakdownWriter) {
-        let FoldScratch { numbers, values, per_link, per_campaign } = scratch;
+        let FoldScratch { by_address, numbers, values, hours, days, per_campaign } = scratch;
+        by_address.clear();
         numbers.clear();
         values.clear();
-        per_link.clear();
+        hours.clear();
+        days.clear();
         per_campaign.clear();
         let dimension_name = DIMENSIONS[dimension];
         for &(link, hour, combo_values, counts) in &self.combos {
-            let value: &'a str = &combo_values[dimension];
-            let number = *numbers.entry(value).or_insert_with(|| values.push(&[dimension_name, value]));
-            for grain in BREAKDOWN_GRAINS {
-                per_link.entry(FoldKey::new(link, grain, hour, number)).or_default().add(counts);
-            }
+            let value: &'a Value = &combo_values[dimension];
+            // Values are shared (`crate::dimensions::Value`), so most
+            // combinations holding a value hold the same allocation: its
+            // address finds the number without hashing the string. Two
+            // allocations of one string still get one number, through the
+            // string; the combinations keep every address alive (and so
+            // unique) until the flush ends.
+            let address = Arc::as_ptr(value).cast::<u8>() as usize;
+            let number = *by_address
+                .entry(address)
+                .or_insert_with(|| *numbers.entry(&**value).or_insert_with(|| values.push(&[dimension_name, value])));
+            hours.entry(FoldKey::new(link, Grain::Hour, hour, number)).or_default().add(counts);
+        }
+        // The link's days from its hours (fewer rows than combinations:
+        // combinations that differ in other dimensions share the hour's).
+        for (k, counts) in hours.iter() {
+            let (_, value) = k.grain_and_value();
+            days.entry(FoldKey::new(k.owner, Grain::Day, k.bucket, value as u32)).or_default().add(counts);
         }
         // The campaign's rows: its links' rows folded, the days also into weeks.
-        for (k, counts) in per_link.iter() {
+        for (k, counts) in hours.iter().chain(days.iter()) {
             let campaign = FoldKey { owner: self.link_campaigns[k.owner as usize], ..*k };
             per_campaign.entry(campaign).or_default().add(counts);
             if let Some(week) = campaign.week() {
                 per_campaign.entry(week).or_default().add(counts);
             }
         }
-        for (owners, rows) in [(&self.links, &*per_link), (&self.campaigns, &*per_campaign)] {
+        for (owners, rows) in [(&self.links, &*hours), (&self.links, &*days), (&self.campaigns, &*per_campaign)] {
             for (k, counts) in rows {
                 let (grain, value) = k.grain_and_value();
                 writer.counts(owners.get(k.owner), values.get(value as u32), grain, k.bucket, counts);
@@ -324,9 +340,13 @@ impl Runs {
 /// its strings; the folds.
 #[derive(Default)]
 struct FoldScratch<'a> {
+    /// A value's number by the address of its shared string.
+    by_address: HashMap<usize, u32>,
     numbers: HashMap<&'a str, u32>,
     values: Runs,
-    per_link: HashMap<FoldKey, BreakdownCounts>,
+    /// The link's rows at the hour, then at the day.
+    hours: HashMap<FoldKey, BreakdownCounts>,
+    days: HashMap<FoldKey, BreakdownCounts>,
     per_campaign: HashMap<FoldKey, BreakdownCounts>,
 }
 
@@ -1041,6 +1061,30 @@ mod tests {
                 .len(),
             4
         );
+    }
+
+    #[test]
+    fn a_value_made_twice_is_still_one_row() {
+        // Two links of one campaign whose destinations differ but carry the
+        // same utm_source: each destination's tags are parsed (and their
+        // strings allocated) on their own, and the campaign still has one
+        // "news" row per bucket, counting both links' clicks.
+        let mut b = Batch::default();
+        for (offset, link) in ["l1", "l2"].into_iter().enumerate() {
+            let (mut e, bucket, reason) = click("a", link, 3_600_000);
+            e.destination_url = format!("https://x.example/{link}?utm_source=news");
+            b.add(0, offset as i64, Some((e, bucket, reason)), 0, true);
+        }
+        let parts = parts(&b, |_| None);
+        let refs: Vec<&Part> = parts.iter().collect();
+        let bytes = breakdown_bytes(&b, &refs);
+        let rows = decode_breakdowns(&bytes);
+        let news: Vec<_> = rows
+            .iter()
+            .filter(|r| r.dimension == "utm_source" && r.link_id.is_empty() && r.grain == Grain::Hour.secs())
+            .map(|r| (r.value, r.clicks))
+            .collect();
+        assert_eq!(news, [("news", 2)]);
     }
 
     proptest::proptest! {
