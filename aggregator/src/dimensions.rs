@@ -67,6 +67,13 @@ static COUNTRY_VALUES: LazyLock<Vec<Value>> = LazyLock::new(|| {
 static DEVICE_VALUES: LazyLock<[Value; 5]> = LazyLock::new(|| DeviceClass::ALL.map(|d| Value::from(d.as_str())));
 static MAIL_CLIENT_VALUES: LazyLock<[Value; 5]> = LazyLock::new(|| MailClient::ALL.map(|c| Value::from(c.as_str())));
 
+/// Where a shared value's string is: equal addresses, equal values (while
+/// both are alive). Equal values may have different addresses (parsed
+/// twice); a fold that must count each value once compares strings after.
+pub fn address(value: &Value) -> usize {
+    Arc::as_ptr(value).cast::<u8>() as usize
+}
+
 fn empty() -> Value {
     EMPTY.clone()
 }
@@ -123,6 +130,22 @@ impl EventDimensions {
             &self.utm_source,
             &self.utm_medium,
             &self.utm_campaign,
+        ]
+    }
+
+    /// The addresses of [`Self::shared_values`], which tell the values
+    /// apart without reading them (see [`address`]).
+    pub fn addresses(&self) -> [usize; crate::rollup::DIMENSIONS.len()] {
+        [
+            address(&self.country),
+            address(&DEVICE_VALUES[self.device as usize]),
+            address(&self.os),
+            address(&self.browser),
+            address(&MAIL_CLIENT_VALUES[self.mail_client as usize]),
+            address(&self.referrer_domain),
+            address(&self.utm_source),
+            address(&self.utm_medium),
+            address(&self.utm_campaign),
         ]
     }
 

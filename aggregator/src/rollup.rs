@@ -12,7 +12,6 @@
 //! rollups; `click_events` still collapses it by event id.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::Instant;
 
 // Every event goes through these maps and sets, keyed by ids the edge minted
@@ -183,32 +182,66 @@ pub const BREAKDOWN_GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
 /// One link-hour and one combination of every dimension's value: what the
 /// batch counts per event (one map update, not one per dimension); the
 /// flush spreads each into its nine dimensions' rows ([`Batch::breakdown_chunks`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// The values are told apart by the address of their shared string
+/// ([`crate::dimensions::Value`]), not by the string: an event hashes nine
+/// addresses rather than nine strings. Two allocations of one string make
+/// two combinations, which the flush's fold counts as one value
+/// ([`ComboIndex::write`]).
+#[derive(Clone, Debug)]
 struct ComboKey {
     key: RollupKey,
     values: [Value; DIMENSIONS.len()],
 }
 
+impl ComboKey {
+    fn addresses(&self) -> [usize; DIMENSIONS.len()] {
+        self.values.each_ref().map(crate::dimensions::address)
+    }
+}
+
+impl PartialEq for ComboKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.addresses() == other.addresses()
+    }
+}
+
+impl Eq for ComboKey {}
+
+impl std::hash::Hash for ComboKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        self.addresses().hash(state);
+    }
+}
+
 /// A [`ComboKey`] borrowed from the event and its dimensions; hashed alike
-/// (the same fields in the same order; arrays hash as slices of `str`).
+/// (the same fields in the same order).
 #[derive(Clone, Copy, Debug)]
 struct ComboKeyRef<'a> {
     key: RollupKeyRef<'a>,
-    values: [&'a str; DIMENSIONS.len()],
-    /// Where `values` come from: an owned key shares them.
+    /// [`EventDimensions::addresses`].
+    addresses: [usize; DIMENSIONS.len()],
+    /// Where the values come from: an owned key shares them.
     dimensions: &'a EventDimensions,
+}
+
+impl<'a> ComboKeyRef<'a> {
+    fn new(key: RollupKeyRef<'a>, dimensions: &'a EventDimensions) -> Self {
+        ComboKeyRef { key, addresses: dimensions.addresses(), dimensions }
+    }
 }
 
 impl std::hash::Hash for ComboKeyRef<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.key.hash(state);
-        self.values.hash(state);
+        self.addresses.hash(state);
     }
 }
 
 impl Equivalent<ComboKey> for ComboKeyRef<'_> {
     fn equivalent(&self, combo: &ComboKey) -> bool {
-        self.key.equivalent(&combo.key) && self.values.iter().zip(&combo.values).all(|(a, b)| *a == &**b)
+        self.key.equivalent(&combo.key) && self.addresses == combo.addresses()
     }
 }
 
@@ -277,7 +310,7 @@ impl<'a> ComboIndex<'a> {
             // allocations of one string still get one number, through the
             // string; the combinations keep every address alive (and so
             // unique) until the flush ends.
-            let address = Arc::as_ptr(value).cast::<u8>() as usize;
+            let address = crate::dimensions::address(value);
             let number = *by_address
                 .entry(address)
                 .or_insert_with(|| *numbers.entry(&**value).or_insert_with(|| values.push(&[dimension_name, value])));
@@ -508,6 +541,45 @@ struct PartitionBatch {
     recipients: SetByRef<RecipientRow>,
 }
 
+impl PartitionBatch {
+    fn new(range: PartitionRange, sizes: ShareSizes) -> Self {
+        let hasher = foldhash::fast::RandomState::default;
+        PartitionBatch {
+            range,
+            rollups: ByRef::with_capacity_and_hasher(sizes.rollups, hasher()),
+            breakdowns: ByRef::with_capacity_and_hasher(sizes.breakdowns, hasher()),
+            breakdowns_first: None,
+            events: Vec::with_capacity(sizes.events),
+            ids: HashSet::with_capacity(sizes.events),
+            recipients: SetByRef::with_capacity_and_hasher(sizes.recipients, hasher()),
+        }
+    }
+}
+
+/// How much a partition's last stored share held: its next share's maps
+/// start that large rather than growing to it a doubling (and a rehash of
+/// everything in them) at a time, a twentieth of the aggregator's CPU on a
+/// drain. A share smaller than the last leaves the rest reserved, not
+/// touched, until it is stored.
+#[derive(Debug, Default, Clone, Copy)]
+struct ShareSizes {
+    rollups: usize,
+    breakdowns: usize,
+    events: usize,
+    recipients: usize,
+}
+
+impl ShareSizes {
+    fn of(pb: &PartitionBatch) -> Self {
+        ShareSizes {
+            rollups: pb.rollups.len(),
+            breakdowns: pb.breakdowns.len(),
+            events: pb.events.len(),
+            recipients: pb.recipients.len(),
+        }
+    }
+}
+
 /// The ids of the last stored events of one partition, oldest first.
 #[derive(Debug, Default)]
 struct RecentIds {
@@ -537,6 +609,8 @@ pub struct Batch {
     opened_at: Option<Instant>,
     /// Survives `clear`: the dedup window of each owned partition.
     recent: HashMap<i32, RecentIds>,
+    /// Survives `clear`: how much each owned partition's last share held.
+    sizes: HashMap<i32, ShareSizes>,
     /// Survives `clear` and revokes: the mail client each recipient opened
     /// with, for their clicks that name none (a stale entry of a partition
     /// now elsewhere is still the recipient's client).
@@ -560,14 +634,10 @@ impl Batch {
         breakdowns: bool,
     ) {
         self.opened_at.get_or_insert_with(Instant::now);
-        let pb = self.partitions.entry(partition).or_insert_with(|| PartitionBatch {
-            range: PartitionRange { partition, first: offset, next: offset + 1 },
-            rollups: ByRef::default(),
-            breakdowns: ByRef::default(),
-            breakdowns_first: None,
-            events: Vec::new(),
-            ids: HashSet::new(),
-            recipients: SetByRef::default(),
+        let sizes = &self.sizes;
+        let pb = self.partitions.entry(partition).or_insert_with(|| {
+            let range = PartitionRange { partition, first: offset, next: offset + 1 };
+            PartitionBatch::new(range, sizes.get(&partition).copied().unwrap_or_default())
         });
         pb.range.next = offset + 1;
         if breakdowns && pb.breakdowns_first.is_none() {
@@ -602,11 +672,8 @@ impl Batch {
         let mut dimensions = self.memo.of(&event);
         self.openers.attribute(&event, &mut dimensions);
         if breakdowns {
-            let combo = ComboKeyRef {
-                key: RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key },
-                values: dimensions.values(),
-                dimensions: &dimensions,
-            };
+            let hour = RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key };
+            let combo = ComboKeyRef::new(hour, &dimensions);
             pb.breakdowns.entry_ref(&combo).or_default().count(event.event_type, reason);
         }
         pb.events.push(EventRow::new(event, reason, dimensions, partition, offset, ingested_at));
@@ -666,6 +733,7 @@ impl Batch {
                 self.num_events -= pb.events.len();
             }
             self.recent.remove(p);
+            self.sizes.remove(p);
         }
         if self.partitions.is_empty() {
             self.opened_at = None;
@@ -687,6 +755,7 @@ impl Batch {
     pub fn clear_partition(&mut self, partition: i32) {
         if let Some(pb) = self.partitions.remove(&partition) {
             self.num_events -= pb.events.len();
+            self.sizes.insert(partition, ShareSizes::of(&pb));
             self.recent.entry(partition).or_default().remember(pb.ids);
         }
         if self.partitions.is_empty() {
@@ -784,6 +853,7 @@ impl Batch {
     /// window, everything else is dropped.
     pub fn clear(&mut self) {
         for (partition, pb) in std::mem::take(&mut self.partitions) {
+            self.sizes.insert(partition, ShareSizes::of(&pb));
             self.recent.entry(partition).or_default().remember(pb.ids);
         }
         self.num_events = 0;
@@ -1239,14 +1309,19 @@ mod tests {
             utm_medium: "email".into(),
             utm_campaign: "spring".into(),
         };
-        let combo = ComboKeyRef { key: borrowed, values: dimensions.values(), dimensions: &dimensions };
-        assert_eq!(combo.values, ["DE", "mobile", "iOS", "Mobile Safari", "apple_mail", "", "news", "email", "spring"]);
+        let combo = ComboKeyRef::new(borrowed, &dimensions);
         let owned_combo = ComboKey::from(&combo);
+        assert_eq!(
+            owned_combo.values.each_ref().map(|v| &**v),
+            ["DE", "mobile", "iOS", "Mobile Safari", "apple_mail", "", "news", "email", "spring"]
+        );
         assert_eq!(state.hash_one(&owned_combo), state.hash_one(combo));
         assert!(combo.equivalent(&owned_combo));
-        let mut values = combo.values;
-        values[8] = "autumn";
-        assert!(!ComboKeyRef { values, ..combo }.equivalent(&owned_combo));
+        let autumn = EventDimensions { utm_campaign: "autumn".into(), ..dimensions.clone() };
+        assert!(!ComboKeyRef::new(borrowed, &autumn).equivalent(&owned_combo));
+        let mobile =
+            EventDimensions { device: ricochet_signals::dimensions::DeviceClass::Desktop, ..dimensions.clone() };
+        assert!(!ComboKeyRef::new(borrowed, &mobile).equivalent(&owned_combo));
         // Adding twice through the borrowed keys keeps one entry each.
         let mut b = Batch::default();
         b.add(0, 1, Some(click("acme", "l1", 60_000)), 0, true);
