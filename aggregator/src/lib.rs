@@ -18,7 +18,7 @@
 //! - [`pipeline`]: the consumer loop, rebalances, flushing and retries (I/O).
 //! - [`sink`]: ClickHouse rows, the writes, acquiring partitions, the retry rule.
 //! - [`sql`]: every SQL statement the aggregator sends.
-//! - [`rollup`]: the in-memory batch (`BucketStart`, `RollupKey`) and the rows of its inserts.
+//! - [`rollup`]: the in-memory batch (`BucketStart`, `LinkKey`) and the rows of its inserts.
 //! - [`verdict`]: human or bot, and why (`Reason`), from an event's signals.
 //! - [`dimensions`]: device, OS, browser, mail client, referrer, UTM of each raw event.
 //! - [`checkpoint`]: positions and the guard against applying twice.

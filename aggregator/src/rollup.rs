@@ -85,16 +85,50 @@ impl Grain {
     }
 }
 
+/// A link, as its rows name it: numbered per share ([`PartitionBatch`]),
+/// so that an event's rollup and breakdown keys hash its number, not its
+/// three strings again, and a new key copies no string.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RollupKey {
+pub struct LinkKey {
     pub client_id: ClientId,
     pub campaign_id: CampaignId,
     pub link_id: LinkId,
-    pub bucket: BucketStart,
 }
 
-/// A [`RollupKey`] borrowed: coarser buckets are folded from the minute keys
-/// without copying their strings.
+/// A [`LinkKey`] borrowed from an event; hashed alike (the same fields in
+/// the same order, and a reference hashes as what it points to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LinkKeyRef<'a> {
+    pub client_id: &'a ClientId,
+    pub campaign_id: &'a CampaignId,
+    pub link_id: &'a LinkId,
+}
+
+impl LinkKey {
+    pub fn borrowed(&self) -> LinkKeyRef<'_> {
+        LinkKeyRef { client_id: &self.client_id, campaign_id: &self.campaign_id, link_id: &self.link_id }
+    }
+
+    /// The link's row key in `bucket`.
+    fn at(&self, bucket: BucketStart) -> RollupKeyRef<'_> {
+        let LinkKeyRef { client_id, campaign_id, link_id } = self.borrowed();
+        RollupKeyRef { client_id, campaign_id, link_id, bucket }
+    }
+}
+
+impl Equivalent<LinkKey> for LinkKeyRef<'_> {
+    fn equivalent(&self, key: &LinkKey) -> bool {
+        *self == key.borrowed()
+    }
+}
+
+impl From<&LinkKeyRef<'_>> for LinkKey {
+    fn from(r: &LinkKeyRef<'_>) -> Self {
+        LinkKey { client_id: r.client_id.clone(), campaign_id: r.campaign_id.clone(), link_id: r.link_id.clone() }
+    }
+}
+
+/// A rollup row's key: a link and a bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RollupKeyRef<'a> {
     pub client_id: &'a ClientId,
@@ -103,34 +137,11 @@ pub struct RollupKeyRef<'a> {
     pub bucket: BucketStart,
 }
 
-impl RollupKey {
-    pub fn borrowed(&self) -> RollupKeyRef<'_> {
-        RollupKeyRef {
-            client_id: &self.client_id,
-            campaign_id: &self.campaign_id,
-            link_id: &self.link_id,
-            bucket: self.bucket,
-        }
-    }
-}
-
-// Both derive `Hash` over the same fields in the same order, and a reference
-// hashes as what it points to: equal keys hash alike, as hashbrown requires.
-impl Equivalent<RollupKey> for RollupKeyRef<'_> {
-    fn equivalent(&self, key: &RollupKey) -> bool {
-        *self == key.borrowed()
-    }
-}
-
-impl From<&RollupKeyRef<'_>> for RollupKey {
-    fn from(r: &RollupKeyRef<'_>) -> Self {
-        RollupKey {
-            client_id: r.client_id.clone(),
-            campaign_id: r.campaign_id.clone(),
-            link_id: r.link_id.clone(),
-            bucket: r.bucket,
-        }
-    }
+/// A link of the share, by its number, and a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct LinkBucket {
+    link: u32,
+    bucket: BucketStart,
 }
 
 /// A [`RecipientRow`] borrowed from the event, hashed alike (same fields, same order).
@@ -190,7 +201,7 @@ pub const BREAKDOWN_GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
 /// ([`ComboIndex::write`]).
 #[derive(Clone, Debug)]
 struct ComboKey {
-    key: RollupKey,
+    key: LinkBucket,
     values: [Value; DIMENSIONS.len()],
 }
 
@@ -219,7 +230,7 @@ impl std::hash::Hash for ComboKey {
 /// (the same fields in the same order).
 #[derive(Clone, Copy, Debug)]
 struct ComboKeyRef<'a> {
-    key: RollupKeyRef<'a>,
+    key: LinkBucket,
     /// [`EventDimensions::addresses`].
     addresses: [usize; DIMENSIONS.len()],
     /// Where the values come from: an owned key shares them.
@@ -227,7 +238,7 @@ struct ComboKeyRef<'a> {
 }
 
 impl<'a> ComboKeyRef<'a> {
-    fn new(key: RollupKeyRef<'a>, dimensions: &'a EventDimensions) -> Self {
+    fn new(key: LinkBucket, dimensions: &'a EventDimensions) -> Self {
         ComboKeyRef { key, addresses: dimensions.addresses(), dimensions }
     }
 }
@@ -241,13 +252,13 @@ impl std::hash::Hash for ComboKeyRef<'_> {
 
 impl Equivalent<ComboKey> for ComboKeyRef<'_> {
     fn equivalent(&self, combo: &ComboKey) -> bool {
-        self.key.equivalent(&combo.key) && self.addresses == combo.addresses()
+        self.key == combo.key && self.addresses == combo.addresses()
     }
 }
 
 impl From<&ComboKeyRef<'_>> for ComboKey {
     fn from(r: &ComboKeyRef<'_>) -> Self {
-        ComboKey { key: RollupKey::from(&r.key), values: r.dimensions.shared_values() }
+        ComboKey { key: r.key, values: r.dimensions.shared_values() }
     }
 }
 
@@ -267,26 +278,25 @@ struct ComboIndex<'a> {
 }
 
 impl<'a> ComboIndex<'a> {
-    fn new(breakdowns: &'a ByRef<ComboKey, BreakdownCounts>) -> Self {
+    fn new(share: &'a PartitionBatch) -> Self {
         let mut index = ComboIndex {
             links: Runs::default(),
-            link_campaigns: Vec::new(),
+            link_campaigns: Vec::with_capacity(share.link_keys.len()),
             campaigns: Runs::default(),
-            combos: Vec::with_capacity(breakdowns.len()),
+            combos: Vec::with_capacity(share.breakdowns.len()),
         };
-        let mut link_numbers: HashMap<[&str; 3], u32> = HashMap::new();
         let mut campaign_numbers: HashMap<[&str; 2], u32> = HashMap::new();
-        for (combo, counts) in breakdowns {
-            let key = &combo.key;
-            let link = [key.client_id.as_str(), key.campaign_id.as_str(), key.link_id.as_str()];
-            let number = *link_numbers.entry(link).or_insert_with(|| {
-                let campaign = *campaign_numbers
-                    .entry([link[0], link[1]])
-                    .or_insert_with(|| index.campaigns.push(&[link[0], link[1], ""]));
-                index.link_campaigns.push(campaign);
-                index.links.push(&link)
-            });
-            index.combos.push((number, key.bucket.0, &combo.values, counts));
+        // The share's numbers for its links, in order.
+        for link in &share.link_keys {
+            let link = [link.client_id.as_str(), link.campaign_id.as_str(), link.link_id.as_str()];
+            let campaign = *campaign_numbers
+                .entry([link[0], link[1]])
+                .or_insert_with(|| index.campaigns.push(&[link[0], link[1], ""]));
+            index.link_campaigns.push(campaign);
+            index.links.push(&link);
+        }
+        for (combo, counts) in &share.breakdowns {
+            index.combos.push((combo.key.link, combo.key.bucket.0, &combo.values, counts));
         }
         index
     }
@@ -530,7 +540,10 @@ pub const DEDUP_WINDOW: usize = 50_000;
 #[derive(Debug)]
 struct PartitionBatch {
     range: PartitionRange,
-    rollups: ByRef<RollupKey, Counts>,
+    /// The share's links by number ([`LinkKey`]), and their keys by number.
+    links: ByRef<LinkKey, u32>,
+    link_keys: Vec<LinkKey>,
+    rollups: HashMap<LinkBucket, Counts>,
     /// Per link-hour and combination of dimension values.
     breakdowns: ByRef<ComboKey, BreakdownCounts>,
     /// The first offset counted in `breakdowns`: the events before it are
@@ -542,11 +555,22 @@ struct PartitionBatch {
 }
 
 impl PartitionBatch {
+    /// The number of the event's link in this share.
+    fn link(&mut self, link: LinkKeyRef<'_>) -> u32 {
+        let PartitionBatch { links, link_keys, .. } = self;
+        *links.entry_ref(&link).or_insert_with(|| {
+            link_keys.push(LinkKey::from(&link));
+            link_keys.len() as u32 - 1
+        })
+    }
+
     fn new(range: PartitionRange, sizes: ShareSizes) -> Self {
         let hasher = foldhash::fast::RandomState::default;
         PartitionBatch {
             range,
-            rollups: ByRef::with_capacity_and_hasher(sizes.rollups, hasher()),
+            links: ByRef::with_capacity_and_hasher(sizes.links, hasher()),
+            link_keys: Vec::with_capacity(sizes.links),
+            rollups: HashMap::with_capacity(sizes.rollups),
             breakdowns: ByRef::with_capacity_and_hasher(sizes.breakdowns, hasher()),
             breakdowns_first: None,
             events: Vec::with_capacity(sizes.events),
@@ -563,6 +587,7 @@ impl PartitionBatch {
 /// touched, until it is stored.
 #[derive(Debug, Default, Clone, Copy)]
 struct ShareSizes {
+    links: usize,
     rollups: usize,
     breakdowns: usize,
     events: usize,
@@ -572,6 +597,7 @@ struct ShareSizes {
 impl ShareSizes {
     fn of(pb: &PartitionBatch) -> Self {
         ShareSizes {
+            links: pb.link_keys.len(),
             rollups: pb.rollups.len(),
             breakdowns: pb.breakdowns.len(),
             events: pb.events.len(),
@@ -650,17 +676,16 @@ impl Batch {
             metrics::counter!("ricochet_aggregator_duplicates_dropped_total").increment(1);
             return;
         }
-        let key = RollupKeyRef {
+        let link = pb.link(LinkKeyRef {
             client_id: &event.client_id,
             campaign_id: &event.campaign_id,
             link_id: &event.link_id,
-            bucket,
-        };
+        });
         if let Some(recipient) = &event.recipient_id {
             let r = RecipientRef {
-                client_id: key.client_id.as_str(),
-                campaign_id: key.campaign_id.as_str(),
-                link_id: key.link_id.as_str(),
+                client_id: event.client_id.as_str(),
+                campaign_id: event.campaign_id.as_str(),
+                link_id: event.link_id.as_str(),
                 bucket_start: Grain::QuarterHour.floor(bucket.0),
                 human: reason.is_human() as u8,
                 recipient_id: recipient.as_str(),
@@ -668,11 +693,11 @@ impl Batch {
             };
             pb.recipients.get_or_insert_with(&r, RecipientRef::to_row);
         }
-        pb.rollups.entry_ref(&key).or_default().count(event.event_type, reason);
+        pb.rollups.entry(LinkBucket { link, bucket }).or_default().count(event.event_type, reason);
         let mut dimensions = self.memo.of(&event);
         self.openers.attribute(&event, &mut dimensions);
         if breakdowns {
-            let hour = RollupKeyRef { bucket: BucketStart(Grain::Hour.floor(bucket.0)), ..key };
+            let hour = LinkBucket { link, bucket: BucketStart(Grain::Hour.floor(bucket.0)) };
             let combo = ComboKeyRef::new(hour, &dimensions);
             pb.breakdowns.entry_ref(&combo).or_default().count(event.event_type, reason);
         }
@@ -795,15 +820,15 @@ impl Batch {
     ) -> impl Iterator<Item = RollupRow<'a>> + 'a {
         parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
             move |(part, pb)| {
-                let minutes =
-                    pb.rollups.iter().map(|(key, counts)| RollupRow::delta(key.borrowed(), Grain::Minute, counts));
+                let key = move |k: &LinkBucket| pb.link_keys[k.link as usize].at(k.bucket);
+                let minutes = pb.rollups.iter().map(move |(k, counts)| RollupRow::delta(key(k), Grain::Minute, counts));
                 let coarser = Grain::ALL[1..].iter().flat_map(move |grain| {
-                    let mut folded: HashMap<RollupKeyRef<'a>, Counts> = HashMap::with_capacity(pb.rollups.len());
-                    for (key, counts) in &pb.rollups {
-                        let bucket = BucketStart(grain.floor(key.bucket.0));
-                        folded.entry(RollupKeyRef { bucket, ..key.borrowed() }).or_default().add(counts);
+                    let mut folded: HashMap<LinkBucket, Counts> = HashMap::with_capacity(pb.rollups.len());
+                    for (k, counts) in &pb.rollups {
+                        let bucket = BucketStart(grain.floor(k.bucket.0));
+                        folded.entry(LinkBucket { bucket, ..*k }).or_default().add(counts);
                     }
-                    folded.into_iter().map(move |(key, counts)| RollupRow::delta(key, *grain, &counts))
+                    folded.into_iter().map(move |(k, counts)| RollupRow::delta(key(&k), *grain, &counts))
                 });
                 std::iter::once(RollupRow::position(topic, part))
                     .chain(minutes.chain(coarser).map(move |row| row.fenced(part)))
@@ -841,7 +866,7 @@ impl Batch {
                 _ => match shares.next() {
                     Some((part, pb)) => {
                         writer.part(topic, part);
-                        share = Some((ComboIndex::new(&pb.breakdowns), 0));
+                        share = Some((ComboIndex::new(pb), 0));
                     }
                     None => return writer.finish(),
                 },
@@ -1274,15 +1299,16 @@ mod tests {
         use std::hash::BuildHasher;
         let state = foldhash::fast::RandomState::default();
         let (e, bucket, _) = click("acme", "l1", 60_000);
-        let owned = RollupKey {
-            client_id: e.client_id.clone(),
-            campaign_id: e.campaign_id.clone(),
-            link_id: e.link_id.clone(),
-            bucket,
-        };
+        let owned =
+            LinkKey { client_id: e.client_id.clone(), campaign_id: e.campaign_id.clone(), link_id: e.link_id.clone() };
         let borrowed = owned.borrowed();
         assert_eq!(state.hash_one(&owned), state.hash_one(borrowed));
-        assert!(borrowed.equivalent(&owned) && RollupKey::from(&borrowed) == owned);
+        assert!(borrowed.equivalent(&owned) && LinkKey::from(&borrowed) == owned);
+        let (other, _, _) = click("acme", "l2", 60_000);
+        let other_link =
+            LinkKeyRef { client_id: &other.client_id, campaign_id: &other.campaign_id, link_id: &other.link_id };
+        assert!(!other_link.equivalent(&owned));
+        let borrowed = LinkBucket { link: 0, bucket };
         let r = RecipientRef {
             client_id: "acme",
             campaign_id: "c",
@@ -1326,7 +1352,10 @@ mod tests {
         let mut b = Batch::default();
         b.add(0, 1, Some(click("acme", "l1", 60_000)), 0, true);
         b.add(0, 2, Some(click("acme", "l1", 61_000)), 0, true);
-        assert_eq!(b.partitions[&0].rollups.len(), 1);
+        b.add(0, 3, Some(click("acme", "l2", 61_000)), 0, true);
+        assert_eq!(b.partitions[&0].rollups.len(), 2);
+        assert_eq!(b.partitions[&0].link_keys.len(), 2);
+        assert_eq!(b.partitions[&0].breakdowns.len(), 2);
     }
 
     #[test]
