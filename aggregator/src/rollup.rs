@@ -564,44 +564,17 @@ impl PartitionBatch {
         })
     }
 
-    fn new(range: PartitionRange, sizes: ShareSizes) -> Self {
-        let hasher = foldhash::fast::RandomState::default;
+    fn new(range: PartitionRange) -> Self {
         PartitionBatch {
             range,
-            links: ByRef::with_capacity_and_hasher(sizes.links, hasher()),
-            link_keys: Vec::with_capacity(sizes.links),
-            rollups: HashMap::with_capacity(sizes.rollups),
-            breakdowns: ByRef::with_capacity_and_hasher(sizes.breakdowns, hasher()),
+            links: ByRef::default(),
+            link_keys: Vec::new(),
+            rollups: HashMap::new(),
+            breakdowns: ByRef::default(),
             breakdowns_first: None,
-            events: Vec::with_capacity(sizes.events),
-            ids: HashSet::with_capacity(sizes.events),
-            recipients: SetByRef::with_capacity_and_hasher(sizes.recipients, hasher()),
-        }
-    }
-}
-
-/// How much a partition's last stored share held: its next share's maps
-/// start that large rather than growing to it a doubling (and a rehash of
-/// everything in them) at a time, a twentieth of the aggregator's CPU on a
-/// drain. A share smaller than the last leaves the rest reserved, not
-/// touched, until it is stored.
-#[derive(Debug, Default, Clone, Copy)]
-struct ShareSizes {
-    links: usize,
-    rollups: usize,
-    breakdowns: usize,
-    events: usize,
-    recipients: usize,
-}
-
-impl ShareSizes {
-    fn of(pb: &PartitionBatch) -> Self {
-        ShareSizes {
-            links: pb.link_keys.len(),
-            rollups: pb.rollups.len(),
-            breakdowns: pb.breakdowns.len(),
-            events: pb.events.len(),
-            recipients: pb.recipients.len(),
+            events: Vec::new(),
+            ids: HashSet::new(),
+            recipients: SetByRef::default(),
         }
     }
 }
@@ -635,8 +608,6 @@ pub struct Batch {
     opened_at: Option<Instant>,
     /// Survives `clear`: the dedup window of each owned partition.
     recent: HashMap<i32, RecentIds>,
-    /// Survives `clear`: how much each owned partition's last share held.
-    sizes: HashMap<i32, ShareSizes>,
     /// Survives `clear` and revokes: the mail client each recipient opened
     /// with, for their clicks that name none (a stale entry of a partition
     /// now elsewhere is still the recipient's client).
@@ -660,10 +631,9 @@ impl Batch {
         breakdowns: bool,
     ) {
         self.opened_at.get_or_insert_with(Instant::now);
-        let sizes = &self.sizes;
         let pb = self.partitions.entry(partition).or_insert_with(|| {
             let range = PartitionRange { partition, first: offset, next: offset + 1 };
-            PartitionBatch::new(range, sizes.get(&partition).copied().unwrap_or_default())
+            PartitionBatch::new(range)
         });
         pb.range.next = offset + 1;
         if breakdowns && pb.breakdowns_first.is_none() {
@@ -758,7 +728,6 @@ impl Batch {
                 self.num_events -= pb.events.len();
             }
             self.recent.remove(p);
-            self.sizes.remove(p);
         }
         if self.partitions.is_empty() {
             self.opened_at = None;
@@ -780,7 +749,6 @@ impl Batch {
     pub fn clear_partition(&mut self, partition: i32) {
         if let Some(pb) = self.partitions.remove(&partition) {
             self.num_events -= pb.events.len();
-            self.sizes.insert(partition, ShareSizes::of(&pb));
             self.recent.entry(partition).or_default().remember(pb.ids);
         }
         if self.partitions.is_empty() {
@@ -878,7 +846,6 @@ impl Batch {
     /// window, everything else is dropped.
     pub fn clear(&mut self) {
         for (partition, pb) in std::mem::take(&mut self.partitions) {
-            self.sizes.insert(partition, ShareSizes::of(&pb));
             self.recent.entry(partition).or_default().remember(pb.ids);
         }
         self.num_events = 0;
