@@ -281,13 +281,13 @@ impl<'a> ComboIndex<'a> {
     fn new(share: &'a PartitionBatch) -> Self {
         let mut index = ComboIndex {
             links: Runs::default(),
-            link_campaigns: Vec::with_capacity(share.link_keys.len()),
+            link_campaigns: Vec::with_capacity(share.links.len()),
             campaigns: Runs::default(),
             combos: Vec::with_capacity(share.breakdowns.len()),
         };
         let mut campaign_numbers: HashMap<[&str; 2], u32> = HashMap::new();
         // The share's numbers for its links, in order.
-        for link in &share.link_keys {
+        for link in &share.links {
             let link = [link.client_id.as_str(), link.campaign_id.as_str(), link.link_id.as_str()];
             let campaign = *campaign_numbers
                 .entry([link[0], link[1]])
@@ -540,9 +540,8 @@ pub const DEDUP_WINDOW: usize = 50_000;
 #[derive(Debug)]
 struct PartitionBatch {
     range: PartitionRange,
-    /// The share's links by number ([`LinkKey`]), and their keys by number.
-    links: ByRef<LinkKey, u32>,
-    link_keys: Vec<LinkKey>,
+    /// The share's links, numbered in the order they came ([`LinkKey`]).
+    links: indexmap::IndexSet<LinkKey, foldhash::fast::RandomState>,
     rollups: HashMap<LinkBucket, Counts>,
     /// Per link-hour and combination of dimension values.
     breakdowns: ByRef<ComboKey, BreakdownCounts>,
@@ -557,18 +556,17 @@ struct PartitionBatch {
 impl PartitionBatch {
     /// The number of the event's link in this share.
     fn link(&mut self, link: LinkKeyRef<'_>) -> u32 {
-        let PartitionBatch { links, link_keys, .. } = self;
-        *links.entry_ref(&link).or_insert_with(|| {
-            link_keys.push(LinkKey::from(&link));
-            link_keys.len() as u32 - 1
-        })
+        let number = match self.links.get_index_of(&link) {
+            Some(number) => number,
+            None => self.links.insert_full(LinkKey::from(&link)).0,
+        };
+        number as u32
     }
 
     fn new(range: PartitionRange) -> Self {
         PartitionBatch {
             range,
-            links: ByRef::default(),
-            link_keys: Vec::new(),
+            links: Default::default(),
             rollups: HashMap::new(),
             breakdowns: ByRef::default(),
             breakdowns_first: None,
@@ -788,7 +786,7 @@ impl Batch {
     ) -> impl Iterator<Item = RollupRow<'a>> + 'a {
         parts.iter().filter_map(|part| Some((*part, self.partitions.get(&part.range.partition)?))).flat_map(
             move |(part, pb)| {
-                let key = move |k: &LinkBucket| pb.link_keys[k.link as usize].at(k.bucket);
+                let key = move |k: &LinkBucket| pb.links[k.link as usize].at(k.bucket);
                 let minutes = pb.rollups.iter().map(move |(k, counts)| RollupRow::delta(key(k), Grain::Minute, counts));
                 let coarser = Grain::ALL[1..].iter().flat_map(move |grain| {
                     let mut folded: HashMap<LinkBucket, Counts> = HashMap::with_capacity(pb.rollups.len());
@@ -1321,7 +1319,7 @@ mod tests {
         b.add(0, 2, Some(click("acme", "l1", 61_000)), 0, true);
         b.add(0, 3, Some(click("acme", "l2", 61_000)), 0, true);
         assert_eq!(b.partitions[&0].rollups.len(), 2);
-        assert_eq!(b.partitions[&0].link_keys.len(), 2);
+        assert_eq!(b.partitions[&0].links.len(), 2);
         assert_eq!(b.partitions[&0].breakdowns.len(), 2);
     }
 
