@@ -15,17 +15,21 @@
 //!    pixel (`proxy-*` lines of `data/mail-clients.txt`: Gmail's, Yahoo's,
 //!    Apple's); it stands for the reader and says nothing of their device.
 //! 1. `bot`: uap's device family is `Spider` (its crawler parsers set it).
-//! 2. `tablet`: device family `iPad`, a Kindle, or one with "Tablet" in it; or
+//! 2. `other`: a television, streaming stick or game console
+//!    (`TV_AND_CONSOLE_TOKENS`: `SMART-TV`, `CrKey`, `Xbox`, ...), whose
+//!    Android, Tizen, webOS or Windows would otherwise make it a tablet, a
+//!    phone or a desktop.
+//! 3. `tablet`: device family `iPad`, a Kindle, or one with "Tablet" in it; or
 //!    an Android browser (`Mozilla/...`) whose user agent lacks the `Mobile`
 //!    token (Android tablets' browsers leave it out, phones' put it in: Google's
 //!    guidance for Android UAs). Apps' own agents (`Outlook-Android/2.0`,
-//!    `Dalvik/...`) never carry the token, so they fall to rule 3.
-//! 3. `mobile`: device family `iPhone`, `iPod`, a generic smart or feature phone;
+//!    `Dalvik/...`) never carry the token, so they fall to rule 4.
+//! 4. `mobile`: device family `iPhone`, `iPod`, a generic smart or feature phone;
 //!    or a mobile OS (iOS, Android, Windows Phone, BlackBerry, KaiOS, ...); or a
 //!    user agent with `Mobi` in it (MDN's rule for "is this mobile").
-//! 4. `desktop`: a desktop OS (Windows, Mac OS X, Linux and its distributions,
+//! 5. `desktop`: a desktop OS (Windows, Mac OS X, Linux and its distributions,
 //!    Chrome OS, the BSDs, Solaris).
-//! 5. `other`: the rest (TVs, consoles, HTTP libraries, bare or empty agents).
+//! 6. `other`: the rest (HTTP libraries, bare or empty agents).
 //!
 //! iPadOS 13+ Safari asks for desktop pages with a Mac user agent, so it reads
 //! as `desktop`: the user agent does not tell them apart.
@@ -275,10 +279,40 @@ const DESKTOP_OSES: &[&str] = &[
     "Solaris",
 ];
 
+/// What only the agents of televisions, streaming sticks and game consoles
+/// carry: Samsung's and LG's TVs, HbbTV sets, Android and Google TV,
+/// Chromecast (`CrKey`), Sony's BRAVIA, Apple TV, Roku, Amazon's Fire TV
+/// (model codes `AFT…`), PlayStation, Xbox and Nintendo consoles.
+const TV_AND_CONSOLE_TOKENS: &[&str] = &[
+    "SMART-TV",
+    "SmartTV",
+    "Smart TV",
+    "HbbTV",
+    "GoogleTV",
+    "Google TV",
+    "AndroidTV",
+    "Android TV",
+    "AppleTV",
+    "Apple TV",
+    "CrKey",
+    "BRAVIA",
+    "Web0S",
+    "webOS.TV",
+    "NetCast",
+    "Roku",
+    "; AFT",
+    "PlayStation",
+    "Xbox",
+    "Nintendo",
+];
+
 /// The rules in the module documentation, on uap's device and OS families.
 pub fn device_class(ua: &str, device: &str, os: &str) -> DeviceClass {
     if device == "Spider" {
         return DeviceClass::Bot;
+    }
+    if TV_AND_CONSOLE_TOKENS.iter().any(|token| ua.contains(token)) {
+        return DeviceClass::Other;
     }
     let android = os == "Android";
     if device == "iPad"

@@ -86,6 +86,28 @@ fn device_class_rules_on_families() {
     assert_eq!(device_class("x", "Other", "PlayStation"), DeviceClass::Other);
 }
 
+/// Televisions, streaming sticks and consoles run Android, Tizen, webOS or
+/// Windows, which alone would make them tablets, phones or desktops.
+#[test]
+fn televisions_and_consoles_are_other_devices() {
+    for ua in [
+        "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
+        "Mozilla/5.0 (Web0S; Linux/SmartTV) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/87.0.4280.88 Safari/537.36 WebAppManager",
+        "Mozilla/5.0 (Linux; Android 12.0; Build/STT1.211025.001.Z4) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/98.0.4758.87 Safari/537.36 CrKey/1.56.500000 DeviceType/AndroidTV",
+        "Mozilla/5.0 (Linux; Android 9; AFTMM Build/PS7233) AppleWebKit/537.36 (KHTML, like Gecko) Silk/98.5.4 like Chrome/98.0.4758.136 Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 11; BRAVIA 4K VH2 Build/RTM2.211013.018) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/96.0.4664.104 Safari/537.36 OPR/46.0.2207.0 OMI/4.21",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; Xbox; Xbox One) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edge/44.18363.8131",
+        "Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.0 Safari/605.1.15",
+        "Roku/DVP-12.0 (12.0.0.4182-88)",
+        "Mozilla/5.0 (Nintendo Switch; WifiWebAuthApplet) AppleWebKit/606.4 (KHTML, like Gecko) NF/6.0.1.15.4 NintendoBrowser/5.1.0.20393",
+    ] {
+        assert_eq!(dims().agents().dimensions_uncached(ua).device, DeviceClass::Other, "{ua}");
+    }
+    // Phones and tablets are still phones and tablets.
+    assert_eq!(dims().agents().dimensions_uncached(ANDROID_CHROME).device, DeviceClass::Mobile);
+    assert_eq!(dims().agents().dimensions_uncached(ANDROID_TABLET).device, DeviceClass::Tablet);
+}
+
 #[test]
 fn device_names_round_trip_and_are_the_stored_values() {
     let names: Vec<_> = DeviceClass::ALL.iter().map(|d| d.as_str()).collect();
