@@ -494,7 +494,7 @@ fn verdict(human: bool, click: bool) -> &'static str {
 fn from_row(row: &EventRow, partition: i32) -> DecidedEvent {
     let click = row.event_type == 1;
     DecidedEvent {
-        event_id: row.event_id.clone(),
+        event_id: row.event_id.to_string(),
         event_type: if click { "click" } else { "open" }.into(),
         occurred_at_ms: row.event_time_ms,
         client_id: row.client_id.clone(),

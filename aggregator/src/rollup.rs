@@ -304,14 +304,13 @@ impl<'a> ComboIndex<'a> {
     /// Writes one dimension's rows: its values' counts per link and per
     /// campaign at the hour and the day, and per campaign at the week.
     fn write(&self, dimension: usize, scratch: &mut FoldScratch<'a>, writer: &mut BreakdownWriter) {
-        let FoldScratch { by_address, numbers, values, hours, days, per_campaign } = scratch;
+        let FoldScratch { by_address, numbers, values, link_hours, link_days, campaign_hours, campaign_days, weeks } =
+            scratch;
         by_address.clear();
         numbers.clear();
         values.clear();
-        hours.clear();
-        days.clear();
-        per_campaign.clear();
         let dimension_name = DIMENSIONS[dimension];
+        link_hours.clear();
         for &(link, hour, combo_values, counts) in &self.combos {
             let value: &'a Value = &combo_values[dimension];
             // Values are shared (`crate::dimensions::Value`), so most
@@ -324,28 +323,41 @@ impl<'a> ComboIndex<'a> {
             let number = *by_address
                 .entry(address)
                 .or_insert_with(|| *numbers.entry(&**value).or_insert_with(|| values.push(&[dimension_name, value])));
-            hours.entry(FoldKey::new(link, Grain::Hour, hour, number)).or_default().add(counts);
+            link_hours.entry(FoldKey::new(link, Grain::Hour, hour, number)).or_default().add(counts);
         }
-        // The link's days from its hours (fewer rows than combinations:
-        // combinations that differ in other dimensions share the hour's).
-        for (k, counts) in hours.iter() {
-            let (_, value) = k.grain_and_value();
-            days.entry(FoldKey::new(k.owner, Grain::Day, k.bucket, value as u32)).or_default().add(counts);
-        }
-        // The campaign's rows: its links' rows folded, the days also into weeks.
-        for (k, counts) in hours.iter().chain(days.iter()) {
-            let campaign = FoldKey { owner: self.link_campaigns[k.owner as usize], ..*k };
-            per_campaign.entry(campaign).or_default().add(counts);
-            if let Some(week) = campaign.week() {
-                per_campaign.entry(week).or_default().add(counts);
-            }
-        }
-        for (owners, rows) in [(&self.links, &*hours), (&self.links, &*days), (&self.campaigns, &*per_campaign)] {
+        // Each coarser map from the smallest finer one: the link's days from
+        // its hours (combinations that differ in other dimensions share the
+        // hour's row), the campaign's hours from its links' hours, its days
+        // from its hours, its weeks from its days.
+        let campaign_of = |link: u32| self.link_campaigns[link as usize];
+        fold(link_hours, link_days, Grain::Day, |link| link);
+        fold(link_hours, campaign_hours, Grain::Hour, campaign_of);
+        fold(campaign_hours, campaign_days, Grain::Day, |campaign| campaign);
+        fold(campaign_days, weeks, Grain::Week, |campaign| campaign);
+        let links = [&*link_hours, &*link_days].map(|rows| (&self.links, rows));
+        let campaigns = [&*campaign_hours, &*campaign_days, &*weeks].map(|rows| (&self.campaigns, rows));
+        for (owners, rows) in links.into_iter().chain(campaigns) {
             for (k, counts) in rows {
                 let (grain, value) = k.grain_and_value();
                 writer.counts(owners.get(k.owner), values.get(value as u32), grain, k.bucket, counts);
             }
         }
+    }
+}
+
+/// Folds `rows` into `into` (cleared first) at `grain`, each row under the
+/// owner `owner` maps its own to: a link's rows into its campaign's, or one
+/// owner's rows into a coarser bucket.
+fn fold(
+    rows: &HashMap<FoldKey, BreakdownCounts>,
+    into: &mut HashMap<FoldKey, BreakdownCounts>,
+    grain: Grain,
+    owner: impl Fn(u32) -> u32,
+) {
+    into.clear();
+    for (k, counts) in rows {
+        let (_, value) = k.grain_and_value();
+        into.entry(FoldKey::new(owner(k.owner), grain, k.bucket, value as u32)).or_default().add(counts);
     }
 }
 
@@ -387,10 +399,13 @@ struct FoldScratch<'a> {
     by_address: HashMap<usize, u32>,
     numbers: HashMap<&'a str, u32>,
     values: Runs,
-    /// The link's rows at the hour, then at the day.
-    hours: HashMap<FoldKey, BreakdownCounts>,
-    days: HashMap<FoldKey, BreakdownCounts>,
-    per_campaign: HashMap<FoldKey, BreakdownCounts>,
+    /// The link's rows at the hour and the day; the campaign's at the hour,
+    /// the day and the week.
+    link_hours: HashMap<FoldKey, BreakdownCounts>,
+    link_days: HashMap<FoldKey, BreakdownCounts>,
+    campaign_hours: HashMap<FoldKey, BreakdownCounts>,
+    campaign_days: HashMap<FoldKey, BreakdownCounts>,
+    weeks: HashMap<FoldKey, BreakdownCounts>,
 }
 
 /// A breakdown row's key within one dimension, by number ([`ComboIndex`]):
@@ -411,12 +426,6 @@ impl FoldKey {
         FoldKey { owner, bucket: grain.floor(hour), value_and_grain: value << 2 | grain_bits }
     }
 
-    /// The week row a day row folds into; `None` for other grains.
-    fn week(&self) -> Option<FoldKey> {
-        let (grain, value) = self.grain_and_value();
-        (grain == Grain::Day).then(|| FoldKey::new(self.owner, Grain::Week, self.bucket, value as u32))
-    }
-
     fn grain_and_value(&self) -> (Grain, usize) {
         (Self::GRAINS[(self.value_and_grain & 3) as usize], (self.value_and_grain >> 2) as usize)
     }
@@ -424,15 +433,19 @@ impl FoldKey {
 
 /// What one breakdown row counts: clicks and opens by verdict, without the
 /// click reasons (those are on the rollup rows), so the flush's map of
-/// breakdown values stays a third of the size.
+/// breakdown values stays a third of the size. Counted in `u32`, half the
+/// bytes the flush's folds move per row: a batch is flushed at
+/// `max_batch_events` (at most 200,000) plus what the verdict delay still
+/// holds, thousands of times below `u32::MAX`; the row written widens them
+/// to the table's `UInt64`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BreakdownCounts {
-    pub clicks: u64,
-    pub human_clicks: u64,
-    pub opens: u64,
-    pub human_opens: u64,
+    pub clicks: u32,
+    pub human_clicks: u32,
+    pub opens: u32,
+    pub human_opens: u32,
     /// Machine opens per [`MachineOpen`], indexed like [`MachineOpen::ALL`].
-    pub by_machine_open: [u64; MachineOpen::ALL.len()],
+    pub by_machine_open: [u32; MachineOpen::ALL.len()],
 }
 
 impl BreakdownCounts {
@@ -448,7 +461,7 @@ impl BreakdownCounts {
             }
             EventType::Click => {
                 self.clicks += 1;
-                self.human_clicks += u64::from(reason.is_human());
+                self.human_clicks += u32::from(reason.is_human());
             }
         }
     }
@@ -1209,12 +1222,13 @@ mod tests {
                 let key = (r.client_id.to_owned(), r.campaign_id.to_owned(), r.link_id.to_owned(), r.dimension.to_owned(), r.grain, r.bucket_start, r.value.to_owned());
                 proptest::prop_assert_eq!(r.bot_clicks, r.clicks - r.human_clicks);
                 proptest::prop_assert_eq!(r.machine_opens, r.opens - r.human_opens);
+                let n = |count: u64| u32::try_from(count).expect("a batch's count fits u32");
                 let counts = BreakdownCounts {
-                    clicks: r.clicks,
-                    human_clicks: r.human_clicks,
-                    opens: r.opens,
-                    human_opens: r.human_opens,
-                    by_machine_open: [r.open_apple_privacy, r.open_scanner, r.open_prefetch],
+                    clicks: n(r.clicks),
+                    human_clicks: n(r.human_clicks),
+                    opens: n(r.opens),
+                    human_opens: n(r.human_opens),
+                    by_machine_open: [n(r.open_apple_privacy), n(r.open_scanner), n(r.open_prefetch)],
                 };
                 proptest::prop_assert!(got.insert(key.clone(), counts).is_none(), "{:?} twice", key);
             }

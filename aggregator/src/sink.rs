@@ -133,7 +133,9 @@ fn refused_connection(e: &(dyn std::error::Error + 'static)) -> bool {
 /// One row of `click_events`.
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct EventRow {
-    pub event_id: String,
+    /// Written as its 36-character text (`event_id String`), formatted as
+    /// the row is written rather than held as a string per event.
+    pub event_id: uuid::Uuid,
     pub event_time: u32,
     pub event_time_ms: i64,
     pub client_id: String,
@@ -204,7 +206,8 @@ impl EventRow {
                 }
             }
         }
-        put_strings(out, &[&self.event_id]);
+        let mut event_id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        put_strings(out, &[self.event_id.hyphenated().encode_lower(&mut event_id)]);
         out.extend_from_slice(&self.event_time.to_le_bytes());
         out.extend_from_slice(&self.event_time_ms.to_le_bytes());
         put_strings(
@@ -292,7 +295,7 @@ impl EventRow {
             utm_medium: d.utm_medium,
             utm_campaign: d.utm_campaign,
             country: d.country,
-            event_id: e.event_id.to_string(),
+            event_id: e.event_id.0,
             event_time: (e.event_time_ms.div_euclid(1000)) as u32,
             event_time_ms: e.event_time_ms,
             client_id: e.client_id.into(),
@@ -618,7 +621,8 @@ impl BreakdownWriter {
             counts.by_machine_open[MachineOpen::ApplePrivacy as usize],
             counts.by_machine_open[MachineOpen::Scanner as usize],
             counts.by_machine_open[MachineOpen::Prefetch as usize],
-        ];
+        ]
+        .map(u64::from);
         numbers[..4].copy_from_slice(&grain.secs().to_le_bytes());
         numbers[4..8].copy_from_slice(&bucket.to_le_bytes());
         for (slot, field) in numbers[8..].chunks_exact_mut(8).zip(fields) {
@@ -1411,7 +1415,7 @@ mod tests {
     fn event_rows_are_written_in_the_order_of_their_columns() {
         let s = |v: &str| v.to_owned();
         let mut row = EventRow {
-            event_id: s("0199a0b1-0000-7000-8000-000000000001"),
+            event_id: "0199a0b1-0000-7000-8000-000000000001".parse().unwrap(),
             event_time: 1_764_000_000,
             event_time_ms: 1_764_000_000_123,
             client_id: s("acme"),
