@@ -824,6 +824,28 @@ pub struct ValueCounts {
     pub clicks: u64,
     pub human_opens: u64,
     pub machine_opens: u64,
+    /// `machine_opens` by [`MachineOpen`] (the names of `click_breakdowns`' columns).
+    pub open_apple_privacy: u64,
+    pub open_scanner: u64,
+    pub open_prefetch: u64,
+}
+
+impl ValueCounts {
+    pub fn machine_opens_by_reason(&self) -> MachineOpens {
+        MachineOpens {
+            apple_privacy: self.open_apple_privacy,
+            scanner: self.open_scanner,
+            prefetch: self.open_prefetch,
+        }
+    }
+}
+
+/// `verdict_reason IN ('…', …)`: the raw events' reasons that make an open
+/// `m`'s machine open (`Reason::machine_open`), constants from the code.
+fn machine_open_reasons(m: MachineOpen) -> String {
+    let names: Vec<String> =
+        Reason::ALL.iter().filter(|r| r.machine_open() == Some(m)).map(|r| format!("'{}'", r.as_str())).collect();
+    format!("verdict_reason IN ({})", names.join(", "))
 }
 
 /// The counts per value of a breakdown (every value; the caller ranks them).
@@ -865,7 +887,7 @@ pub async fn breakdown_counts(
             let net =
                 |c: &str| format!("toUInt64(greatest(sumIf({c}, NOT subtracted) - sumIf({c}, subtracted), 0)) AS {c}");
             let sql = format!(
-                "WITH ({subtracted}) AS subtracted SELECT value, {}, {}, {}, {}, {} \
+                "WITH ({subtracted}) AS subtracted SELECT value, {}, {}, {}, {}, {}, {}, {}, {} \
                  FROM {BREAKDOWNS_TABLE} WHERE dimension = ? AND (({added}) OR subtracted) AND {filter} \
                  GROUP BY value HAVING clicks + human_opens + machine_opens > 0",
                 net("human_clicks"),
@@ -873,6 +895,9 @@ pub async fn breakdown_counts(
                 net("clicks"),
                 net("human_opens"),
                 net("machine_opens"),
+                net("open_apple_privacy"),
+                net("open_scanner"),
+                net("open_prefetch"),
             );
             let mut query = ch.query(&sql).bind(spec.by.as_str());
             for v in &values {
@@ -884,15 +909,22 @@ pub async fn breakdown_counts(
             let (filter, values) = scope.filter();
             let column = spec.by.as_str();
             let filters = filters_sql(&spec.filters);
+            let machine_open = |m| format!("event_type = 'open' AND is_human = 0 AND {}", machine_open_reasons(m));
             let sql = format!(
                 "SELECT {column} AS value, \
                  uniqExactIf(event_id, event_type = 'click' AND is_human = 1) AS human_clicks, \
                  uniqExactIf(event_id, event_type = 'click' AND is_human = 0) AS bot_clicks, \
                  uniqExactIf(event_id, event_type = 'click') AS clicks, \
                  uniqExactIf(event_id, event_type = 'open' AND is_human = 1) AS human_opens, \
-                 uniqExactIf(event_id, event_type = 'open' AND is_human = 0) AS machine_opens \
+                 uniqExactIf(event_id, event_type = 'open' AND is_human = 0) AS machine_opens, \
+                 uniqExactIf(event_id, {}) AS open_apple_privacy, \
+                 uniqExactIf(event_id, {}) AS open_scanner, \
+                 uniqExactIf(event_id, {}) AS open_prefetch \
                  FROM {EVENTS_TABLE} WHERE {filter} \
-                 AND event_time >= toDateTime(?) AND event_time < toDateTime(?){filters} GROUP BY value"
+                 AND event_time >= toDateTime(?) AND event_time < toDateTime(?){filters} GROUP BY value",
+                machine_open(MachineOpen::ApplePrivacy),
+                machine_open(MachineOpen::Scanner),
+                machine_open(MachineOpen::Prefetch),
             );
             let mut query = ch.query(&sql);
             for v in &values {
@@ -962,20 +994,29 @@ fn filters_sql(filters: &[(Dimension, String)]) -> String {
     filters.iter().map(|(d, _)| format!(" AND {} = ?", d.as_str())).collect()
 }
 
-/// Distinct recipients (signed tokens) with a human click, exactly, for each
-/// of `page` (stored values) and for every other value together: from the
-/// raw events (`click_recipients` has no dimensions), one query.
+/// The distinct people behind a breakdown's value, exactly: recipients
+/// (signed tokens) with a human click, and with a human open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct People {
+    pub recipients: u64,
+    pub openers: u64,
+}
+
+/// [`People`] of each of `page` (stored values) and of every other value
+/// together: from the raw events (`click_recipients` has no dimensions),
+/// one query.
 pub async fn breakdown_recipients(
     ch: &Client,
     scope: &Scope,
     spec: &BreakdownSpec,
     page: &[&str],
-) -> Result<(HashMap<String, u64>, u64), StatsError> {
+) -> Result<(HashMap<String, People>, People), StatsError> {
     #[derive(Row, Deserialize)]
     struct Recipients {
         in_page: u8,
         value: String,
         recipients: u64,
+        openers: u64,
     }
     let (filter, values) = scope.filter();
     let column = spec.by.as_str();
@@ -987,8 +1028,9 @@ pub async fn breakdown_recipients(
     let filters = filters_sql(&spec.filters);
     let sql = format!(
         "SELECT {in_page} AS in_page, if(in_page = 1, {column}, '') AS value, \
-         toUInt64(uniqExact(recipient_id)) AS recipients FROM {EVENTS_TABLE} \
-         WHERE {filter} AND event_type = 'click' AND is_human = 1 AND recipient_id != '' \
+         toUInt64(uniqExactIf(recipient_id, event_type = 'click')) AS recipients, \
+         toUInt64(uniqExactIf(recipient_id, event_type = 'open')) AS openers FROM {EVENTS_TABLE} \
+         WHERE {filter} AND is_human = 1 AND recipient_id != '' \
          AND event_time >= toDateTime(?) AND event_time < toDateTime(?){filters} GROUP BY in_page, value"
     );
     let mut query = ch.query(&sql);
@@ -1003,12 +1045,13 @@ pub async fn breakdown_recipients(
         query = query.bind(v.as_str());
     }
     metrics::counter!("ricochet_api_clickhouse_queries_total").increment(1);
-    let (mut by_value, mut other) = (HashMap::new(), 0);
+    let (mut by_value, mut other) = (HashMap::new(), People::default());
     for r in query.fetch_all::<Recipients>().await? {
+        let people = People { recipients: r.recipients, openers: r.openers };
         if r.in_page == 1 {
-            by_value.insert(r.value, r.recipients);
+            by_value.insert(r.value, people);
         } else {
-            other = r.recipients;
+            other = people;
         }
     }
     Ok((by_value, other))

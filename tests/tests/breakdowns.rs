@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ricochet_registry::TokenKeys;
-use ricochet_schemas::RecipientId;
+use ricochet_schemas::{MachineOpen, Reason, RecipientId};
 use ricochet_tests::client::{self, http, Link};
 use ricochet_tests::eventually;
 use ricochet_tests::servers::Servers;
@@ -102,6 +102,8 @@ struct Stored {
     time: i64,
     open: bool,
     human: bool,
+    /// A machine's open: why it was judged a machine's.
+    machine_open: Option<MachineOpen>,
     recipient: String,
     dims: BTreeMap<String, String>,
 }
@@ -115,6 +117,9 @@ struct Counts {
     unique_human_recipients: u64,
     human_opens: u64,
     machine_opens: u64,
+    /// `machine_opens_by_reason`: Apple's privacy proxies, scanners, prefetchers.
+    machine_opens_by_reason: [u64; 3],
+    unique_human_openers: u64,
 }
 
 impl Counts {
@@ -127,8 +132,33 @@ impl Counts {
             unique_human_recipients: n("unique_human_recipients"),
             human_opens: n("human_opens"),
             machine_opens: n("machine_opens"),
+            machine_opens_by_reason: MachineOpen::ALL
+                .map(|m| v["machine_opens_by_reason"][m.as_str()].as_u64().unwrap_or_else(|| panic!("{m:?} in {v}"))),
+            unique_human_openers: n("unique_human_openers"),
         }
     }
+
+    /// Adds `other`'s counts, all but the unique recipients and openers.
+    fn add(&mut self, other: &Counts) {
+        self.human_clicks += other.human_clicks;
+        self.bot_clicks += other.bot_clicks;
+        self.clicks += other.clicks;
+        self.human_opens += other.human_opens;
+        self.machine_opens += other.machine_opens;
+        for (mine, theirs) in self.machine_opens_by_reason.iter_mut().zip(other.machine_opens_by_reason) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// The recipients among `events` with a human click (`open` false) or a
+/// human open (`open` true).
+fn people<'a>(events: &[&'a Stored], open: bool) -> BTreeSet<&'a str> {
+    events
+        .iter()
+        .filter(|e| e.open == open && e.human && !e.recipient.is_empty())
+        .map(|e| e.recipient.as_str())
+        .collect()
 }
 
 fn shown(v: &str) -> String {
@@ -142,32 +172,33 @@ fn shown(v: &str) -> String {
 /// What a breakdown of `events` by `by` must answer, value by value.
 fn expected(events: &[&Stored], by: &str, human_only: bool) -> BTreeMap<String, Counts> {
     let mut out: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut recipients: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for e in events {
-        let value = shown(&e.dims[by]);
-        let c = out.entry(value.clone()).or_default();
+        let c = out.entry(shown(&e.dims[by])).or_default();
         match (e.open, e.human) {
             (false, true) => {
                 c.human_clicks += 1;
                 c.clicks += 1;
-                if !e.recipient.is_empty() {
-                    recipients.entry(value).or_default().insert(&e.recipient);
-                }
             }
             (false, false) => {
                 c.bot_clicks += 1;
                 c.clicks += 1;
             }
             (true, true) => c.human_opens += 1,
-            (true, false) => c.machine_opens += 1,
+            (true, false) => {
+                c.machine_opens += 1;
+                c.machine_opens_by_reason[e.machine_open.expect("a machine's open has a reason") as usize] += 1;
+            }
         }
     }
     for (value, c) in &mut out {
-        c.unique_human_recipients = recipients.get(value).map_or(0, |r| r.len() as u64);
+        let of_value: Vec<&Stored> = events.iter().copied().filter(|e| shown(&e.dims[by]) == *value).collect();
+        c.unique_human_recipients = people(&of_value, false).len() as u64;
+        c.unique_human_openers = people(&of_value, true).len() as u64;
         if human_only {
             c.clicks = c.human_clicks;
             c.bot_clicks = 0;
             c.machine_opens = 0;
+            c.machine_opens_by_reason = [0; 3];
         }
     }
     if human_only {
@@ -295,7 +326,8 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
     let body = servers
         .clickhouse
         .query(&format!(
-            "SELECT link_id, toString(event_type) AS event_type, toUInt32(event_time) AS time, is_human, recipient_id, user_agent, {} \
+            "SELECT link_id, toString(event_type) AS event_type, toUInt32(event_time) AS time, is_human, \
+             toString(verdict_reason) AS reason, recipient_id, user_agent, {} \
              FROM click_events WHERE campaign_id = 'bd' FORMAT JSONEachRow",
             DIMENSIONS.join(", ")
         ))
@@ -326,7 +358,10 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
         let human = row["is_human"] == 1;
         assert_eq!(human, sent.human, "verdict on {ua} from {} (open: {open}): {row}", sent.ip);
         let time = row["time"].as_i64().unwrap();
-        stored.push(Stored { link, time, open, human, recipient, dims });
+        let reason = Reason::parse(row["reason"].as_str().unwrap()).unwrap_or_else(|| panic!("a reason: {row}"));
+        let machine_open = reason.machine_open().filter(|_| open);
+        assert_eq!(machine_open.is_some(), open && !human, "{row}");
+        stored.push(Stored { link, time, open, human, machine_open, recipient, dims });
     }
     assert_eq!(stored.len(), requests.len(), "each request stored once");
     let all: Vec<&Stored> = stored.iter().collect();
@@ -379,6 +414,15 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
         assert_eq!(rows(&answer), expected(&all, by, true), "{url}: {answer}");
     }
 
+    // Opens per mail client, as the stats report them in total: Apple's
+    // proxy's open is Apple Mail's machine open, for Apple's privacy
+    // proxies; r2 and r5 opened with Outlook, two human openers.
+    let url = format!("{campaign}?by=mail_client&human_only=false&from={}&to={}", hour - 3_600, hour + 7_200);
+    let answer = get(&url).await;
+    let by_client = rows(&answer);
+    assert_eq!(by_client["apple_mail"].machine_opens_by_reason, [1, 0, 0], "{url}: {answer}");
+    assert_eq!(by_client["outlook"].unique_human_openers, 2, "{url}: {answer}");
+
     // Retention (`RICOCHET_RETENTION_ROLLUP_DAYS`) deletes the rows of
     // buckets that began before its cutoff: the day holding the cutoff has
     // lost its day row and kept its later hours, as here (NZ, a day before
@@ -409,18 +453,11 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
     let rest: Vec<&Stored> = all.iter().copied().filter(|e| shown(&e.dims["country"]) != listed).collect();
     let mut other = Counts::default();
     for c in expected(&rest, "country", false).values() {
-        other.human_clicks += c.human_clicks;
-        other.bot_clicks += c.bot_clicks;
-        other.clicks += c.clicks;
-        other.human_opens += c.human_opens;
-        other.machine_opens += c.machine_opens;
+        other.add(c);
     }
-    other.unique_human_recipients = rest
-        .iter()
-        .filter(|e| !e.open && e.human && !e.recipient.is_empty())
-        .map(|e| e.recipient.as_str())
-        .collect::<BTreeSet<_>>()
-        .len() as u64;
+    // A recipient in two of the rest's values counts once.
+    other.unique_human_recipients = people(&rest, false).len() as u64;
+    other.unique_human_openers = people(&rest, true).len() as u64;
     assert_eq!(answer["rows"].as_array().unwrap().len(), 1);
     assert_eq!(Counts::of(&answer["rows"][0]), full[&listed]);
     let top = full
@@ -501,7 +538,10 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
         let mut lines = text.lines();
         assert_eq!(
             lines.next(),
-            Some("rank,value,human_clicks,bot_clicks,clicks,unique_human_recipients,human_opens,machine_opens")
+            Some(
+                "rank,value,human_clicks,bot_clicks,clicks,unique_human_recipients,human_opens,machine_opens,\
+                 machine_opens_apple_privacy,machine_opens_scanner,machine_opens_prefetch,unique_human_openers"
+            )
         );
         let mut csv_rows = BTreeMap::new();
         for line in lines {
@@ -514,6 +554,8 @@ async fn breakdowns_count_each_value_exactly_human_and_machine() {
                 unique_human_recipients: n(5),
                 human_opens: n(6),
                 machine_opens: n(7),
+                machine_opens_by_reason: [n(8), n(9), n(10)],
+                unique_human_openers: n(11),
             };
             let key = if cells[0] == "other" { "(other)".to_owned() } else { cells[1].to_owned() };
             csv_rows.insert(key, counts);

@@ -118,6 +118,8 @@ export interface BreakdownCounts {
   unique_human_recipients: number;
   human_opens: number;
   machine_opens: number;
+  machine_opens_by_reason: MachineOpens;
+  unique_human_openers: number;
 }
 
 export interface BreakdownRow extends BreakdownCounts {

@@ -38,7 +38,8 @@ use crate::error::{ApiError, Path};
 use crate::format::{CsvBody, Format};
 use crate::openapi::{self, CampaignPath, ClientPath, LinkPath, StatsErrors};
 use crate::state::ApiState;
-use crate::stats::{self, BreakdownSpec, Dimension, Scope, StatsError, ValueCounts};
+use crate::stats::{self, BreakdownSpec, Dimension, MachineOpens, Scope, StatsError, ValueCounts};
+use ricochet_schemas::MachineOpen;
 
 /// Rows listed when `limit` is not given, and the most a request may ask for.
 pub const DEFAULT_LIMIT: u32 = 10;
@@ -205,6 +206,10 @@ pub struct BreakdownCounts {
     pub human_opens: u64,
     /// Opens fetched by machines (Apple's privacy proxies, scanners, prefetchers).
     pub machine_opens: u64,
+    /// `machine_opens` by why they were a machine's.
+    pub machine_opens_by_reason: MachineOpens,
+    /// Distinct recipients (signed tokens) with at least one human open, exact.
+    pub unique_human_openers: u64,
 }
 
 impl std::ops::AddAssign<&ValueCounts> for BreakdownCounts {
@@ -214,6 +219,10 @@ impl std::ops::AddAssign<&ValueCounts> for BreakdownCounts {
         self.clicks += v.clicks;
         self.human_opens += v.human_opens;
         self.machine_opens += v.machine_opens;
+        let by_reason = v.machine_opens_by_reason();
+        self.machine_opens_by_reason.apple_privacy += by_reason.apple_privacy;
+        self.machine_opens_by_reason.scanner += by_reason.scanner;
+        self.machine_opens_by_reason.prefetch += by_reason.prefetch;
     }
 }
 
@@ -266,10 +275,18 @@ impl CsvBody for Breakdown {
             "unique_human_recipients",
             "human_opens",
             "machine_opens",
+            "machine_opens_apple_privacy",
+            "machine_opens_scanner",
+            "machine_opens_prefetch",
+            "unique_human_openers",
         ])?;
         let record = |rank: String, value: &str, c: &BreakdownCounts| {
+            let by_reason = MachineOpen::ALL.map(|m| c.machine_opens_by_reason.get(m));
             let numbers =
-                [c.human_clicks, c.bot_clicks, c.clicks, c.unique_human_recipients, c.human_opens, c.machine_opens];
+                [c.human_clicks, c.bot_clicks, c.clicks, c.unique_human_recipients, c.human_opens, c.machine_opens]
+                    .into_iter()
+                    .chain(by_reason)
+                    .chain([c.unique_human_openers]);
             [rank, value.to_owned()].into_iter().chain(numbers.map(|n| n.to_string())).collect::<Vec<_>>()
         };
         for (i, row) in self.rows.iter().enumerate() {
@@ -289,6 +306,7 @@ pub fn rank(mut values: Vec<ValueCounts>, human_only: bool, limit: u32) -> (Vec<
             v.clicks = v.human_clicks;
             v.bot_clicks = 0;
             v.machine_opens = 0;
+            (v.open_apple_privacy, v.open_scanner, v.open_prefetch) = (0, 0, 0);
         }
     }
     values.retain(|v| v.clicks + v.human_opens + v.machine_opens > 0);
@@ -319,19 +337,23 @@ pub async fn breakdown(ch: &clickhouse::Client, scope: &Scope, req: &BreakdownRe
     let values = stats::breakdown_counts(ch, scope, spec).await?;
     let (listed, mut other) = rank(values, req.human_only, req.limit);
     let page: Vec<&str> = listed.iter().map(|v| v.value.as_str()).collect();
-    // Without a human click there is no human recipient to count.
-    let (recipients, other_recipients) = if listed.iter().any(|v| v.human_clicks > 0) || other.human_clicks > 0 {
+    // Without a human click or open there is no human recipient or opener to count.
+    let human = |c: (u64, u64)| c.0 + c.1 > 0;
+    let (people, other_people) = if listed.iter().any(|v| human((v.human_clicks, v.human_opens)))
+        || human((other.human_clicks, other.human_opens))
+    {
         stats::breakdown_recipients(ch, scope, spec, &page).await?
     } else {
         Default::default()
     };
-    other.unique_human_recipients = other_recipients;
+    (other.unique_human_recipients, other.unique_human_openers) = (other_people.recipients, other_people.openers);
     let rows = listed
         .iter()
         .map(|v| {
             let mut counts = BreakdownCounts::default();
             counts += v;
-            counts.unique_human_recipients = recipients.get(&v.value).copied().unwrap_or(0);
+            let of_value = people.get(&v.value).copied().unwrap_or_default();
+            (counts.unique_human_recipients, counts.unique_human_openers) = (of_value.recipients, of_value.openers);
             BreakdownRow { value: shown(&v.value).to_owned(), counts }
         })
         .collect();
@@ -538,6 +560,7 @@ mod tests {
         BreakdownRequest::parse(&q, NOW).map_err(|e| e.to_string())
     }
 
+    /// A value's counts; its machine opens are Apple's proxies' but one, a scanner's.
     fn v(value: &str, human_clicks: u64, bot_clicks: u64, human_opens: u64, machine_opens: u64) -> ValueCounts {
         ValueCounts {
             value: value.into(),
@@ -546,6 +569,9 @@ mod tests {
             clicks: human_clicks + bot_clicks,
             human_opens,
             machine_opens,
+            open_apple_privacy: machine_opens.saturating_sub(1),
+            open_scanner: machine_opens.min(1),
+            open_prefetch: 0,
         }
     }
 
@@ -671,6 +697,7 @@ mod tests {
                 clicks: 8,
                 human_opens: 2,
                 machine_opens: 2,
+                machine_opens_by_reason: MachineOpens { apple_privacy: 1, scanner: 1, prefetch: 0 },
                 ..Default::default()
             }
         );
@@ -678,6 +705,7 @@ mod tests {
         let order: Vec<&str> = listed.iter().map(|v| v.value.as_str()).collect();
         assert_eq!(order, ["DE", "FR", "", "ES", "IT"], "no human activity in US; ties by value shown (unknown)");
         assert!(listed.iter().all(|v| v.bot_clicks == 0 && v.machine_opens == 0 && v.clicks == v.human_clicks));
+        assert!(listed.iter().all(|v| v.machine_opens_by_reason() == MachineOpens::default()), "{listed:?}");
         assert_eq!(other, BreakdownCounts::default());
     }
 
@@ -690,6 +718,8 @@ mod tests {
             unique_human_recipients: 2,
             human_opens: 4,
             machine_opens: 5,
+            machine_opens_by_reason: MachineOpens { apple_privacy: 3, scanner: 2, prefetch: 0 },
+            unique_human_openers: 3,
         };
         let b = Breakdown {
             by: Dimension::UtmCampaign,
@@ -704,9 +734,10 @@ mod tests {
         let text = String::from_utf8(b.to_csv()).unwrap();
         assert_eq!(
             text,
-            "rank,value,human_clicks,bot_clicks,clicks,unique_human_recipients,human_opens,machine_opens\n\
-             1,\"Black Friday, \"\"early\"\"\",2,1,3,2,4,5\n\
-             other,,0,0,0,0,0,0\n"
+            "rank,value,human_clicks,bot_clicks,clicks,unique_human_recipients,human_opens,machine_opens,\
+             machine_opens_apple_privacy,machine_opens_scanner,machine_opens_prefetch,unique_human_openers\n\
+             1,\"Black Friday, \"\"early\"\"\",2,1,3,2,4,5,3,2,0,3\n\
+             other,,0,0,0,0,0,0,0,0,0,0\n"
         );
     }
 }
