@@ -338,14 +338,10 @@ pub async fn breakdown(ch: &clickhouse::Client, scope: &Scope, req: &BreakdownRe
     let (listed, mut other) = rank(values, req.human_only, req.limit);
     let page: Vec<&str> = listed.iter().map(|v| v.value.as_str()).collect();
     // Without a human click or open there is no human recipient or opener to count.
-    let human = |c: (u64, u64)| c.0 + c.1 > 0;
-    let (people, other_people) = if listed.iter().any(|v| human((v.human_clicks, v.human_opens)))
-        || human((other.human_clicks, other.human_opens))
-    {
-        stats::breakdown_recipients(ch, scope, spec, &page).await?
-    } else {
-        Default::default()
-    };
+    let human: u64 =
+        listed.iter().map(|v| v.human_clicks + v.human_opens).sum::<u64>() + other.human_clicks + other.human_opens;
+    let (people, other_people) =
+        if human > 0 { stats::breakdown_recipients(ch, scope, spec, &page).await? } else { Default::default() };
     (other.unique_human_recipients, other.unique_human_openers) = (other_people.recipients, other_people.openers);
     let rows = listed
         .iter()
