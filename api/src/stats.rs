@@ -337,6 +337,14 @@ impl MachineOpens {
     }
 }
 
+impl std::ops::AddAssign for MachineOpens {
+    fn add_assign(&mut self, o: MachineOpens) {
+        self.apple_privacy += o.apple_privacy;
+        self.scanner += o.scanner;
+        self.prefetch += o.prefetch;
+    }
+}
+
 impl Counts {
     /// With `human_only`, machines are left out of every number: bot clicks,
     /// and machine opens (`opens` keeps the opens without a verdict).
@@ -360,9 +368,7 @@ impl std::ops::AddAssign for Counts {
         self.opens += o.opens;
         self.human_opens += o.human_opens;
         self.machine_opens += o.machine_opens;
-        self.machine_opens_by_reason.apple_privacy += o.machine_opens_by_reason.apple_privacy;
-        self.machine_opens_by_reason.scanner += o.machine_opens_by_reason.scanner;
-        self.machine_opens_by_reason.prefetch += o.machine_opens_by_reason.prefetch;
+        self.machine_opens_by_reason += o.machine_opens_by_reason;
     }
 }
 

@@ -219,10 +219,7 @@ impl std::ops::AddAssign<&ValueCounts> for BreakdownCounts {
         self.clicks += v.clicks;
         self.human_opens += v.human_opens;
         self.machine_opens += v.machine_opens;
-        let by_reason = v.machine_opens_by_reason();
-        self.machine_opens_by_reason.apple_privacy += by_reason.apple_privacy;
-        self.machine_opens_by_reason.scanner += by_reason.scanner;
-        self.machine_opens_by_reason.prefetch += by_reason.prefetch;
+        self.machine_opens_by_reason += v.machine_opens_by_reason();
     }
 }
 
