@@ -29,7 +29,7 @@ use ricochet_schemas::{CampaignId, ClickEvent, ClientId, EventType, LinkId, Mach
 use crate::checkpoint::PartitionRange;
 use crate::dimensions::{EventDimensions, Value};
 use crate::protocol::Part;
-use crate::sink::{put_strings, BreakdownWriter, EventRow, RecipientRow, RollupRow};
+use crate::sink::{put_strings, put_value, BreakdownWriter, EventRow, RecipientRow, RollupRow};
 
 /// The start of a UTC minute, in seconds since the epoch (ClickHouse `DateTime`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -291,9 +291,9 @@ impl<'a> ComboIndex<'a> {
             let link = [link.client_id.as_str(), link.campaign_id.as_str(), link.link_id.as_str()];
             let campaign = *campaign_numbers
                 .entry([link[0], link[1]])
-                .or_insert_with(|| index.campaigns.push(&[link[0], link[1], ""]));
+                .or_insert_with(|| index.campaigns.push(|out| put_strings(out, &[link[0], link[1], ""])));
             index.link_campaigns.push(campaign);
-            index.links.push(&link);
+            index.links.push(|out| put_strings(out, &link));
         }
         for (combo, counts) in &share.breakdowns {
             index.combos.push((combo.key.link, combo.key.bucket.0, &combo.values, counts));
@@ -309,7 +309,6 @@ impl<'a> ComboIndex<'a> {
         by_address.clear();
         numbers.clear();
         values.clear();
-        let dimension_name = DIMENSIONS[dimension];
         link_hours.clear();
         for &(link, hour, combo_values, counts) in &self.combos {
             let value: &'a Value = &combo_values[dimension];
@@ -320,9 +319,9 @@ impl<'a> ComboIndex<'a> {
             // string; the combinations keep every address alive (and so
             // unique) until the flush ends.
             let address = crate::dimensions::address(value);
-            let number = *by_address
-                .entry(address)
-                .or_insert_with(|| *numbers.entry(&**value).or_insert_with(|| values.push(&[dimension_name, value])));
+            let number = *by_address.entry(address).or_insert_with(|| {
+                *numbers.entry(&**value).or_insert_with(|| values.push(|out| put_value(out, dimension, value)))
+            });
             link_hours.entry(FoldKey::new(link, Grain::Hour, hour, number)).or_default().add(counts);
         }
         // Each coarser map from the smallest finer one: the link's days from
@@ -361,9 +360,9 @@ fn fold(
     }
 }
 
-/// Runs of `RowBinary` strings ([`put_strings`]) in one buffer, by number:
-/// an owner's or a value's strings, encoded once per flush and copied into
-/// each of its rows.
+/// Runs of `RowBinary` in one buffer, by number: an owner's strings
+/// ([`put_strings`]) or a dimension and value ([`put_value`]), encoded once
+/// per flush and copied into each of its rows.
 #[derive(Default)]
 struct Runs {
     bytes: Vec<u8>,
@@ -371,9 +370,9 @@ struct Runs {
 }
 
 impl Runs {
-    /// Appends a run; returns its number.
-    fn push(&mut self, strings: &[&str]) -> u32 {
-        put_strings(&mut self.bytes, strings);
+    /// Appends the run `put` writes; returns its number.
+    fn push(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> u32 {
+        put(&mut self.bytes);
         self.ends.push(self.bytes.len());
         self.ends.len() as u32 - 1
     }

@@ -20,10 +20,11 @@ pub use ricochet_warehouse::tables::{BREAKDOWNS_TABLE, EVENTS_TABLE, RECIPIENTS_
 /// partition's fence; its materialized view passes on only rows under the
 /// current token (`infra/migrations/0010_breakdowns.sql`, as 0007 made `click_rollups_in`).
 pub const ROLLUP_INPUT_TABLE: &str = "click_counts_in";
-/// What the breakdown insert goes into: `click_breakdowns` rows tagged with
-/// their partition's fence, passed on by the same rule
-/// (`infra/migrations/0012_click_breakdowns.sql`).
-pub const BREAKDOWNS_INPUT_TABLE: &str = "click_breakdowns_in";
+/// What the breakdown insert goes into: `click_breakdowns` rows in fewer
+/// bytes, tagged with their partition's fence and passed on by the same rule
+/// (`infra/migrations/0013_compact_breakdown_input.sql`; 0012's
+/// `click_breakdowns_in` stays for the build before it).
+pub const BREAKDOWNS_INPUT_TABLE: &str = "click_breakdowns_compact_in";
 /// Who holds each partition: one row per acquisition.
 pub const OWNERS_TABLE: &str = "click_owners";
 /// What raw events and recipient rows are inserted into: their materialized

@@ -1,5 +1,5 @@
 //! The fence of `infra/migrations/0007_fenced_rollups.sql` (and of its
-//! copies in 0010 and for `click_breakdowns` in 0012), as SQL, on both servers the product supports:
+//! copies in 0010 and for `click_breakdowns` in 0012 and 0013), as SQL, on both servers the product supports:
 //! ClickHouse 18.16 (a real server) and a current one (chDB 26.x in the test
 //! venv). The same inserts go to `click_counts_in` on each, each flush with a
 //! breakdown row per link, and `click_rollups` must hold exactly the rows
@@ -14,6 +14,10 @@ use ricochet_tests::servers::ClickHouse;
 const COLUMNS: &str =
     "grain, client_id, link_id, source_topic, source_partition, dimension, value, clicks, position_delta, \
      fence_partition, fence_token";
+/// The breakdown insert's (0013's compact rows): no `source_partition`, the
+/// view takes a position row's from its fence.
+const BREAKDOWN_COLUMNS: &str = "grain, client_id, link_id, source_topic, dimension_code, value, human_click_count, \
+     position_delta, fence_partition, fence_token";
 
 /// Owner rows and writes, in order; what lands is checked below.
 fn statements() -> Vec<String> {
@@ -34,15 +38,16 @@ fn statements() -> Vec<String> {
             .collect();
         rows.push(format!("(0, '', '', 'clicks', {partition}, '', '', 0, {delta}, {partition}, {token})"));
         let counts = format!("INSERT INTO click_counts_in ({COLUMNS}) VALUES {}", rows.join(", "));
-        // The same flush's breakdown insert (0012), before the rollups'.
+        // The same flush's breakdown insert (0013), before the rollups'.
         let mut rows: Vec<String> = links
             .iter()
             .map(|(link, clicks)| {
-                format!("(3600, 'c', '{link}', '', 0, 'country', 'DE', {clicks}, 0, {partition}, {token})")
+                format!("(3600, 'c', '{link}', '', 'country', 'DE', {clicks}, 0, {partition}, {token})")
             })
             .collect();
-        rows.push(format!("(0, '', '', 'clicks', {partition}, '', '', 0, {delta}, {partition}, {token})"));
-        let breakdowns = format!("INSERT INTO click_breakdowns_in ({COLUMNS}) VALUES {}", rows.join(", "));
+        rows.push(format!("(0, '', '', 'clicks', '', '', 0, {delta}, {partition}, {token})"));
+        let breakdowns =
+            format!("INSERT INTO click_breakdowns_compact_in ({BREAKDOWN_COLUMNS}) VALUES {}", rows.join(", "));
         [breakdowns, counts]
     };
     let statements = vec![
@@ -58,6 +63,9 @@ fn statements() -> Vec<String> {
         flush(0, 333, &[("l1", 1_000)], 1_000).to_vec(),
         // No owner row at all for partition 1.
         flush(1, 444, &[("l9", 10_000)], 10_000).to_vec(),
+        // Partition 2's owner: its positions are its own, not partition 0's.
+        vec![owner(2, 1, 1_000, 555)],
+        flush(2, 555, &[("l3", 4)], 6).to_vec(),
     ];
     statements.into_iter().flatten().collect()
 }
@@ -67,10 +75,11 @@ const RESULT: &str = "SELECT t, grain, source_partition, sum(clicks), sum(positi
                        UNION ALL SELECT 'r' AS t, grain, source_partition, clicks, position_delta FROM click_rollups) \
                       GROUP BY t, grain, source_partition ORDER BY t, grain, source_partition FORMAT TSV";
 
-/// Count rows (grain 60, partition 0 on count rows) 1 + 5 + 2, and the same
-/// in the breakdown rows (grain 3600) of both tables; positions 7 + 3 in each.
-const EXPECTED: &str = "b\t0\t0\t0\t10\nb\t3600\t0\t8\t0\n\
-                        r\t0\t0\t0\t10\nr\t60\t0\t8\t0\nr\t3600\t0\t8\t0\n";
+/// Count rows (grain 60, partition 0 on count rows) 1 + 5 + 2 + 4, and the
+/// same in the breakdown rows (grain 3600) of both tables; positions 7 + 3
+/// for partition 0 and 6 for partition 2 in each.
+const EXPECTED: &str = "b\t0\t0\t0\t10\nb\t0\t2\t0\t6\nb\t3600\t0\t12\t0\n\
+                        r\t0\t0\t0\t10\nr\t0\t2\t0\t6\nr\t60\t0\t12\t0\nr\t3600\t0\t12\t0\n";
 
 #[tokio::test]
 async fn the_fence_passes_only_the_current_token_on_clickhouse_18_16() {
@@ -91,7 +100,14 @@ fn the_fence_passes_only_the_current_token_on_current_clickhouse() {
     let migrations: Vec<String> = ricochet_warehouse::migrations::MIGRATIONS
         .iter()
         .filter(|(version, _)| {
-            ["0005_click_rollups", "0007_fenced_rollups", "0010_breakdowns", "0012_click_breakdowns"].contains(version)
+            [
+                "0005_click_rollups",
+                "0007_fenced_rollups",
+                "0010_breakdowns",
+                "0012_click_breakdowns",
+                "0013_compact_breakdown_input",
+            ]
+            .contains(version)
         })
         .flat_map(|(_, sql)| ricochet_warehouse::migrations::statements(sql))
         .filter(|s| !s.contains("ALTER TABLE click_events") && !s.contains("ALTER TABLE click_recipients"))

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_breakdowns", include_str!("../../infra/migrations/0010_breakdowns.sql")),
     ("0011_webhook_deliveries", include_str!("../../infra/migrations/0011_webhook_deliveries.sql")),
     ("0012_click_breakdowns", include_str!("../../infra/migrations/0012_click_breakdowns.sql")),
+    ("0013_compact_breakdown_input", include_str!("../../infra/migrations/0013_compact_breakdown_input.sql")),
 ];
 
 /// ClickHouse's error code for "column with this name already exists".
