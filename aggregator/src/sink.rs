@@ -541,15 +541,15 @@ pub const BREAKDOWN_COLUMNS: [&str; 17] = [
 ];
 
 /// The breakdown insert's bytes: `RowBinary` in [`BREAKDOWN_COLUMNS`]' order,
-/// written by hand rather than through serde. A flush writes about thirteen
+/// written by hand rather than through serde. A flush writes about twelve
 /// breakdown rows per event on a drain of many thin links, and a row's
 /// strings (its link's or campaign's, its dimension and value) repeat from
 /// row to row: [`put_strings`] and [`put_value`] encode each run once per
-/// flush, and a row is two copied runs and fixed-size numbers, 60 bytes fewer
-/// than a row of `click_breakdowns` itself (migration 0013 says which). The bytes go out in
-/// chunks of [`BreakdownWriter::CHUNK_BYTES`] as they fill, never the whole
-/// flush at once; a full chunk is set aside and a new one begun, so no
-/// buffer is ever grown and copied.
+/// flush, and a row is two copied runs and fixed-size numbers, 60 bytes
+/// fewer than a row of `click_breakdowns` itself (migration 0013 says
+/// which). The bytes go out in chunks of [`BreakdownWriter::CHUNK_BYTES`] as
+/// they fill, never the whole flush at once; a full chunk is set aside and a
+/// new one begun, so no buffer is ever grown and copied.
 #[derive(Debug)]
 pub struct BreakdownWriter {
     buf: Vec<u8>,
