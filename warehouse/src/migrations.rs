@@ -27,6 +27,15 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0013_compact_breakdown_input", include_str!("../../infra/migrations/0013_compact_breakdown_input.sql")),
 ];
 
+/// How long a migration's `ON CLUSTER` statement waits for every host,
+/// instead of the server's default 180 s (`distributed_ddl_task_timeout`).
+/// An `ALTER` of a replicated table waits until every active replica has
+/// applied it, and a replica starved of CPU (or reconnecting to ZooKeeper)
+/// can take longer; past the timeout the server answers code 159 and goes on
+/// in the background, and the aggregator would stop at start for a migration
+/// that is still being applied.
+pub const DDL_TASK_TIMEOUT_SECS: &str = "900";
+
 /// ClickHouse's error code for "column with this name already exists".
 const DUPLICATE_COLUMN: &str = "Code: 44,";
 
@@ -128,7 +137,7 @@ pub async fn apply(
             render(statement, cluster).map_err(|e| MigrationError { version: version.into(), source: e.into() })?;
         for s in rendered {
             for server in servers(&s) {
-                server.query(&s).execute().await.map_err(err(version))?;
+                ddl(server, &s).execute().await.map_err(err(version))?;
             }
         }
         Ok::<(), MigrationError>(())
@@ -153,7 +162,7 @@ pub async fn apply(
                 .map_err(|e| MigrationError { version: (*version).into(), source: e.into() })?
             {
                 for server in servers(&s) {
-                    match server.query(&s).execute().await {
+                    match ddl(server, &s).execute().await {
                         Ok(()) => {}
                         // 18.16 has no `ADD COLUMN IF NOT EXISTS`: the columns are
                         // there already when another aggregator ran this ALTER at the
@@ -175,6 +184,11 @@ pub async fn apply(
         applied.push((*version).to_owned());
     }
     Ok(applied)
+}
+
+/// A migration statement, with the time it may wait for the cluster's hosts.
+fn ddl(server: &Client, statement: &str) -> clickhouse::query::Query {
+    server.query(statement).with_option("distributed_ddl_task_timeout", DDL_TASK_TIMEOUT_SECS)
 }
 
 fn is_add_column(statement: &str) -> bool {
