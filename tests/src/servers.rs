@@ -49,11 +49,15 @@ impl ClickHouse {
     /// (the server merges it into its config): a replica, whose peers must
     /// know its ports before it starts.
     pub async fn start_on(dir: &Path, ports: [u16; 3], config_d: &str) -> ClickHouse {
+        Self::try_start_on(dir, ports, config_d).await.unwrap_or_else(|log| panic!("clickhouse did not start:\n{log}"))
+    }
+
+    /// [`ClickHouse::start_on`], `Err(log tail)` if the server does not come up.
+    async fn try_start_on(dir: &Path, ports: [u16; 3], config_d: &str) -> Result<ClickHouse, String> {
         std::fs::create_dir_all(dir.join("config.d")).expect("config.d");
         std::fs::write(dir.join("config.d/ricochet.xml"), config_d).expect("config.d/ricochet.xml");
         let mut ch = Self::spawned(dir, ports);
-        ch.wait_ready().await;
-        ch
+        ch.try_wait_ready().await.map(|()| ch)
     }
 
     fn spawned(dir: &Path, [http_port, tcp_port, interserver_port]: [u16; 3]) -> ClickHouse {
@@ -260,6 +264,31 @@ pub struct ReplicatedServers {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for ReplicatedServers {
+    /// A failed test shows what ZooKeeper and the distributed DDL queue did to
+    /// each replica: a lost session explains most stalls of an 18.16 cluster.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        const SIGNS: [&str; 4] = ["Session expired", "ZooKeeper session", "DDLWorker", "Alter is not finished"];
+        for (i, r) in self.replicas.iter().enumerate() {
+            let log = std::fs::read_to_string(r.dir.join("log/clickhouse-server.err.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| SIGNS.iter().any(|s| l.contains(s))).collect();
+            let last = &lines[lines.len().saturating_sub(10)..];
+            eprintln!(
+                "r{}: {} ZooKeeper or DDL errors in its log{}",
+                i + 1,
+                lines.len(),
+                if last.is_empty() { "" } else { ", the last:" }
+            );
+            for l in last {
+                eprintln!("  {}", l.chars().take(300).collect::<String>());
+            }
+        }
+    }
+}
+
 impl ReplicatedServers {
     /// One shard of two replicas.
     pub async fn start() -> ReplicatedServers {
@@ -278,34 +307,46 @@ impl ReplicatedServers {
         let (zookeeper, kafka) = tokio::join!(ZooKeeper::start(&zk_dir), Kafka::start(&kafka_dir));
         let layout: Vec<Vec<usize>> =
             (0..shards).map(|s| (s * replicas_per_shard..(s + 1) * replicas_per_shard).collect()).collect();
-        let ports: Vec<[u16; 3]> =
-            (0..shards * replicas_per_shard).map(|_| [free_port(), free_port(), free_port()]).collect();
-        let shards_xml: String = layout
-            .iter()
-            .map(|members| {
-                let replicas: String = members
-                    .iter()
-                    .map(|&i| format!("<replica><host>127.0.0.1</host><port>{}</port></replica>", ports[i][1]))
-                    .collect();
-                format!("<shard><internal_replication>true</internal_replication>{replicas}</shard>")
-            })
-            .collect();
-        let starts = ports.iter().enumerate().map(|(i, p)| {
-            let config = format!(
-                "<?xml version=\"1.0\"?>\n<yandex>\n\
-                 <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node>\
-                 <session_timeout_ms>6000</session_timeout_ms></zookeeper>\n\
-                 <remote_servers><{CLUSTER}>{shards_xml}</{CLUSTER}></remote_servers>\n\
-                 <macros><shard>{shard:02}</shard><replica>r{n}</replica></macros>\n\
-                 <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\n</yandex>\n",
-                zk = zookeeper.port,
-                shard = i / replicas_per_shard + 1,
-                n = i + 1
-            );
-            let dir = dir.path().join(format!("clickhouse-r{}", i + 1));
-            async move { ClickHouse::start_on(&dir, *p, &config).await }
-        });
-        let replicas = futures::future::join_all(starts).await;
+        // ClickHouse's own default ZooKeeper session (30 s), not a short one: a
+        // server starved of CPU on a busy test machine would lose its session,
+        // and 18.16 then never applies an ALTER to that replica again until it
+        // is restarted (docs/cluster.md), so the next migration hangs.
+        // Every server must know its peers' ports before it starts, so a port
+        // taken by another test in the meantime fails the whole set: it starts
+        // again on fresh ports, from empty state directories.
+        let (members_of, base, zk) = (&layout, dir.path(), zookeeper.port);
+        let replicas = start_retrying("clickhouse cluster", || async move {
+            let ports: Vec<[u16; 3]> =
+                (0..shards * replicas_per_shard).map(|_| [free_port(), free_port(), free_port()]).collect();
+            let shards_xml: String = members_of
+                .iter()
+                .map(|members| {
+                    let replicas: String = members
+                        .iter()
+                        .map(|&i| format!("<replica><host>127.0.0.1</host><port>{}</port></replica>", ports[i][1]))
+                        .collect();
+                    format!("<shard><internal_replication>true</internal_replication>{replicas}</shard>")
+                })
+                .collect();
+            let starts = ports.iter().enumerate().map(|(i, p)| {
+                let config = format!(
+                    "<?xml version=\"1.0\"?>\n<yandex>\n\
+                     <zookeeper><node><host>127.0.0.1</host><port>{zk}</port></node>\
+                     <session_timeout_ms>30000</session_timeout_ms></zookeeper>\n\
+                     <remote_servers><{CLUSTER}>{shards_xml}</{CLUSTER}></remote_servers>\n\
+                     <macros><shard>{shard:02}</shard><replica>r{n}</replica></macros>\n\
+                     <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>\n</yandex>\n",
+                    shard = i / replicas_per_shard + 1,
+                    n = i + 1
+                );
+                let dir = base.join(format!("clickhouse-r{}", i + 1));
+                let _ = std::fs::remove_dir_all(&dir);
+                async move { ClickHouse::try_start_on(&dir, *p, &config).await }
+            });
+            // Dropping the servers that did start stops them.
+            futures::future::join_all(starts).await.into_iter().collect::<Result<Vec<_>, _>>()
+        })
+        .await;
         ReplicatedServers { replicas, shards: layout, kafka, zookeeper, dir }
     }
 

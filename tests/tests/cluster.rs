@@ -78,3 +78,32 @@ async fn a_replica_killed_under_load_ends_with_exact_counts_on_both_replicas() {
     eprintln!("flush failures while a replica was down: {failures}");
     assert!(failures > 0.0, "no flush failed: the quorum was not in force");
 }
+
+/// A replica paused for seconds while the migrations run (a VM pause, a host
+/// starved of CPU) delays them and breaks nothing. With a short ZooKeeper
+/// session (this harness had 6 s) the pause expires the replica's session, and
+/// 18.16 then applies no further ALTER to that replica's tables: the next
+/// migration that alters one stalled, and the aggregator stopped at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_while_migrating_delays_the_migrations_and_breaks_nothing() {
+    let servers = ReplicatedServers::start().await;
+    let pause = async {
+        // After 0001 made click_events_local, before the ALTERs of 0004 and 0009.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        servers.replicas[1].freeze();
+        eprintln!("r2 paused");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        servers.replicas[1].thaw();
+        eprintln!("r2 running again");
+    };
+    let started = Instant::now();
+    let (_aggregator, ()) = tokio::join!(services::cluster_aggregator(&servers, 0, "aggregator-paused", &[]), pause);
+    eprintln!("migrated in {:.0}s", started.elapsed().as_secs_f64());
+
+    let columns = "SELECT table, name, type FROM system.columns \
+                   WHERE database = 'default' AND table LIKE '%\\_local' ORDER BY table, name FORMAT TSV";
+    let (r1, r2) =
+        (servers.replicas[0].query(columns).await.unwrap(), servers.replicas[1].query(columns).await.unwrap());
+    assert!(r1.contains("click_events_local\tua_class\t"), "0004 applied on r1:\n{r1}");
+    assert_eq!(r1, r2, "both replicas' tables have every column");
+}
