@@ -30,11 +30,19 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 /// How long a migration's `ON CLUSTER` statement waits for every host,
 /// instead of the server's default 180 s (`distributed_ddl_task_timeout`).
 /// An `ALTER` of a replicated table waits until every active replica has
-/// applied it, and a replica starved of CPU (or reconnecting to ZooKeeper)
-/// can take longer; past the timeout the server answers code 159 and goes on
-/// in the background, and the aggregator would stop at start for a migration
-/// that is still being applied.
+/// applied it, and a loaded replica can take longer; past the timeout the
+/// server answers code 159 and goes on in the background.
 pub const DDL_TASK_TIMEOUT_SECS: &str = "900";
+
+/// What 18.16 says when a statement has not reached every replica: `ON
+/// CLUSTER` past its timeout (159), an `ALTER` that a replica did not apply in
+/// time (341, `UNFINISHED`), and a replica that gave up waiting for the one
+/// of its shard that runs the `ALTER` (48).
+const UNFINISHED_ON_CLUSTER: [(&str, &str); 3] = [
+    ("Code: 159,", "distributed_ddl_task_timeout"),
+    ("Code: 341,", "Alter is not finished"),
+    ("Code: 48,", "Cannot enqueue replicated DDL query"),
+];
 
 /// ClickHouse's error code for "column with this name already exists".
 const DUPLICATE_COLUMN: &str = "Code: 44,";
@@ -56,9 +64,31 @@ pub struct MigrationError {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationFailure {
     #[error(transparent)]
-    ClickHouse(#[from] clickhouse::error::Error),
+    ClickHouse(clickhouse::error::Error),
+    /// A statement did not reach every replica. Not a bug in the migration:
+    /// the operator must bring the replica back. ClickHouse 18.16 has a known
+    /// fault here: a replica whose ZooKeeper session expired (a pause longer
+    /// than `session_timeout_ms`) applies no further `ALTER` to its replicated
+    /// tables until it is restarted, and every later migration waits for it.
+    #[error(
+        "not applied on every replica of the cluster: {0}. A replica that lost its ZooKeeper session \
+         (ClickHouse 18.16) applies no ALTER until `SYSTEM RESTART REPLICA <table>_local` runs on it \
+         (or the server restarts); do that on the replica named, then start again (docs/cluster.md)"
+    )]
+    UnfinishedOnCluster(clickhouse::error::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+impl From<clickhouse::error::Error> for MigrationFailure {
+    fn from(e: clickhouse::error::Error) -> Self {
+        let message = e.to_string();
+        if UNFINISHED_ON_CLUSTER.iter().any(|(code, sign)| message.contains(code) && message.contains(sign)) {
+            MigrationFailure::UnfinishedOnCluster(e)
+        } else {
+            MigrationFailure::ClickHouse(e)
+        }
+    }
 }
 
 /// The statements that run for one plain statement: itself on a single
@@ -215,6 +245,32 @@ mod tests {
         assert_eq!(column.matches(wanted.as_str()).count(), 2, "type and default cast: {column}");
         let (_, sql) = super::MIGRATIONS.iter().find(|(v, _)| v.starts_with("0004")).unwrap();
         assert!(super::is_add_column(&super::statements(sql)[0]));
+    }
+
+    #[test]
+    fn a_statement_that_did_not_reach_every_replica_says_what_to_do() {
+        use super::MigrationFailure;
+        let bad = |m: &str| MigrationFailure::from(clickhouse::error::Error::BadResponse(m.to_owned()));
+        // What 18.16 answered, in CI and with a replica whose session had expired.
+        let timed_out = bad(
+            "Code: 159, e.displayText() = DB::Exception: Watching task /clickhouse/task_queue/ddl/query-0000000008 \
+             is executing longer than distributed_ddl_task_timeout (=900) seconds. There are 1 unfinished hosts \
+             (1 of them are currently active), they are going to execute the query in background",
+        );
+        let unfinished =
+            bad("Code: 341, e.displayText() = DB::Exception: Alter is not finished because timeout when waiting for \
+             some replicas: r2 (replication_alter_columns_timeout = 60). Alter will be done asynchronously.");
+        let gave_up = bad("Code: 48, e.displayText() = DB::Exception: There was an error on [127.0.0.1:29571]: \
+             Cannot enqueue replicated DDL query for a replicated shard, e.what() = DB::Exception");
+        for e in [&timed_out, &unfinished, &gave_up] {
+            assert!(matches!(e, MigrationFailure::UnfinishedOnCluster(_)), "{e}");
+            assert!(e.to_string().contains("SYSTEM RESTART REPLICA"), "{e}");
+        }
+        assert!(e_is_plain(&bad("Code: 44, e.displayText() = DB::Exception: Cannot add column ua_class: column with this name already exists")));
+        assert!(e_is_plain(&bad("Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 30 seconds")));
+        fn e_is_plain(e: &MigrationFailure) -> bool {
+            matches!(e, MigrationFailure::ClickHouse(_))
+        }
     }
 
     #[test]
