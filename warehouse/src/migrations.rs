@@ -72,8 +72,8 @@ pub enum MigrationFailure {
     /// tables until it is restarted, and every later migration waits for it.
     #[error(
         "not applied on every replica of the cluster: {0}. A replica that lost its ZooKeeper session \
-         (ClickHouse 18.16) applies no ALTER until `SYSTEM RESTART REPLICA <table>_local` runs on it \
-         (or the server restarts); do that on the replica named, then start again (docs/cluster.md)"
+         (ClickHouse 18.16) applies no schema change until `system restart replica <table>_local` runs \
+         on it (or the server restarts); do that on the replica named, then start again (docs/cluster.md)"
     )]
     UnfinishedOnCluster(clickhouse::error::Error),
     #[error(transparent)]
@@ -264,7 +264,7 @@ mod tests {
              Cannot enqueue replicated DDL query for a replicated shard, e.what() = DB::Exception");
         for e in [&timed_out, &unfinished, &gave_up] {
             assert!(matches!(e, MigrationFailure::UnfinishedOnCluster(_)), "{e}");
-            assert!(e.to_string().contains("SYSTEM RESTART REPLICA"), "{e}");
+            assert!(e.to_string().contains("system restart replica"), "{e}");
         }
         assert!(e_is_plain(&bad("Code: 44, e.displayText() = DB::Exception: Cannot add column ua_class: column with this name already exists")));
         assert!(e_is_plain(&bad("Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 30 seconds")));
