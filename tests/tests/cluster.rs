@@ -87,9 +87,15 @@ async fn a_replica_killed_under_load_ends_with_exact_counts_on_both_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_paused_while_migrating_delays_the_migrations_and_breaks_nothing() {
     let servers = ReplicatedServers::start().await;
+    let log = servers.path().join("aggregator-paused.log");
     let pause = async {
-        // After 0001 made click_events_local, before the ALTERs of 0004 and 0009.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Once 0001 has made click_events_local, before the ALTERs of 0004 and 0009.
+        let made = "\"0001_click_events\"";
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains(made) {
+            assert!(Instant::now() < deadline, "0001 not applied within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         servers.replicas[1].freeze();
         eprintln!("r2 paused");
         tokio::time::sleep(Duration::from_secs(10)).await;
